@@ -1,0 +1,172 @@
+//! The bus: the only place in henvis that knows NATS subject, stream, consumer and bucket
+//! names, and how JetStream is set up. deploy/ mirrors these names in its permissions.
+//!
+//! It moves bytes and knows no policy: callers hand it encoded messages and ids.
+
+mod names;
+mod topology;
+
+use std::time::Duration;
+
+use async_nats::{
+    HeaderMap,
+    jetstream::{self, context::PublishErrorKind},
+};
+use bytes::Bytes;
+
+pub use names::*;
+pub use topology::Topology;
+
+/// A failure talking to NATS, by kind, so callers map it to a status by type.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// NATS is unreachable or did not answer in time; the operation may be retried.
+    #[error("message bus unavailable: {0}")]
+    Unavailable(String),
+    /// A stream refused the message because it is full; retry later.
+    #[error("message bus full: {0}")]
+    Full(String),
+    /// Any other failure of the bus.
+    #[error("message bus error: {0}")]
+    Other(String),
+}
+
+/// Where a published message was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    /// Its sequence in the stream.
+    pub sequence: u64,
+    /// True when the stream already held a message with the same message id; `sequence`
+    /// is then the original's.
+    pub duplicate: bool,
+}
+
+/// A connection to NATS with JetStream.
+#[derive(Clone)]
+pub struct Bus {
+    client: async_nats::Client,
+    js: jetstream::Context,
+}
+
+impl Bus {
+    /// Connects to NATS at `url` as `name`. Fails when the server cannot be reached.
+    pub async fn connect(url: &str, name: &str) -> Result<Self, BusError> {
+        let client = async_nats::ConnectOptions::new()
+            .name(name)
+            .connection_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(Duration::from_secs(5));
+        Ok(Self { client, js })
+    }
+
+    /// The JetStream context, for consumers.
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    /// The core client.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// Whether the connection is up right now.
+    pub fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Publishes `payload` to `subject` with JetStream de-duplication on `msg_id` and waits
+    /// for the stream's acknowledgement.
+    pub async fn publish_stored(
+        &self,
+        subject: String,
+        msg_id: &str,
+        payload: Bytes,
+    ) -> Result<Stored, BusError> {
+        if !self.is_connected() {
+            return Err(BusError::Unavailable("not connected".into()));
+        }
+        let ack = self.publish(subject, msg_id, payload).await?;
+        ack.await
+    }
+
+    /// Publishes without waiting for the acknowledgement; await the returned future to
+    /// learn where it was stored. Lets callers keep many publishes in flight.
+    pub async fn publish(
+        &self,
+        subject: String,
+        msg_id: &str,
+        payload: Bytes,
+    ) -> Result<PendingAck, BusError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
+        let fut = self
+            .js
+            .publish_with_headers(subject, headers, payload)
+            .await
+            .map_err(publish_error)?;
+        Ok(PendingAck(fut))
+    }
+
+    /// The payload of the message at `sequence` of `stream`.
+    pub async fn stored_payload(&self, stream: &str, sequence: u64) -> Result<Bytes, BusError> {
+        let s = self
+            .js
+            .get_stream(stream)
+            .await
+            .map_err(|e| BusError::Other(e.to_string()))?;
+        let m = s
+            .get_raw_message(sequence)
+            .await
+            .map_err(|e| BusError::Other(e.to_string()))?;
+        Ok(m.payload)
+    }
+
+    /// The case bucket.
+    pub async fn cases(&self) -> Result<jetstream::kv::Store, BusError> {
+        self.js
+            .get_key_value(BUCKET_CASES)
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))
+    }
+
+    /// Flushes buffered publishes to the server.
+    pub async fn flush(&self) -> Result<(), BusError> {
+        self.client
+            .flush()
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))
+    }
+}
+
+/// A publish whose acknowledgement has not arrived yet.
+pub struct PendingAck(jetstream::context::PublishAckFuture);
+
+impl std::future::IntoFuture for PendingAck {
+    type Output = Result<Stored, BusError>;
+    type IntoFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Self::Output> + Send>>;
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let ack = self.0.await.map_err(publish_error)?;
+            Ok(Stored {
+                sequence: ack.sequence,
+                duplicate: ack.duplicate,
+            })
+        })
+    }
+}
+
+fn publish_error(e: jetstream::context::PublishError) -> BusError {
+    let text = e.to_string();
+    match e.kind() {
+        PublishErrorKind::TimedOut
+        | PublishErrorKind::BrokenPipe
+        | PublishErrorKind::StreamNotFound => BusError::Unavailable(text),
+        _ if text.contains("maximum") || text.contains("insufficient resources") => {
+            BusError::Full(text)
+        }
+        _ => BusError::Other(text),
+    }
+}

@@ -1,0 +1,80 @@
+//! Every subject, stream, consumer and bucket name. deploy/nats/*.conf grants permissions on
+//! exactly these; a test checks that they agree.
+
+use henvis_domain::{AgencyId, MessageType, Sector};
+
+/// Stream of submitted events: `henvis.in.<sector>.<message_type>`.
+pub const STREAM_IN: &str = "IN";
+/// Stream of deliveries: `henvis.out.<agency>.<message_type>`.
+pub const STREAM_OUT: &str = "OUT";
+/// Stream of delivery status records: `henvis.status.<sender agency>.<event id>`.
+pub const STREAM_STATUS: &str = "STATUS";
+/// Stream of audit records: `henvis.audit.<kind>`.
+pub const STREAM_AUDIT: &str = "AUDIT";
+/// Stream of police alerts: `henvis.alert.<district>.<alert id>`.
+pub const STREAM_ALERTS: &str = "ALERTS";
+/// Key-value bucket of case records, keyed by case id.
+pub const BUCKET_CASES: &str = "henvis_cases";
+/// The router's durable consumer on IN.
+pub const ROUTER_CONSUMER: &str = "router";
+
+/// Subject prefix of submitted events.
+pub const IN_PREFIX: &str = "henvis.in";
+/// Subject prefix of deliveries.
+pub const OUT_PREFIX: &str = "henvis.out";
+/// Subject prefix of status records.
+pub const STATUS_PREFIX: &str = "henvis.status";
+/// Subject prefix of audit records.
+pub const AUDIT_PREFIX: &str = "henvis.audit";
+/// Subject prefix of alerts.
+pub const ALERT_PREFIX: &str = "henvis.alert";
+
+/// Where a sector service publishes a submitted event.
+pub fn inbound_subject(sector: Sector, mt: &MessageType) -> String {
+    format!("{IN_PREFIX}.{sector}.{mt}")
+}
+
+/// Where the router publishes a delivery to `agency`.
+pub fn outbound_subject(agency: &AgencyId, mt: &MessageType) -> String {
+    format!("{OUT_PREFIX}.{agency}.{mt}")
+}
+
+/// Every delivery to `agency`.
+pub fn outbound_filter(agency: &AgencyId) -> String {
+    format!("{OUT_PREFIX}.{agency}.>")
+}
+
+/// The durable inbox consumer of `agency` on OUT.
+pub fn inbox_consumer(agency: &AgencyId) -> String {
+    format!("inbox-{agency}")
+}
+
+/// Status records of one event, kept under its sender.
+pub fn status_subject(sender: &AgencyId, event_id: &str) -> String {
+    format!("{STATUS_PREFIX}.{sender}.{event_id}")
+}
+
+/// Routing decisions in the audit stream.
+pub fn audit_decision_subject() -> String {
+    format!("{AUDIT_PREFIX}.decision")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_are_built_from_safe_tokens() {
+        let a = AgencyId::parse("kommune-101").unwrap();
+        let mt = MessageType::parse("child_missing").unwrap();
+        assert_eq!(
+            inbound_subject(Sector::Ngo, &mt),
+            "henvis.in.ngo.child_missing"
+        );
+        assert_eq!(
+            outbound_subject(&a, &mt),
+            "henvis.out.kommune-101.child_missing"
+        );
+        assert_eq!(outbound_filter(&a), "henvis.out.kommune-101.>");
+    }
+}

@@ -1,0 +1,96 @@
+//! Streams and buckets, created at start-up, idempotently.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    self, kv,
+    stream::{Config, DiscardPolicy, RetentionPolicy, StorageType},
+};
+
+use crate::{Bus, BusError, names::*};
+
+/// Sizes and replication of the JetStream topology.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    /// Replicas per stream and bucket (1 for a single server, 3 in a cluster).
+    pub replicas: usize,
+    /// Byte limit of each of IN and OUT; past it, new messages are refused, old ones kept.
+    pub max_bytes: i64,
+    /// How long submitted events and deliveries are kept.
+    pub max_age: Duration,
+    /// JetStream de-duplication window; longer than any client retry.
+    pub duplicate_window: Duration,
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Self {
+            replicas: 1,
+            max_bytes: 1 << 30,
+            max_age: Duration::from_secs(30 * 24 * 3600),
+            duplicate_window: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
+impl Topology {
+    fn stream(&self, name: &str, prefix: &str, retention: RetentionPolicy) -> Config {
+        Config {
+            name: name.to_owned(),
+            subjects: vec![format!("{prefix}.>")],
+            retention,
+            storage: StorageType::File,
+            num_replicas: self.replicas,
+            discard: DiscardPolicy::New,
+            duplicate_window: self.duplicate_window,
+            max_bytes: self.max_bytes,
+            max_age: self.max_age,
+            ..Default::default()
+        }
+    }
+
+    /// The configurations of every stream.
+    pub fn streams(&self) -> Vec<Config> {
+        let history = |mut c: Config| {
+            // the streams that must never lose history: no delete, no purge, no expiry
+            c.deny_delete = true;
+            c.deny_purge = true;
+            c.max_age = Duration::ZERO;
+            c
+        };
+        vec![
+            Config {
+                deny_delete: true,
+                deny_purge: true,
+                ..self.stream(STREAM_IN, IN_PREFIX, RetentionPolicy::Limits)
+            },
+            self.stream(STREAM_OUT, OUT_PREFIX, RetentionPolicy::WorkQueue),
+            self.stream(STREAM_STATUS, STATUS_PREFIX, RetentionPolicy::Limits),
+            history(self.stream(STREAM_AUDIT, AUDIT_PREFIX, RetentionPolicy::Limits)),
+            self.stream(STREAM_ALERTS, ALERT_PREFIX, RetentionPolicy::Limits),
+        ]
+    }
+
+    /// Creates every stream and bucket that does not exist yet.
+    pub async fn ensure(&self, bus: &Bus) -> Result<(), BusError> {
+        let js: &jetstream::Context = bus.jetstream();
+        for cfg in self.streams() {
+            js.get_or_create_stream(cfg)
+                .await
+                .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        }
+        if js.get_key_value(BUCKET_CASES).await.is_err() {
+            js.create_key_value(kv::Config {
+                bucket: BUCKET_CASES.to_owned(),
+                description: "henvis case records, keyed by pseudonymous case id".to_owned(),
+                history: 5,
+                storage: StorageType::File,
+                num_replicas: self.replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,320 @@
+//! The agency directory: who exists, which sector each agency belongs to, and the public
+//! geography that case relations route on (municipality → police district, region).
+
+use std::collections::BTreeMap;
+
+use crate::{AgencyId, IdError, Sector};
+
+/// The default directory: the real Danish country (see `data/directory.toml`).
+const DEFAULT_DIRECTORY: &str = include_str!("../data/directory.toml");
+
+/// What kind of body an agency is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgencyKind {
+    /// One of the police districts.
+    PoliceDistrict,
+    /// A municipality's social service, with its three-digit code.
+    Municipality {
+        /// The municipality code (e.g. `101`).
+        code: String,
+    },
+    /// A region (hospitals and health services).
+    Region,
+    /// Any other agency: national units, NGOs.
+    Other,
+}
+
+/// One agency in the directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agency {
+    /// Its id.
+    pub id: AgencyId,
+    /// Its public name.
+    pub name: String,
+    /// Its sector.
+    pub sector: Sector,
+    /// What kind of body it is.
+    pub kind: AgencyKind,
+}
+
+/// A municipality and the bodies responsible for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Municipality {
+    /// Three-digit code.
+    pub code: String,
+    /// Public name.
+    pub name: String,
+    /// The municipality's own agency id (its social service): `kommune-<code>`.
+    pub agency: AgencyId,
+    /// The police district it belongs to.
+    pub police_district: AgencyId,
+    /// The region it belongs to.
+    pub region: AgencyId,
+}
+
+/// Why a directory file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    /// Not valid TOML of the expected shape.
+    #[error("directory: {0}")]
+    Parse(#[from] toml::de::Error),
+    /// An id is malformed.
+    #[error("directory: {0}")]
+    Id(#[from] IdError),
+    /// An id appears twice.
+    #[error("directory: agency `{0}` is defined more than once")]
+    Duplicate(String),
+    /// A municipality names a police district or region that is not defined.
+    #[error("directory: municipality `{code}` refers to unknown {what} `{id}`")]
+    UnknownReference {
+        /// The municipality.
+        code: String,
+        /// `police district` or `region`.
+        what: &'static str,
+        /// The missing id.
+        id: String,
+    },
+    /// A municipality code is not three digits.
+    #[error("directory: municipality code `{0}`: expected three digits")]
+    BadCode(String),
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    region: Vec<Named>,
+    #[serde(default)]
+    police_district: Vec<Named>,
+    #[serde(default)]
+    municipality: Vec<MunicipalityRow>,
+    #[serde(default)]
+    agency: Vec<AgencyRow>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Named {
+    id: String,
+    name: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    code: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MunicipalityRow {
+    code: String,
+    name: String,
+    region: String,
+    police_district: String,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgencyRow {
+    id: String,
+    name: String,
+    sector: Sector,
+}
+
+/// The agency directory.
+#[derive(Debug, Clone)]
+pub struct Directory {
+    agencies: BTreeMap<AgencyId, Agency>,
+    municipalities: BTreeMap<String, Municipality>,
+}
+
+impl Directory {
+    /// The default directory: the Danish police districts, municipalities, regions,
+    /// national units and a few example NGOs.
+    pub fn denmark() -> Result<Self, DirectoryError> {
+        Self::from_toml(DEFAULT_DIRECTORY)
+    }
+
+    /// Parses and validates a directory file.
+    pub fn from_toml(text: &str) -> Result<Self, DirectoryError> {
+        let file: File = toml::from_str(text)?;
+        let mut dir = Directory {
+            agencies: BTreeMap::new(),
+            municipalities: BTreeMap::new(),
+        };
+        for r in file.region {
+            dir.add(Agency {
+                id: AgencyId::parse(&r.id)?,
+                name: r.name,
+                sector: Sector::Health,
+                kind: AgencyKind::Region,
+            })?;
+        }
+        for d in file.police_district {
+            dir.add(Agency {
+                id: AgencyId::parse(&d.id)?,
+                name: d.name,
+                sector: Sector::Police,
+                kind: AgencyKind::PoliceDistrict,
+            })?;
+        }
+        for a in file.agency {
+            dir.add(Agency {
+                id: AgencyId::parse(&a.id)?,
+                name: a.name,
+                sector: a.sector,
+                kind: AgencyKind::Other,
+            })?;
+        }
+        for m in file.municipality {
+            if m.code.len() != 3 || !m.code.chars().all(|c| c.is_ascii_digit()) {
+                return Err(DirectoryError::BadCode(m.code));
+            }
+            let police_district = dir.reference(
+                &m.code,
+                "police district",
+                &m.police_district,
+                &AgencyKind::PoliceDistrict,
+            )?;
+            let region = dir.reference(&m.code, "region", &m.region, &AgencyKind::Region)?;
+            let agency = AgencyId::parse(&format!("kommune-{}", m.code))?;
+            dir.add(Agency {
+                id: agency.clone(),
+                name: format!("{} Kommune", m.name),
+                sector: Sector::Social,
+                kind: AgencyKind::Municipality {
+                    code: m.code.clone(),
+                },
+            })?;
+            dir.municipalities.insert(
+                m.code.clone(),
+                Municipality {
+                    code: m.code,
+                    name: m.name,
+                    agency,
+                    police_district,
+                    region,
+                },
+            );
+        }
+        Ok(dir)
+    }
+
+    fn add(&mut self, a: Agency) -> Result<(), DirectoryError> {
+        if self.agencies.contains_key(&a.id) {
+            return Err(DirectoryError::Duplicate(a.id.to_string()));
+        }
+        self.agencies.insert(a.id.clone(), a);
+        Ok(())
+    }
+
+    fn reference(
+        &self,
+        code: &str,
+        what: &'static str,
+        id: &str,
+        kind: &AgencyKind,
+    ) -> Result<AgencyId, DirectoryError> {
+        let unknown = || DirectoryError::UnknownReference {
+            code: code.to_owned(),
+            what,
+            id: id.to_owned(),
+        };
+        let parsed = AgencyId::parse(id).map_err(|_| unknown())?;
+        match self.agencies.get(&parsed) {
+            Some(a) if &a.kind == kind => Ok(parsed),
+            _ => Err(unknown()),
+        }
+    }
+
+    /// The agency with this id.
+    pub fn agency(&self, id: &AgencyId) -> Option<&Agency> {
+        self.agencies.get(id)
+    }
+
+    /// The municipality with this three-digit code.
+    pub fn municipality(&self, code: &str) -> Option<&Municipality> {
+        self.municipalities.get(code)
+    }
+
+    /// Every agency, ordered by id.
+    pub fn agencies(&self) -> impl Iterator<Item = &Agency> {
+        self.agencies.values()
+    }
+
+    /// Every agency of one sector, ordered by id.
+    pub fn agencies_in(&self, sector: Sector) -> impl Iterator<Item = &Agency> {
+        self.agencies.values().filter(move |a| a.sector == sector)
+    }
+
+    /// Every municipality, ordered by code.
+    pub fn municipalities(&self) -> impl Iterator<Item = &Municipality> {
+        self.municipalities.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_directory_is_the_real_country() {
+        let d = Directory::denmark().unwrap();
+        let districts = d
+            .agencies()
+            .filter(|a| a.kind == AgencyKind::PoliceDistrict)
+            .count();
+        let regions = d
+            .agencies()
+            .filter(|a| a.kind == AgencyKind::Region)
+            .count();
+        assert_eq!(
+            districts, 14,
+            "12 Danish districts plus Greenland and the Faroe Islands"
+        );
+        assert_eq!(regions, 5);
+        assert_eq!(d.municipalities().count(), 98);
+        // every Danish district has at least one municipality; Greenland and the Faroes none
+        for a in d
+            .agencies()
+            .filter(|a| a.kind == AgencyKind::PoliceDistrict)
+        {
+            let n = d
+                .municipalities()
+                .filter(|m| m.police_district == a.id)
+                .count();
+            let home = !matches!(a.id.as_str(), "politi-groenland" | "politi-faeroeerne");
+            assert_eq!(n > 0, home, "{}", a.id);
+        }
+        let kbh = d.municipality("101").unwrap();
+        assert_eq!(kbh.agency.as_str(), "kommune-101");
+        assert_eq!(kbh.police_district.as_str(), "politi-koebenhavn");
+        assert_eq!(
+            d.municipality("751").unwrap().police_district.as_str(),
+            "politi-oestjylland"
+        );
+        assert_eq!(d.agency(&kbh.agency).unwrap().sector, Sector::Social);
+    }
+
+    #[test]
+    fn broken_references_and_duplicates_are_refused() {
+        let bad_ref = r#"
+[[police_district]]
+id = "politi-a"
+name = "A"
+[[municipality]]
+code = "101"
+name = "X"
+region = "region-x"
+police_district = "politi-a"
+"#;
+        assert!(matches!(
+            Directory::from_toml(bad_ref),
+            Err(DirectoryError::UnknownReference { what: "region", .. })
+        ));
+        let dup = "[[agency]]\nid = \"ngo-a\"\nname = \"A\"\nsector = \"ngo\"\n[[agency]]\nid = \"ngo-a\"\nname = \"B\"\nsector = \"ngo\"\n";
+        assert!(matches!(
+            Directory::from_toml(dup),
+            Err(DirectoryError::Duplicate(_))
+        ));
+        assert!(Directory::from_toml("[[nonsense]]\n").is_err());
+    }
+}

@@ -1,0 +1,15 @@
+//! Domain types of henvis: validated identifiers, sectors, sensitivity classes and the
+//! agency directory (the real Danish country by default).
+//!
+//! This crate is pure data and validation. It must not know tokio, tonic, NATS or the wire
+//! format: services convert wire types into these at the edge.
+
+mod class;
+mod directory;
+mod ids;
+mod sector;
+
+pub use class::{Class, ClassSet};
+pub use directory::{Agency, AgencyKind, Directory, DirectoryError, Municipality};
+pub use ids::{AgencyId, CaseId, EventId, IdError, IdempotencyKey, MessageType};
+pub use sector::Sector;

@@ -1,0 +1,307 @@
+//! The event schema, read from the file descriptor set: which message types exist, the
+//! class of every field, and which fields are required.
+
+use std::collections::{BTreeMap, HashMap};
+
+use henvis_domain::{Class, MessageType};
+use prost_reflect::{
+    DescriptorPool, DynamicMessage, ExtensionDescriptor, FieldDescriptor, Kind, MessageDescriptor,
+    ReflectMessage, Value,
+};
+
+const EVENT_MESSAGE: &str = "henvis.events.v1.Event";
+const EVENT_ONEOF: &str = "kind";
+const SENSITIVITY: &str = "henvis.options.v1.sensitivity";
+const REQUIRED: &str = "henvis.options.v1.required";
+
+/// Why a descriptor set is not a valid henvis schema.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    /// The bytes are not a descriptor set.
+    #[error("schema: descriptor set does not decode: {0}")]
+    Decode(#[from] prost_reflect::DescriptorError),
+    /// A message, option or oneof the schema needs is missing.
+    #[error("schema: `{0}` is missing from the descriptor set")]
+    Missing(&'static str),
+    /// Fields without a sensitivity class: secure by default, the schema is refused.
+    #[error("schema: fields without a sensitivity class: {}", .0.join(", "))]
+    Unclassified(Vec<String>),
+}
+
+/// A submitted event that breaks the schema. Names the field path and what was expected,
+/// never the submitted value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {expected}")]
+pub struct FieldError {
+    /// Dotted path, e.g. `event.child_missing.last_seen_at`.
+    pub field: String,
+    /// What a valid value looks like.
+    pub expected: String,
+}
+
+/// The henvis event schema.
+#[derive(Debug, Clone)]
+pub struct Schema {
+    pool: DescriptorPool,
+    event: MessageDescriptor,
+    types: BTreeMap<MessageType, FieldDescriptor>,
+    classes: HashMap<String, Class>,
+    required: HashMap<String, bool>,
+}
+
+fn is_henvis(m: &MessageDescriptor) -> bool {
+    m.full_name().starts_with("henvis.")
+}
+
+impl Schema {
+    /// Builds the schema from an encoded file descriptor set. Refuses a set in which any
+    /// field of any henvis event message lacks a class.
+    pub fn from_descriptor_set(bytes: &[u8]) -> Result<Self, SchemaError> {
+        let pool = DescriptorPool::decode(bytes)?;
+        let event = pool
+            .get_message_by_name(EVENT_MESSAGE)
+            .ok_or(SchemaError::Missing(EVENT_MESSAGE))?;
+        let sensitivity = pool
+            .get_extension_by_name(SENSITIVITY)
+            .ok_or(SchemaError::Missing(SENSITIVITY))?;
+        let required = pool
+            .get_extension_by_name(REQUIRED)
+            .ok_or(SchemaError::Missing(REQUIRED))?;
+        let oneof = event
+            .oneofs()
+            .find(|o| o.name() == EVENT_ONEOF)
+            .ok_or(SchemaError::Missing("henvis.events.v1.Event.kind"))?;
+        let mut types = BTreeMap::new();
+        for f in oneof.fields() {
+            let mt = MessageType::parse(f.name())
+                .map_err(|_| SchemaError::Missing("snake_case event field names"))?;
+            types.insert(mt, f);
+        }
+        let mut schema = Schema {
+            pool,
+            event: event.clone(),
+            types,
+            classes: HashMap::new(),
+            required: HashMap::new(),
+        };
+        let mut unclassified = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        schema.index(
+            &event,
+            &sensitivity,
+            &required,
+            &mut unclassified,
+            &mut seen,
+        );
+        if unclassified.is_empty() {
+            Ok(schema)
+        } else {
+            Err(SchemaError::Unclassified(unclassified))
+        }
+    }
+
+    fn index(
+        &mut self,
+        msg: &MessageDescriptor,
+        sensitivity: &ExtensionDescriptor,
+        required: &ExtensionDescriptor,
+        unclassified: &mut Vec<String>,
+        seen: &mut std::collections::HashSet<String>,
+    ) {
+        if !seen.insert(msg.full_name().to_owned()) {
+            return;
+        }
+        for f in msg.fields() {
+            let opts = f.options();
+            let class = match opts.get_extension(sensitivity).as_ref() {
+                Value::EnumNumber(n) => Class::from_number(*n),
+                _ => None,
+            };
+            match class {
+                Some(c) => {
+                    self.classes.insert(f.full_name().to_owned(), c);
+                }
+                None => unclassified.push(f.full_name().to_owned()),
+            }
+            if matches!(opts.get_extension(required).as_ref(), Value::Bool(true)) {
+                self.required.insert(f.full_name().to_owned(), true);
+            }
+            if let Kind::Message(m) = f.kind() {
+                if is_henvis(&m) {
+                    self.index(&m, sensitivity, required, unclassified, seen);
+                }
+            }
+        }
+    }
+
+    /// The descriptor pool.
+    pub fn pool(&self) -> &DescriptorPool {
+        &self.pool
+    }
+
+    /// The `Event` message descriptor.
+    pub fn event_descriptor(&self) -> &MessageDescriptor {
+        &self.event
+    }
+
+    /// Every message type, in name order.
+    pub fn message_types(&self) -> impl Iterator<Item = &MessageType> {
+        self.types.keys()
+    }
+
+    /// Whether `mt` names an event kind.
+    pub fn knows(&self, mt: &MessageType) -> bool {
+        self.types.contains_key(mt)
+    }
+
+    /// The class of a field, by its full name. `None` only for fields outside the
+    /// classified henvis event messages (e.g. inside `google.protobuf.Timestamp`).
+    pub fn class_of(&self, field: &FieldDescriptor) -> Option<Class> {
+        self.classes.get(field.full_name()).copied()
+    }
+
+    /// Every classified field with its class, ordered by full name (for tests and docs).
+    pub fn classified_fields(&self) -> BTreeMap<&str, Class> {
+        self.classes.iter().map(|(k, v)| (k.as_str(), *v)).collect()
+    }
+
+    /// Decodes an encoded `Event` and returns its message type and dynamic form.
+    pub fn decode_event(&self, bytes: &[u8]) -> Result<(MessageType, DynamicMessage), FieldError> {
+        let msg = DynamicMessage::decode(self.event.clone(), bytes).map_err(|_| FieldError {
+            field: "event".into(),
+            expected: "a valid henvis.events.v1.Event".into(),
+        })?;
+        let mt = self.message_type_of(&msg)?;
+        Ok((mt, msg))
+    }
+
+    /// The message type of a dynamic `Event`: the name of its set `kind`.
+    pub fn message_type_of(&self, event: &DynamicMessage) -> Result<MessageType, FieldError> {
+        self.types
+            .iter()
+            .find(|(_, f)| event.has_field(f))
+            .map(|(mt, _)| mt.clone())
+            .ok_or_else(|| FieldError {
+                field: "event".into(),
+                expected: format!(
+                    "exactly one event kind, one of: {}",
+                    self.types
+                        .keys()
+                        .map(|t| format!("`{t}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })
+    }
+
+    /// Checks every required field of the event (recursively through set sub-messages).
+    pub fn check_required(&self, event: &DynamicMessage) -> Result<(), FieldError> {
+        self.check_message(event, "event")
+    }
+
+    fn check_message(&self, msg: &DynamicMessage, path: &str) -> Result<(), FieldError> {
+        for f in msg.descriptor().fields() {
+            let field_path = format!("{path}.{}", f.name());
+            let set = msg.has_field(&f);
+            if !set && self.required.contains_key(f.full_name()) {
+                let expected = match f.kind() {
+                    Kind::Enum(e) => format!(
+                        "required: one of {}",
+                        e.values()
+                            .filter(|v| v.number() != 0)
+                            .map(|v| format!("`{}`", v.name()))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    Kind::Message(m) => format!("required: a `{}`", m.full_name()),
+                    Kind::Bool => "required: `true`".to_owned(),
+                    _ if f.is_list() => "required: at least one value".to_owned(),
+                    _ => "required: a non-empty value".to_owned(),
+                };
+                return Err(FieldError {
+                    field: field_path,
+                    expected,
+                });
+            }
+            if !set {
+                continue;
+            }
+            if let Kind::Message(m) = f.kind() {
+                if !is_henvis(&m) {
+                    continue;
+                }
+                match msg.get_field(&f).as_ref() {
+                    Value::Message(sub) => self.check_message(sub, &field_path)?,
+                    Value::List(items) => {
+                        for (i, v) in items.iter().enumerate() {
+                            if let Value::Message(sub) = v {
+                                self.check_message(sub, &format!("{field_path}[{i}]"))?;
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema_with(events_proto: &str) -> Result<Schema, SchemaError> {
+        let dir = std::env::temp_dir().join(format!("henvis-schema-{}", uuid_like()));
+        std::fs::create_dir_all(dir.join("henvis/events/v1")).unwrap();
+        std::fs::write(dir.join("henvis/events/v1/events.proto"), events_proto).unwrap();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+        let mut c = protox::Compiler::new([dir.as_path(), root.as_path()]).unwrap();
+        c.include_imports(true);
+        c.open_file("henvis/events/v1/events.proto").unwrap();
+        let bytes = c.encode_file_descriptor_set();
+        std::fs::remove_dir_all(&dir).ok();
+        Schema::from_descriptor_set(&bytes)
+    }
+
+    fn uuid_like() -> String {
+        format!("{}-{:?}", std::process::id(), std::thread::current().id()).replace(['(', ')'], "")
+    }
+
+    #[test]
+    fn the_shipped_schema_classifies_every_field() {
+        let s = Schema::from_descriptor_set(henvis_proto::FILE_DESCRIPTOR_SET).unwrap();
+        assert_eq!(s.message_types().count(), 15);
+        // spot checks that classes come from the .proto, not a default
+        let find = |name: &str| s.classified_fields().get(name).copied();
+        assert_eq!(
+            find("henvis.events.v1.SuspectedVictimReported.given_name"),
+            Some(Class::Identity)
+        );
+        assert_eq!(find("henvis.events.v1.Suspect.name"), Some(Class::Criminal));
+        assert_eq!(
+            find("henvis.events.v1.Location.address"),
+            Some(Class::Location)
+        );
+    }
+
+    #[test]
+    fn a_field_without_a_class_fails_the_schema_check() {
+        let proto = r#"
+syntax = "proto3";
+package henvis.events.v1;
+import "henvis/options/v1/options.proto";
+message Event { oneof kind { Thing thing = 1 [(henvis.options.v1.sensitivity) = SENSITIVITY_BASIC]; } }
+message Thing {
+  string ok = 1 [(henvis.options.v1.sensitivity) = SENSITIVITY_HEALTH];
+  string forgotten = 2;
+}
+"#;
+        match schema_with(proto) {
+            Err(SchemaError::Unclassified(f)) => {
+                assert_eq!(f, vec!["henvis.events.v1.Thing.forgotten".to_owned()])
+            }
+            other => panic!("expected refusal, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! Wire types of henvis: the prost messages and tonic stubs generated from proto/, and
+//! the encoded file descriptor set for gRPC reflection and descriptor-driven policy.
+//!
+//! Wire types are not domain types: services convert them at the edge. This crate holds
+//! no logic.
+#![allow(missing_docs, clippy::all, clippy::pedantic)]
+
+include!(concat!(env!("OUT_DIR"), "/henvis.rs"));
+
+/// The encoded `FileDescriptorSet` of every henvis proto file and its imports, custom
+/// options included.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/henvis_descriptor.bin"));
+
+/// Full name of the sensitivity-class field option.
+pub const SENSITIVITY_OPTION: &str = "henvis.options.v1.sensitivity";
+/// Full name of the required-field option.
+pub const REQUIRED_OPTION: &str = "henvis.options.v1.required";
+/// Full name of the event message whose oneof `kind` names the message type.
+pub const EVENT_MESSAGE: &str = "henvis.events.v1.Event";
