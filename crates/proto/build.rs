@@ -22,10 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     compiler.open_files(PROTOS)?;
     let out = PathBuf::from(env::var("OUT_DIR")?);
     // Encoded by protox itself so extension options survive (prost-types would drop them).
-    fs::write(
-        out.join("henvis_descriptor.bin"),
-        compiler.encode_file_descriptor_set(),
-    )?;
+    fs::write(out.join("henvis_descriptor.bin"), compiler.encode_file_descriptor_set())?;
     tonic_prost_build::configure()
         .include_file("henvis.rs")
         .compile_fds(compiler.file_descriptor_set())?;

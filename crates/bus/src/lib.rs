@@ -79,12 +79,7 @@ impl Bus {
 
     /// Publishes `payload` to `subject` with JetStream de-duplication on `msg_id` and waits
     /// for the stream's acknowledgement.
-    pub async fn publish_stored(
-        &self,
-        subject: String,
-        msg_id: &str,
-        payload: Bytes,
-    ) -> Result<Stored, BusError> {
+    pub async fn publish_stored(&self, subject: String, msg_id: &str, payload: Bytes) -> Result<Stored, BusError> {
         if !self.is_connected() {
             return Err(BusError::Unavailable("not connected".into()));
         }
@@ -94,12 +89,7 @@ impl Bus {
 
     /// Publishes without waiting for the acknowledgement; await the returned future to
     /// learn where it was stored. Lets callers keep many publishes in flight.
-    pub async fn publish(
-        &self,
-        subject: String,
-        msg_id: &str,
-        payload: Bytes,
-    ) -> Result<PendingAck, BusError> {
+    pub async fn publish(&self, subject: String, msg_id: &str, payload: Bytes) -> Result<PendingAck, BusError> {
         let mut headers = HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
         let fut = self
@@ -161,12 +151,13 @@ impl std::future::IntoFuture for PendingAck {
 fn publish_error(e: jetstream::context::PublishError) -> BusError {
     let text = e.to_string();
     match e.kind() {
-        PublishErrorKind::TimedOut
-        | PublishErrorKind::BrokenPipe
-        | PublishErrorKind::StreamNotFound => BusError::Unavailable(text),
-        _ if text.contains("maximum") || text.contains("insufficient resources") => {
-            BusError::Full(text)
+        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe | PublishErrorKind::StreamNotFound => {
+            BusError::Unavailable(text)
         }
+        _ if text.contains("maximum") || text.contains("insufficient resources") => BusError::Full(text),
         _ => BusError::Other(text),
     }
 }
+
+mod cases;
+mod read;

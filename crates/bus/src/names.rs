@@ -67,14 +67,8 @@ mod tests {
     fn subjects_are_built_from_safe_tokens() {
         let a = AgencyId::parse("kommune-101").unwrap();
         let mt = MessageType::parse("child_missing").unwrap();
-        assert_eq!(
-            inbound_subject(Sector::Ngo, &mt),
-            "henvis.in.ngo.child_missing"
-        );
-        assert_eq!(
-            outbound_subject(&a, &mt),
-            "henvis.out.kommune-101.child_missing"
-        );
+        assert_eq!(inbound_subject(Sector::Ngo, &mt), "henvis.in.ngo.child_missing");
+        assert_eq!(outbound_subject(&a, &mt), "henvis.out.kommune-101.child_missing");
         assert_eq!(outbound_filter(&a), "henvis.out.kommune-101.>");
     }
 }

@@ -4,9 +4,7 @@ use std::fmt;
 
 /// A sensitivity class. Every event field carries one; a route grants a set of them.
 /// The discriminants equal the `henvis.options.v1.Sensitivity` enum numbers.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Class {
     /// Routing and coordination facts.
@@ -116,10 +114,7 @@ mod tests {
         let b: ClassSet = [Class::Health, Class::Criminal].into_iter().collect();
         assert!(a.contains(Class::Basic) && !a.contains(Class::Criminal));
         assert_eq!(a.union(b).iter().count(), 3);
-        assert_eq!(
-            a.difference(b).iter().collect::<Vec<_>>(),
-            vec![Class::Basic]
-        );
+        assert_eq!(a.difference(b).iter().collect::<Vec<_>>(), vec![Class::Basic]);
         for c in Class::ALL {
             assert_eq!(Class::from_number(c as i32), Some(c));
         }

@@ -180,9 +180,7 @@ impl Directory {
                 id: agency.clone(),
                 name: format!("{} Kommune", m.name),
                 sector: Sector::Social,
-                kind: AgencyKind::Municipality {
-                    code: m.code.clone(),
-                },
+                kind: AgencyKind::Municipality { code: m.code.clone() },
             })?;
             dir.municipalities.insert(
                 m.code.clone(),
@@ -258,14 +256,8 @@ mod tests {
     #[test]
     fn default_directory_is_the_real_country() {
         let d = Directory::denmark().unwrap();
-        let districts = d
-            .agencies()
-            .filter(|a| a.kind == AgencyKind::PoliceDistrict)
-            .count();
-        let regions = d
-            .agencies()
-            .filter(|a| a.kind == AgencyKind::Region)
-            .count();
+        let districts = d.agencies().filter(|a| a.kind == AgencyKind::PoliceDistrict).count();
+        let regions = d.agencies().filter(|a| a.kind == AgencyKind::Region).count();
         assert_eq!(
             districts, 14,
             "12 Danish districts plus Greenland and the Faroe Islands"
@@ -273,14 +265,8 @@ mod tests {
         assert_eq!(regions, 5);
         assert_eq!(d.municipalities().count(), 98);
         // every Danish district has at least one municipality; Greenland and the Faroes none
-        for a in d
-            .agencies()
-            .filter(|a| a.kind == AgencyKind::PoliceDistrict)
-        {
-            let n = d
-                .municipalities()
-                .filter(|m| m.police_district == a.id)
-                .count();
+        for a in d.agencies().filter(|a| a.kind == AgencyKind::PoliceDistrict) {
+            let n = d.municipalities().filter(|m| m.police_district == a.id).count();
             let home = !matches!(a.id.as_str(), "politi-groenland" | "politi-faeroeerne");
             assert_eq!(n > 0, home, "{}", a.id);
         }
@@ -311,10 +297,7 @@ police_district = "politi-a"
             Err(DirectoryError::UnknownReference { what: "region", .. })
         ));
         let dup = "[[agency]]\nid = \"ngo-a\"\nname = \"A\"\nsector = \"ngo\"\n[[agency]]\nid = \"ngo-a\"\nname = \"B\"\nsector = \"ngo\"\n";
-        assert!(matches!(
-            Directory::from_toml(dup),
-            Err(DirectoryError::Duplicate(_))
-        ));
+        assert!(matches!(Directory::from_toml(dup), Err(DirectoryError::Duplicate(_))));
         assert!(Directory::from_toml("[[nonsense]]\n").is_err());
     }
 }

@@ -23,9 +23,7 @@ fn is_token(s: &str, max: usize, extra: &[char]) -> bool {
 
 /// An agency's id in the directory: 2 to 63 characters of `[a-z0-9-]`, starting with a
 /// letter or digit. Safe as a NATS subject token.
-#[derive(
-    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct AgencyId(String);
 
@@ -118,9 +116,7 @@ impl fmt::Display for EventId {
 
 /// A message type: the snake_case name of an event kind (e.g. `child_missing`). Whether it
 /// names a known event is for the schema to say; this only guarantees a safe token.
-#[derive(
-    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct MessageType(String);
 
@@ -191,17 +187,7 @@ mod tests {
     #[test]
     fn agency_ids_are_subject_safe_tokens() {
         assert!(AgencyId::parse("kommune-101").is_ok());
-        for bad in [
-            "",
-            "a",
-            "Kommune",
-            "a.b",
-            "a b",
-            "-a",
-            "a*",
-            "a>",
-            &"x".repeat(64),
-        ] {
+        for bad in ["", "a", "Kommune", "a.b", "a b", "-a", "a*", "a>", &"x".repeat(64)] {
             assert!(AgencyId::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -13,3 +13,6 @@ pub use class::{Class, ClassSet};
 pub use directory::{Agency, AgencyKind, Directory, DirectoryError, Municipality};
 pub use ids::{AgencyId, CaseId, EventId, IdError, IdempotencyKey, MessageType};
 pub use sector::Sector;
+
+mod case;
+pub use case::CaseRecord;

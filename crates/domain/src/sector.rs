@@ -4,9 +4,7 @@ use std::fmt;
 
 /// The sector an agency belongs to. Each sector has its own service, network zone and NATS
 /// user.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Sector {
     /// Police districts and national units.

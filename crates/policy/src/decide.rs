@@ -104,10 +104,7 @@ pub fn decide(
         });
         return decision;
     }
-    let municipality = case
-        .municipality_code
-        .as_deref()
-        .and_then(|c| dir.municipality(c));
+    let municipality = case.municipality_code.as_deref().and_then(|c| dir.municipality(c));
     let mut by_agency: BTreeMap<AgencyId, Recipient> = BTreeMap::new();
     for route in &type_rules.routes {
         let targets: Vec<AgencyId> = match &route.selector {
@@ -117,22 +114,15 @@ pub fn decide(
                 .filter(|a| a != sender)
                 .collect(),
             Selector::Agency(a) => vec![a.clone()],
-            Selector::CaseMunicipality => {
-                municipality.map(|m| m.agency.clone()).into_iter().collect()
-            }
-            Selector::CasePoliceDistrict => municipality
-                .map(|m| m.police_district.clone())
-                .into_iter()
-                .collect(),
+            Selector::CaseMunicipality => municipality.map(|m| m.agency.clone()).into_iter().collect(),
+            Selector::CasePoliceDistrict => municipality.map(|m| m.police_district.clone()).into_iter().collect(),
             Selector::CaseGuardian => case.guardian.clone().into_iter().collect(),
             Selector::Sender => vec![sender.clone()],
         };
         if targets.is_empty() {
             let why = match route.selector {
                 Selector::CaseGuardian => "case has no guardian yet",
-                Selector::CaseMunicipality | Selector::CasePoliceDistrict => {
-                    "case has no known municipality"
-                }
+                Selector::CaseMunicipality | Selector::CasePoliceDistrict => "case has no known municipality",
                 _ => "no agency matches the route",
             };
             decision.withheld.push(Withheld {
@@ -142,14 +132,12 @@ pub fn decide(
             });
         }
         for agency in targets {
-            let r = by_agency
-                .entry(agency.clone())
-                .or_insert_with(|| Recipient {
-                    agency,
-                    classes: ClassSet::EMPTY,
-                    rule_ids: Vec::new(),
-                    bases: Vec::new(),
-                });
+            let r = by_agency.entry(agency.clone()).or_insert_with(|| Recipient {
+                agency,
+                classes: ClassSet::EMPTY,
+                rule_ids: Vec::new(),
+                bases: Vec::new(),
+            });
             r.classes = r.classes.union(route.classes);
             r.rule_ids.push(route.id.clone());
             r.bases.push(route.basis.describe());
@@ -195,10 +183,7 @@ classes = ["CRIMINAL"]
     fn setup() -> (RuleSet, Directory) {
         let schema = Schema::from_descriptor_set(henvis_proto::FILE_DESCRIPTOR_SET).unwrap();
         let dir = Directory::denmark().unwrap();
-        (
-            RuleSet::from_toml("t.toml", RULES, &schema, &dir).unwrap(),
-            dir,
-        )
+        (RuleSet::from_toml("t.toml", RULES, &schema, &dir).unwrap(), dir)
     }
 
     fn id(s: &str) -> AgencyId {
@@ -258,25 +243,11 @@ classes = ["CRIMINAL"]
             guardian: None,
         };
         let svr = MessageType::parse("suspected_victim_reported").unwrap();
-        let d = decide(
-            &rules,
-            &dir,
-            &svr,
-            &id("region-hovedstaden"),
-            Sector::Health,
-            &case,
-        );
+        let d = decide(&rules, &dir, &svr, &id("region-hovedstaden"), Sector::Health, &case);
         assert!(d.recipients.is_empty());
         assert_eq!(d.withheld[0].reason, WithheldReason::SenderNotPermitted);
         let other = MessageType::parse("child_missing").unwrap();
-        let d = decide(
-            &rules,
-            &dir,
-            &other,
-            &id("ngo-redbarnet"),
-            Sector::Ngo,
-            &case,
-        );
+        let d = decide(&rules, &dir, &other, &id("ngo-redbarnet"), Sector::Ngo, &case);
         assert!(d.recipients.is_empty());
         assert_eq!(d.withheld[0].reason, WithheldReason::NoRoutes);
     }

@@ -2,7 +2,7 @@
 //! the route grants (an allow-list) into a fresh message: unknown fields, unclassified
 //! fields and everything not granted never reach the copy. No per-message-type code.
 
-use henvis_domain::{Class, ClassSet};
+use henvis_domain::ClassSet;
 use prost_reflect::{DynamicMessage, Kind, ReflectMessage, Value};
 
 use crate::Schema;
@@ -50,8 +50,7 @@ fn copy_granted(
         };
         present.insert(class);
         let granted = copy && grants.contains(class);
-        let nested =
-            matches!(field.kind(), Kind::Message(ref m) if m.full_name().starts_with("henvis."));
+        let nested = matches!(field.kind(), Kind::Message(ref m) if m.full_name().starts_with("henvis."));
         let out = if nested {
             map_messages(value, |m| copy_granted(schema, m, grants, present, granted))
         } else {
@@ -67,10 +66,7 @@ fn copy_granted(
 }
 
 /// Applies `f` to each message inside a message, list or map value, rebuilding the value.
-fn map_messages(
-    value: &Value,
-    mut f: impl FnMut(&DynamicMessage) -> Option<DynamicMessage>,
-) -> Option<Value> {
+fn map_messages(value: &Value, mut f: impl FnMut(&DynamicMessage) -> Option<DynamicMessage>) -> Option<Value> {
     match value {
         Value::Message(m) => f(m).map(Value::Message),
         Value::List(items) => {
@@ -106,6 +102,7 @@ fn map_messages(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use henvis_domain::Class;
     use prost::Message;
 
     fn with_basic(grants: ClassSet) -> ClassSet {
@@ -121,27 +118,22 @@ mod tests {
     fn report() -> henvis_proto::henvis::events::v1::Event {
         use henvis_proto::henvis::events::v1::*;
         Event {
-            kind: Some(event::Kind::SuspectedVictimReported(
-                SuspectedVictimReported {
-                    municipality_code: "101".into(),
-                    given_name: "CANARY-IDENTITY".into(),
-                    current_location: Some(Location {
-                        address: "CANARY-LOCATION".into(),
-                        ..Default::default()
-                    }),
-                    health_concerns: "CANARY-HEALTH".into(),
-                    exploitation_notes: "CANARY-EXPLOITATION".into(),
-                    suspects: vec![Suspect {
-                        name: "CANARY-CRIMINAL".into(),
-                        ..Default::default()
-                    }],
-                    observed_at: Some(prost_types::Timestamp {
-                        seconds: 1,
-                        nanos: 0,
-                    }),
+            kind: Some(event::Kind::SuspectedVictimReported(SuspectedVictimReported {
+                municipality_code: "101".into(),
+                given_name: "CANARY-IDENTITY".into(),
+                current_location: Some(Location {
+                    address: "CANARY-LOCATION".into(),
                     ..Default::default()
-                },
-            )),
+                }),
+                health_concerns: "CANARY-HEALTH".into(),
+                exploitation_notes: "CANARY-EXPLOITATION".into(),
+                suspects: vec![Suspect {
+                    name: "CANARY-CRIMINAL".into(),
+                    ..Default::default()
+                }],
+                observed_at: Some(prost_types::Timestamp { seconds: 1, nanos: 0 }),
+                ..Default::default()
+            })),
         }
     }
 
@@ -169,12 +161,7 @@ mod tests {
         let withheld: Vec<_> = r.withheld.iter().collect();
         assert_eq!(
             withheld,
-            vec![
-                Class::Identity,
-                Class::Health,
-                Class::Exploitation,
-                Class::Criminal
-            ]
+            vec![Class::Identity, Class::Health, Class::Exploitation, Class::Criminal]
         );
     }
 
@@ -196,9 +183,7 @@ mod tests {
         let s = schema();
         let original = report().encode_to_vec();
         let (_, ev) = s.decode_event(&original).unwrap();
-        let out = redact(&s, &ev, Class::ALL.into_iter().collect())
-            .event
-            .encode_to_vec();
+        let out = redact(&s, &ev, Class::ALL.into_iter().collect()).event.encode_to_vec();
         assert_eq!(
             henvis_proto::henvis::events::v1::Event::decode(out.as_slice()).unwrap(),
             report()

@@ -123,9 +123,7 @@ impl Selector {
                 } else if let Some(id) = s.strip_prefix("agency:") {
                     let a = AgencyId::parse(id).map_err(|e| format!("`to`: {e}"))?;
                     if dir.agency(&a).is_none() {
-                        return Err(format!(
-                            "`to`: agency `{id}` is not in the agency directory"
-                        ));
+                        return Err(format!("`to`: agency `{id}` is not in the agency directory"));
                     }
                     Ok(Selector::Agency(a))
                 } else {
@@ -185,19 +183,13 @@ pub struct RuleSet {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text.get(..offset)
-        .map_or(0, |t| t.matches('\n').count() + 1)
+    text.get(..offset).map_or(0, |t| t.matches('\n').count() + 1)
 }
 
 impl RuleSet {
     /// Parses and validates a rule file against the schema and the agency directory.
     /// `file` is only used to name the file in errors.
-    pub fn from_toml(
-        file: &str,
-        text: &str,
-        schema: &Schema,
-        dir: &Directory,
-    ) -> Result<Self, RuleError> {
+    pub fn from_toml(file: &str, text: &str, schema: &Schema, dir: &Directory) -> Result<Self, RuleError> {
         let row: FileRow = toml::from_str(text).map_err(|e| RuleError {
             file: file.to_owned(),
             line: e.span().map_or(0, |s| line_of(text, s.start)),
@@ -226,16 +218,24 @@ impl RuleSet {
             let mt = MessageType::parse(name)
                 .ok()
                 .filter(|mt| schema.knows(mt))
-                .ok_or_else(|| err(at, name, format!("unknown message type `{name}`; expected one of the event kinds of henvis.events.v1.Event")))?;
+                .ok_or_else(|| {
+                    err(
+                        at,
+                        name,
+                        format!(
+                            "unknown message type `{name}`; expected one of the event kinds of henvis.events.v1.Event"
+                        ),
+                    )
+                })?;
             let mut senders = SenderFilter::default();
             for s in &m.senders.sectors {
-                senders.sectors.insert(Sector::parse(s).ok_or_else(|| {
-                    err(at, name, format!("`senders.sectors`: unknown sector `{s}`"))
-                })?);
+                senders.sectors.insert(
+                    Sector::parse(s)
+                        .ok_or_else(|| err(at, name, format!("`senders.sectors`: unknown sector `{s}`")))?,
+                );
             }
             for a in &m.senders.agencies {
-                let id = AgencyId::parse(a)
-                    .map_err(|e| err(at, name, format!("`senders.agencies`: {e}")))?;
+                let id = AgencyId::parse(a).map_err(|e| err(at, name, format!("`senders.agencies`: {e}")))?;
                 if dir.agency(&id).is_none() {
                     return Err(err(
                         at,
@@ -321,6 +321,13 @@ impl RuleSet {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_shipped_default_rules_load() {
+        let text = include_str!("../../../rules/default.toml");
+        let r = load(text).unwrap();
+        assert_eq!(r.message_types().count(), 14, "every type but referral_response");
+    }
+
     fn load(text: &str) -> Result<RuleSet, RuleError> {
         let schema = Schema::from_descriptor_set(henvis_proto::FILE_DESCRIPTOR_SET).unwrap();
         RuleSet::from_toml("test.toml", text, &schema, &Directory::denmark().unwrap())
@@ -344,14 +351,9 @@ classes = ["LOCATION", "IDENTITY"]
     fn a_valid_file_loads() {
         let r = load(GOOD).unwrap();
         assert_eq!(r.version(), "t1");
-        let t = r
-            .rules_for(&MessageType::parse("child_missing").unwrap())
-            .unwrap();
+        let t = r.rules_for(&MessageType::parse("child_missing").unwrap()).unwrap();
         assert_eq!(t.routes[0].selector, Selector::CasePoliceDistrict);
-        assert!(
-            t.routes[0].classes.contains(Class::Basic),
-            "BASIC is implied"
-        );
+        assert!(t.routes[0].classes.contains(Class::Basic), "BASIC is implied");
         assert!(!t.routes[0].classes.contains(Class::Health));
     }
 
@@ -389,20 +391,12 @@ classes = ["LOCATION", "IDENTITY"]
                 "consent-based",
             ),
             (
-                GOOD.replace(
-                    "basis = { vital_interest = \"missing child\" }",
-                    "basis = {}",
-                ),
+                GOOD.replace("basis = { vital_interest = \"missing child\" }", "basis = {}"),
                 9,
                 "cm-police",
                 "exactly one",
             ),
-            (
-                GOOD.replace("[\"ngo\"]", "[]"),
-                5,
-                "child_missing",
-                "at least one",
-            ),
+            (GOOD.replace("[\"ngo\"]", "[]"), 5, "child_missing", "at least one"),
         ];
         for (text, line, rule, msg) in cases {
             let e = load(&text).unwrap_err();

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use henvis_domain::{Class, MessageType};
 use prost_reflect::{
-    DescriptorPool, DynamicMessage, ExtensionDescriptor, FieldDescriptor, Kind, MessageDescriptor,
-    ReflectMessage, Value,
+    DescriptorPool, DynamicMessage, ExtensionDescriptor, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage,
+    Value,
 };
 
 const EVENT_MESSAGE: &str = "henvis.events.v1.Event";
@@ -73,8 +73,7 @@ impl Schema {
             .ok_or(SchemaError::Missing("henvis.events.v1.Event.kind"))?;
         let mut types = BTreeMap::new();
         for f in oneof.fields() {
-            let mt = MessageType::parse(f.name())
-                .map_err(|_| SchemaError::Missing("snake_case event field names"))?;
+            let mt = MessageType::parse(f.name()).map_err(|_| SchemaError::Missing("snake_case event field names"))?;
             types.insert(mt, f);
         }
         let mut schema = Schema {
@@ -86,13 +85,7 @@ impl Schema {
         };
         let mut unclassified = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        schema.index(
-            &event,
-            &sensitivity,
-            &required,
-            &mut unclassified,
-            &mut seen,
-        );
+        schema.index(&event, &sensitivity, &required, &mut unclassified, &mut seen);
         if unclassified.is_empty() {
             Ok(schema)
         } else {
@@ -279,10 +272,7 @@ mod tests {
             Some(Class::Identity)
         );
         assert_eq!(find("henvis.events.v1.Suspect.name"), Some(Class::Criminal));
-        assert_eq!(
-            find("henvis.events.v1.Location.address"),
-            Some(Class::Location)
-        );
+        assert_eq!(find("henvis.events.v1.Location.address"), Some(Class::Location));
     }
 
     #[test]

@@ -9,8 +9,7 @@ include!(concat!(env!("OUT_DIR"), "/henvis.rs"));
 
 /// The encoded `FileDescriptorSet` of every henvis proto file and its imports, custom
 /// options included.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/henvis_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/henvis_descriptor.bin"));
 
 /// Full name of the sensitivity-class field option.
 pub const SENSITIVITY_OPTION: &str = "henvis.options.v1.sensitivity";

@@ -1,1 +1,106 @@
-//! wip
+//! The shared library of the four sector services (police, health, social, ngo). It does
+//! the mechanics: authenticate the calling agency, validate, stamp the sender, publish the
+//! envelope and wait for JetStream, serve the agency's inbox and its referrals' status.
+//!
+//! It holds no routing policy: who receives what is the router's alone. The sectors differ
+//! only by data (their [`SectorProfile`]) and the typed API each adds on top.
+
+mod auth;
+mod error;
+mod inbox;
+mod profile;
+mod status;
+mod submit;
+mod typed;
+mod validate;
+
+use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use henvis_bus::Bus;
+use henvis_domain::{Directory, Sector};
+use henvis_policy::Schema;
+use henvis_proto::henvis::broker::v1::referral_service_server::ReferralServiceServer;
+use tokio::net::TcpListener;
+
+pub use auth::{Caller, Credentials, hash_token};
+pub use error::ApiError;
+pub use profile::SectorProfile;
+
+/// Configuration of a sector service: flags, or `HENVIS_*` environment variables.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SectorConfig {
+    /// Address to listen on for gRPC.
+    #[arg(long, env = "HENVIS_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// NATS server URL.
+    #[arg(long, env = "HENVIS_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Agency credentials file (TOML: `[[agency]] id`, `token_sha256`).
+    #[arg(long, env = "HENVIS_CREDENTIALS")]
+    pub credentials: PathBuf,
+    /// Agency directory file; the built-in Danish directory when absent.
+    #[arg(long, env = "HENVIS_DIRECTORY")]
+    pub directory: Option<PathBuf>,
+    /// Largest accepted encoded event, in bytes.
+    #[arg(long, env = "HENVIS_MAX_EVENT_BYTES", default_value_t = 64 * 1024)]
+    pub max_event_bytes: usize,
+    /// Seconds an inbox delivery may stay unacknowledged before it is offered again.
+    #[arg(long, env = "HENVIS_ACK_WAIT_SECS", default_value_t = 30)]
+    pub ack_wait_secs: u64,
+    /// Seconds between heartbeats on an idle inbox stream.
+    #[arg(long, env = "HENVIS_HEARTBEAT_SECS", default_value_t = 10)]
+    pub heartbeat_secs: u64,
+}
+
+/// Everything a sector service needs, shared by its gRPC services.
+pub struct Core {
+    profile: SectorProfile,
+    bus: Bus,
+    directory: Directory,
+    schema: Schema,
+    credentials: Credentials,
+    max_event_bytes: usize,
+    ack_wait: Duration,
+    heartbeat: Duration,
+}
+
+/// Loads the configured files, connects to NATS and creates the JetStream topology.
+pub async fn build(sector: Sector, config: &SectorConfig) -> anyhow::Result<Arc<Core>> {
+    use anyhow::Context as _;
+    let directory = match &config.directory {
+        Some(p) => {
+            Directory::from_toml(&std::fs::read_to_string(p).with_context(|| format!("reading `{}`", p.display()))?)?
+        }
+        None => Directory::denmark()?,
+    };
+    let credentials = Credentials::load(&config.credentials, &directory)?;
+    let schema = Schema::from_descriptor_set(henvis_proto::FILE_DESCRIPTOR_SET)?;
+    let bus = Bus::connect(&config.nats_url, &format!("henvis-{sector}")).await?;
+    henvis_bus::Topology::default().ensure(&bus).await?;
+    Ok(Arc::new(Core {
+        profile: SectorProfile::of(sector),
+        bus,
+        directory,
+        schema,
+        credentials,
+        max_event_bytes: config.max_event_bytes,
+        ack_wait: Duration::from_secs(config.ack_wait_secs),
+        heartbeat: Duration::from_secs(config.heartbeat_secs.max(1)),
+    }))
+}
+
+/// Serves the sector's common and typed APIs on `listener` until `shutdown` resolves.
+pub async fn serve(
+    core: Arc<Core>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let sector = core.profile.sector;
+    let max = core.max_event_bytes * 4;
+    let common = ReferralServiceServer::new(submit::Referrals(core.clone())).max_decoding_message_size(max);
+    let mut names = vec![henvis_runtime::service_name::<ReferralServiceServer<submit::Referrals>>()];
+    let (routes, typed_name) = typed::add(tonic::service::Routes::new(common), core, max);
+    names.push(typed_name);
+    tracing::info!(%sector, addr = ?listener.local_addr().ok(), "sector service listening");
+    henvis_runtime::serve_grpc(listener, routes, &names, shutdown).await
+}

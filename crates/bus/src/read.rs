@@ -1,0 +1,38 @@
+//! Reading every message of one subject, oldest first.
+
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use bytes::Bytes;
+use futures::StreamExt;
+
+use crate::{Bus, BusError};
+
+impl Bus {
+    /// Every payload stored under `subject` in `stream`, oldest first.
+    pub async fn read_subject(&self, stream: &str, subject: &str) -> Result<Vec<Bytes>, BusError> {
+        let unavailable = |e: &dyn std::fmt::Display| BusError::Unavailable(e.to_string());
+        let stream = self.jetstream().get_stream(stream).await.map_err(|e| unavailable(&e))?;
+        let mut consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: subject.to_owned(),
+                deliver_policy: DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let pending = consumer.info().await.map_err(|e| unavailable(&e))?.num_pending;
+        let mut out = Vec::with_capacity(pending as usize);
+        if pending == 0 {
+            return Ok(out);
+        }
+        let mut messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
+        while let Some(m) = messages.next().await {
+            let m = m.map_err(|e| unavailable(&e))?;
+            let left = m.info().map(|i| i.pending).unwrap_or(0);
+            out.push(m.payload.clone());
+            if left == 0 {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}

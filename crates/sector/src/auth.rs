@@ -1,0 +1,94 @@
+//! Caller authentication by a per-agency bearer token (until mutual TLS replaces it). Only
+//! SHA-256 hashes of tokens are stored; the token itself is never logged.
+
+use std::{collections::HashMap, path::Path};
+
+use henvis_domain::{AgencyId, Directory, Sector};
+use sha2::{Digest, Sha256};
+use tonic::metadata::MetadataMap;
+
+use crate::ApiError;
+
+/// The authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The calling agency.
+    pub agency: AgencyId,
+    /// Its sector, from the directory.
+    pub sector: Sector,
+}
+
+/// Token hashes → agencies.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    by_hash: HashMap<String, Caller>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    agency: Vec<Row>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Row {
+    id: String,
+    token_sha256: String,
+}
+
+/// The lowercase hex SHA-256 of a token, as stored in the credentials file.
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+impl Credentials {
+    /// Loads a credentials file; every agency must be in the directory.
+    pub fn load(path: &Path, dir: &Directory) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading credentials `{}`", path.display()))?;
+        Self::parse(&text, dir).with_context(|| format!("credentials `{}`", path.display()))
+    }
+
+    /// Parses a credentials file.
+    pub fn parse(text: &str, dir: &Directory) -> anyhow::Result<Self> {
+        let file: File = toml::from_str(text)?;
+        let mut by_hash = HashMap::new();
+        for row in file.agency {
+            let agency = AgencyId::parse(&row.id)?;
+            let entry = dir
+                .agency(&agency)
+                .ok_or_else(|| anyhow::anyhow!("agency `{agency}` is not in the directory"))?;
+            if row.token_sha256.len() != 64 || !row.token_sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+                anyhow::bail!("agency `{agency}`: token_sha256: expected 64 hex digits");
+            }
+            by_hash.insert(
+                row.token_sha256.to_ascii_lowercase(),
+                Caller {
+                    agency,
+                    sector: entry.sector,
+                },
+            );
+        }
+        Ok(Self { by_hash })
+    }
+
+    /// Identifies the caller from the `authorization: Bearer <token>` metadata.
+    pub fn authenticate(&self, meta: &MetadataMap) -> Result<Caller, ApiError> {
+        let header = meta
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .ok_or(ApiError::Unauthenticated(
+                "missing `authorization: Bearer <token>` metadata",
+            ))?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .ok_or(ApiError::Unauthenticated("`authorization`: expected `Bearer <token>`"))?;
+        self.by_hash
+            .get(&hash_token(token))
+            .cloned()
+            .ok_or(ApiError::Unauthenticated("unknown credential"))
+    }
+}

@@ -1,0 +1,161 @@
+//! The inbox stream: deliveries routed to the calling agency, from its durable consumer on
+//! OUT, acknowledged one by one. An acknowledged delivery is removed from the broker; one
+//! left unacknowledged when the client goes away is offered again at once on reconnect.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use async_nats::jetstream::{
+    self, AckKind,
+    consumer::{AckPolicy, DeliverPolicy, pull},
+};
+use futures::StreamExt;
+use henvis_bus::{STREAM_OUT, inbox_consumer, outbound_filter, status_subject};
+use henvis_domain::AgencyId;
+use henvis_proto::henvis::broker::v1::{
+    AckConfirmed, Delivery, DeliveryState, GetStatusResponse, Heartbeat, InboxRequest, InboxResponse, RecipientStatus,
+    inbox_request, inbox_response,
+};
+use prost::Message;
+use tokio::sync::mpsc;
+use tonic::{Status, Streaming};
+
+use crate::{ApiError, Caller, Core, submit::BoxStream};
+
+struct Open {
+    message: jetstream::Message,
+    sender: Option<AgencyId>,
+    event_id: String,
+}
+
+pub(crate) async fn open(
+    core: Arc<Core>,
+    caller: Caller,
+    mut requests: Streaming<InboxRequest>,
+) -> Result<BoxStream<InboxResponse>, ApiError> {
+    let stream = core
+        .bus
+        .jetstream()
+        .get_stream(STREAM_OUT)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let name = inbox_consumer(&caller.agency);
+    let consumer: jetstream::consumer::Consumer<pull::Config> = stream
+        .get_or_create_consumer(
+            &name,
+            pull::Config {
+                durable_name: Some(name.clone()),
+                filter_subject: outbound_filter(&caller.agency),
+                ack_policy: AckPolicy::Explicit,
+                deliver_policy: DeliverPolicy::All,
+                ack_wait: core.ack_wait,
+                max_ack_pending: 1000,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let mut messages = consumer
+        .stream()
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let (tx, rx) = mpsc::channel::<Result<InboxResponse, Status>>(64);
+    tracing::info!(agency = %caller.agency, "inbox opened");
+    tokio::spawn(async move {
+        let mut open: HashMap<u64, Open> = HashMap::new();
+        let mut heartbeat = tokio::time::interval(core.heartbeat);
+        heartbeat.tick().await;
+        loop {
+            tokio::select! {
+                m = messages.next() => {
+                    let Some(m) = m else { break };
+                    let m = match m {
+                        Ok(m) => m,
+                        Err(e) => { tracing::warn!(agency = %caller.agency, error = %e, "inbox consumer error"); continue; }
+                    };
+                    let Ok(info) = m.info().map(|i| (i.stream_sequence, i.delivered)) else { continue };
+                    let mut delivery = match Delivery::decode(m.payload.clone()) {
+                        Ok(d) => d,
+                        Err(e) => {
+                            // never silently drop: leave it unacked for an administrator to see
+                            tracing::error!(agency = %caller.agency, seq = info.0, error = %e, "undecodable delivery");
+                            continue;
+                        }
+                    };
+                    delivery.delivery_id = info.0;
+                    delivery.attempt = u32::try_from(info.1).unwrap_or(u32::MAX);
+                    let env = delivery.envelope.as_ref();
+                    let sender = env.and_then(|e| e.sender.as_ref()).and_then(|s| AgencyId::parse(&s.agency_id).ok());
+                    let event_id = env.map(|e| e.event_id.clone()).unwrap_or_default();
+                    open.insert(info.0, Open { message: m, sender, event_id });
+                    if tx.send(Ok(InboxResponse { kind: Some(inbox_response::Kind::Delivery(delivery)) })).await.is_err() {
+                        break;
+                    }
+                }
+                r = requests.next() => {
+                    let Some(Ok(r)) = r else { break };
+                    let Some(inbox_request::Kind::Ack(ack)) = r.kind else {
+                        let _ = tx.send(Err(ApiError::field("kind", "an `ack`").into())).await;
+                        break;
+                    };
+                    let Some(o) = open.remove(&ack.delivery_id) else {
+                        let _ = tx.send(Err(ApiError::field("ack.delivery_id", format!("an open delivery of this inbox; `{}` is not", ack.delivery_id)).into())).await;
+                        break;
+                    };
+                    if let Err(e) = o.message.double_ack().await {
+                        tracing::warn!(agency = %caller.agency, seq = ack.delivery_id, error = %e, "ack not confirmed");
+                        let _ = tx.send(Err(ApiError::Unavailable("acknowledgement not confirmed".into()).into())).await;
+                        break;
+                    }
+                    record_received(&core, &caller.agency, &o).await;
+                    if tx.send(Ok(InboxResponse { kind: Some(inbox_response::Kind::AckConfirmed(AckConfirmed { delivery_id: ack.delivery_id })) })).await.is_err() {
+                        break;
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    let hb = InboxResponse { kind: Some(inbox_response::Kind::Heartbeat(Heartbeat { at: Some(std::time::SystemTime::now().into()) })) };
+                    if tx.send(Ok(hb)).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        // the client went away: offer what it did not acknowledge again at once
+        for o in open.into_values() {
+            let _ = o.message.ack_with(AckKind::Nak(None)).await;
+        }
+        tracing::info!(agency = %caller.agency, "inbox closed");
+    });
+    Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+}
+
+/// Appends "received" to the sender's status of the event. Best effort: the delivery is
+/// already acknowledged; a lost status record shows the delivery as stored, not received.
+async fn record_received(core: &Core, recipient: &AgencyId, o: &Open) {
+    let Some(sender) = &o.sender else { return };
+    let record = GetStatusResponse {
+        event_id: o.event_id.clone(),
+        routed: true,
+        recipients: vec![RecipientStatus {
+            recipient_agency_id: recipient.to_string(),
+            state: DeliveryState::Received as i32,
+            reason: String::new(),
+            at: Some(std::time::SystemTime::now().into()),
+            rule_id: String::new(),
+        }],
+    };
+    let msg_id = format!("received:{}:{recipient}", o.event_id);
+    if let Err(e) = core
+        .bus
+        .publish_stored(
+            status_subject(sender, &o.event_id),
+            &msg_id,
+            record.encode_to_vec().into(),
+        )
+        .await
+    {
+        tracing::warn!(agency = %recipient, event_id = %o.event_id, error = %e, "received status not stored");
+    }
+}

@@ -1,0 +1,127 @@
+//! The typed API of each sector: one RPC per event type the sector originates, each a
+//! Submit of that event through the same path as the common API.
+
+use std::sync::Arc;
+
+use henvis_domain::Sector;
+use henvis_proto::henvis::{
+    broker::v1::{SubmitRequest, SubmitResponse},
+    events::v1::{Event, event::Kind},
+    health::v1 as health,
+    ngo::v1 as ngo,
+    police::v1 as police,
+    social::v1 as social,
+};
+use tonic::{Request, Response, Status, service::Routes};
+
+use crate::{ApiError, Core};
+
+/// The typed services, sharing the core.
+#[derive(Clone)]
+pub struct Typed(pub Arc<Core>);
+
+impl Typed {
+    async fn submit(
+        &self,
+        request: Request<(String, String, Option<Kind>, String)>,
+    ) -> Result<Response<SubmitResponse>, Status> {
+        let (meta, _, (idempotency_key, case_id, kind, actor_id)) = request.into_parts();
+        let kind = kind.ok_or_else(|| ApiError::field("event", "required"))?;
+        let req = SubmitRequest {
+            idempotency_key,
+            case_id,
+            event: Some(Event { kind: Some(kind) }),
+            sender: None,
+            actor_id,
+        };
+        Ok(Response::new(self.0.submit(&meta, req).await?))
+    }
+}
+
+macro_rules! typed_service {
+    ($trait:path, $pkg:ident, { $($method:ident: $req:ident => $variant:ident),* $(,)? }) => {
+        #[tonic::async_trait]
+        impl $trait for Typed {
+            $(
+                async fn $method(&self, request: Request<$pkg::$req>) -> Result<Response<SubmitResponse>, Status> {
+                    self.submit(request.map(|r| (r.idempotency_key, r.case_id, r.event.map(Kind::$variant), r.actor_id))).await
+                }
+            )*
+        }
+    };
+}
+
+typed_service!(police::police_service_server::PoliceService, police, {
+    report_suspected_victim: ReportSuspectedVictimRequest => SuspectedVictimReported,
+    request_age_assessment: RequestAgeAssessmentRequest => AgeAssessmentRequested,
+    report_child_missing: ReportChildMissingRequest => ChildMissing,
+    update_investigation: UpdateInvestigationRequest => InvestigationUpdate,
+});
+
+typed_service!(health::health_service_server::HealthService, health, {
+    report_suspected_victim: ReportSuspectedVictimRequest => SuspectedVictimReported,
+    complete_age_assessment: CompleteAgeAssessmentRequest => AgeAssessmentCompleted,
+    complete_health_assessment: CompleteHealthAssessmentRequest => HealthAssessmentCompleted,
+});
+
+typed_service!(social::social_service_server::SocialService, social, {
+    report_suspected_victim: ReportSuspectedVictimRequest => SuspectedVictimReported,
+    request_age_assessment: RequestAgeAssessmentRequest => AgeAssessmentRequested,
+    appoint_guardian: AppointGuardianRequest => GuardianAppointed,
+    update_action_plan: UpdateActionPlanRequest => ActionPlanUpdated,
+    request_placement: RequestPlacementRequest => PlacementRequested,
+    decide_placement: DecidePlacementRequest => PlacementDecided,
+    assess_return: AssessReturnRequest => ReturnAssessed,
+    carry_out_return: CarryOutReturnRequest => ReturnCarriedOut,
+    record_consent: RecordConsentRequest => ConsentRecorded,
+    withdraw_consent: WithdrawConsentRequest => ConsentWithdrawn,
+    report_child_missing: ReportChildMissingRequest => ChildMissing,
+});
+
+typed_service!(ngo::ngo_service_server::NgoService, ngo, {
+    report_suspected_victim: ReportSuspectedVictimRequest => SuspectedVictimReported,
+    update_action_plan: UpdateActionPlanRequest => ActionPlanUpdated,
+    request_placement: RequestPlacementRequest => PlacementRequested,
+    decide_placement: DecidePlacementRequest => PlacementDecided,
+    assess_return: AssessReturnRequest => ReturnAssessed,
+    carry_out_return: CarryOutReturnRequest => ReturnCarriedOut,
+    record_consent: RecordConsentRequest => ConsentRecorded,
+    withdraw_consent: WithdrawConsentRequest => ConsentWithdrawn,
+    report_child_missing: ReportChildMissingRequest => ChildMissing,
+});
+
+/// Adds the typed service of the core's sector; returns the routes and its gRPC name.
+pub(crate) fn add(routes: Routes, core: Arc<Core>, max: usize) -> (Routes, &'static str) {
+    use tonic::server::NamedService;
+    let t = Typed(core.clone());
+    match core.profile.sector {
+        Sector::Police => {
+            type S = police::police_service_server::PoliceServiceServer<Typed>;
+            (
+                routes.add_service(S::new(t).max_decoding_message_size(max)),
+                <S as NamedService>::NAME,
+            )
+        }
+        Sector::Health => {
+            type S = health::health_service_server::HealthServiceServer<Typed>;
+            (
+                routes.add_service(S::new(t).max_decoding_message_size(max)),
+                <S as NamedService>::NAME,
+            )
+        }
+        Sector::Social => {
+            type S = social::social_service_server::SocialServiceServer<Typed>;
+            (
+                routes.add_service(S::new(t).max_decoding_message_size(max)),
+                <S as NamedService>::NAME,
+            )
+        }
+        Sector::Ngo => {
+            type S = ngo::ngo_service_server::NgoServiceServer<Typed>;
+            (
+                routes.add_service(S::new(t).max_decoding_message_size(max)),
+                <S as NamedService>::NAME,
+            )
+        }
+    }
+}
