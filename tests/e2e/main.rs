@@ -1,1 +1,133 @@
-fn main() {}
+//! End-to-end tests: a real nats-server, the real services over real TCP.
+
+mod bad_input;
+mod canary;
+mod referral;
+mod service;
+
+use std::time::Duration;
+
+use henvis_proto::henvis::{
+    broker::v1::{
+        Ack, Delivery, GetStatusRequest, GetStatusResponse, InboxRequest, InboxResponse, SubmitRequest, SubmitResponse,
+        inbox_request, inbox_response,
+    },
+    events::v1::Event,
+};
+use henvis_tests::{Client, wait_for};
+use tokio::sync::mpsc;
+use tonic::Streaming;
+
+/// How long a condition may take before a test fails.
+pub const LIMIT: Duration = Duration::from_secs(20);
+
+/// Submits an event.
+pub async fn submit(c: &mut Client, key: &str, case_id: &str, event: Event) -> Result<SubmitResponse, tonic::Status> {
+    let req = SubmitRequest {
+        idempotency_key: key.into(),
+        case_id: case_id.into(),
+        event: Some(event),
+        sender: None,
+        actor_id: "officer-7".into(),
+    };
+    let r = c.req(req);
+    c.inner.submit(r).await.map(tonic::Response::into_inner)
+}
+
+/// Waits until the router has decided `event_id` and returns its status.
+pub async fn routed(c: &mut Client, event_id: &str) -> GetStatusResponse {
+    let req = GetStatusRequest {
+        event_id: event_id.into(),
+    };
+    wait_for("the router to decide", LIMIT, || {
+        let mut inner = c.inner.clone();
+        let r = c.req(req.clone());
+        async move {
+            inner
+                .get_status(r)
+                .await
+                .ok()
+                .map(tonic::Response::into_inner)
+                .filter(|s| s.routed)
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// An open inbox stream.
+pub struct Inbox {
+    tx: mpsc::Sender<InboxRequest>,
+    rx: Streaming<InboxResponse>,
+    buffered: std::collections::VecDeque<Delivery>,
+}
+
+impl Inbox {
+    /// Opens the calling agency's inbox.
+    pub async fn open(c: &mut Client) -> Self {
+        let (tx, reqs) = mpsc::channel(16);
+        let r = c.req(tokio_stream::wrappers::ReceiverStream::new(reqs));
+        let rx = c.inner.inbox(r).await.unwrap().into_inner();
+        Self {
+            tx,
+            rx,
+            buffered: Default::default(),
+        }
+    }
+
+    /// The next delivery, skipping heartbeats.
+    pub async fn next_delivery(&mut self) -> Delivery {
+        if let Some(d) = self.buffered.pop_front() {
+            return d;
+        }
+        loop {
+            let m = tokio::time::timeout(LIMIT, self.rx.message())
+                .await
+                .expect("a delivery in time")
+                .unwrap()
+                .unwrap();
+            if let Some(inbox_response::Kind::Delivery(d)) = m.kind {
+                return d;
+            }
+        }
+    }
+
+    /// Acknowledges a delivery and waits for the confirmation.
+    pub async fn ack(&mut self, delivery_id: u64) {
+        self.tx
+            .send(InboxRequest {
+                kind: Some(inbox_request::Kind::Ack(Ack { delivery_id })),
+            })
+            .await
+            .unwrap();
+        loop {
+            let m = tokio::time::timeout(LIMIT, self.rx.message())
+                .await
+                .expect("an ack confirmation")
+                .unwrap()
+                .unwrap();
+            match m.kind {
+                Some(inbox_response::Kind::AckConfirmed(a)) if a.delivery_id == delivery_id => return,
+                Some(inbox_response::Kind::Delivery(d)) => self.buffered.push_back(d),
+                _ => {}
+            }
+        }
+    }
+
+    /// Waits for the next heartbeat and returns whether any delivery came before it.
+    pub async fn deliveries_before_heartbeat(&mut self) -> usize {
+        let mut n = self.buffered.len();
+        loop {
+            let m = tokio::time::timeout(LIMIT, self.rx.message())
+                .await
+                .expect("a heartbeat")
+                .unwrap()
+                .unwrap();
+            match m.kind {
+                Some(inbox_response::Kind::Heartbeat(_)) => return n,
+                Some(inbox_response::Kind::Delivery(_)) => n += 1,
+                _ => {}
+            }
+        }
+    }
+}

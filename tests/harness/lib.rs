@@ -1,1 +1,272 @@
-//! wip
+//! Test harness: a real nats-server process on a free port with a temporary store, and the
+//! henvis services in-process on 127.0.0.1:0, talking real gRPC over real TCP.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use henvis_domain::{Directory, Sector};
+use henvis_proto::henvis::broker::v1::referral_service_client::ReferralServiceClient;
+use tokio::sync::watch;
+use tonic::{Request, metadata::MetadataValue, transport::Channel};
+
+/// The nats-server binary: `$NATS_SERVER_BIN`, the project's pinned install, or `PATH`.
+pub fn nats_server_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("NATS_SERVER_BIN") {
+        return PathBuf::from(p);
+    }
+    let pinned = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/nats/bin/nats-server");
+    if pinned.exists() {
+        pinned
+    } else {
+        PathBuf::from("nats-server")
+    }
+}
+
+/// Waits until `f` returns `Some`, polling every 20 ms, for at most `limit`.
+pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return Ok(v);
+        }
+        if start.elapsed() > limit {
+            bail!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A nats-server process with JetStream on a temporary store, killed on drop.
+pub struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    /// Starts a server on a free port and waits until it accepts clients.
+    pub async fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let mut s = Self {
+            child: None,
+            port: free_port()?,
+            dir,
+        };
+        s.spawn().await?;
+        Ok(s)
+    }
+
+    async fn spawn(&mut self) -> anyhow::Result<()> {
+        let conf = self.dir.path().join("nats.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listen: 127.0.0.1:{}\njetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n",
+                self.port,
+                self.dir.path().join("js").display()
+            ),
+        )?;
+        let child = Command::new(nats_server_bin())
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "starting {} (run deploy/install-nats-server.sh)",
+                    nats_server_bin().display()
+                )
+            })?;
+        self.child = Some(child);
+        let url = self.url();
+        wait_for("nats-server to accept clients", Duration::from_secs(15), || {
+            let url = url.clone();
+            async move {
+                let c = async_nats::connect(&url).await.ok()?;
+                let js = async_nats::jetstream::new(c);
+                js.query_account().await.ok().map(|_| ())
+            }
+        })
+        .await
+    }
+
+    /// The client URL.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (SIGKILL) and waits for it to exit.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and store.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.spawn().await
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A whole henvis deployment: nats-server, the four sector services and the router.
+pub struct Deployment {
+    /// The server.
+    pub nats: NatsServer,
+    /// Sector service endpoints.
+    pub endpoints: HashMap<Sector, SocketAddr>,
+    /// Bearer tokens per agency id.
+    pub tokens: HashMap<String, String>,
+    /// The agency directory in use.
+    pub directory: Directory,
+    stop: watch::Sender<bool>,
+    _creds: tempfile::TempDir,
+}
+
+fn stopped(mut rx: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
+    async move {
+        let _ = rx.wait_for(|v| *v).await;
+    }
+}
+
+impl Deployment {
+    /// Starts everything and waits until each service answers.
+    pub async fn start() -> anyhow::Result<Self> {
+        henvis_runtime::init_telemetry();
+        let nats = NatsServer::start().await?;
+        let directory = Directory::denmark()?;
+        let creds = tempfile::tempdir()?;
+        henvis_sector::dev_credentials(&directory, creds.path())?;
+        let mut tokens = HashMap::new();
+        for a in directory.agencies() {
+            let t = std::fs::read_to_string(creds.path().join("tokens").join(format!("{}.token", a.id)))?;
+            tokens.insert(a.id.to_string(), t);
+        }
+        let (stop, rx) = watch::channel(false);
+        let mut endpoints = HashMap::new();
+        for sector in Sector::ALL {
+            let config = henvis_sector::SectorConfig {
+                listen: "127.0.0.1:0".parse()?,
+                nats_url: nats.url(),
+                credentials: creds.path().join("credentials.toml"),
+                directory: None,
+                max_event_bytes: 64 * 1024,
+                ack_wait_secs: 30,
+                heartbeat_secs: 1,
+            };
+            let core = henvis_sector::build(sector, &config).await?;
+            let (listener, addr) = henvis_runtime::bind(config.listen).await?;
+            tokio::spawn(henvis_sector::serve(core, listener, stopped(rx.clone())));
+            endpoints.insert(sector, addr);
+        }
+        let d = Self {
+            nats,
+            endpoints,
+            tokens,
+            directory,
+            stop,
+            _creds: creds,
+        };
+        d.start_router().await?;
+        Ok(d)
+    }
+
+    /// Starts one more in-process router (any number may run).
+    pub async fn start_router(&self) -> anyhow::Result<()> {
+        let router = henvis_router::build(&henvis_router::RouterConfig {
+            nats_url: self.nats.url(),
+            rules: None,
+            directory: None,
+        })
+        .await?;
+        tokio::spawn(router.run(stopped(self.stop.subscribe())));
+        Ok(())
+    }
+
+    /// A client of `sector`'s common API, authenticated as `agency`.
+    pub async fn client(&self, sector: Sector, agency: &str) -> anyhow::Result<Client> {
+        let token = self
+            .tokens
+            .get(agency)
+            .with_context(|| format!("no token for `{agency}`"))?;
+        self.client_with_token(sector, token).await
+    }
+
+    /// A client with an arbitrary bearer token.
+    pub async fn client_with_token(&self, sector: Sector, token: &str) -> anyhow::Result<Client> {
+        let channel = self.channel(sector).await?;
+        Ok(Client {
+            inner: ReferralServiceClient::new(channel),
+            auth: format!("Bearer {token}").parse()?,
+        })
+    }
+
+    /// A raw channel to `sector`'s service.
+    pub async fn channel(&self, sector: Sector) -> anyhow::Result<Channel> {
+        let addr = self.endpoints[&sector];
+        Ok(Channel::from_shared(format!("http://{addr}"))?.connect().await?)
+    }
+
+    /// A JetStream context on the deployment's server, for checks behind the services.
+    pub async fn jetstream(&self) -> anyhow::Result<async_nats::jetstream::Context> {
+        Ok(async_nats::jetstream::new(async_nats::connect(self.nats.url()).await?))
+    }
+
+    /// Number of messages in a stream.
+    pub async fn stream_messages(&self, stream: &str) -> anyhow::Result<u64> {
+        let mut s = self.jetstream().await?.get_stream(stream).await?;
+        Ok(s.info().await?.state.messages)
+    }
+
+    /// The subjects of `stream` that hold messages, with their counts.
+    pub async fn subjects(&self, stream: &str, filter: &str) -> anyhow::Result<HashMap<String, usize>> {
+        use futures::TryStreamExt;
+        let s = self.jetstream().await?.get_stream(stream).await?;
+        let subjects = s.info_with_subjects(filter).await?;
+        Ok(subjects.try_collect().await?)
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// An authenticated client of the common API.
+pub struct Client {
+    /// The generated client.
+    pub inner: ReferralServiceClient<Channel>,
+    auth: MetadataValue<tonic::metadata::Ascii>,
+}
+
+impl Client {
+    /// Wraps `msg` in a request carrying the credential.
+    pub fn req<T>(&self, msg: T) -> Request<T> {
+        let mut r = Request::new(msg);
+        r.metadata_mut().insert("authorization", self.auth.clone());
+        r
+    }
+}

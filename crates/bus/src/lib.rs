@@ -160,4 +160,5 @@ fn publish_error(e: jetstream::context::PublishError) -> BusError {
 }
 
 mod cases;
+pub use cases::VersionedCase;
 mod read;

@@ -107,17 +107,24 @@ pub fn decide(
     let municipality = case.municipality_code.as_deref().and_then(|c| dir.municipality(c));
     let mut by_agency: BTreeMap<AgencyId, Recipient> = BTreeMap::new();
     for route in &type_rules.routes {
-        let targets: Vec<AgencyId> = match &route.selector {
-            Selector::Sector(s) => dir
-                .agencies_in(*s)
-                .map(|a| a.id.clone())
-                .filter(|a| a != sender)
-                .collect(),
+        let all: Vec<AgencyId> = match &route.selector {
+            Selector::Sector(s) => dir.agencies_in(*s).map(|a| a.id.clone()).collect(),
             Selector::Agency(a) => vec![a.clone()],
             Selector::CaseMunicipality => municipality.map(|m| m.agency.clone()).into_iter().collect(),
             Selector::CasePoliceDistrict => municipality.map(|m| m.police_district.clone()).into_iter().collect(),
             Selector::CaseGuardian => case.guardian.clone().into_iter().collect(),
             Selector::Sender => vec![sender.clone()],
+        };
+        // a sender never receives its own event except through an explicit `sender` route;
+        // a route that names only the sender is simply not needed, not withheld
+        let sender_only = !all.is_empty() && all.iter().all(|a| a == sender);
+        if sender_only && route.selector != Selector::Sender {
+            continue;
+        }
+        let targets: Vec<AgencyId> = if route.selector == Selector::Sender {
+            all
+        } else {
+            all.into_iter().filter(|a| a != sender).collect()
         };
         if targets.is_empty() {
             let why = match route.selector {
@@ -233,6 +240,19 @@ classes = ["CRIMINAL"]
                 reason: WithheldReason::NoRecipient("case has no guardian yet")
             }]
         );
+    }
+
+    #[test]
+    fn a_sender_is_never_its_own_recipient() {
+        let (rules, dir) = setup();
+        let mt = MessageType::parse("suspected_victim_reported").unwrap();
+        let case = CaseFacts {
+            municipality_code: Some("101".into()),
+            guardian: None,
+        };
+        let d = decide(&rules, &dir, &mt, &id("politi-koebenhavn"), Sector::Police, &case);
+        let to: Vec<_> = d.recipients.iter().map(|r| r.agency.as_str()).collect();
+        assert_eq!(to, vec!["kommune-101"]);
     }
 
     #[test]

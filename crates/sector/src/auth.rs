@@ -92,3 +92,35 @@ impl Credentials {
             .ok_or(ApiError::Unauthenticated("unknown credential"))
     }
 }
+
+/// Writes `credentials.toml` and `tokens/<agency>.token` (mode 0600) for every agency of
+/// `dir`, with fresh random tokens. For local development and tests only.
+pub fn dev_credentials(dir: &Directory, out: &Path) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    let tokens = out.join("tokens");
+    std::fs::create_dir_all(&tokens)?;
+    let mut file = String::from("# development credentials: SHA-256 of each agency's bearer token\n");
+    for a in dir.agencies() {
+        let token = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+        let path = tokens.join(format!("{}.token", a.id));
+        std::fs::write(&path, &token)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        }
+        let _ = write!(
+            file,
+            "\n[[agency]]\nid = \"{}\"\ntoken_sha256 = \"{}\"\n",
+            a.id,
+            hash_token(&token)
+        );
+    }
+    std::fs::write(out.join("credentials.toml"), file)?;
+    println!(
+        "wrote credentials for {} agencies to {}",
+        dir.agencies().count(),
+        out.display()
+    );
+    Ok(())
+}

@@ -22,7 +22,7 @@ use henvis_policy::Schema;
 use henvis_proto::henvis::broker::v1::referral_service_server::ReferralServiceServer;
 use tokio::net::TcpListener;
 
-pub use auth::{Caller, Credentials, hash_token};
+pub use auth::{Caller, Credentials, dev_credentials, hash_token};
 pub use error::ApiError;
 pub use profile::SectorProfile;
 

@@ -1,1 +1,168 @@
-fn main() {}
+//! `henvis`: the project's command-line client. Creates development credentials, submits
+//! an example referral, follows an agency's inbox and a referral's status.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use futures::StreamExt;
+use henvis_proto::henvis::{
+    broker::v1::{
+        Ack, GetStatusRequest, InboxRequest, SubmitRequest, inbox_request, inbox_response,
+        referral_service_client::ReferralServiceClient,
+    },
+    events::v1::{Event, ExploitationType, Location, LocationKind, SuspectedVictimReported, event::Kind},
+};
+use tonic::{Request, metadata::MetadataValue};
+
+#[derive(Parser)]
+#[command(name = "henvis", about = "henvis command-line client", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Writes a credentials file and one token file per agency of the default directory.
+    DevCredentials {
+        /// Output folder (credentials.toml and tokens/<agency>.token).
+        #[arg(long, default_value = ".local/credentials")]
+        out: PathBuf,
+    },
+    /// Submits an example `suspected_victim_reported` event (test data only).
+    ReportExample {
+        #[command(flatten)]
+        conn: Conn,
+        /// Municipality code where the child is.
+        #[arg(long, default_value = "101")]
+        municipality: String,
+    },
+    /// Prints the agency's deliveries as they arrive; `--ack` acknowledges each.
+    Inbox {
+        #[command(flatten)]
+        conn: Conn,
+        /// Acknowledge each delivery after printing it.
+        #[arg(long)]
+        ack: bool,
+        /// Stop after this many deliveries.
+        #[arg(long)]
+        max: Option<usize>,
+    },
+    /// Prints the status of a submitted event per recipient.
+    Status {
+        #[command(flatten)]
+        conn: Conn,
+        /// The event id returned by Submit.
+        event_id: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct Conn {
+    /// The sector service's endpoint.
+    #[arg(long, env = "HENVIS_ENDPOINT", default_value = "http://127.0.0.1:50054")]
+    endpoint: String,
+    /// File holding the agency's bearer token.
+    #[arg(long, env = "HENVIS_TOKEN_FILE")]
+    token_file: PathBuf,
+}
+
+impl Conn {
+    async fn client(
+        &self,
+    ) -> anyhow::Result<(
+        ReferralServiceClient<tonic::transport::Channel>,
+        MetadataValue<tonic::metadata::Ascii>,
+    )> {
+        let token = std::fs::read_to_string(&self.token_file)
+            .with_context(|| format!("reading `{}`", self.token_file.display()))?;
+        let auth = format!("Bearer {}", token.trim()).parse()?;
+        Ok((ReferralServiceClient::connect(self.endpoint.clone()).await?, auth))
+    }
+}
+
+fn authed<T>(msg: T, auth: &MetadataValue<tonic::metadata::Ascii>) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut().insert("authorization", auth.clone());
+    r
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::DevCredentials { out } => henvis_sector::dev_credentials(&henvis_domain::Directory::denmark()?, &out),
+        Command::ReportExample { conn, municipality } => {
+            let (mut c, auth) = conn.client().await?;
+            let event = Event {
+                kind: Some(Kind::SuspectedVictimReported(SuspectedVictimReported {
+                    municipality_code: municipality,
+                    observed_at: Some(std::time::SystemTime::now().into()),
+                    given_name: "Example".into(),
+                    estimated_age_years: 15,
+                    current_location: Some(Location {
+                        kind: LocationKind::PublicPlace as i32,
+                        description: "example place".into(),
+                        ..Default::default()
+                    }),
+                    exploitation_types: vec![ExploitationType::Sexual as i32],
+                    health_concerns: "example health note".into(),
+                    ..Default::default()
+                })),
+            };
+            let req = SubmitRequest {
+                idempotency_key: format!("example-{}", uuid::Uuid::new_v4()),
+                event: Some(event),
+                actor_id: "cli".into(),
+                ..Default::default()
+            };
+            let r = c.submit(authed(req, &auth)).await?.into_inner();
+            println!(
+                "event_id={} case_id={} duplicate={}",
+                r.event_id, r.case_id, r.duplicate
+            );
+            Ok(())
+        }
+        Command::Inbox { conn, ack, max } => {
+            let (mut c, auth) = conn.client().await?;
+            let (tx, rx) = tokio::sync::mpsc::channel(16);
+            let mut stream = c
+                .inbox(authed(tokio_stream::wrappers::ReceiverStream::new(rx), &auth))
+                .await?
+                .into_inner();
+            let mut seen = 0;
+            while let Some(m) = stream.next().await {
+                match m?.kind {
+                    Some(inbox_response::Kind::Delivery(d)) => {
+                        println!("{d:#?}");
+                        if ack {
+                            tx.send(InboxRequest {
+                                kind: Some(inbox_request::Kind::Ack(Ack {
+                                    delivery_id: d.delivery_id,
+                                })),
+                            })
+                            .await?;
+                        }
+                        seen += 1;
+                        if max.is_some_and(|m| seen >= m) {
+                            break;
+                        }
+                    }
+                    Some(inbox_response::Kind::AckConfirmed(a)) => eprintln!("acknowledged {}", a.delivery_id),
+                    _ => {}
+                }
+            }
+            Ok(())
+        }
+        Command::Status { conn, event_id } => {
+            let (mut c, auth) = conn.client().await?;
+            println!(
+                "{:#?}",
+                c.get_status(authed(GetStatusRequest { event_id }, &auth))
+                    .await?
+                    .into_inner()
+            );
+            Ok(())
+        }
+    }
+}

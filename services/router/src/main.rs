@@ -1,1 +1,18 @@
-fn main() {}
+//! The henvis router: the single policy enforcement point between IN and OUT.
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(name = "henvis-router", about = "henvis routing service", version)]
+struct Args {
+    #[command(flatten)]
+    config: henvis_router::RouterConfig,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    henvis_runtime::init_telemetry();
+    let router = henvis_router::build(&args.config).await?;
+    router.run(henvis_runtime::shutdown_signal()).await
+}

@@ -1,0 +1,227 @@
+//! The referral path: submit → IN → router → OUT → inbox, with redaction and status.
+
+use std::collections::BTreeSet;
+
+use henvis_domain::{Class, Sector};
+use henvis_policy::Schema;
+use henvis_proto::henvis::broker::v1::DeliveryState;
+use henvis_tests::{Deployment, wait_for};
+use prost::Message;
+use prost_reflect::Value;
+
+use crate::{Inbox, LIMIT, canary::canary_event, canary::found, routed, submit};
+
+fn schema() -> Schema {
+    Schema::from_descriptor_set(henvis_proto::FILE_DESCRIPTOR_SET).unwrap()
+}
+
+fn classes(nums: &[i32]) -> BTreeSet<Class> {
+    nums.iter().filter_map(|n| Class::from_number(*n)).collect()
+}
+
+/// What the default rules grant for `suspected_victim_reported`.
+fn granted(agency: &str) -> BTreeSet<Class> {
+    use Class::*;
+    match agency {
+        "kommune-101" => [Basic, Identity, Location, Social, Health, Exploitation].into(),
+        "politi-koebenhavn" => [Basic, Identity, Location, Exploitation, Criminal].into(),
+        _ => BTreeSet::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ngo_report_reaches_municipality_and_police_district_with_exactly_the_granted_classes() {
+    let d = Deployment::start().await.unwrap();
+    let s = schema();
+    let (event, canaries) = canary_event(
+        &s,
+        "suspected_victim_reported",
+        &[("municipality_code", Value::String("101".into()))],
+    );
+    let mut ngo = d.client(Sector::Ngo, "ngo-redbarnet").await.unwrap();
+    let r = submit(&mut ngo, "svr-1", "", event).await.unwrap();
+    assert!(!r.duplicate);
+
+    // the recipients connect only after the router has decided: they still receive it
+    let status = routed(&mut ngo, &r.event_id).await;
+    let stored: BTreeSet<_> = status
+        .recipients
+        .iter()
+        .filter(|s| s.state == DeliveryState::Stored as i32)
+        .map(|s| s.recipient_agency_id.as_str())
+        .collect();
+    assert_eq!(stored, BTreeSet::from(["kommune-101", "politi-koebenhavn"]));
+
+    let mut unentitled = 0;
+    let mut over_redacted = 0;
+    for (sector, agency) in [(Sector::Social, "kommune-101"), (Sector::Police, "politi-koebenhavn")] {
+        let mut c = d.client(sector, agency).await.unwrap();
+        let mut inbox = Inbox::open(&mut c).await;
+        let delivery = inbox.next_delivery().await;
+        let env = delivery.envelope.clone().unwrap();
+        assert_eq!(env.event_id, r.event_id);
+        assert_eq!(env.case_id, r.case_id);
+        assert_eq!(
+            env.sender.as_ref().unwrap().agency_id,
+            "ngo-redbarnet",
+            "sender stamped by the service"
+        );
+        assert!(env.idempotency_key.is_empty(), "the sender's key is not forwarded");
+        assert_eq!(classes(&delivery.granted_classes), granted(agency));
+        let bytes = delivery.encode_to_vec();
+        let seen = found(&bytes, &canaries);
+        unentitled += seen.iter().filter(|(_, c)| !granted(agency).contains(c)).count();
+        over_redacted += canaries
+            .iter()
+            .filter(|(c, k)| granted(agency).contains(k) && !seen.iter().any(|(s, _)| s == c))
+            .count();
+        let present: BTreeSet<Class> = canaries.iter().map(|(_, c)| *c).collect();
+        let expected_withheld: BTreeSet<Class> = present.difference(&granted(agency)).copied().collect();
+        assert_eq!(
+            classes(&delivery.withheld_classes),
+            expected_withheld,
+            "{agency} is told what was withheld"
+        );
+        inbox.ack(delivery.delivery_id).await;
+    }
+    println!("unentitled canaries delivered: {unentitled}, entitled canaries missing: {over_redacted}");
+    assert_eq!((unentitled, over_redacted), (0, 0));
+
+    // nobody else has anything in OUT, and acking removed both deliveries
+    let left = wait_for("acked deliveries to leave OUT", LIMIT, || async {
+        let n = d.stream_messages("OUT").await.ok()?;
+        (n == 0).then_some(n)
+    })
+    .await
+    .unwrap();
+    assert_eq!(left, 0);
+    // the sender sees both recipients as received
+    let status = wait_for("received status", LIMIT, || {
+        let mut ngo = ngo.inner.clone();
+        let req = ngo_req(&d, &r.event_id);
+        async move {
+            let s = ngo.get_status(req).await.ok()?.into_inner();
+            (s.recipients
+                .iter()
+                .filter(|x| x.state == DeliveryState::Received as i32)
+                .count()
+                == 2)
+                .then_some(s)
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.recipients.len(), 2);
+}
+
+fn ngo_req(d: &Deployment, event_id: &str) -> tonic::Request<henvis_proto::henvis::broker::v1::GetStatusRequest> {
+    let mut r = tonic::Request::new(henvis_proto::henvis::broker::v1::GetStatusRequest {
+        event_id: event_id.into(),
+    });
+    r.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", d.tokens["ngo-redbarnet"]).parse().unwrap(),
+    );
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agency_never_receives_another_agencys_deliveries_and_unacked_ones_come_back() {
+    let d = Deployment::start().await.unwrap();
+    let s = schema();
+    let mut ngo = d.client(Sector::Ngo, "ngo-hopenow").await.unwrap();
+    // a neighbouring municipality and another police district are connected throughout
+    let mut frb = d.client(Sector::Social, "kommune-147").await.unwrap();
+    let mut frb_inbox = Inbox::open(&mut frb).await;
+    let mut fyn = d.client(Sector::Police, "politi-fyn").await.unwrap();
+    let mut fyn_inbox = Inbox::open(&mut fyn).await;
+
+    let (event, _) = canary_event(
+        &s,
+        "suspected_victim_reported",
+        &[("municipality_code", Value::String("101".into()))],
+    );
+    let r = submit(&mut ngo, "svr-iso", "", event).await.unwrap();
+    routed(&mut ngo, &r.event_id).await;
+    let out = d.subjects("OUT", "henvis.out.>").await.unwrap();
+    let mut agencies: Vec<_> = out.keys().map(|s| s.split('.').nth(2).unwrap().to_owned()).collect();
+    agencies.sort();
+    assert_eq!(agencies, vec!["kommune-101", "politi-koebenhavn"]);
+    // after routing, the others' next heartbeat comes with no delivery before it
+    assert_eq!(frb_inbox.deliveries_before_heartbeat().await, 0);
+    assert_eq!(fyn_inbox.deliveries_before_heartbeat().await, 0);
+
+    // a recipient that drops its stream without acking gets the delivery again
+    let mut kbh = d.client(Sector::Social, "kommune-101").await.unwrap();
+    let first = {
+        let mut inbox = Inbox::open(&mut kbh).await;
+        inbox.next_delivery().await
+    };
+    let mut inbox = Inbox::open(&mut kbh).await;
+    let again = inbox.next_delivery().await;
+    assert_eq!(again.delivery_id, first.delivery_id);
+    assert!(again.attempt >= 2, "attempt counts redeliveries");
+    inbox.ack(again.delivery_id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_up_events_route_by_case_and_the_guardian_receives_health_findings_only() {
+    use henvis_proto::henvis::events::v1::*;
+    let d = Deployment::start().await.unwrap();
+    let s = schema();
+    let mut ngo = d.client(Sector::Ngo, "ngo-redbarnet").await.unwrap();
+    let (event, _) = canary_event(
+        &s,
+        "suspected_victim_reported",
+        &[("municipality_code", Value::String("751".into()))],
+    );
+    let case = submit(&mut ngo, "open", "", event).await.unwrap().case_id;
+
+    let mut social = d.client(Sector::Social, "kommune-751").await.unwrap();
+    let appoint = Event {
+        kind: Some(event::Kind::GuardianAppointed(GuardianAppointed {
+            guardian_agency_id: "ngo-redbarnet".into(),
+            guardian_kind: GuardianKind::NgoSocialWorker as i32,
+            guardian_contact: "desk 4".into(),
+            appointed_at: Some(prost_types::Timestamp {
+                seconds: 1_790_000_000,
+                nanos: 0,
+            }),
+        })),
+    };
+    let g = submit(&mut social, "guardian", &case, appoint).await.unwrap();
+    routed(&mut social, &g.event_id).await;
+
+    let mut health = d.client(Sector::Health, "region-midtjylland").await.unwrap();
+    let (event, canaries) = canary_event(&s, "health_assessment_completed", &[]);
+    let h = submit(&mut health, "ha", &case, event).await.unwrap();
+    let status = routed(&mut health, &h.event_id).await;
+    let to: Vec<_> = status
+        .recipients
+        .iter()
+        .map(|r| (r.recipient_agency_id.as_str(), r.state))
+        .collect();
+    assert_eq!(to, vec![("ngo-redbarnet", DeliveryState::Stored as i32)]);
+
+    let mut inbox = Inbox::open(&mut ngo).await;
+    // the guardian first receives its own appointment, then the health assessment
+    let mut got = inbox.next_delivery().await;
+    if got.envelope.as_ref().unwrap().message_type == "guardian_appointed" {
+        inbox.ack(got.delivery_id).await;
+        got = inbox.next_delivery().await;
+    }
+    assert_eq!(got.envelope.as_ref().unwrap().event_id, h.event_id);
+    let seen = found(&got.encode_to_vec(), &canaries);
+    assert_eq!(seen.len(), canaries.len(), "health findings reach the guardian whole");
+    // and the police district of Aarhus received nothing about health
+    let police: Vec<_> = d
+        .subjects("OUT", "henvis.out.politi-oestjylland.>")
+        .await
+        .unwrap()
+        .into_keys()
+        .collect();
+    assert!(
+        police.iter().all(|s| !s.ends_with("health_assessment_completed")),
+        "{police:?}"
+    );
+}

@@ -1,0 +1,130 @@
+//! Every service serves the standard health service and server reflection; the typed
+//! sector API submits through the same path as the common one.
+
+use henvis_domain::Sector;
+use henvis_proto::henvis::broker::v1::DeliveryState;
+use henvis_proto::henvis::{
+    events::v1::*,
+    police::v1::{ReportChildMissingRequest, police_service_client::PoliceServiceClient},
+};
+use henvis_tests::Deployment;
+use tokio_stream::StreamExt;
+
+use crate::{routed, submit};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_reflection_are_served_by_every_sector_service() {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let d = Deployment::start().await.unwrap();
+    for sector in Sector::ALL {
+        let ch = d.channel(sector).await.unwrap();
+        let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
+        let s = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "henvis.broker.v1.ReferralService".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            s.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
+        let mut refl = ServerReflectionClient::new(ch);
+        let req = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut resp = refl
+            .server_reflection_info(tokio_stream::iter(vec![req]))
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(Ok(r)) = resp.next().await else {
+            panic!("reflection answered")
+        };
+        let Some(MessageResponse::ListServicesResponse(l)) = r.message_response else {
+            panic!("a service list")
+        };
+        let names: Vec<_> = l.service.into_iter().map(|s| s.name).collect();
+        assert!(
+            names.contains(&"henvis.broker.v1.ReferralService".to_owned()),
+            "{sector}: {names:?}"
+        );
+        assert!(
+            names
+                .iter()
+                .any(|n| n == &format!("henvis.{sector}.v1.{}Service", capitalised(sector))),
+            "{sector}: {names:?}"
+        );
+    }
+}
+
+fn capitalised(s: Sector) -> String {
+    let n = s.as_str();
+    format!("{}{}", n[..1].to_uppercase(), &n[1..])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_police_typed_api_reports_a_missing_child_on_an_open_case() {
+    let d = Deployment::start().await.unwrap();
+    let mut ngo = d.client(Sector::Ngo, "ngo-reden-international").await.unwrap();
+    let open = Event {
+        kind: Some(event::Kind::SuspectedVictimReported(SuspectedVictimReported {
+            municipality_code: "461".into(),
+            observed_at: Some(prost_types::Timestamp {
+                seconds: 1_790_000_000,
+                nanos: 0,
+            }),
+            ..Default::default()
+        })),
+    };
+    let case = submit(&mut ngo, "open", "", open).await.unwrap().case_id;
+    let mut police = PoliceServiceClient::new(d.channel(Sector::Police).await.unwrap());
+    let mut req = tonic::Request::new(ReportChildMissingRequest {
+        idempotency_key: "missing-1".into(),
+        case_id: case.clone(),
+        event: Some(ChildMissing {
+            last_seen_at: Some(prost_types::Timestamp {
+                seconds: 1_790_000_100,
+                nanos: 0,
+            }),
+            risk: MissingRisk::High as i32,
+            ..Default::default()
+        }),
+        actor_id: "officer-1".into(),
+    });
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", d.tokens["politi-fyn"]).parse().unwrap(),
+    );
+    let r = police.report_child_missing(req).await.unwrap().into_inner();
+    assert_eq!(r.case_id, case);
+    let mut status_client = d.client(Sector::Police, "politi-fyn").await.unwrap();
+    let status = routed(&mut status_client, &r.event_id).await;
+    // Odense's police district is the sender itself; the municipality still gets it
+    let to: Vec<_> = status
+        .recipients
+        .iter()
+        .map(|r| (r.recipient_agency_id.as_str(), r.state, r.rule_id.as_str()))
+        .collect();
+    let (stored, withheld) = (DeliveryState::Stored as i32, DeliveryState::Withheld as i32);
+    // no guardian yet: that route is withheld, and the sender sees only that, not why
+    assert_eq!(
+        to,
+        vec![
+            ("", withheld, "cm-guardian"),
+            ("kommune-461", stored, "cm-municipality")
+        ],
+        "{status:?}"
+    );
+    assert!(
+        status
+            .recipients
+            .iter()
+            .all(|r| r.state != withheld || r.reason == "withheld by policy")
+    );
+}
