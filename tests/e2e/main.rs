@@ -1,4 +1,5 @@
 //! End-to-end tests: a real nats-server, the real services over real TCP.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test binary: failing loudly is the point
 
 mod bad_input;
 mod canary;

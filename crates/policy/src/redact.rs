@@ -56,11 +56,10 @@ fn copy_granted(
         } else {
             granted.then(|| value.clone())
         };
-        if let (Some(dst), Some(v)) = (dst.as_mut(), out) {
-            if granted {
+        if let (Some(dst), Some(v)) = (dst.as_mut(), out)
+            && granted {
                 dst.set_field(&field, v);
             }
-        }
     }
     dst
 }
@@ -73,12 +72,11 @@ fn map_messages(value: &Value, mut f: impl FnMut(&DynamicMessage) -> Option<Dyna
             let mut out = Vec::with_capacity(items.len());
             let mut any = false;
             for v in items {
-                if let Value::Message(m) = v {
-                    if let Some(c) = f(m) {
+                if let Value::Message(m) = v
+                    && let Some(c) = f(m) {
                         any = true;
                         out.push(Value::Message(c));
                     }
-                }
             }
             any.then_some(Value::List(out))
         }
@@ -86,12 +84,11 @@ fn map_messages(value: &Value, mut f: impl FnMut(&DynamicMessage) -> Option<Dyna
             let mut out = std::collections::HashMap::with_capacity(entries.len());
             let mut any = false;
             for (k, v) in entries {
-                if let Value::Message(m) = v {
-                    if let Some(c) = f(m) {
+                if let Value::Message(m) = v
+                    && let Some(c) = f(m) {
                         any = true;
                         out.insert(k.clone(), Value::Message(c));
                     }
-                }
             }
             any.then_some(Value::Map(out))
         }

@@ -119,11 +119,10 @@ impl Schema {
             if matches!(opts.get_extension(required).as_ref(), Value::Bool(true)) {
                 self.required.insert(f.full_name().to_owned(), true);
             }
-            if let Kind::Message(m) = f.kind() {
-                if is_henvis(&m) {
+            if let Kind::Message(m) = f.kind()
+                && is_henvis(&m) {
                     self.index(&m, sensitivity, required, unclassified, seen);
                 }
-            }
         }
     }
 

@@ -258,8 +258,8 @@ impl Router {
     async fn case_facts(&self, case_id: &CaseId, env: &Envelope, sender: &AgencyId) -> Result<CaseFacts, RouteError> {
         let kind = env.event.as_ref().and_then(|e| e.kind.as_ref());
         let mut current = self.bus.case(case_id).await?;
-        if current.is_none() {
-            if let Some(Kind::SuspectedVictimReported(r)) = kind {
+        if current.is_none()
+            && let Some(Kind::SuspectedVictimReported(r)) = kind {
                 let record = CaseRecord {
                     municipality_code: r.municipality_code.clone(),
                     opened_by: sender.clone(),
@@ -268,13 +268,11 @@ impl Router {
                 };
                 current = Some(self.bus.create_case(case_id, &record).await?);
             }
-        }
         if let (Some(Kind::GuardianAppointed(g)), Some(_)) = (kind, &current) {
             let guardian = AgencyId::parse(&g.guardian_agency_id)
                 .map_err(|_| RouteError::Poison("malformed guardian agency id"))?;
             // compare-and-set, so concurrent routers never lose an update
-            loop {
-                let Some(c) = current.take() else { break };
+            while let Some(c) = current.take() {
                 if c.record.guardian.as_ref() == Some(&guardian) {
                     current = Some(c);
                     break;

@@ -130,26 +130,25 @@ async fn main() -> anyhow::Result<()> {
                 .inbox(authed(tokio_stream::wrappers::ReceiverStream::new(rx), &auth))
                 .await?
                 .into_inner();
-            let mut seen = 0;
+            let (mut seen, mut unconfirmed) = (0usize, 0usize);
             while let Some(m) = stream.next().await {
                 match m?.kind {
                     Some(inbox_response::Kind::Delivery(d)) => {
                         println!("{d:#?}");
                         if ack {
-                            tx.send(InboxRequest {
-                                kind: Some(inbox_request::Kind::Ack(Ack {
-                                    delivery_id: d.delivery_id,
-                                })),
-                            })
-                            .await?;
+                            tx.send(InboxRequest { kind: Some(inbox_request::Kind::Ack(Ack { delivery_id: d.delivery_id })) }).await?;
+                            unconfirmed += 1;
                         }
                         seen += 1;
-                        if max.is_some_and(|m| seen >= m) {
-                            break;
-                        }
                     }
-                    Some(inbox_response::Kind::AckConfirmed(a)) => eprintln!("acknowledged {}", a.delivery_id),
+                    Some(inbox_response::Kind::AckConfirmed(a)) => {
+                        eprintln!("acknowledged {}", a.delivery_id);
+                        unconfirmed = unconfirmed.saturating_sub(1);
+                    }
                     _ => {}
+                }
+                if max.is_some_and(|m| seen >= m) && unconfirmed == 0 {
+                    break;
                 }
             }
             Ok(())

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Starts the whole local henvis deployment: nats-server (pinned, JetStream, fsync always),
+# the router and the four sector services with the default Danish agency directory and
+# the default rule set. Development credentials are created on first start.
+# Stop with Ctrl-C: every service gets SIGTERM and shuts down gracefully.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+"$root/deploy/install-nats-server.sh"
+cargo build --workspace --bins --quiet
+bin="$root/target/debug"
+state="$root/.local"
+mkdir -p "$state/nats" "$state/logs"
+if [ ! -f "$state/credentials/credentials.toml" ]; then
+  "$bin/henvis" dev-credentials --out "$state/credentials"
+fi
+
+pids=()
+stop() {
+  echo "stopping henvis"
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  wait
+}
+trap stop INT TERM EXIT
+
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+await_port() { # port name log
+  for _ in $(seq 1 150); do
+    listening "$1" && return 0
+    sleep 0.2
+  done
+  echo "$2 did not start; see $3:" >&2
+  tail -n 20 "$3" >&2
+  exit 1
+}
+
+HENVIS_NATS_STORE="$state/nats" "$root/.tools/nats/bin/nats-server" -c "$root/deploy/nats/single.conf" \
+  >"$state/logs/nats.log" 2>&1 &
+pids+=($!)
+await_port 4222 nats-server "$state/logs/nats.log"
+
+export HENVIS_NATS_URL=nats://127.0.0.1:4222
+export HENVIS_CREDENTIALS="$state/credentials/credentials.toml"
+"$bin/henvis-router" >"$state/logs/router.log" 2>&1 &
+pids+=($!)
+port=50051
+for sector in police health social ngo; do
+  HENVIS_LISTEN="127.0.0.1:$port" "$bin/henvis-$sector" >"$state/logs/$sector.log" 2>&1 &
+  pids+=($!)
+  echo "henvis-$sector  grpc://127.0.0.1:$port"
+  port=$((port + 1))
+done
+port=50051
+for sector in police health social ngo; do
+  await_port "$port" "henvis-$sector" "$state/logs/$sector.log"
+  port=$((port + 1))
+done
+cat <<MSG
+henvis is running. Logs: $state/logs/. Tokens: $state/credentials/tokens/<agency>.token
+Try:
+  target/debug/henvis report-example --endpoint http://127.0.0.1:50054 --token-file $state/credentials/tokens/ngo-redbarnet.token
+  target/debug/henvis inbox --ack --endpoint http://127.0.0.1:50053 --token-file $state/credentials/tokens/kommune-101.token
+Ctrl-C stops everything.
+MSG
+wait -n "${pids[@]}" || true
