@@ -132,13 +132,31 @@ async fn the_police_typed_api_reports_a_missing_child_on_an_open_case() {
 #[test]
 fn the_shipped_nats_configurations_are_valid_for_the_pinned_server() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let version = std::process::Command::new(henvis_tests::nats_server_bin()).arg("--version").output().unwrap();
+    let version = std::process::Command::new(henvis_tests::nats_server_bin())
+        .arg("--version")
+        .output()
+        .unwrap();
     let version = String::from_utf8_lossy(&version.stdout).trim().to_owned();
-    let minor: u32 = version.trim_start_matches("nats-server: v").split('.').nth(1).unwrap().parse().unwrap();
-    assert!(version.starts_with("nats-server: v2.") && minor >= 12, "{version}: 2.12 or newer is needed for sync_interval");
+    let minor: u32 = version
+        .trim_start_matches("nats-server: v")
+        .split('.')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        version.starts_with("nats-server: v2.") && minor >= 12,
+        "{version}: 2.12 or newer is needed for sync_interval"
+    );
     for conf in ["deploy/nats/single.conf"] {
         let store = tempfile::tempdir().unwrap();
-        let out = std::process::Command::new(henvis_tests::nats_server_bin()).env("HENVIS_NATS_STORE", store.path()).arg("-t").arg("-c").arg(root.join(conf)).output().unwrap();
+        let out = std::process::Command::new(henvis_tests::nats_server_bin())
+            .env("HENVIS_NATS_STORE", store.path())
+            .arg("-t")
+            .arg("-c")
+            .arg(root.join(conf))
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{conf}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }

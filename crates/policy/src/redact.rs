@@ -57,9 +57,10 @@ fn copy_granted(
             granted.then(|| value.clone())
         };
         if let (Some(dst), Some(v)) = (dst.as_mut(), out)
-            && granted {
-                dst.set_field(&field, v);
-            }
+            && granted
+        {
+            dst.set_field(&field, v);
+        }
     }
     dst
 }
@@ -73,10 +74,11 @@ fn map_messages(value: &Value, mut f: impl FnMut(&DynamicMessage) -> Option<Dyna
             let mut any = false;
             for v in items {
                 if let Value::Message(m) = v
-                    && let Some(c) = f(m) {
-                        any = true;
-                        out.push(Value::Message(c));
-                    }
+                    && let Some(c) = f(m)
+                {
+                    any = true;
+                    out.push(Value::Message(c));
+                }
             }
             any.then_some(Value::List(out))
         }
@@ -85,10 +87,11 @@ fn map_messages(value: &Value, mut f: impl FnMut(&DynamicMessage) -> Option<Dyna
             let mut any = false;
             for (k, v) in entries {
                 if let Value::Message(m) = v
-                    && let Some(c) = f(m) {
-                        any = true;
-                        out.insert(k.clone(), Value::Message(c));
-                    }
+                    && let Some(c) = f(m)
+                {
+                    any = true;
+                    out.insert(k.clone(), Value::Message(c));
+                }
             }
             any.then_some(Value::Map(out))
         }

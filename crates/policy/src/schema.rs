@@ -120,9 +120,10 @@ impl Schema {
                 self.required.insert(f.full_name().to_owned(), true);
             }
             if let Kind::Message(m) = f.kind()
-                && is_henvis(&m) {
-                    self.index(&m, sensitivity, required, unclassified, seen);
-                }
+                && is_henvis(&m)
+            {
+                self.index(&m, sensitivity, required, unclassified, seen);
+            }
         }
     }
 

@@ -259,15 +259,16 @@ impl Router {
         let kind = env.event.as_ref().and_then(|e| e.kind.as_ref());
         let mut current = self.bus.case(case_id).await?;
         if current.is_none()
-            && let Some(Kind::SuspectedVictimReported(r)) = kind {
-                let record = CaseRecord {
-                    municipality_code: r.municipality_code.clone(),
-                    opened_by: sender.clone(),
-                    opened_by_event: env.event_id.clone(),
-                    guardian: None,
-                };
-                current = Some(self.bus.create_case(case_id, &record).await?);
-            }
+            && let Some(Kind::SuspectedVictimReported(r)) = kind
+        {
+            let record = CaseRecord {
+                municipality_code: r.municipality_code.clone(),
+                opened_by: sender.clone(),
+                opened_by_event: env.event_id.clone(),
+                guardian: None,
+            };
+            current = Some(self.bus.create_case(case_id, &record).await?);
+        }
         if let (Some(Kind::GuardianAppointed(g)), Some(_)) = (kind, &current) {
             let guardian = AgencyId::parse(&g.guardian_agency_id)
                 .map_err(|_| RouteError::Poison("malformed guardian agency id"))?;

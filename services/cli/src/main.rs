@@ -136,7 +136,12 @@ async fn main() -> anyhow::Result<()> {
                     Some(inbox_response::Kind::Delivery(d)) => {
                         println!("{d:#?}");
                         if ack {
-                            tx.send(InboxRequest { kind: Some(inbox_request::Kind::Ack(Ack { delivery_id: d.delivery_id })) }).await?;
+                            tx.send(InboxRequest {
+                                kind: Some(inbox_request::Kind::Ack(Ack {
+                                    delivery_id: d.delivery_id,
+                                })),
+                            })
+                            .await?;
                             unconfirmed += 1;
                         }
                         seen += 1;
