@@ -129,6 +129,9 @@ async fn the_police_typed_api_reports_a_missing_child_on_an_open_case() {
     );
 }
 
+/// Every nats-server configuration deploy/ ships.
+const NATS_CONFIGS: &[&str] = &["deploy/nats/single.conf"];
+
 #[test]
 fn the_shipped_nats_configurations_are_valid_for_the_pinned_server() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -148,7 +151,7 @@ fn the_shipped_nats_configurations_are_valid_for_the_pinned_server() {
         version.starts_with("nats-server: v2.") && minor >= 12,
         "{version}: 2.12 or newer is needed for sync_interval"
     );
-    for conf in ["deploy/nats/single.conf"] {
+    for conf in NATS_CONFIGS {
         let store = tempfile::tempdir().unwrap();
         let out = std::process::Command::new(henvis_tests::nats_server_bin())
             .env("HENVIS_NATS_STORE", store.path())
