@@ -43,6 +43,7 @@ export HENVIS_NATS_URL=nats://127.0.0.1:4222
 export HENVIS_CREDENTIALS="$state/credentials/credentials.toml"
 "$bin/henvis-router" >"$state/logs/router.log" 2>&1 &
 pids+=($!)
+echo "henvis-router  grpc://127.0.0.1:50050 (health, reflection)"
 port=50051
 for sector in police health social ngo; do
   HENVIS_LISTEN="127.0.0.1:$port" "$bin/henvis-$sector" >"$state/logs/$sector.log" 2>&1 &

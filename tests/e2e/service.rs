@@ -13,12 +13,28 @@ use tokio_stream::StreamExt;
 use crate::{routed, submit};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_and_reflection_are_served_by_every_sector_service() {
+async fn health_and_reflection_are_served_by_every_service() {
     use tonic_reflection::pb::v1::{
         ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
         server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
     };
     let d = Deployment::start().await.unwrap();
+    let router = tonic::transport::Channel::from_shared(format!("http://{}", d.router))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(router);
+    let s = health
+        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        s.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+        "the router"
+    );
     for sector in Sector::ALL {
         let ch = d.channel(sector).await.unwrap();
         let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());

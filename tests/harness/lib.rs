@@ -141,6 +141,8 @@ pub struct Deployment {
     pub tokens: HashMap<String, String>,
     /// The agency directory in use.
     pub directory: Directory,
+    /// The first router's gRPC endpoint (health, reflection).
+    pub router: SocketAddr,
     stop: watch::Sender<bool>,
     _creds: tempfile::TempDir,
 }
@@ -152,7 +154,9 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 impl Deployment {
     /// Starts everything and waits until each service answers.
     pub async fn start() -> anyhow::Result<Self> {
-        henvis_runtime::init_telemetry();
+        if std::env::var_os("HENVIS_LOG").is_some() {
+            henvis_runtime::init_telemetry();
+        }
         let nats = NatsServer::start().await?;
         let directory = Directory::denmark()?;
         let creds = tempfile::tempdir()?;
@@ -179,28 +183,31 @@ impl Deployment {
             tokio::spawn(henvis_sector::serve(core, listener, stopped(rx.clone())));
             endpoints.insert(sector, addr);
         }
-        let d = Self {
+        let mut d = Self {
             nats,
             endpoints,
             tokens,
             directory,
+            router: "127.0.0.1:1".parse()?,
             stop,
             _creds: creds,
         };
-        d.start_router().await?;
+        d.router = d.start_router().await?;
         Ok(d)
     }
 
-    /// Starts one more in-process router (any number may run).
-    pub async fn start_router(&self) -> anyhow::Result<()> {
-        let router = henvis_router::build(&henvis_router::RouterConfig {
+    /// Starts one more in-process router (any number may run); returns its gRPC address.
+    pub async fn start_router(&self) -> anyhow::Result<SocketAddr> {
+        let config = henvis_router::RouterConfig {
             nats_url: self.nats.url(),
             rules: None,
             directory: None,
-        })
-        .await?;
-        tokio::spawn(router.run(stopped(self.stop.subscribe())));
-        Ok(())
+            listen: "127.0.0.1:0".parse()?,
+        };
+        let router = henvis_router::build(&config).await?;
+        let (listener, addr) = henvis_runtime::bind(config.listen).await?;
+        tokio::spawn(henvis_router::serve(router, listener, stopped(self.stop.subscribe())));
+        Ok(addr)
     }
 
     /// A client of `sector`'s common API, authenticated as `agency`.

@@ -39,6 +39,33 @@ pub struct RouterConfig {
     /// Agency directory file; the built-in Danish directory when absent.
     #[arg(long, env = "HENVIS_DIRECTORY")]
     pub directory: Option<PathBuf>,
+    /// Address of the router's own gRPC endpoint (health service and reflection).
+    #[arg(long, env = "HENVIS_ROUTER_LISTEN", default_value = "127.0.0.1:50050")]
+    pub listen: std::net::SocketAddr,
+}
+
+/// Routes until `shutdown` resolves while serving the health service and reflection on
+/// `listener`.
+pub async fn serve(
+    router: Arc<Router>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let wait = move || {
+        let mut rx = stopped.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let grpc = henvis_runtime::serve_grpc(listener, tonic::service::Routes::default(), &[], wait());
+    let routing = router.run(wait());
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let (a, b) = tokio::join!(grpc, routing);
+    a.and(b)
 }
 
 /// A running router's shared state.

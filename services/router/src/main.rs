@@ -14,5 +14,6 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     henvis_runtime::init_telemetry();
     let router = henvis_router::build(&args.config).await?;
-    router.run(henvis_runtime::shutdown_signal()).await
+    let (listener, _) = henvis_runtime::bind(args.config.listen).await?;
+    henvis_router::serve(router, listener, henvis_runtime::shutdown_signal()).await
 }
