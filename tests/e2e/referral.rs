@@ -199,9 +199,17 @@ async fn follow_up_events_route_by_case_and_the_guardian_receives_health_finding
     let to: Vec<_> = status
         .recipients
         .iter()
-        .map(|r| (r.recipient_agency_id.as_str(), r.state))
+        .map(|r| (r.recipient_agency_id.as_str(), r.state, r.rule_id.as_str()))
         .collect();
-    assert_eq!(to, vec![("ngo-redbarnet", DeliveryState::Stored as i32)]);
+    // the municipality's route rests on consent, which the guardian has not given
+    let (stored, withheld) = (DeliveryState::Stored as i32, DeliveryState::Withheld as i32);
+    assert_eq!(
+        to,
+        vec![
+            ("", withheld, "hac-municipality"),
+            ("ngo-redbarnet", stored, "hac-guardian")
+        ]
+    );
 
     let mut inbox = Inbox::open(&mut ngo).await;
     // the guardian first receives its own appointment, then the health assessment

@@ -46,6 +46,7 @@ pub struct Stored {
 pub struct Bus {
     client: async_nats::Client,
     js: jetstream::Context,
+    cases: std::sync::Arc<tokio::sync::OnceCell<(jetstream::kv::Store, jetstream::stream::Stream)>>,
 }
 
 impl Bus {
@@ -59,7 +60,11 @@ impl Bus {
             .map_err(|e| BusError::Unavailable(e.to_string()))?;
         let mut js = jetstream::new(client.clone());
         js.set_timeout(Duration::from_secs(5));
-        Ok(Self { client, js })
+        Ok(Self {
+            client,
+            js,
+            cases: Default::default(),
+        })
     }
 
     /// The JetStream context, for consumers.
@@ -114,12 +119,32 @@ impl Bus {
         Ok(m.payload)
     }
 
+    async fn case_handles(&self) -> Result<&(jetstream::kv::Store, jetstream::stream::Stream), BusError> {
+        self.cases
+            .get_or_try_init(|| async {
+                let store = self
+                    .js
+                    .get_key_value(BUCKET_CASES)
+                    .await
+                    .map_err(|e| BusError::Unavailable(e.to_string()))?;
+                let stream = self
+                    .js
+                    .get_stream(format!("KV_{BUCKET_CASES}"))
+                    .await
+                    .map_err(|e| BusError::Unavailable(e.to_string()))?;
+                Ok((store, stream))
+            })
+            .await
+    }
+
     /// The case bucket.
     pub async fn cases(&self) -> Result<jetstream::kv::Store, BusError> {
-        self.js
-            .get_key_value(BUCKET_CASES)
-            .await
-            .map_err(|e| BusError::Unavailable(e.to_string()))
+        Ok(self.case_handles().await?.0.clone())
+    }
+
+    /// The stream behind the case bucket, for leader reads.
+    async fn cases_stream(&self) -> Result<&jetstream::stream::Stream, BusError> {
+        Ok(&self.case_handles().await?.1)
     }
 
     /// Flushes buffered publishes to the server.

@@ -1,7 +1,7 @@
 //! Every subject, stream, consumer and bucket name. deploy/nats/*.conf grants permissions on
 //! exactly these; a test checks that they agree.
 
-use henvis_domain::{AgencyId, MessageType, Sector};
+use henvis_domain::{AgencyId, CaseId, MessageType, Sector};
 
 /// Stream of submitted events: `henvis.in.<sector>.<message_type>`.
 pub const STREAM_IN: &str = "IN";
@@ -54,10 +54,30 @@ pub fn status_subject(sender: &AgencyId, event_id: &str) -> String {
     format!("{STATUS_PREFIX}.{sender}.{event_id}")
 }
 
-/// Routing decisions in the audit stream.
-pub fn audit_decision_subject() -> String {
-    format!("{AUDIT_PREFIX}.decision")
+/// Routing decisions about one case in the audit stream.
+pub fn audit_decision_subject(case: &CaseId) -> String {
+    format!("{AUDIT_PREFIX}.decision.{case}")
 }
+
+/// Changes to one case (guardian, consent, never-disclose, return) in the audit stream.
+pub fn audit_case_subject(case: &CaseId) -> String {
+    format!("{AUDIT_PREFIX}.case.{case}")
+}
+
+/// Everything audited about one case.
+pub fn audit_case_filter(case: &CaseId) -> String {
+    format!("{AUDIT_PREFIX}.*.{case}")
+}
+
+/// Rule set changes in the audit stream.
+pub fn audit_rules_subject() -> String {
+    format!("{AUDIT_PREFIX}.rules")
+}
+
+/// Key-value bucket holding the active rule set (key [`RULES_KEY`]).
+pub const BUCKET_RULES: &str = "henvis_rules";
+/// The key of the active rule set in [`BUCKET_RULES`].
+pub const RULES_KEY: &str = "active";
 
 #[cfg(test)]
 mod tests {

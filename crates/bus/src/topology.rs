@@ -79,17 +79,22 @@ impl Topology {
                 .await
                 .map_err(|e| BusError::Unavailable(e.to_string()))?;
         }
-        if js.get_key_value(BUCKET_CASES).await.is_err() {
-            js.create_key_value(kv::Config {
-                bucket: BUCKET_CASES.to_owned(),
-                description: "henvis case records, keyed by pseudonymous case id".to_owned(),
-                history: 5,
-                storage: StorageType::File,
-                num_replicas: self.replicas,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        for (bucket, description) in [
+            (BUCKET_CASES, "henvis case records, keyed by pseudonymous case id"),
+            (BUCKET_RULES, "the active henvis rule set"),
+        ] {
+            if js.get_key_value(bucket).await.is_err() {
+                js.create_key_value(kv::Config {
+                    bucket: bucket.to_owned(),
+                    description: description.to_owned(),
+                    history: 5,
+                    storage: StorageType::File,
+                    num_replicas: self.replicas,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| BusError::Unavailable(e.to_string()))?;
+            }
         }
         Ok(())
     }

@@ -121,3 +121,10 @@ mod tests {
         assert_eq!(Class::from_number(0), None);
     }
 }
+
+impl ClassSet {
+    /// The classes in both sets.
+    pub fn intersection(self, other: ClassSet) -> ClassSet {
+        ClassSet(self.0 & other.0)
+    }
+}

@@ -21,6 +21,27 @@ fn is_token(s: &str, max: usize, extra: &[char]) -> bool {
         && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
 }
 
+/// A submitted value that is missing or malformed. Names the field path and what was
+/// expected, never the submitted value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {expected}")]
+pub struct FieldError {
+    /// Dotted path, e.g. `event.child_missing.last_seen_at`.
+    pub field: String,
+    /// What a valid value looks like.
+    pub expected: String,
+}
+
+impl FieldError {
+    /// A field error.
+    pub fn new(field: impl Into<String>, expected: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            expected: expected.into(),
+        }
+    }
+}
+
 /// An agency's id in the directory: 2 to 63 characters of `[a-z0-9-]`, starting with a
 /// letter or digit. Safe as a NATS subject token.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]

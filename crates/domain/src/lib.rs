@@ -11,8 +11,11 @@ mod sector;
 
 pub use class::{Class, ClassSet};
 pub use directory::{Agency, AgencyKind, Directory, DirectoryError, Municipality};
-pub use ids::{AgencyId, CaseId, EventId, IdError, IdempotencyKey, MessageType};
+pub use ids::{AgencyId, CaseId, EventId, FieldError, IdError, IdempotencyKey, MessageType};
 pub use sector::Sector;
 
 mod case;
-pub use case::CaseRecord;
+pub use case::{CaseChange, CaseRecord, Consent, NeverDisclose, Shielded};
+
+mod profile;
+pub use profile::originates;

@@ -6,11 +6,18 @@
 //! functions, so a decision is the same wherever it is made.
 
 mod decide;
+mod guard;
 mod redact;
+mod rule_tests;
 mod rules;
 mod schema;
 
-pub use decide::{CaseFacts, Decision, Recipient, Withheld, WithheldReason, decide};
+pub use decide::{Decision, DecisionInput, Recipient, Withheld, WithheldReason, decide};
+pub use guard::{GUARDIAN_ONLY, GuardError, admit};
+pub use henvis_domain::FieldError;
 pub use redact::{Redacted, redact};
-pub use rules::{LegalBasis, Route, RuleError, RuleSet, Selector, SenderFilter, TypeRules};
-pub use schema::{FieldError, Schema, SchemaError};
+pub use rules::{
+    Agreement, AppliesTo, LegalBasis, OPENING_TYPE, Route, RuleError, RuleSet, Selector, SenderFilter, TypeRules,
+    Urgency,
+};
+pub use schema::{Schema, SchemaError};

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use henvis_domain::{Class, MessageType};
+use henvis_domain::{Class, FieldError, MessageType};
 use prost_reflect::{
     DescriptorPool, DynamicMessage, ExtensionDescriptor, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage,
     Value,
@@ -26,17 +26,6 @@ pub enum SchemaError {
     /// Fields without a sensitivity class: secure by default, the schema is refused.
     #[error("schema: fields without a sensitivity class: {}", .0.join(", "))]
     Unclassified(Vec<String>),
-}
-
-/// A submitted event that breaks the schema. Names the field path and what was expected,
-/// never the submitted value.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {expected}")]
-pub struct FieldError {
-    /// Dotted path, e.g. `event.child_missing.last_seen_at`.
-    pub field: String,
-    /// What a valid value looks like.
-    pub expected: String,
 }
 
 /// The henvis event schema.
@@ -264,7 +253,7 @@ mod tests {
     #[test]
     fn the_shipped_schema_classifies_every_field() {
         let s = Schema::from_descriptor_set(henvis_proto::FILE_DESCRIPTOR_SET).unwrap();
-        assert_eq!(s.message_types().count(), 15);
+        assert_eq!(s.message_types().count(), 16);
         // spot checks that classes come from the .proto, not a default
         let find = |name: &str| s.classified_fields().get(name).copied();
         assert_eq!(

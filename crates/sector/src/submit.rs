@@ -3,20 +3,17 @@
 use std::{pin::Pin, sync::Arc};
 
 use futures::Stream;
-use henvis_bus::{STREAM_IN, inbound_subject};
-use henvis_domain::{CaseId, CaseRecord, EventId, IdempotencyKey, MessageType};
+use henvis_bus::{STREAM_IN, VersionedCase, audit_case_subject, inbound_subject};
+use henvis_domain::{CaseChange, CaseId, CaseRecord, EventId, IdempotencyKey, MessageType};
+use henvis_policy::{GuardError, OPENING_TYPE};
 use henvis_proto::henvis::broker::v1::{
     Envelope, GetStatusRequest, GetStatusResponse, InboxRequest, InboxResponse, Sender, SubmitRequest, SubmitResponse,
     referral_service_server::ReferralService,
 };
-use henvis_proto::henvis::events::v1::event::Kind;
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming, metadata::MetadataMap};
 
 use crate::{ApiError, Caller, Core, validate};
-
-/// The message type that opens a case when submitted without a case id.
-const OPENS_CASE: &str = "suspected_victim_reported";
 
 /// The common ReferralService of a sector service.
 pub struct Referrals(pub Arc<Core>);
@@ -98,13 +95,16 @@ impl Core {
         }
         self.schema.check_required(&dynamic)?;
         validate::references(&self.directory, &dynamic, "event")?;
-        let (case_id, opens) = self.case_for(&req.case_id, &mt).await?;
-        let opens = match (&event.kind, opens) {
-            (Some(Kind::SuspectedVictimReported(r)), true) => Some(r.municipality_code.clone()),
-            _ => None,
-        };
-
+        let (case_id, existing) = self.case_for(&req.case_id, &mt).await?;
         let event_id = EventId::new_now();
+        // workflow guards, against the case as it stands (a new case: nothing yet)
+        let current = existing.map(|c| c.record).unwrap_or_else(CaseRecord::new);
+        henvis_policy::admit(&mt, &caller.agency, &current, &self.directory).map_err(|e| match e {
+            GuardError::MissingStep(m) => ApiError::FailedPrecondition(m),
+            GuardError::NotAllowed(m) => ApiError::PermissionDenied(m),
+        })?;
+        let change = henvis_convert::case_change(&event, &event_id.to_string())?;
+
         let envelope = Envelope {
             event_id: event_id.to_string(),
             idempotency_key: key.as_str().to_owned(),
@@ -127,57 +127,89 @@ impl Core {
                 envelope.encode_to_vec().into(),
             )
             .await?;
-        if stored.duplicate {
+        let (envelope, change) = if stored.duplicate {
+            // a retry: answer with the stored event, and finish what the first try may not have
             let original = self.bus.stored_payload(STREAM_IN, stored.sequence).await?;
             let original =
                 Envelope::decode(original).map_err(|e| ApiError::Internal(format!("stored envelope: {e}")))?;
-            tracing::info!(agency = %caller.agency, event_id = %original.event_id, "duplicate submit answered with the stored event");
-            return Ok(SubmitResponse {
-                event_id: original.event_id,
-                case_id: original.case_id,
-                duplicate: true,
-            });
-        }
-        if let Some(municipality_code) = opens {
-            // The stored event is the source of truth; the router derives the same record if
-            // this write is lost. Writing it here lets the sender follow up at once.
-            let record = CaseRecord {
-                municipality_code,
-                opened_by: caller.agency.clone(),
-                opened_by_event: event_id.to_string(),
-                guardian: None,
+            let change = match &original.event {
+                Some(ev) => henvis_convert::case_change(ev, &original.event_id)?,
+                None => CaseChange::None,
             };
-            if let Err(e) = self.bus.create_case(&case_id, &record).await {
-                tracing::warn!(case_id = %case_id, error = %e, "case record left to the router");
+            tracing::info!(agency = %caller.agency, event_id = %original.event_id, "duplicate submit answered with the stored event");
+            (original, change)
+        } else {
+            (envelope, change)
+        };
+        // The case record changes before Submit answers: a consent withdrawal (or any other
+        // change) acknowledged to its sender governs every submission acknowledged after it.
+        // The router applies the same change idempotently if this write is lost.
+        if change != CaseChange::None {
+            let stored_case = CaseId::parse(&envelope.case_id).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let opening = matches!(change, CaseChange::Opened { .. });
+            let event_id = envelope.event_id.clone();
+            self.bus
+                .modify_case(&stored_case, opening, |record| record.apply(&change, &event_id))
+                .await?;
+            if !opening {
+                let audit = serde_json::json!({
+                    "kind": "case_change",
+                    "event_id": envelope.event_id,
+                    "case_id": envelope.case_id,
+                    "message_type": envelope.message_type,
+                    "by": caller.agency.as_str(),
+                    "change": change_name(&change),
+                });
+                self.bus
+                    .publish_stored(
+                        audit_case_subject(&stored_case),
+                        &format!("case-change:{}", envelope.event_id),
+                        audit.to_string().into(),
+                    )
+                    .await?;
             }
         }
-        tracing::info!(agency = %caller.agency, event_id = %event_id, case_id = %case_id, message_type = %mt, seq = stored.sequence, "event stored");
+        tracing::info!(agency = %caller.agency, event_id = %envelope.event_id, case_id = %envelope.case_id, message_type = %mt, seq = stored.sequence, duplicate = stored.duplicate, "event stored");
         Ok(SubmitResponse {
-            event_id: event_id.to_string(),
-            case_id: case_id.to_string(),
-            duplicate: false,
+            event_id: envelope.event_id,
+            case_id: envelope.case_id,
+            duplicate: stored.duplicate,
         })
     }
 
-    /// The case an event belongs to; a new one for an opening report without a case id.
-    /// Returns whether the event opens the case.
-    async fn case_for(&self, case_id: &str, mt: &MessageType) -> Result<(CaseId, bool), ApiError> {
+    /// The case an event belongs to: a new id for an opening report without a case id,
+    /// else the named case, which must exist.
+    async fn case_for(&self, case_id: &str, mt: &MessageType) -> Result<(CaseId, Option<VersionedCase>), ApiError> {
         if case_id.is_empty() {
-            if mt.as_str() != OPENS_CASE {
+            if mt.as_str() != OPENING_TYPE {
                 return Err(ApiError::field(
                     "case_id",
-                    format!("required for `{mt}`; only `{OPENS_CASE}` opens a new case"),
+                    format!("required for `{mt}`; only `{OPENING_TYPE}` opens a new case"),
                 ));
             }
-            return Ok((CaseId::new_random(), true));
+            return Ok((CaseId::new_random(), None));
         }
         let id = CaseId::parse(case_id).map_err(|e| ApiError::field("case_id", e.expected))?;
-        if self.bus.case(&id).await?.is_none() {
-            return Err(ApiError::NotFound(format!(
-                "case_id: no case `{id}`; open one with `{OPENS_CASE}` and no case id"
-            )));
+        match self.bus.case(&id).await? {
+            Some(c) => Ok((id, Some(c))),
+            None => Err(ApiError::NotFound(format!(
+                "case_id: no case `{id}`; open one with `{OPENING_TYPE}` and no case id"
+            ))),
         }
-        Ok((id, false))
+    }
+}
+
+/// A data-free name of a case change, for the audit.
+fn change_name(c: &CaseChange) -> &'static str {
+    match c {
+        CaseChange::None => "none",
+        CaseChange::Opened { .. } => "opened",
+        CaseChange::GuardianAppointed(_) => "guardian_appointed",
+        CaseChange::AgeAssessed { .. } => "age_assessed",
+        CaseChange::ReturnAssessed { .. } => "return_assessed",
+        CaseChange::ConsentRecorded(_) => "consent_recorded",
+        CaseChange::ConsentWithdrawn(_) => "consent_withdrawn",
+        CaseChange::NeverDiscloseReplaced(_) => "never_disclose_replaced",
     }
 }
 

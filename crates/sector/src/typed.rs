@@ -75,6 +75,7 @@ typed_service!(social::social_service_server::SocialService, social, {
     carry_out_return: CarryOutReturnRequest => ReturnCarriedOut,
     record_consent: RecordConsentRequest => ConsentRecorded,
     withdraw_consent: WithdrawConsentRequest => ConsentWithdrawn,
+    update_never_disclose: UpdateNeverDiscloseRequest => NeverDiscloseUpdated,
     report_child_missing: ReportChildMissingRequest => ChildMissing,
 });
 
@@ -87,6 +88,7 @@ typed_service!(ngo::ngo_service_server::NgoService, ngo, {
     carry_out_return: CarryOutReturnRequest => ReturnCarriedOut,
     record_consent: RecordConsentRequest => ConsentRecorded,
     withdraw_consent: WithdrawConsentRequest => ConsentWithdrawn,
+    update_never_disclose: UpdateNeverDiscloseRequest => NeverDiscloseUpdated,
     report_child_missing: ReportChildMissingRequest => ChildMissing,
 });
 

@@ -1,0 +1,120 @@
+//! Conversions at the edge, from wire types (henvis-proto) to domain types
+//! (henvis-domain), with errors that name the field. The sector services and the router
+//! share them, so a case change means the same wherever it is applied.
+//!
+//! Pure: no I/O, no policy.
+
+use std::collections::BTreeSet;
+
+use henvis_domain::{
+    AgencyId, CaseChange, Class, ClassSet, Consent, FieldError, MessageType, NeverDisclose, Sector, Shielded,
+};
+use henvis_proto::henvis::events::v1::{
+    AgeAssessmentOutcome, ConsentSector, Event, event::Kind, never_disclose_entry::From as Nd,
+};
+
+fn agency(field: &str, s: &str) -> Result<AgencyId, FieldError> {
+    AgencyId::parse(s).map_err(|e| FieldError::new(field, e.expected))
+}
+
+fn seconds(t: Option<&prost_types::Timestamp>) -> i64 {
+    t.map_or(0, |t| t.seconds)
+}
+
+/// The change an event makes to its case record.
+pub fn case_change(event: &Event, event_id: &str) -> Result<CaseChange, FieldError> {
+    let Some(kind) = &event.kind else {
+        return Ok(CaseChange::None);
+    };
+    Ok(match kind {
+        Kind::SuspectedVictimReported(r) => CaseChange::Opened {
+            municipality_code: r.municipality_code.clone(),
+        },
+        Kind::GuardianAppointed(g) => CaseChange::GuardianAppointed(agency(
+            "event.guardian_appointed.guardian_agency_id",
+            &g.guardian_agency_id,
+        )?),
+        Kind::AgeAssessmentCompleted(a) => CaseChange::AgeAssessed {
+            child: a.outcome() != AgeAssessmentOutcome::Adult,
+        },
+        Kind::ReturnAssessed(r) => CaseChange::ReturnAssessed {
+            reception_confirmed: r.responsible_reception_confirmed,
+        },
+        Kind::ConsentRecorded(c) => {
+            let f = "event.consent_recorded";
+            let mut agencies = BTreeSet::new();
+            for (i, a) in c.recipient_agency_ids.iter().enumerate() {
+                agencies.insert(agency(&format!("{f}.recipient_agency_ids[{i}]"), a)?);
+            }
+            let mut sectors = BTreeSet::new();
+            for s in c.recipient_sectors() {
+                sectors.insert(match s {
+                    ConsentSector::Police => Sector::Police,
+                    ConsentSector::Health => Sector::Health,
+                    ConsentSector::Social => Sector::Social,
+                    ConsentSector::Ngo => Sector::Ngo,
+                    ConsentSector::Unspecified => {
+                        return Err(FieldError::new(
+                            format!("{f}.recipient_sectors"),
+                            "a sector other than `CONSENT_SECTOR_UNSPECIFIED`",
+                        ));
+                    }
+                });
+            }
+            if agencies.is_empty() && sectors.is_empty() {
+                return Err(FieldError::new(
+                    format!("{f}.recipient_agency_ids"),
+                    "at least one recipient agency or sector",
+                ));
+            }
+            let mut message_types = BTreeSet::new();
+            for (i, m) in c.message_types.iter().enumerate() {
+                message_types.insert(
+                    MessageType::parse(m)
+                        .map_err(|e| FieldError::new(format!("{f}.message_types[{i}]"), e.expected))?,
+                );
+            }
+            let (valid_from, valid_until) = (seconds(c.valid_from.as_ref()), seconds(c.valid_until.as_ref()));
+            if valid_until <= valid_from {
+                return Err(FieldError::new(format!("{f}.valid_until"), "a time after `valid_from`"));
+            }
+            CaseChange::ConsentRecorded(Consent {
+                id: c.consent_id.clone(),
+                agencies,
+                sectors,
+                message_types,
+                valid_from,
+                valid_until,
+                withdrawn: false,
+                recorded_by_event: event_id.to_owned(),
+            })
+        }
+        Kind::ConsentWithdrawn(w) => CaseChange::ConsentWithdrawn(w.consent_id.clone()),
+        Kind::NeverDiscloseUpdated(n) => {
+            let mut list = Vec::with_capacity(n.entries.len());
+            for (i, e) in n.entries.iter().enumerate() {
+                let f = format!("event.never_disclose_updated.entries[{i}]");
+                let from = match &e.from {
+                    Some(Nd::AgencyId(a)) => Shielded::Agency(agency(&format!("{f}.agency_id"), a)?),
+                    Some(Nd::AllExcept(l)) => {
+                        let mut except = BTreeSet::new();
+                        for (j, a) in l.agency_ids.iter().enumerate() {
+                            except.insert(agency(&format!("{f}.all_except.agency_ids[{j}]"), a)?);
+                        }
+                        Shielded::AllExcept(except)
+                    }
+                    None => return Err(FieldError::new(format!("{f}.from"), "`agency_id` or `all_except`")),
+                };
+                let mut classes = ClassSet::EMPTY;
+                for c in &e.classes {
+                    classes.insert(Class::from_number(*c).ok_or_else(|| {
+                        FieldError::new(format!("{f}.classes"), "sensitivity classes other than unspecified")
+                    })?);
+                }
+                list.push(NeverDisclose { from, classes });
+            }
+            CaseChange::NeverDiscloseReplaced(list)
+        }
+        _ => CaseChange::None,
+    })
+}

@@ -1,0 +1,192 @@
+//! Routing one stored event: apply its case change, decide, audit, check the case did not
+//! change meanwhile, then deliver the redacted copies and the sender's status.
+
+use henvis_bus::{VersionedCase, audit_decision_subject, outbound_subject, status_subject};
+use henvis_domain::{AgencyId, CaseChange, CaseId, CaseRecord};
+use henvis_policy::{Decision, DecisionInput, decide, redact};
+use henvis_proto::henvis::{
+    broker::v1::{Delivery, Envelope},
+    events::v1::Event,
+};
+use prost::Message;
+
+use crate::{Router, audit};
+
+/// How often a decision is redone because the case changed under it before giving up
+/// (the event is then redelivered).
+const MAX_REDECIDE: usize = 8;
+
+/// Why routing an event failed.
+#[derive(Debug)]
+pub(crate) enum RouteError {
+    /// The stored message can never be routed (not written by a sector service).
+    Poison(&'static str),
+    /// A transient failure; the event is redelivered.
+    Retry(String),
+}
+
+impl From<henvis_bus::BusError> for RouteError {
+    fn from(e: henvis_bus::BusError) -> Self {
+        RouteError::Retry(e.to_string())
+    }
+}
+
+fn class_numbers(s: henvis_domain::ClassSet) -> Vec<i32> {
+    s.iter().map(|c| c as i32).collect()
+}
+
+impl Router {
+    /// Routes one stored envelope and returns once everything it produced is stored.
+    pub(crate) async fn route(&self, payload: &[u8]) -> Result<(), RouteError> {
+        let env = Envelope::decode(payload).map_err(|_| RouteError::Poison("undecodable envelope"))?;
+        let event = env.event.as_ref().ok_or(RouteError::Poison("envelope without event"))?;
+        let event_bytes = event.encode_to_vec();
+        let (mt, dynamic) = self
+            .schema
+            .decode_event(&event_bytes)
+            .map_err(|_| RouteError::Poison("unknown event kind"))?;
+        let sender = env
+            .sender
+            .as_ref()
+            .ok_or(RouteError::Poison("envelope without sender"))?;
+        let sender_id = AgencyId::parse(&sender.agency_id).map_err(|_| RouteError::Poison("malformed sender"))?;
+        let sector = self
+            .directory
+            .agency(&sender_id)
+            .map(|a| a.sector)
+            .ok_or(RouteError::Poison("sender not in directory"))?;
+        let case_id = CaseId::parse(&env.case_id).map_err(|_| RouteError::Poison("malformed case id"))?;
+        let at = env.submitted_at.map_or(0, |t| t.seconds);
+
+        // the same change the sector service applied at submit; idempotent
+        let change =
+            henvis_convert::case_change(event, &env.event_id).map_err(|_| RouteError::Poison("invalid case change"))?;
+        let opening = matches!(change, CaseChange::Opened { .. });
+        let mut case = self
+            .bus
+            .modify_case(&case_id, opening, |r| r.apply(&change, &env.event_id))
+            .await?;
+        let rules = self.rules.current();
+        let empty = CaseRecord::new();
+
+        let mut decided: Option<Decision> = None;
+        for _ in 0..MAX_REDECIDE {
+            let (record, revision) = case.as_ref().map_or((&empty, 0), |c| (&c.record, c.revision));
+            let input = DecisionInput {
+                mt: &mt,
+                sender: &sender_id,
+                sender_sector: sector,
+                case: record,
+                at,
+            };
+            let decision = decide(&rules, &self.directory, &input);
+            let audit_id = format!("decision:{}:{}:{revision}", env.event_id, decision.rule_set_version);
+            let record_bytes = audit::decision_record(&env, &decision, revision, at, &event_bytes);
+            self.bus
+                .publish_stored(audit_decision_subject(&case_id), &audit_id, record_bytes.into())
+                .await?;
+            // Fence: a change of the case acknowledged before this decision's audit record
+            // (a consent withdrawal above all) must govern it. Read the case again from the
+            // leader; if it changed in a way that changes the decision, void and redo.
+            let now: Option<VersionedCase> = self.bus.case(&case_id).await?;
+            let now_revision = now.as_ref().map_or(0, |c| c.revision);
+            if now_revision == revision {
+                decided = Some(decision);
+                break;
+            }
+            let again = decide(
+                &rules,
+                &self.directory,
+                &DecisionInput {
+                    case: now.as_ref().map_or(&empty, |c| &c.record),
+                    ..input
+                },
+            );
+            if again.recipients == decision.recipients {
+                decided = Some(decision);
+                break;
+            }
+            let void_id = format!("void:{}:{revision}", env.event_id);
+            self.bus
+                .publish_stored(
+                    audit_decision_subject(&case_id),
+                    &void_id,
+                    audit::void_record(&env, revision).into(),
+                )
+                .await?;
+            tracing::info!(event_id = %env.event_id, case_id = %case_id, "case changed during the decision; deciding again");
+            case = now;
+        }
+        let decision = decided.ok_or_else(|| RouteError::Retry("case kept changing during the decision".into()))?;
+
+        let mut acks = Vec::with_capacity(decision.recipients.len() + 1);
+        for r in &decision.recipients {
+            let redacted = redact(&self.schema, &dynamic, r.classes);
+            let event = Event::decode(redacted.event.encode_to_vec().as_slice())
+                .map_err(|e| RouteError::Retry(e.to_string()))?;
+            let delivery = Delivery {
+                delivery_id: 0,
+                envelope: Some(Envelope {
+                    event_id: env.event_id.clone(),
+                    idempotency_key: String::new(),
+                    message_type: env.message_type.clone(),
+                    sender: env.sender.clone(),
+                    case_id: env.case_id.clone(),
+                    submitted_at: env.submitted_at,
+                    event: Some(event),
+                }),
+                granted_classes: class_numbers(r.classes),
+                withheld_classes: class_numbers(redacted.withheld),
+                rule_ids: r.rule_ids.clone(),
+                rule_set_version: decision.rule_set_version.clone(),
+                attempt: 0,
+            };
+            let msg_id = format!("{}:{}:{}", env.event_id, r.agency, decision.rule_set_version);
+            acks.push(
+                self.bus
+                    .publish(
+                        outbound_subject(&r.agency, &mt),
+                        &msg_id,
+                        delivery.encode_to_vec().into(),
+                    )
+                    .await?,
+            );
+        }
+        let status = audit::status_record(&env.event_id, &decision);
+        let status_id = format!("routed:{}:{}", env.event_id, decision.rule_set_version);
+        acks.push(
+            self.bus
+                .publish(
+                    status_subject(&sender_id, &env.event_id),
+                    &status_id,
+                    status.encode_to_vec().into(),
+                )
+                .await?,
+        );
+        for ack in acks {
+            ack.await?;
+        }
+        // the sender and every recipient now take part in the case
+        let participants: Vec<AgencyId> = std::iter::once(sender_id.clone())
+            .chain(decision.recipients.iter().map(|r| r.agency.clone()))
+            .collect();
+        if case
+            .as_ref()
+            .is_some_and(|c| participants.iter().any(|p| !c.record.participants.contains(p)))
+        {
+            self.bus
+                .modify_case(&case_id, false, |r| r.add_participants(&participants))
+                .await?;
+        }
+        tracing::info!(
+            event_id = %env.event_id,
+            case_id = %case_id,
+            message_type = %mt,
+            delivered = decision.recipients.len(),
+            withheld = decision.withheld.len(),
+            rule_set_version = %decision.rule_set_version,
+            "event routed"
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,125 @@
+//! The active rule set and its hot reload. A rule set published to the rules bucket (by
+//! `henvis rules publish`, which validates it and runs its tests first) is loaded,
+//! validated and tested again by every router and swapped in atomically; a set that fails
+//! is refused and the previous one stays. Every decision records the version that made it.
+
+use std::{
+    future::Future,
+    path::Path,
+    sync::{Arc, RwLock},
+};
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use henvis_bus::{BUCKET_RULES, Bus, RULES_KEY, audit_rules_subject};
+use henvis_domain::Directory;
+use henvis_policy::{RuleSet, Schema};
+use sha2::{Digest, Sha256};
+
+use crate::Router;
+
+/// The rule set shipped with henvis.
+pub const DEFAULT_RULES: &str = include_str!("../../../rules/default.toml");
+
+/// The rule set in force, swapped atomically on reload.
+pub struct ActiveRules(RwLock<Arc<RuleSet>>);
+
+impl ActiveRules {
+    /// The published set if there is one, else the file, else the shipped default.
+    pub(crate) async fn load(bus: &Bus, file: Option<&Path>, schema: &Schema, dir: &Directory) -> anyhow::Result<Self> {
+        let store = bus.jetstream().get_key_value(BUCKET_RULES).await?;
+        if let Some(text) = store.get(RULES_KEY).await? {
+            match RuleSet::from_toml("published rule set", &String::from_utf8_lossy(&text), schema, dir) {
+                Ok(r) => return Ok(Self(RwLock::new(Arc::new(r)))),
+                Err(e) => tracing::error!(error = %e, "published rule set refused; using the configured file"),
+            }
+        }
+        let (name, text) = match file {
+            Some(p) => (
+                p.display().to_string(),
+                std::fs::read_to_string(p).with_context(|| format!("reading `{}`", p.display()))?,
+            ),
+            None => ("rules/default.toml".to_owned(), DEFAULT_RULES.to_owned()),
+        };
+        Ok(Self(RwLock::new(Arc::new(RuleSet::from_toml(
+            &name, &text, schema, dir,
+        )?))))
+    }
+
+    /// The rule set in force now.
+    pub fn current(&self) -> Arc<RuleSet> {
+        match self.0.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn swap(&self, rules: RuleSet) {
+        let rules = Arc::new(rules);
+        match self.0.write() {
+            Ok(mut g) => *g = rules,
+            Err(poisoned) => *poisoned.into_inner() = rules,
+        }
+    }
+}
+
+impl Router {
+    /// Follows the rules bucket until `shutdown`, swapping in each valid published set.
+    pub(crate) async fn follow_rules(self: Arc<Self>, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let store = self.bus.jetstream().get_key_value(BUCKET_RULES).await?;
+        let mut updates = store.watch(RULES_KEY).await?;
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                u = updates.next() => {
+                    let Some(u) = u else { return Ok(()) };
+                    let entry = match u {
+                        Ok(e) => e,
+                        Err(e) => { tracing::warn!(error = %e, "rules watch error"); continue; }
+                    };
+                    match RuleSet::from_toml("published rule set", &String::from_utf8_lossy(&entry.value), &self.schema, &self.directory) {
+                        Ok(r) if r.version() == self.rules.current().version() => {}
+                        Ok(r) => {
+                            tracing::info!(rule_set_version = %r.version(), tests = r.test_count(), "rule set reloaded");
+                            self.rules.swap(r);
+                        }
+                        Err(e) => tracing::error!(error = %e, "published rule set refused; the previous one stays in force"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Validates a rule file (schema, directory, its own tests) and publishes it to the rules
+/// bucket, where every router picks it up; records the change in the audit. Returns the
+/// version and the number of tests run.
+pub async fn publish_rules(
+    bus: &Bus,
+    dir: &Directory,
+    file: &str,
+    text: &str,
+    by: &str,
+) -> anyhow::Result<(String, usize)> {
+    let schema = Schema::from_descriptor_set(henvis_proto::FILE_DESCRIPTOR_SET)?;
+    let rules = RuleSet::from_toml(file, text, &schema, dir)?;
+    henvis_bus::Topology::default().ensure(bus).await?;
+    let store = bus.jetstream().get_key_value(BUCKET_RULES).await?;
+    let revision = store.put(RULES_KEY, text.to_owned().into()).await?;
+    let audit = serde_json::json!({
+        "kind": "rule_set_published",
+        "rule_set_version": rules.version(),
+        "sha256": hex::encode(Sha256::digest(text.as_bytes())),
+        "tests": rules.test_count(),
+        "by": by,
+        "revision": revision,
+    });
+    bus.publish_stored(
+        audit_rules_subject(),
+        &format!("rules:{revision}"),
+        audit.to_string().into(),
+    )
+    .await?;
+    Ok((rules.version().to_owned(), rules.test_count()))
+}
