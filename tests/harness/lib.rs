@@ -275,3 +275,44 @@ impl Client {
         r
     }
 }
+
+impl Deployment {
+    /// Every message of `stream` under `filter`, oldest first, with its stream sequence.
+    pub async fn read_all(&self, stream: &str, filter: &str) -> anyhow::Result<Vec<(u64, bytes::Bytes)>> {
+        use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+        use futures::StreamExt;
+        let s = self.jetstream().await?.get_stream(stream).await?;
+        let mut consumer = s
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: filter.to_owned(),
+                deliver_policy: DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await?;
+        let pending = consumer.info().await?.num_pending;
+        let mut out = Vec::new();
+        if pending == 0 {
+            return Ok(out);
+        }
+        let mut messages = consumer.messages().await?;
+        while let Some(m) = messages.next().await {
+            let m = m?;
+            let info = m.info().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let (seq, left) = (info.stream_sequence, info.pending);
+            out.push((seq, m.payload.clone()));
+            if left == 0 {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The audit records of one case, oldest first, as JSON.
+    pub async fn audit(&self, case_id: &str) -> anyhow::Result<Vec<(u64, serde_json::Value)>> {
+        let records = self.read_all("AUDIT", &format!("henvis.audit.*.{case_id}")).await?;
+        records
+            .into_iter()
+            .map(|(seq, b)| Ok((seq, serde_json::from_slice(&b)?)))
+            .collect()
+    }
+}

@@ -104,6 +104,13 @@ impl FromIterator<Class> for ClassSet {
     }
 }
 
+impl ClassSet {
+    /// The classes in both sets.
+    pub fn intersection(self, other: ClassSet) -> ClassSet {
+        ClassSet(self.0 & other.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,12 +126,5 @@ mod tests {
             assert_eq!(Class::from_number(c as i32), Some(c));
         }
         assert_eq!(Class::from_number(0), None);
-    }
-}
-
-impl ClassSet {
-    /// The classes in both sets.
-    pub fn intersection(self, other: ClassSet) -> ClassSet {
-        ClassSet(self.0 & other.0)
     }
 }

@@ -137,10 +137,10 @@ impl RuleTest {
         };
         let mut case = CaseRecord::new();
         case.municipality_code = row.case.municipality.clone();
-        if let Some(m) = &case.municipality_code {
-            if dir.municipality(m).is_none() {
-                return Err(fail(format!("`case.municipality`: unknown municipality `{m}`")));
-            }
+        if let Some(m) = &case.municipality_code
+            && dir.municipality(m).is_none()
+        {
+            return Err(fail(format!("`case.municipality`: unknown municipality `{m}`")));
         }
         case.guardian = row.case.guardian.as_deref().map(agency).transpose()?;
         case.child = row.case.child.unwrap_or(true);
