@@ -28,6 +28,27 @@ pub enum SchemaError {
     Unclassified(Vec<String>),
 }
 
+/// One field's entry in a [`MessageTable`].
+#[derive(Debug)]
+pub(crate) struct FieldEntry {
+    /// The field's class.
+    pub class: Class,
+    /// The table of a henvis message-typed field (or map entry), filtered recursively.
+    pub nested: Option<std::sync::Arc<MessageTable>>,
+}
+
+/// Field number → class (and nested table) for one message, for wire-level redaction.
+#[derive(Debug, Default)]
+pub(crate) struct MessageTable {
+    fields: Vec<Option<FieldEntry>>,
+}
+
+impl MessageTable {
+    pub(crate) fn field(&self, number: u32) -> Option<&FieldEntry> {
+        self.fields.get(number as usize).and_then(Option::as_ref)
+    }
+}
+
 /// The henvis event schema.
 #[derive(Debug, Clone)]
 pub struct Schema {
@@ -36,6 +57,7 @@ pub struct Schema {
     types: BTreeMap<MessageType, FieldDescriptor>,
     classes: HashMap<String, Class>,
     required: HashMap<String, bool>,
+    event_table: std::sync::Arc<MessageTable>,
 }
 
 fn is_henvis(m: &MessageDescriptor) -> bool {
@@ -71,15 +93,16 @@ impl Schema {
             types,
             classes: HashMap::new(),
             required: HashMap::new(),
+            event_table: Default::default(),
         };
         let mut unclassified = Vec::new();
         let mut seen = std::collections::HashSet::new();
         schema.index(&event, &sensitivity, &required, &mut unclassified, &mut seen);
-        if unclassified.is_empty() {
-            Ok(schema)
-        } else {
-            Err(SchemaError::Unclassified(unclassified))
+        if !unclassified.is_empty() {
+            return Err(SchemaError::Unclassified(unclassified));
         }
+        schema.event_table = schema.table(&event, &mut HashMap::new());
+        Ok(schema)
     }
 
     fn index(
@@ -108,12 +131,85 @@ impl Schema {
             if matches!(opts.get_extension(required).as_ref(), Value::Bool(true)) {
                 self.required.insert(f.full_name().to_owned(), true);
             }
-            if let Kind::Message(m) = f.kind()
-                && is_henvis(&m)
-            {
-                self.index(&m, sensitivity, required, unclassified, seen);
+            if let Kind::Message(m) = f.kind() {
+                // a map's synthetic entry carries the map field's class; its value type,
+                // if a henvis message, is classified field by field like any other
+                let target = if f.is_map() {
+                    m.map_entry_value_field().kind().as_message().cloned()
+                } else {
+                    Some(m)
+                };
+                if let Some(t) = target.filter(is_henvis) {
+                    self.index(&t, sensitivity, required, unclassified, seen);
+                }
             }
         }
+    }
+
+    /// The redaction table of a henvis message (memoised; henvis messages do not recurse).
+    fn table(
+        &self,
+        msg: &MessageDescriptor,
+        memo: &mut HashMap<String, std::sync::Arc<MessageTable>>,
+    ) -> std::sync::Arc<MessageTable> {
+        if let Some(t) = memo.get(msg.full_name()) {
+            return t.clone();
+        }
+        let mut fields: Vec<Option<FieldEntry>> = Vec::new();
+        for f in msg.fields() {
+            let Some(class) = self.class_of(&f) else { continue };
+            let nested = match f.kind() {
+                Kind::Message(m) if f.is_map() => {
+                    // a map entry: key and value take the map field's class; a henvis
+                    // message value is filtered by its own table
+                    let value = m.map_entry_value_field();
+                    let value_table = match value.kind() {
+                        Kind::Message(v) if is_henvis(&v) => Some(self.table(&v, memo)),
+                        _ => None,
+                    };
+                    let entry = MessageTable {
+                        fields: vec![
+                            None,
+                            Some(FieldEntry { class, nested: None }),
+                            Some(FieldEntry {
+                                class,
+                                nested: value_table,
+                            }),
+                        ],
+                    };
+                    Some(std::sync::Arc::new(entry))
+                }
+                Kind::Message(m) if is_henvis(&m) => Some(self.table(&m, memo)),
+                _ => None,
+            };
+            let n = f.number() as usize;
+            if fields.len() <= n {
+                fields.resize_with(n + 1, || None);
+            }
+            fields[n] = Some(FieldEntry { class, nested });
+        }
+        let t = std::sync::Arc::new(MessageTable { fields });
+        memo.insert(msg.full_name().to_owned(), t.clone());
+        t
+    }
+
+    pub(crate) fn event_table(&self) -> &MessageTable {
+        &self.event_table
+    }
+
+    /// The message type of an encoded `Event`: the name of its first known field (the
+    /// oneof `kind`), without decoding it.
+    pub fn message_type_of_bytes(&self, mut bytes: &[u8]) -> Result<MessageType, FieldError> {
+        let unknown = || FieldError::new("event", "exactly one known event kind");
+        while !bytes.is_empty() {
+            let (number, wire) = prost::encoding::decode_key(&mut bytes).map_err(|_| unknown())?;
+            if let Some((mt, _)) = self.types.iter().find(|(_, f)| f.number() == number) {
+                return Ok(mt.clone());
+            }
+            prost::encoding::skip_field(wire, number, &mut bytes, prost::encoding::DecodeContext::default())
+                .map_err(|_| unknown())?;
+        }
+        Err(unknown())
     }
 
     /// The descriptor pool.

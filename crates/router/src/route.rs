@@ -41,9 +41,9 @@ impl Router {
         let env = Envelope::decode(payload).map_err(|_| RouteError::Poison("undecodable envelope"))?;
         let event = env.event.as_ref().ok_or(RouteError::Poison("envelope without event"))?;
         let event_bytes = event.encode_to_vec();
-        let (mt, dynamic) = self
+        let mt = self
             .schema
-            .decode_event(&event_bytes)
+            .message_type_of_bytes(&event_bytes)
             .map_err(|_| RouteError::Poison("unknown event kind"))?;
         let sender = env
             .sender
@@ -121,9 +121,10 @@ impl Router {
 
         let mut acks = Vec::with_capacity(decision.recipients.len() + 1);
         for r in &decision.recipients {
-            let redacted = redact(&self.schema, &dynamic, r.classes);
-            let event = Event::decode(redacted.event.encode_to_vec().as_slice())
-                .map_err(|e| RouteError::Retry(e.to_string()))?;
+            let redacted =
+                redact(&self.schema, &event_bytes, r.classes).map_err(|_| RouteError::Poison("undecodable event"))?;
+            let event = Event::decode(redacted.event.as_slice())
+                .map_err(|_| RouteError::Poison("undecodable redacted event"))?;
             let delivery = Delivery {
                 delivery_id: 0,
                 envelope: Some(Envelope {
