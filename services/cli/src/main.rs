@@ -49,12 +49,46 @@ enum Command {
         #[arg(long)]
         max: Option<usize>,
     },
+    /// Rule sets: check a file (schema, directory, its own tests) or publish it live.
+    Rules {
+        #[command(subcommand)]
+        action: RulesAction,
+    },
+    /// Administrators: every decision and case change audited for one case, oldest first
+    /// (who received which classes under which rule version and legal basis).
+    Audit {
+        /// NATS server URL.
+        #[arg(long, env = "HENVIS_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+        nats_url: String,
+        /// The case id.
+        case_id: String,
+    },
     /// Prints the status of a submitted event per recipient.
     Status {
         #[command(flatten)]
         conn: Conn,
         /// The event id returned by Submit.
         event_id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesAction {
+    /// Validates a rule file and runs its test cases.
+    Check {
+        /// The rule file.
+        file: PathBuf,
+    },
+    /// Validates, tests and publishes a rule file; every router takes it without restart.
+    Publish {
+        /// The rule file.
+        file: PathBuf,
+        /// NATS server URL.
+        #[arg(long, env = "HENVIS_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+        nats_url: String,
+        /// Who publishes (an administrator id, for the audit).
+        #[arg(long)]
+        by: String,
     },
 }
 
@@ -155,6 +189,46 @@ async fn main() -> anyhow::Result<()> {
                 if max.is_some_and(|m| seen >= m) && unconfirmed == 0 {
                     break;
                 }
+            }
+            Ok(())
+        }
+        Command::Rules {
+            action: RulesAction::Check { file },
+        } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading `{}`", file.display()))?;
+            let schema = henvis_policy::Schema::from_descriptor_set(henvis_proto::FILE_DESCRIPTOR_SET)?;
+            let rules = henvis_policy::RuleSet::from_toml(
+                &file.display().to_string(),
+                &text,
+                &schema,
+                &henvis_domain::Directory::denmark()?,
+            )?;
+            println!(
+                "rule set `{}`: valid; {} tests passed",
+                rules.version(),
+                rules.test_count()
+            );
+            Ok(())
+        }
+        Command::Rules {
+            action: RulesAction::Publish { file, nats_url, by },
+        } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading `{}`", file.display()))?;
+            let bus = henvis_bus::Bus::connect(&nats_url, "henvis-cli").await?;
+            let dir = henvis_domain::Directory::denmark()?;
+            let (version, tests) =
+                henvis_router::publish_rules(&bus, &dir, &file.display().to_string(), &text, &by).await?;
+            println!("published rule set `{version}` ({tests} tests passed)");
+            Ok(())
+        }
+        Command::Audit { nats_url, case_id } => {
+            let case = henvis_domain::CaseId::parse(&case_id).map_err(|e| anyhow::anyhow!("case_id: {e}"))?;
+            let bus = henvis_bus::Bus::connect(&nats_url, "henvis-cli").await?;
+            for record in bus
+                .read_subject(henvis_bus::STREAM_AUDIT, &henvis_bus::audit_case_filter(&case))
+                .await?
+            {
+                println!("{}", String::from_utf8_lossy(&record));
             }
             Ok(())
         }
