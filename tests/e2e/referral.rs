@@ -84,7 +84,35 @@ async fn ngo_report_reaches_municipality_and_police_district_with_exactly_the_gr
         );
         inbox.ack(delivery.delivery_id).await;
     }
-    println!("unentitled canaries delivered: {unentitled}, entitled canaries missing: {over_redacted}");
+    // nothing of the child reaches status records, audit records, NATS headers or logs
+    let mut elsewhere = 0;
+    let mut scanned = 0;
+    for (stream, filter) in [("STATUS", "henvis.status.>"), ("AUDIT", "henvis.audit.>")] {
+        for (_, bytes) in d.read_all(stream, filter).await.unwrap() {
+            scanned += 1;
+            elsewhere += found(&bytes, &canaries).len();
+        }
+    }
+    let js = d.jetstream().await.unwrap();
+    for stream in ["IN", "OUT"] {
+        let s = js.get_stream(stream).await.unwrap();
+        let last = s.get_info().await.unwrap().state.last_sequence;
+        for seq in 1..=last {
+            if let Ok(m) = s.get_raw_message(seq).await {
+                scanned += 1;
+                let headers = format!("{:?}", m.headers);
+                elsewhere += found(headers.as_bytes(), &canaries).len();
+            }
+        }
+    }
+    let logs = henvis_tests::captured_logs();
+    elsewhere += found(logs.as_bytes(), &canaries).len();
+    println!(
+        "unentitled canaries delivered: {unentitled}, entitled canaries missing: {over_redacted}, canaries in {scanned} status/audit records, NATS headers and {} bytes of debug logs: {elsewhere}",
+        logs.len()
+    );
+    assert!(logs.contains("event routed"), "the logs were captured");
+    assert_eq!(elsewhere, 0);
     assert_eq!((unentitled, over_redacted), (0, 0));
 
     // nobody else has anything in OUT, and acking removed both deliveries

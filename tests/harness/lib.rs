@@ -28,6 +28,48 @@ pub fn nats_server_bin() -> PathBuf {
     }
 }
 
+/// Everything the services logged in this test process, at debug level for henvis crates.
+static LOGS: std::sync::OnceLock<std::sync::Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+
+#[derive(Clone)]
+struct LogWriter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut v) = self.0.lock() {
+            v.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Installs (once) a global subscriber that captures every log line of the services.
+fn capture_logs() {
+    LOGS.get_or_init(|| {
+        let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = LogWriter(buf.clone());
+        let filter = tracing_subscriber::EnvFilter::new(
+            "info,henvis_sector=debug,henvis_router=debug,henvis_bus=debug,henvis_runtime=debug",
+        );
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .try_init();
+        buf
+    });
+}
+
+/// The log text captured so far.
+pub fn captured_logs() -> String {
+    LOGS.get()
+        .and_then(|b| b.lock().ok().map(|v| String::from_utf8_lossy(&v).into_owned()))
+        .unwrap_or_default()
+}
+
 /// Waits until `f` returns `Some`, polling every 20 ms, for at most `limit`.
 pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> anyhow::Result<T>
 where
@@ -154,9 +196,7 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 impl Deployment {
     /// Starts everything and waits until each service answers.
     pub async fn start() -> anyhow::Result<Self> {
-        if std::env::var_os("HENVIS_LOG").is_some() {
-            henvis_runtime::init_telemetry();
-        }
+        capture_logs();
         let nats = NatsServer::start().await?;
         let directory = Directory::denmark()?;
         let creds = tempfile::tempdir()?;
