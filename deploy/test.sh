@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
-# Runs every henvis test: installs the pinned nats-server if missing, then the unit tests
-# and the integration tests (real nats-server processes, real gRPC over TCP).
+# Runs every henvis test: installs the pinned nats-server if missing, then the unit tests,
+# the policy proofs and the integration tests (real nats-server processes, real gRPC over
+# TCP). Ends with one summary line of all test binaries together.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 "$root/deploy/install-nats-server.sh"
 export NATS_SERVER_BIN="$root/.tools/nats/bin/nats-server"
-cargo test --workspace --all-targets
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --all-targets 2>&1 | tee "$log" || status=$?
+passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
+failed=$(grep -Eo '; [0-9]+ failed' "$log" | awk '{s+=$2} END {print s+0}')
+echo
+echo "tests: $passed passed, $failed failed"
+exit "$status"
