@@ -186,6 +186,31 @@ async fn consent_from_the_guardian_opens_a_consent_route_and_its_withdrawal_clos
     let third = submit(&mut region, "ha-3", &case, health_assessment()).await.unwrap();
     assert_eq!(state_for(&mut region, &third.event_id, "kommune-101").await, None);
 
+    // the guardian sees why through its own system; nobody else may ask
+    let req = henvis_proto::henvis::broker::v1::GetCaseDecisionsRequest { case_id: case.clone() };
+    let r = guardian.req(req.clone());
+    let view = guardian.inner.get_case_decisions(r).await.unwrap().into_inner();
+    let last = view.decisions.iter().find(|x| x.event_id == third.event_id).unwrap();
+    assert!(
+        last.withheld
+            .iter()
+            .any(|w| w.rule_id == "hac-municipality" && w.reason == "consent_withdrawn"),
+        "{last:?}"
+    );
+    let middle = view.decisions.iter().find(|x| x.event_id == second.event_id).unwrap();
+    assert!(
+        middle
+            .delivered
+            .iter()
+            .any(|x| x.agency_id == "kommune-101" && x.consent_ids == ["c1"]),
+        "{middle:?}"
+    );
+    let r = region.req(req);
+    assert_eq!(
+        region.inner.get_case_decisions(r).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+
     // the audit says why, with the rule and the consent
     let audit = d.audit(&case).await.unwrap();
     let decision = |event_id: &str| {

@@ -14,7 +14,9 @@ pub use directory::{Agency, AgencyKind, Directory, DirectoryError, Municipality}
 pub use ids::{AgencyId, CaseId, EventId, FieldError, IdError, IdempotencyKey, MessageType};
 pub use sector::Sector;
 
+mod audit;
 mod case;
+pub use audit::{AuditDecision, AuditRecipient, AuditWithheld};
 pub use case::{CaseChange, CaseRecord, Consent, NeverDisclose, Shielded};
 
 mod profile;

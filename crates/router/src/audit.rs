@@ -1,48 +1,13 @@
 //! Audit and status records of routing decisions: ids, classes, rules, legal bases, consent
 //! ids and a payload hash, never the child's data.
 
-use henvis_domain::{Class, ClassSet};
-use henvis_policy::{Decision, Urgency};
+use henvis_domain::{AuditDecision, AuditRecipient, AuditWithheld, ClassSet};
+use henvis_policy::Decision;
 use henvis_proto::henvis::broker::v1::{DeliveryState, Envelope, GetStatusResponse, RecipientStatus};
 use sha2::{Digest, Sha256};
 
-#[derive(serde::Serialize)]
-struct AuditDecision<'a> {
-    kind: &'static str,
-    event_id: &'a str,
-    case_id: &'a str,
-    message_type: &'a str,
-    sender: &'a str,
-    actor: &'a str,
-    rule_set_version: &'a str,
-    case_revision: u64,
-    decided_at: i64,
-    payload_sha256: String,
-    delivered: Vec<AuditRecipient>,
-    withheld: Vec<AuditWithheld>,
-}
-
-#[derive(serde::Serialize)]
-struct AuditRecipient {
-    agency: String,
-    classes: Vec<&'static str>,
-    rule_ids: Vec<String>,
-    legal_bases: Vec<String>,
-    consent_ids: Vec<String>,
-    restricted_by_never_disclose: Vec<&'static str>,
-    alert: Option<&'static str>,
-}
-
-#[derive(serde::Serialize)]
-struct AuditWithheld {
-    rule_id: String,
-    agency: Option<String>,
-    reason: &'static str,
-    explanation: &'static str,
-}
-
-fn names(c: ClassSet) -> Vec<&'static str> {
-    c.iter().map(Class::as_str).collect()
+fn names(c: ClassSet) -> Vec<String> {
+    c.iter().map(|c| c.as_str().to_owned()).collect()
 }
 
 /// The audit record of a decision.
@@ -54,13 +19,13 @@ pub(crate) fn decision_record(
     event_bytes: &[u8],
 ) -> Vec<u8> {
     let record = AuditDecision {
-        kind: "routing_decision",
-        event_id: &env.event_id,
-        case_id: &env.case_id,
-        message_type: &env.message_type,
-        sender: env.sender.as_ref().map_or("", |s| s.agency_id.as_str()),
-        actor: env.sender.as_ref().map_or("", |s| s.actor_id.as_str()),
-        rule_set_version: &d.rule_set_version,
+        kind: "routing_decision".to_owned(),
+        event_id: env.event_id.clone(),
+        case_id: env.case_id.clone(),
+        message_type: env.message_type.clone(),
+        sender: env.sender.as_ref().map(|s| s.agency_id.clone()).unwrap_or_default(),
+        actor: env.sender.as_ref().map(|s| s.actor_id.clone()).unwrap_or_default(),
+        rule_set_version: d.rule_set_version.clone(),
         case_revision,
         decided_at: at,
         payload_sha256: hex::encode(Sha256::digest(event_bytes)),
@@ -74,7 +39,7 @@ pub(crate) fn decision_record(
                 legal_bases: r.bases.clone(),
                 consent_ids: r.consent_ids.clone(),
                 restricted_by_never_disclose: names(r.restricted),
-                alert: r.alert.map(Urgency::as_str),
+                alert: r.alert.map(|u| u.as_str().to_owned()),
             })
             .collect(),
         withheld: d
@@ -83,8 +48,8 @@ pub(crate) fn decision_record(
             .map(|w| AuditWithheld {
                 rule_id: w.rule_id.clone(),
                 agency: w.recipient.as_ref().map(ToString::to_string),
-                reason: w.reason.code(),
-                explanation: w.reason.describe(),
+                reason: w.reason.code().to_owned(),
+                explanation: w.reason.describe().to_owned(),
             })
             .collect(),
     };
@@ -93,14 +58,21 @@ pub(crate) fn decision_record(
 
 /// The audit record that voids a decision whose case changed before it was delivered.
 pub(crate) fn void_record(env: &Envelope, case_revision: u64) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "kind": "routing_decision_voided",
-        "event_id": env.event_id,
-        "case_id": env.case_id,
-        "case_revision": case_revision,
-        "reason": "the case changed before delivery; decided again",
-    }))
-    .unwrap_or_default()
+    let record = AuditDecision {
+        kind: "routing_decision_voided".to_owned(),
+        event_id: env.event_id.clone(),
+        case_id: env.case_id.clone(),
+        message_type: env.message_type.clone(),
+        sender: String::new(),
+        actor: String::new(),
+        rule_set_version: String::new(),
+        case_revision,
+        decided_at: 0,
+        payload_sha256: String::new(),
+        delivered: Vec::new(),
+        withheld: Vec::new(),
+    };
+    serde_json::to_vec(&record).unwrap_or_default()
 }
 
 /// The sender's view of a decision: stored per recipient, withheld with the reason only

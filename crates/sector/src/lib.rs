@@ -6,6 +6,7 @@
 //! only by data (their [`SectorProfile`]) and the typed API each adds on top.
 
 mod auth;
+mod decisions;
 mod error;
 mod inbox;
 mod profile;

@@ -7,8 +7,8 @@ use henvis_bus::{STREAM_IN, VersionedCase, audit_case_subject, inbound_subject};
 use henvis_domain::{CaseChange, CaseId, CaseRecord, EventId, IdempotencyKey, MessageType};
 use henvis_policy::{GuardError, OPENING_TYPE};
 use henvis_proto::henvis::broker::v1::{
-    Envelope, GetStatusRequest, GetStatusResponse, InboxRequest, InboxResponse, Sender, SubmitRequest, SubmitResponse,
-    referral_service_server::ReferralService,
+    Envelope, GetCaseDecisionsRequest, GetCaseDecisionsResponse, GetStatusRequest, GetStatusResponse, InboxRequest,
+    InboxResponse, Sender, SubmitRequest, SubmitResponse, referral_service_server::ReferralService,
 };
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming, metadata::MetadataMap};
@@ -234,6 +234,16 @@ impl ReferralService for Referrals {
         let caller = self.0.caller(request.metadata())?;
         Ok(Response::new(
             crate::status::get(&self.0, &caller, &request.into_inner().event_id).await?,
+        ))
+    }
+
+    async fn get_case_decisions(
+        &self,
+        request: Request<GetCaseDecisionsRequest>,
+    ) -> Result<Response<GetCaseDecisionsResponse>, Status> {
+        let caller = self.0.caller(request.metadata())?;
+        Ok(Response::new(
+            crate::decisions::get(&self.0, &caller, &request.into_inner().case_id).await?,
         ))
     }
 }
