@@ -10,21 +10,48 @@ use prost_reflect::{DynamicMessage, Kind, MessageDescriptor, ReflectMessage, Val
 /// Fills every field of the event kind `kind` (recursively) with canaries, keeping
 /// `fixed` fields (name → value) as given. Returns the event and the canaries by class.
 pub fn canary_event(schema: &Schema, kind: &str, fixed: &[(&str, Value)]) -> (Event, Vec<(String, Class)>) {
+    canary_event_tagged(schema, kind, "", fixed)
+}
+
+/// As [`canary_event`], with `tag` in every canary (to tell events apart) and valid values
+/// in reference fields (agency ids, event ids, municipality codes, consent ids and
+/// periods), so the event passes the services' validation.
+pub fn canary_event_tagged(
+    schema: &Schema,
+    kind: &str,
+    tag: &str,
+    fixed: &[(&str, Value)],
+) -> (Event, Vec<(String, Class)>) {
     let ev_desc = schema.event_descriptor().clone();
     let field = ev_desc.get_field_by_name(kind).expect("known kind");
     let Kind::Message(m) = field.kind() else {
         panic!("kind is a message")
     };
     let mut canaries = Vec::new();
-    let inner = fill(schema, &m, fixed, &mut canaries, 0);
+    let inner = fill(schema, &m, tag, fixed, &mut canaries, 0);
     let mut ev = DynamicMessage::new(ev_desc);
     ev.set_field(&field, Value::Message(inner));
     (Event::decode(ev.encode_to_vec().as_slice()).unwrap(), canaries)
 }
 
+fn reference_value(name: &str) -> Option<Value> {
+    let s = |v: &str| Some(Value::String(v.to_owned()));
+    match name {
+        n if n.ends_with("agency_id") => s("kommune-147"),
+        n if n.ends_with("agency_ids") => Some(Value::List(vec![Value::String("kommune-147".into())])),
+        n if n.ends_with("event_id") => s("01a220ca-9ff4-760c-a2f6-a965ae3eddc3"),
+        "municipality_code" => s("101"),
+        "consent_id" => s("c-matrix"),
+        "country_code" => s("RO"),
+        "message_types" => Some(Value::List(vec![Value::String("health_assessment_completed".into())])),
+        _ => None,
+    }
+}
+
 fn fill(
     schema: &Schema,
     desc: &MessageDescriptor,
+    tag: &str,
     fixed: &[(&str, Value)],
     canaries: &mut Vec<(String, Class)>,
     depth: usize,
@@ -35,11 +62,17 @@ fn fill(
             msg.set_field(&f, v.clone());
             continue;
         }
+        if !tag.is_empty() {
+            if let Some(v) = reference_value(f.name()) {
+                msg.set_field(&f, v);
+                continue;
+            }
+        }
         let class = schema.class_of(&f).expect("classified");
         let mut one = || -> Option<Value> {
             match f.kind() {
                 Kind::String => {
-                    let c = format!("CANARY-{}-{}#", class.as_str(), canaries.len());
+                    let c = format!("CANARY{tag}-{}-{}#", class.as_str(), canaries.len());
                     canaries.push((c.clone(), class));
                     Some(Value::String(c))
                 }
@@ -51,10 +84,15 @@ fn fill(
                 Kind::Uint32 => Some(Value::U32(7)),
                 Kind::Message(m) if m.full_name() == "google.protobuf.Timestamp" => {
                     let mut t = DynamicMessage::new(m.clone());
-                    t.set_field_by_name("seconds", Value::I64(1_790_000_000));
+                    let seconds = if f.name() == "valid_until" {
+                        2_100_000_000
+                    } else {
+                        1_790_000_000
+                    };
+                    t.set_field_by_name("seconds", Value::I64(seconds));
                     Some(Value::Message(t))
                 }
-                Kind::Message(m) if depth < 3 => Some(Value::Message(fill(schema, &m, &[], canaries, depth + 1))),
+                Kind::Message(m) if depth < 3 => Some(Value::Message(fill(schema, &m, tag, &[], canaries, depth + 1))),
                 _ => None,
             }
         };

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod canary;
+mod matrix;
 mod policy;
 mod referral;
 mod service;
