@@ -62,11 +62,10 @@ fn fill(
             msg.set_field(&f, v.clone());
             continue;
         }
-        if !tag.is_empty() {
-            if let Some(v) = reference_value(f.name()) {
-                msg.set_field(&f, v);
-                continue;
-            }
+        if let Some(v) = reference_value(f.name()).filter(|_| !tag.is_empty()) {
+            msg.set_field(&f, v);
+            continue;
+        }
         }
         let class = schema.class_of(&f).expect("classified");
         let mut one = || -> Option<Value> {
