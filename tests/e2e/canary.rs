@@ -66,7 +66,6 @@ fn fill(
             msg.set_field(&f, v);
             continue;
         }
-        }
         let class = schema.class_of(&f).expect("classified");
         let mut one = || -> Option<Value> {
             match f.kind() {
