@@ -1,6 +1,7 @@
 //! End-to-end tests: a real nats-server, the real services over real TCP.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test binary: failing loudly is the point
 
+mod alerts;
 mod bad_input;
 mod canary;
 mod matrix;

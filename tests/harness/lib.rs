@@ -186,6 +186,8 @@ pub struct Deployment {
     /// The first router's gRPC endpoint (health, reflection).
     pub router: SocketAddr,
     stop: watch::Sender<bool>,
+    services: HashMap<Sector, (watch::Sender<bool>, tokio::task::JoinHandle<anyhow::Result<()>>)>,
+    options: Options,
     _creds: tempfile::TempDir,
 }
 
@@ -193,47 +195,95 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
 }
 
+/// Settings a test may change.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Seconds before an unclaimed urgent alert is escalated.
+    pub urgent_alert_deadline_secs: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            urgent_alert_deadline_secs: 900,
+        }
+    }
+}
+
 impl Deployment {
     /// Starts everything and waits until each service answers.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(Options::default()).await
+    }
+
+    /// Starts everything with `options`.
+    pub async fn start_with(options: Options) -> anyhow::Result<Self> {
         capture_logs();
         let nats = NatsServer::start().await?;
         let directory = Directory::denmark()?;
         let creds = tempfile::tempdir()?;
         henvis_sector::dev_credentials(&directory, creds.path())?;
         let mut tokens = HashMap::new();
-        for a in directory.agencies() {
-            let t = std::fs::read_to_string(creds.path().join("tokens").join(format!("{}.token", a.id)))?;
-            tokens.insert(a.id.to_string(), t);
+        let ids = directory
+            .agencies()
+            .map(|a| a.id.to_string())
+            .chain(directory.contact_persons().map(|(p, _)| p.to_string()));
+        for id in ids {
+            let t = std::fs::read_to_string(creds.path().join("tokens").join(format!("{id}.token")))?;
+            tokens.insert(id, t);
         }
-        let (stop, rx) = watch::channel(false);
-        let mut endpoints = HashMap::new();
-        for sector in Sector::ALL {
-            let config = henvis_sector::SectorConfig {
-                listen: "127.0.0.1:0".parse()?,
-                nats_url: nats.url(),
-                credentials: creds.path().join("credentials.toml"),
-                directory: None,
-                max_event_bytes: 64 * 1024,
-                ack_wait_secs: 30,
-                heartbeat_secs: 1,
-            };
-            let core = henvis_sector::build(sector, &config).await?;
-            let (listener, addr) = henvis_runtime::bind(config.listen).await?;
-            tokio::spawn(henvis_sector::serve(core, listener, stopped(rx.clone())));
-            endpoints.insert(sector, addr);
-        }
+        let (stop, _) = watch::channel(false);
         let mut d = Self {
             nats,
-            endpoints,
+            endpoints: HashMap::new(),
             tokens,
             directory,
             router: "127.0.0.1:1".parse()?,
             stop,
+            services: HashMap::new(),
+            options,
             _creds: creds,
         };
+        for sector in Sector::ALL {
+            d.start_sector(sector).await?;
+        }
         d.router = d.start_router().await?;
         Ok(d)
+    }
+
+    /// Starts (or starts again) one sector service in-process on a fresh port.
+    pub async fn start_sector(&mut self, sector: Sector) -> anyhow::Result<()> {
+        let config = henvis_sector::SectorConfig {
+            listen: "127.0.0.1:0".parse()?,
+            nats_url: self.nats.url(),
+            credentials: self._creds.path().join("credentials.toml"),
+            directory: None,
+            max_event_bytes: 64 * 1024,
+            ack_wait_secs: 30,
+            heartbeat_secs: 1,
+            alerts: henvis_sector::AlertConfig {
+                urgent_deadline_secs: self.options.urgent_alert_deadline_secs,
+                normal_deadline_secs: 0,
+                escalate_to: "politi-nsk".into(),
+                tick_ms: 100,
+            },
+        };
+        let core = henvis_sector::build(sector, &config).await?;
+        let (listener, addr) = henvis_runtime::bind(config.listen).await?;
+        let (stop, rx) = watch::channel(false);
+        let handle = tokio::spawn(henvis_sector::serve(core, listener, stopped(rx)));
+        self.services.insert(sector, (stop, handle));
+        self.endpoints.insert(sector, addr);
+        Ok(())
+    }
+
+    /// Stops one sector service (graceful shutdown) and waits until it has stopped.
+    pub async fn stop_sector(&mut self, sector: Sector) -> anyhow::Result<()> {
+        if let Some((stop, handle)) = self.services.remove(&sector) {
+            let _ = stop.send(true);
+            handle.await??;
+        }
+        Ok(())
     }
 
     /// Starts one more in-process router (any number may run); returns its gRPC address.
@@ -297,6 +347,9 @@ impl Deployment {
 impl Drop for Deployment {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
+        for (stop, _) in self.services.values() {
+            let _ = stop.send(true);
+        }
     }
 }
 

@@ -46,7 +46,8 @@ pub struct Stored {
 pub struct Bus {
     client: async_nats::Client,
     js: jetstream::Context,
-    cases: std::sync::Arc<tokio::sync::OnceCell<(jetstream::kv::Store, jetstream::stream::Stream)>>,
+    cases: std::sync::Arc<tokio::sync::OnceCell<records::JsonBucket>>,
+    alerts: std::sync::Arc<tokio::sync::OnceCell<records::JsonBucket>>,
 }
 
 impl Bus {
@@ -64,6 +65,7 @@ impl Bus {
             client,
             js,
             cases: Default::default(),
+            alerts: Default::default(),
         })
     }
 
@@ -119,32 +121,17 @@ impl Bus {
         Ok(m.payload)
     }
 
-    async fn case_handles(&self) -> Result<&(jetstream::kv::Store, jetstream::stream::Stream), BusError> {
+    async fn case_bucket(&self) -> Result<&records::JsonBucket, BusError> {
         self.cases
-            .get_or_try_init(|| async {
-                let store = self
-                    .js
-                    .get_key_value(BUCKET_CASES)
-                    .await
-                    .map_err(|e| BusError::Unavailable(e.to_string()))?;
-                let stream = self
-                    .js
-                    .get_stream(format!("KV_{BUCKET_CASES}"))
-                    .await
-                    .map_err(|e| BusError::Unavailable(e.to_string()))?;
-                Ok((store, stream))
-            })
+            .get_or_try_init(|| records::JsonBucket::open(&self.js, BUCKET_CASES))
             .await
     }
 
-    /// The case bucket.
-    pub async fn cases(&self) -> Result<jetstream::kv::Store, BusError> {
-        Ok(self.case_handles().await?.0.clone())
-    }
-
-    /// The stream behind the case bucket, for leader reads.
-    async fn cases_stream(&self) -> Result<&jetstream::stream::Stream, BusError> {
-        Ok(&self.case_handles().await?.1)
+    /// The alerts bucket.
+    pub async fn alert_bucket(&self) -> Result<&records::JsonBucket, BusError> {
+        self.alerts
+            .get_or_try_init(|| records::JsonBucket::open(&self.js, BUCKET_ALERTS))
+            .await
     }
 
     /// Flushes buffered publishes to the server.
@@ -185,5 +172,7 @@ fn publish_error(e: jetstream::context::PublishError) -> BusError {
 }
 
 mod cases;
+mod records;
 pub use cases::VersionedCase;
+pub use records::{JsonBucket, Versioned};
 mod read;

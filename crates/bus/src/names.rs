@@ -74,6 +74,9 @@ pub fn audit_rules_subject() -> String {
     format!("{AUDIT_PREFIX}.rules")
 }
 
+/// Key-value bucket of police case alerts, keyed `<district>.<alert id>`.
+pub const BUCKET_ALERTS: &str = "henvis_alerts";
+
 /// Key-value bucket holding the active rule set (key [`RULES_KEY`]).
 pub const BUCKET_RULES: &str = "henvis_rules";
 /// The key of the active rule set in [`BUCKET_RULES`].

@@ -82,6 +82,10 @@ impl Topology {
         for (bucket, description) in [
             (BUCKET_CASES, "henvis case records, keyed by pseudonymous case id"),
             (BUCKET_RULES, "the active henvis rule set"),
+            (
+                BUCKET_ALERTS,
+                "police case alerts and their state, keyed by district and alert id",
+            ),
         ] {
             if js.get_key_value(bucket).await.is_err() {
                 js.create_key_value(kv::Config {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::{AgencyId, IdError, Sector};
+use crate::{AgencyId, IdError, PersonId, Sector};
 
 /// The default directory: the real Danish country (see `data/directory.toml`).
 const DEFAULT_DIRECTORY: &str = include_str!("../data/directory.toml");
@@ -74,6 +74,14 @@ pub enum DirectoryError {
         /// The missing id.
         id: String,
     },
+    /// A contact person names an agency that is not a police agency.
+    #[error("directory: contact person `{person}` belongs to `{agency}`, which is not a police agency")]
+    NotPolice {
+        /// The person.
+        person: String,
+        /// The agency named.
+        agency: String,
+    },
     /// A municipality code is not three digits.
     #[error("directory: municipality code `{0}`: expected three digits")]
     BadCode(String),
@@ -90,6 +98,15 @@ struct File {
     municipality: Vec<MunicipalityRow>,
     #[serde(default)]
     agency: Vec<AgencyRow>,
+    #[serde(default)]
+    contact_person: Vec<PersonRow>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PersonRow {
+    id: String,
+    agency: String,
 }
 
 #[derive(serde::Deserialize)]
@@ -124,6 +141,7 @@ struct AgencyRow {
 pub struct Directory {
     agencies: BTreeMap<AgencyId, Agency>,
     municipalities: BTreeMap<String, Municipality>,
+    persons: BTreeMap<PersonId, AgencyId>,
 }
 
 impl Directory {
@@ -139,6 +157,7 @@ impl Directory {
         let mut dir = Directory {
             agencies: BTreeMap::new(),
             municipalities: BTreeMap::new(),
+            persons: BTreeMap::new(),
         };
         for r in file.region {
             dir.add(Agency {
@@ -193,7 +212,38 @@ impl Directory {
                 },
             );
         }
+        for p in file.contact_person {
+            let id = PersonId::parse(&p.id)?;
+            let agency = AgencyId::parse(&p.agency)?;
+            match dir.agencies.get(&agency) {
+                Some(a) if a.sector == Sector::Police => {}
+                _ => {
+                    return Err(DirectoryError::NotPolice {
+                        person: p.id,
+                        agency: p.agency,
+                    });
+                }
+            }
+            if dir.persons.insert(id, agency).is_some() {
+                return Err(DirectoryError::Duplicate(p.id));
+            }
+        }
         Ok(dir)
+    }
+
+    /// The police agency a contact person belongs to.
+    pub fn contact_person(&self, id: &PersonId) -> Option<&AgencyId> {
+        self.persons.get(id)
+    }
+
+    /// The contact persons of a police agency.
+    pub fn contact_persons_of<'a>(&'a self, agency: &'a AgencyId) -> impl Iterator<Item = &'a PersonId> + 'a {
+        self.persons.iter().filter(move |(_, a)| *a == agency).map(|(p, _)| p)
+    }
+
+    /// Every contact person.
+    pub fn contact_persons(&self) -> impl Iterator<Item = (&PersonId, &AgencyId)> {
+        self.persons.iter()
     }
 
     fn add(&mut self, a: Agency) -> Result<(), DirectoryError> {
@@ -278,6 +328,11 @@ mod tests {
             "politi-oestjylland"
         );
         assert_eq!(d.agency(&kbh.agency).unwrap().sector, Sector::Social);
+        let district_persons = d.contact_persons().filter(|(_, a)| a.as_str() != "politi-nsk").count();
+        assert_eq!(
+            district_persons, 54,
+            "54 contact persons across the districts, as in the seed"
+        );
     }
 
     #[test]

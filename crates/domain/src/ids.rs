@@ -83,6 +83,43 @@ impl fmt::Display for AgencyId {
     }
 }
 
+/// A person's pseudonymous id (a contact person, an administrator): same form as an
+/// agency id, never a name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PersonId(String);
+
+impl PersonId {
+    /// Parses a person id.
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        AgencyId::parse(s).map(|a| Self(a.0)).map_err(|_| IdError {
+            kind: "person id",
+            expected: "2 to 63 characters of [a-z0-9-], starting with a letter or digit",
+        })
+    }
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for PersonId {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        Self::parse(&s)
+    }
+}
+impl From<PersonId> for String {
+    fn from(p: PersonId) -> String {
+        p.0
+    }
+}
+impl fmt::Display for PersonId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A pseudonymous case id: a random UUID, carrying nothing about the child.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CaseId(uuid::Uuid);

@@ -11,7 +11,7 @@ mod sector;
 
 pub use class::{Class, ClassSet};
 pub use directory::{Agency, AgencyKind, Directory, DirectoryError, Municipality};
-pub use ids::{AgencyId, CaseId, EventId, FieldError, IdError, IdempotencyKey, MessageType};
+pub use ids::{AgencyId, CaseId, EventId, FieldError, IdError, IdempotencyKey, MessageType, PersonId};
 pub use sector::Sector;
 
 mod audit;
@@ -20,4 +20,7 @@ pub use audit::{AuditDecision, AuditRecipient, AuditWithheld};
 pub use case::{CaseChange, CaseRecord, Consent, NeverDisclose, Shielded};
 
 mod profile;
-pub use profile::originates;
+pub use profile::{SYSTEM_TYPES, originates};
+
+mod alert;
+pub use alert::{AlertRecord, AlertState};

@@ -8,6 +8,7 @@ use crate::Sector;
 pub fn originates(sector: Sector) -> &'static [&'static str] {
     match sector {
         Sector::Police => &[
+            "alert_escalated",
             "suspected_victim_reported",
             "age_assessment_requested",
             "child_missing",
@@ -53,3 +54,6 @@ pub fn originates(sector: Sector) -> &'static [&'static str] {
         ],
     }
 }
+
+/// Message types only henvis itself emits (the police service's escalation).
+pub const SYSTEM_TYPES: &[&str] = &["alert_escalated"];

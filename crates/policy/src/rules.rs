@@ -582,7 +582,7 @@ classes = ["LOCATION", "IDENTITY"]
         let r = load(include_str!("../../../rules/default.toml")).unwrap();
         assert_eq!(
             r.message_types().count(),
-            14,
+            15,
             "every type but referral_response and never_disclose_updated"
         );
         assert!(r.test_count() >= 20, "{}", r.test_count());

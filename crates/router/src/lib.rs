@@ -125,7 +125,8 @@ impl Router {
                         Ok(m) => m,
                         Err(e) => { tracing::warn!(error = %e, "router consumer error"); continue; }
                     };
-                    match self.route(&m.payload).await {
+                    let in_sequence = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+                    match self.route(&m.payload, in_sequence).await {
                         Ok(()) => {
                             if let Err(e) = m.double_ack().await {
                                 tracing::warn!(error = %e, "ack not confirmed; the event will be redelivered and de-duplicated");

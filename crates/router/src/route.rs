@@ -2,7 +2,7 @@
 //! change meanwhile, then deliver the redacted copies and the sender's status.
 
 use henvis_bus::{VersionedCase, audit_decision_subject, outbound_subject, status_subject};
-use henvis_domain::{AgencyId, CaseChange, CaseId, CaseRecord};
+use henvis_domain::{AgencyId, AlertRecord, AlertState, CaseChange, CaseId, CaseRecord};
 use henvis_policy::{Decision, DecisionInput, decide, redact};
 use henvis_proto::henvis::{
     broker::v1::{Delivery, Envelope},
@@ -37,7 +37,7 @@ fn class_numbers(s: henvis_domain::ClassSet) -> Vec<i32> {
 
 impl Router {
     /// Routes one stored envelope and returns once everything it produced is stored.
-    pub(crate) async fn route(&self, payload: &[u8]) -> Result<(), RouteError> {
+    pub(crate) async fn route(&self, payload: &[u8], in_sequence: u64) -> Result<(), RouteError> {
         let env = Envelope::decode(payload).map_err(|_| RouteError::Poison("undecodable envelope"))?;
         let event = env.event.as_ref().ok_or(RouteError::Poison("envelope without event"))?;
         let event_bytes = event.encode_to_vec();
@@ -166,6 +166,31 @@ impl Router {
         );
         for ack in acks {
             ack.await?;
+        }
+        // police case alerts the routes raise: state in the alerts bucket, created once
+        for r in decision.recipients.iter().filter(|r| r.alert.is_some()) {
+            if self.directory.agency(&r.agency).map(|a| a.sector) != Some(henvis_domain::Sector::Police) {
+                continue;
+            }
+            let alert = AlertRecord {
+                alert_id: env.event_id.clone(),
+                case_id: env.case_id.clone(),
+                kind: env.message_type.clone(),
+                urgency: r.alert.map(|u| u.as_str()).unwrap_or("normal").to_owned(),
+                district: r.agency.clone(),
+                raised_at: at,
+                state: AlertState::Open,
+                escalated_from: None,
+                in_sequence,
+                granted_classes: r.classes.iter().map(|c| c.as_str().to_owned()).collect(),
+                history: vec![("raised".to_owned(), "router".to_owned(), at)],
+            };
+            let key = alert.key();
+            self.bus
+                .alert_bucket()
+                .await?
+                .modify(&key, || Some(alert.clone()), |_| false)
+                .await?;
         }
         // the sender and every recipient now take part in the case
         let participants: Vec<AgencyId> = std::iter::once(sender_id.clone())

@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, path::Path};
 
-use henvis_domain::{AgencyId, Directory, Sector};
+use henvis_domain::{AgencyId, Directory, PersonId, Sector};
 use sha2::{Digest, Sha256};
 use tonic::metadata::MetadataMap;
 
@@ -16,6 +16,8 @@ pub struct Caller {
     pub agency: AgencyId,
     /// Its sector, from the directory.
     pub sector: Sector,
+    /// The person, when a contact person calls as themself.
+    pub person: Option<PersonId>,
 }
 
 /// Token hashes → agencies.
@@ -29,6 +31,8 @@ pub struct Credentials {
 struct File {
     #[serde(default)]
     agency: Vec<Row>,
+    #[serde(default)]
+    person: Vec<Row>,
 }
 
 #[derive(serde::Deserialize)]
@@ -52,23 +56,41 @@ impl Credentials {
         Self::parse(&text, dir).with_context(|| format!("credentials `{}`", path.display()))
     }
 
-    /// Parses a credentials file.
+    /// Parses a credentials file: agencies, and contact persons acting as themselves.
     pub fn parse(text: &str, dir: &Directory) -> anyhow::Result<Self> {
+        fn hash(id: &str, row: &Row) -> anyhow::Result<String> {
+            if row.token_sha256.len() != 64 || !row.token_sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+                anyhow::bail!("`{id}`: token_sha256: expected 64 hex digits");
+            }
+            Ok(row.token_sha256.to_ascii_lowercase())
+        }
         let file: File = toml::from_str(text)?;
         let mut by_hash = HashMap::new();
-        for row in file.agency {
+        for row in &file.agency {
             let agency = AgencyId::parse(&row.id)?;
             let entry = dir
                 .agency(&agency)
                 .ok_or_else(|| anyhow::anyhow!("agency `{agency}` is not in the directory"))?;
-            if row.token_sha256.len() != 64 || !row.token_sha256.chars().all(|c| c.is_ascii_hexdigit()) {
-                anyhow::bail!("agency `{agency}`: token_sha256: expected 64 hex digits");
-            }
             by_hash.insert(
-                row.token_sha256.to_ascii_lowercase(),
+                hash(&row.id, row)?,
                 Caller {
                     agency,
                     sector: entry.sector,
+                    person: None,
+                },
+            );
+        }
+        for row in &file.person {
+            let person = PersonId::parse(&row.id)?;
+            let agency = dir
+                .contact_person(&person)
+                .ok_or_else(|| anyhow::anyhow!("person `{person}` is not a contact person in the directory"))?;
+            by_hash.insert(
+                hash(&row.id, row)?,
+                Caller {
+                    agency: agency.clone(),
+                    sector: Sector::Police,
+                    person: Some(person),
                 },
             );
         }
@@ -93,16 +115,17 @@ impl Credentials {
     }
 }
 
-/// Writes `credentials.toml` and `tokens/<agency>.token` (mode 0600) for every agency of
-/// `dir`, with fresh random tokens. For local development and tests only.
-pub fn dev_credentials(dir: &Directory, out: &Path) -> anyhow::Result<()> {
+/// Writes `credentials.toml` and `tokens/<id>.token` (mode 0600) for every agency and
+/// contact person of `dir`, with fresh random tokens. For local development and tests only.
+/// Returns how many credentials were written.
+pub fn dev_credentials(dir: &Directory, out: &Path) -> anyhow::Result<usize> {
     use std::fmt::Write as _;
     let tokens = out.join("tokens");
     std::fs::create_dir_all(&tokens)?;
-    let mut file = String::from("# development credentials: SHA-256 of each agency's bearer token\n");
-    for a in dir.agencies() {
+    let mut file = String::from("# development credentials: SHA-256 of each bearer token\n");
+    let mut issue = |table: &str, id: &str| -> anyhow::Result<()> {
         let token = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-        let path = tokens.join(format!("{}.token", a.id));
+        let path = tokens.join(format!("{id}.token"));
         std::fs::write(&path, &token)?;
         #[cfg(unix)]
         {
@@ -111,16 +134,20 @@ pub fn dev_credentials(dir: &Directory, out: &Path) -> anyhow::Result<()> {
         }
         let _ = write!(
             file,
-            "\n[[agency]]\nid = \"{}\"\ntoken_sha256 = \"{}\"\n",
-            a.id,
+            "\n[[{table}]]\nid = \"{id}\"\ntoken_sha256 = \"{}\"\n",
             hash_token(&token)
         );
+        Ok(())
+    };
+    let mut n = 0;
+    for a in dir.agencies() {
+        issue("agency", a.id.as_str())?;
+        n += 1;
+    }
+    for (person, _) in dir.contact_persons() {
+        issue("person", person.as_str())?;
+        n += 1;
     }
     std::fs::write(out.join("credentials.toml"), file)?;
-    println!(
-        "wrote credentials for {} agencies to {}",
-        dir.agencies().count(),
-        out.display()
-    );
-    Ok(())
+    Ok(n)
 }

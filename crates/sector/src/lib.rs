@@ -5,6 +5,7 @@
 //! It holds no routing policy: who receives what is the router's alone. The sectors differ
 //! only by data (their [`SectorProfile`]) and the typed API each adds on top.
 
+mod alerts;
 mod auth;
 mod decisions;
 mod error;
@@ -23,6 +24,7 @@ use henvis_policy::Schema;
 use henvis_proto::henvis::broker::v1::referral_service_server::ReferralServiceServer;
 use tokio::net::TcpListener;
 
+pub use alerts::AlertConfig;
 pub use auth::{Caller, Credentials, dev_credentials, hash_token};
 pub use error::ApiError;
 pub use profile::SectorProfile;
@@ -51,6 +53,9 @@ pub struct SectorConfig {
     /// Seconds between heartbeats on an idle inbox stream.
     #[arg(long, env = "HENVIS_HEARTBEAT_SECS", default_value_t = 10)]
     pub heartbeat_secs: u64,
+    /// Police alert escalation (used by the police service only).
+    #[command(flatten)]
+    pub alerts: AlertConfig,
 }
 
 /// Everything a sector service needs, shared by its gRPC services.
@@ -63,6 +68,7 @@ pub struct Core {
     max_event_bytes: usize,
     ack_wait: Duration,
     heartbeat: Duration,
+    alerts: AlertConfig,
 }
 
 /// Loads the configured files, connects to NATS and creates the JetStream topology.
@@ -87,6 +93,7 @@ pub async fn build(sector: Sector, config: &SectorConfig) -> anyhow::Result<Arc<
         max_event_bytes: config.max_event_bytes,
         ack_wait: Duration::from_secs(config.ack_wait_secs),
         heartbeat: Duration::from_secs(config.heartbeat_secs.max(1)),
+        alerts: config.alerts.clone(),
     }))
 }
 
@@ -100,8 +107,29 @@ pub async fn serve(
     let max = core.max_event_bytes * 4;
     let common = ReferralServiceServer::new(submit::Referrals(core.clone())).max_decoding_message_size(max);
     let mut names = vec![henvis_runtime::service_name::<ReferralServiceServer<submit::Referrals>>()];
-    let (routes, typed_name) = typed::add(tonic::service::Routes::new(common), core, max);
+    let (mut routes, typed_name) = typed::add(tonic::service::Routes::new(common), core.clone(), max);
     names.push(typed_name);
     tracing::info!(%sector, addr = ?listener.local_addr().ok(), "sector service listening");
-    henvis_runtime::serve_grpc(listener, routes, &names, shutdown).await
+    if sector != Sector::Police {
+        return henvis_runtime::serve_grpc(listener, routes, &names, shutdown).await;
+    }
+    // the police service also serves case alerts and escalates unclaimed ones
+    type A = henvis_proto::henvis::police::v1::alert_service_server::AlertServiceServer<alerts::Alerts>;
+    routes = routes.add_service(A::new(alerts::Alerts(core.clone())));
+    names.push(henvis_runtime::service_name::<A>());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let wait = move || {
+        let mut rx = stopped.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let escalation = tokio::spawn(alerts::escalate_loop(core, wait()));
+    let served = henvis_runtime::serve_grpc(listener, routes, &names, async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    })
+    .await;
+    let _ = escalation.await;
+    served
 }

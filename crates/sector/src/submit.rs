@@ -86,6 +86,11 @@ impl Core {
             ));
         }
         let (mt, dynamic) = self.schema.decode_event(&encoded)?;
+        if henvis_domain::SYSTEM_TYPES.contains(&mt.as_str()) {
+            return Err(ApiError::PermissionDenied(format!(
+                "event: `{mt}` is emitted by henvis itself, never submitted"
+            )));
+        }
         if !self.profile.originates(mt.as_str()) {
             return Err(ApiError::PermissionDenied(format!(
                 "event: the {} service does not accept `{mt}`; accepted: {}",

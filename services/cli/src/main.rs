@@ -125,7 +125,11 @@ fn authed<T>(msg: T, auth: &MetadataValue<tonic::metadata::Ascii>) -> Request<T>
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::DevCredentials { out } => henvis_sector::dev_credentials(&henvis_domain::Directory::denmark()?, &out),
+        Command::DevCredentials { out } => {
+            let n = henvis_sector::dev_credentials(&henvis_domain::Directory::denmark()?, &out)?;
+            println!("wrote {n} development credentials to {}", out.display());
+            Ok(())
+        }
         Command::ReportExample { conn, municipality } => {
             let (mut c, auth) = conn.client().await?;
             let event = Event {

@@ -1,0 +1,115 @@
+//! JSON records in a key-value bucket with leader reads and compare-and-set updates: the
+//! mechanism behind case records and alert records.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, stream::LastRawMessageErrorKind};
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::BusError;
+
+/// A record and the bucket revision it was read at.
+#[derive(Debug, Clone)]
+pub struct Versioned<T> {
+    /// The record.
+    pub record: T,
+    /// Its revision, for compare-and-set updates.
+    pub revision: u64,
+}
+
+/// A key-value bucket of JSON records.
+pub struct JsonBucket {
+    bucket: String,
+    store: kv::Store,
+    stream: jetstream::stream::Stream,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> BusError {
+    BusError::Unavailable(e.to_string())
+}
+
+impl JsonBucket {
+    pub(crate) async fn open(js: &jetstream::Context, bucket: &str) -> Result<Self, BusError> {
+        let store = js.get_key_value(bucket).await.map_err(unavailable)?;
+        let stream = js.get_stream(format!("KV_{bucket}")).await.map_err(unavailable)?;
+        Ok(Self {
+            bucket: bucket.to_owned(),
+            store,
+            stream,
+        })
+    }
+
+    /// The underlying store (for watches and key listings).
+    pub fn store(&self) -> &kv::Store {
+        &self.store
+    }
+
+    /// Reads a record from the stream leader (`STREAM.MSG.GET`), never a lagging replica.
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<Versioned<T>>, BusError> {
+        match self
+            .stream
+            .get_last_raw_message_by_subject(&format!("$KV.{}.{key}", self.bucket))
+            .await
+        {
+            Ok(m) if m.payload.is_empty() => Ok(None),
+            Ok(m) => {
+                let record = serde_json::from_slice(&m.payload)
+                    .map_err(|e| BusError::Other(format!("{} record: {e}", self.bucket)))?;
+                Ok(Some(Versioned {
+                    record,
+                    revision: m.sequence,
+                }))
+            }
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// Applies `change` with compare-and-set, retrying on conflict. When the key is absent
+    /// it starts from `init()` if that gives a record, else returns `None`. `change`
+    /// returns whether it changed anything; nothing is written when it did not.
+    pub async fn modify<T: Serialize + DeserializeOwned>(
+        &self,
+        key: &str,
+        init: impl Fn() -> Option<T>,
+        mut change: impl FnMut(&mut T) -> bool,
+    ) -> Result<Option<Versioned<T>>, BusError> {
+        for attempt in 0..64u32 {
+            let (mut record, revision) = match self.get::<T>(key).await? {
+                Some(c) => (c.record, Some(c.revision)),
+                None => match init() {
+                    Some(r) => (r, None),
+                    None => return Ok(None),
+                },
+            };
+            let changed = change(&mut record);
+            if let (false, Some(revision)) = (changed, revision) {
+                return Ok(Some(Versioned { record, revision }));
+            }
+            let value = serde_json::to_vec(&record).map_err(|e| BusError::Other(e.to_string()))?;
+            let written = match revision {
+                Some(rev) => self.store.update(key, value.into(), rev).await.map_err(|e| {
+                    if e.kind() == kv::UpdateErrorKind::WrongLastRevision {
+                        None
+                    } else {
+                        Some(unavailable(e))
+                    }
+                }),
+                None => self.store.create(key, value.into()).await.map_err(|e| {
+                    if e.kind() == kv::CreateErrorKind::AlreadyExists {
+                        None
+                    } else {
+                        Some(unavailable(e))
+                    }
+                }),
+            };
+            match written {
+                Ok(revision) => return Ok(Some(Versioned { record, revision })),
+                Err(Some(e)) => return Err(e),
+                // another writer got there first: read again and re-apply
+                Err(None) => tokio::time::sleep(Duration::from_millis(u64::from(attempt.min(10)))).await,
+            }
+        }
+        Err(BusError::Unavailable(format!("{} record contended", self.bucket)))
+    }
+}

@@ -1,0 +1,62 @@
+//! A police case alert and its state. It carries no details of the child: ids, kind,
+//! urgency, district and times only; the details are fetched by an authorised call.
+
+use crate::{AgencyId, PersonId};
+
+/// Where an alert stands.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum AlertState {
+    /// Nobody has taken it.
+    Open,
+    /// A contact person took it.
+    Claimed {
+        /// Who.
+        by: PersonId,
+        /// When (unix seconds).
+        at: i64,
+    },
+    /// Unclaimed past its deadline; passed to the national unit.
+    Escalated {
+        /// To whom.
+        to: AgencyId,
+        /// When (unix seconds).
+        at: i64,
+    },
+}
+
+/// One alert, keyed `<district>.<alert id>` in the alerts bucket.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AlertRecord {
+    /// The alert id (the event id that raised it).
+    pub alert_id: String,
+    /// The case.
+    pub case_id: String,
+    /// The message type that raised it (e.g. `child_missing`).
+    pub kind: String,
+    /// `normal` or `urgent`.
+    pub urgency: String,
+    /// The police agency whose contact persons see it.
+    pub district: AgencyId,
+    /// When it was raised (the event's submission), unix seconds.
+    pub raised_at: i64,
+    /// Its state.
+    pub state: AlertState,
+    /// The district it was escalated from, for the national unit's copy.
+    #[serde(default)]
+    pub escalated_from: Option<AgencyId>,
+    /// Where the event is stored (IN stream sequence), for the authorised detail fetch.
+    pub in_sequence: u64,
+    /// The classes the district was granted for the event (upper-case names).
+    pub granted_classes: Vec<String>,
+    /// Every step taken, for the record: (action, by, unix seconds).
+    #[serde(default)]
+    pub history: Vec<(String, String, i64)>,
+}
+
+impl AlertRecord {
+    /// The key in the alerts bucket.
+    pub fn key(&self) -> String {
+        format!("{}.{}", self.district, self.alert_id)
+    }
+}

@@ -1,0 +1,479 @@
+//! Case alerts for police district contact persons: a live feed of the district's alerts
+//! (open ones first, then changes, with heartbeats and a resume position), claim and hand
+//! over, the authorised detail fetch with a read receipt, and escalation of urgent alerts
+//! left unclaimed past their deadline to the national unit. Alert state lives in the alerts
+//! bucket, so deadlines survive restarts of any service, and any number of police service
+//! replicas may run: every change is a compare-and-set.
+
+use std::{pin::Pin, sync::Arc, time::Duration};
+
+use futures::{Stream, StreamExt};
+use henvis_bus::{STREAM_IN, audit_case_subject, inbound_subject};
+use henvis_domain::{
+    AgencyId, AlertRecord, AlertState, CaseId, Class, ClassSet, EventId, MessageType, PersonId, Sector,
+};
+use henvis_proto::henvis::{
+    broker::v1::{Envelope, Heartbeat, Sender},
+    events::v1::{AlertEscalated, Event, event::Kind},
+    police::v1::{
+        Alert, AlertUpdate, AlertsRequest, ClaimAlertRequest, FetchAlertDetailsRequest, FetchAlertDetailsResponse,
+        HandOverAlertRequest, ListAlertsRequest, ListAlertsResponse, alert_service_server::AlertService, alert_update,
+    },
+};
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use crate::{ApiError, Caller, Core, submit::sector_number};
+
+/// Escalation settings of the police service.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AlertConfig {
+    /// Seconds an urgent alert may stay unclaimed before it is escalated.
+    #[arg(long, env = "HENVIS_URGENT_ALERT_DEADLINE_SECS", default_value_t = 900)]
+    pub urgent_deadline_secs: u64,
+    /// Seconds a normal alert may stay unclaimed before it is escalated; 0: never.
+    #[arg(long, env = "HENVIS_NORMAL_ALERT_DEADLINE_SECS", default_value_t = 0)]
+    pub normal_deadline_secs: u64,
+    /// The national unit unclaimed alerts are escalated to.
+    #[arg(long, env = "HENVIS_ESCALATE_TO", default_value = "politi-nsk")]
+    pub escalate_to: String,
+    /// Milliseconds between deadline checks.
+    #[arg(long, env = "HENVIS_ESCALATION_TICK_MS", default_value_t = 1000)]
+    pub tick_ms: u64,
+}
+
+impl Default for AlertConfig {
+    fn default() -> Self {
+        Self {
+            urgent_deadline_secs: 900,
+            normal_deadline_secs: 0,
+            escalate_to: "politi-nsk".into(),
+            tick_ms: 1000,
+        }
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn ts(secs: i64) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp {
+        seconds: secs,
+        nanos: 0,
+    })
+}
+
+impl AlertConfig {
+    /// The escalation deadline of an alert, if it has one.
+    fn deadline(&self, a: &AlertRecord) -> Option<i64> {
+        let secs = if a.urgency == "urgent" {
+            self.urgent_deadline_secs
+        } else {
+            self.normal_deadline_secs
+        };
+        (secs > 0 && a.escalated_from.is_none()).then(|| a.raised_at + secs as i64)
+    }
+}
+
+/// The contact person calling, and their district.
+fn contact_person(caller: &Caller) -> Result<(PersonId, AgencyId), ApiError> {
+    match &caller.person {
+        Some(p) => Ok((p.clone(), caller.agency.clone())),
+        None => Err(ApiError::PermissionDenied(
+            "alerts are for contact persons: call with a contact person's own credential".into(),
+        )),
+    }
+}
+
+fn to_pb(a: &AlertRecord, revision: u64, config: &AlertConfig) -> Alert {
+    use henvis_proto::henvis::police::v1::AlertState as Pb;
+    let (state, claimed_by, state_at) = match &a.state {
+        AlertState::Open => (Pb::Open, String::new(), a.raised_at),
+        AlertState::Claimed { by, at } => (Pb::Claimed, by.to_string(), *at),
+        AlertState::Escalated { at, .. } => (Pb::Escalated, String::new(), *at),
+    };
+    Alert {
+        alert_id: a.alert_id.clone(),
+        case_id: a.case_id.clone(),
+        kind: a.kind.clone(),
+        urgency: a.urgency.clone(),
+        district_agency_id: a.district.to_string(),
+        raised_at: ts(a.raised_at),
+        state: state as i32,
+        claimed_by,
+        state_at: ts(state_at),
+        escalated_from: a.escalated_from.as_ref().map(ToString::to_string).unwrap_or_default(),
+        deadline: if a.state == AlertState::Open {
+            config.deadline(a).and_then(ts)
+        } else {
+            None
+        },
+        revision,
+    }
+}
+
+fn alert_key(district: &AgencyId, alert_id: &str) -> Result<String, ApiError> {
+    let id =
+        EventId::parse(alert_id).map_err(|_| ApiError::field("alert_id", "an alert id as sent on the alert stream"))?;
+    Ok(format!("{district}.{id}"))
+}
+
+/// The police service's alert API.
+pub struct Alerts(pub Arc<Core>);
+
+type AlertStream = Pin<Box<dyn Stream<Item = Result<AlertUpdate, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AlertService for Alerts {
+    type AlertsStream = AlertStream;
+
+    async fn alerts(&self, request: Request<AlertsRequest>) -> Result<Response<AlertStream>, Status> {
+        let caller = self.0.caller(request.metadata())?;
+        let (person, district) = contact_person(&caller)?;
+        let resume_after = request.into_inner().resume_after;
+        let bucket = self.0.bus.alert_bucket().await.map_err(ApiError::from)?;
+        let prefix = format!("{district}.");
+        let open_now = keys(bucket).await?.iter().filter(|k| k.starts_with(&prefix)).count();
+        // the district's current alerts first (last value per key), then every change
+        let mut watch = bucket
+            .store()
+            .watch_with_history(format!("{district}.*"))
+            .await
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<AlertUpdate, Status>>(64);
+        let core = self.0.clone();
+        tracing::info!(person = %person, district = %district, "alert stream opened");
+        tokio::spawn(async move {
+            let mut heartbeat = tokio::time::interval(core.heartbeat);
+            heartbeat.tick().await;
+            // with nothing stored, the watch says nothing: say caught up at once
+            let mut caught_up = open_now == 0;
+            if caught_up
+                && tx
+                    .send(Ok(AlertUpdate {
+                        kind: Some(alert_update::Kind::CaughtUp(true)),
+                    }))
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+            loop {
+                tokio::select! {
+                    e = watch.next() => {
+                        let Some(Ok(e)) = e else { break };
+                        if e.revision > resume_after
+                            && let Ok(a) = serde_json::from_slice::<AlertRecord>(&e.value) {
+                                let update = AlertUpdate { kind: Some(alert_update::Kind::Alert(to_pb(&a, e.revision, &core.alerts))) };
+                                if tx.send(Ok(update)).await.is_err() { break; }
+                            }
+                        if !caught_up && e.delta == 0 {
+                            caught_up = true;
+                            if tx.send(Ok(AlertUpdate { kind: Some(alert_update::Kind::CaughtUp(true)) })).await.is_err() { break; }
+                        }
+                    }
+                    _ = heartbeat.tick() => {
+                        let hb = AlertUpdate { kind: Some(alert_update::Kind::Heartbeat(Heartbeat { at: Some(std::time::SystemTime::now().into()) })) };
+                        if tx.send(Ok(hb)).await.is_err() { break; }
+                    }
+                }
+            }
+            tracing::info!(person = %person, "alert stream closed");
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn list_alerts(&self, request: Request<ListAlertsRequest>) -> Result<Response<ListAlertsResponse>, Status> {
+        let caller = self.0.caller(request.metadata())?;
+        let (_, district) = contact_person(&caller)?;
+        let bucket = self.0.bus.alert_bucket().await.map_err(ApiError::from)?;
+        let prefix = format!("{district}.");
+        let mut alerts = Vec::new();
+        for key in keys(bucket).await?.into_iter().filter(|k| k.starts_with(&prefix)) {
+            if let Some(v) = bucket.get::<AlertRecord>(&key).await.map_err(ApiError::from)? {
+                alerts.push(to_pb(&v.record, v.revision, &self.0.alerts));
+            }
+        }
+        alerts.sort_by_key(|a| a.raised_at.map(|t| t.seconds));
+        Ok(Response::new(ListAlertsResponse { alerts }))
+    }
+
+    async fn claim_alert(&self, request: Request<ClaimAlertRequest>) -> Result<Response<Alert>, Status> {
+        let caller = self.0.caller(request.metadata())?;
+        let (person, district) = contact_person(&caller)?;
+        let key = alert_key(&district, &request.into_inner().alert_id)?;
+        let at = now();
+        let mut refusal = None;
+        let v = self
+            .0
+            .bus
+            .alert_bucket()
+            .await
+            .map_err(ApiError::from)?
+            .modify::<AlertRecord>(
+                &key,
+                || None,
+                |a| match &a.state {
+                    AlertState::Claimed { by, .. } if by == &person => false,
+                    AlertState::Claimed { by, at } => {
+                        refusal = Some(format!(
+                            "alert already claimed by `{by}` at {at}; ask them to hand it over"
+                        ));
+                        false
+                    }
+                    _ => {
+                        a.state = AlertState::Claimed { by: person.clone(), at };
+                        a.history.push(("claimed".into(), person.to_string(), at));
+                        true
+                    }
+                },
+            )
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::PermissionDenied("no such alert in your district".into()))?;
+        if let Some(r) = refusal {
+            return Err(ApiError::FailedPrecondition(r).into());
+        }
+        tracing::info!(person = %person, alert_id = %v.record.alert_id, "alert claimed");
+        Ok(Response::new(to_pb(&v.record, v.revision, &self.0.alerts)))
+    }
+
+    async fn hand_over_alert(&self, request: Request<HandOverAlertRequest>) -> Result<Response<Alert>, Status> {
+        let caller = self.0.caller(request.metadata())?;
+        let (person, district) = contact_person(&caller)?;
+        let req = request.into_inner();
+        let key = alert_key(&district, &req.alert_id)?;
+        let to = PersonId::parse(&req.to_person_id)
+            .ok()
+            .filter(|p| self.0.directory.contact_person(p) == Some(&district))
+            .ok_or_else(|| ApiError::field("to_person_id", "a contact person of your district"))?;
+        let at = now();
+        let mut refusal = None;
+        let v = self
+            .0
+            .bus
+            .alert_bucket()
+            .await
+            .map_err(ApiError::from)?
+            .modify::<AlertRecord>(
+                &key,
+                || None,
+                |a| match &a.state {
+                    AlertState::Claimed { by, .. } if by == &person => {
+                        a.state = AlertState::Claimed { by: to.clone(), at };
+                        a.history.push((format!("handed over to {to}"), person.to_string(), at));
+                        true
+                    }
+                    _ => {
+                        refusal = Some("only the contact person who claimed the alert may hand it over".to_owned());
+                        false
+                    }
+                },
+            )
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::PermissionDenied("no such alert in your district".into()))?;
+        if let Some(r) = refusal {
+            return Err(ApiError::FailedPrecondition(r).into());
+        }
+        Ok(Response::new(to_pb(&v.record, v.revision, &self.0.alerts)))
+    }
+
+    async fn fetch_alert_details(
+        &self,
+        request: Request<FetchAlertDetailsRequest>,
+    ) -> Result<Response<FetchAlertDetailsResponse>, Status> {
+        let caller = self.0.caller(request.metadata())?;
+        let (person, district) = contact_person(&caller)?;
+        let key = alert_key(&district, &request.into_inner().alert_id)?;
+        let bucket = self.0.bus.alert_bucket().await.map_err(ApiError::from)?;
+        // an alert of another district reads exactly like one that does not exist
+        let v = bucket
+            .get::<AlertRecord>(&key)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::PermissionDenied("no such alert in your district".into()))?;
+        let a = &v.record;
+        let stored = self
+            .0
+            .bus
+            .stored_payload(STREAM_IN, a.in_sequence)
+            .await
+            .map_err(ApiError::from)?;
+        let env = Envelope::decode(stored).map_err(|e| ApiError::Internal(format!("stored envelope: {e}")))?;
+        if env.event_id != a.alert_id {
+            return Err(ApiError::Internal("alert and stored event disagree".into()).into());
+        }
+        // need-to-know: exactly the classes the router granted the district
+        let granted: ClassSet = a
+            .granted_classes
+            .iter()
+            .filter_map(|n| Class::ALL.into_iter().find(|c| c.as_str() == n))
+            .collect();
+        let event_bytes = env.event.as_ref().map(Message::encode_to_vec).unwrap_or_default();
+        let redacted = henvis_policy::redact(&self.0.schema, &event_bytes, granted).map_err(ApiError::from)?;
+        let event = Event::decode(redacted.event.as_slice()).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let case = CaseId::parse(&a.case_id).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let receipt = serde_json::json!({
+            "kind": "alert_details_read",
+            "alert_id": a.alert_id,
+            "case_id": a.case_id,
+            "district": district.as_str(),
+            "person": person.as_str(),
+            "classes": a.granted_classes,
+            "at": now(),
+        });
+        // the read receipt is stored before the details leave
+        self.0
+            .bus
+            .publish_stored(
+                audit_case_subject(&case),
+                &format!("read:{}", uuid::Uuid::new_v4()),
+                receipt.to_string().into(),
+            )
+            .await
+            .map_err(ApiError::from)?;
+        tracing::info!(person = %person, alert_id = %a.alert_id, "alert details read");
+        Ok(Response::new(FetchAlertDetailsResponse {
+            alert: Some(to_pb(a, v.revision, &self.0.alerts)),
+            envelope: Some(Envelope {
+                idempotency_key: String::new(),
+                event: Some(event),
+                ..env
+            }),
+            granted_classes: granted.iter().map(|c| c as i32).collect(),
+        }))
+    }
+}
+
+async fn keys(bucket: &henvis_bus::JsonBucket) -> Result<Vec<String>, ApiError> {
+    use futures::TryStreamExt;
+    match bucket.store().keys().await {
+        Ok(k) => k.try_collect().await.map_err(|e| ApiError::Unavailable(e.to_string())),
+        Err(e) => Err(ApiError::Unavailable(e.to_string())),
+    }
+}
+
+/// Escalates unclaimed alerts past their deadline until `shutdown`. Safe with any number
+/// of police service replicas: the state change is a compare-and-set, and its follow-ups
+/// (the national unit's copy, the event that tells the guardian) are idempotent and
+/// retried on every tick until recorded as done.
+pub(crate) async fn escalate_loop(core: Arc<Core>, shutdown: impl std::future::Future<Output = ()> + Send) {
+    let Ok(to) = AgencyId::parse(&core.alerts.escalate_to) else {
+        tracing::error!("escalation target is not an agency id; escalation disabled");
+        return;
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(core.alerts.tick_ms.max(10)));
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            _ = tick.tick() => {
+                if let Err(e) = escalate_due(&core, &to).await {
+                    tracing::warn!(error = %e, "escalation check failed; retrying next tick");
+                }
+            }
+        }
+    }
+}
+
+async fn escalate_due(core: &Core, to: &AgencyId) -> Result<(), ApiError> {
+    let bucket = core.bus.alert_bucket().await?;
+    let at = now();
+    let own = format!("{to}.");
+    for key in keys(bucket).await?.into_iter().filter(|k| !k.starts_with(&own)) {
+        let Some(v) = bucket.get::<AlertRecord>(&key).await? else {
+            continue;
+        };
+        let due = v.record.state == AlertState::Open && core.alerts.deadline(&v.record).is_some_and(|d| at >= d);
+        let pending_follow_up = matches!(v.record.state, AlertState::Escalated { .. })
+            && !v.record.history.iter().any(|(a, _, _)| a == "escalation notified");
+        if !due && !pending_follow_up {
+            continue;
+        }
+        if due {
+            let escalated = bucket
+                .modify::<AlertRecord>(
+                    &key,
+                    || None,
+                    |a| {
+                        if a.state != AlertState::Open {
+                            return false;
+                        }
+                        a.state = AlertState::Escalated { to: to.clone(), at };
+                        a.history.push((format!("escalated to {to}"), "henvis".into(), at));
+                        true
+                    },
+                )
+                .await?;
+            if !escalated.is_some_and(|e| matches!(e.record.state, AlertState::Escalated { .. })) {
+                continue; // claimed in the meantime
+            }
+        }
+        follow_up(core, to, &v.record, at).await?;
+        bucket
+            .modify::<AlertRecord>(
+                &key,
+                || None,
+                |a| {
+                    a.history.push(("escalation notified".into(), "henvis".into(), at));
+                    true
+                },
+            )
+            .await?;
+        tracing::info!(alert_id = %v.record.alert_id, district = %v.record.district, to = %to, "alert escalated");
+    }
+    Ok(())
+}
+
+/// The national unit's copy of the alert, and the event that tells the case's guardian.
+async fn follow_up(core: &Core, to: &AgencyId, a: &AlertRecord, at: i64) -> Result<(), ApiError> {
+    let copy = AlertRecord {
+        district: to.clone(),
+        state: AlertState::Open,
+        escalated_from: Some(a.district.clone()),
+        history: vec![(format!("escalated from {}", a.district), "henvis".into(), at)],
+        ..a.clone()
+    };
+    let key = copy.key();
+    core.bus
+        .alert_bucket()
+        .await?
+        .modify(&key, || Some(copy.clone()), |_| false)
+        .await?;
+    let mt = MessageType::parse("alert_escalated").map_err(|e| ApiError::Internal(e.to_string()))?;
+    let env = Envelope {
+        event_id: EventId::new_now().to_string(),
+        idempotency_key: format!("escalation-{}", a.alert_id),
+        message_type: mt.to_string(),
+        sender: Some(Sender {
+            agency_id: a.district.to_string(),
+            sector: sector_number(Sector::Police),
+            actor_id: "henvis-escalation".into(),
+        }),
+        case_id: a.case_id.clone(),
+        submitted_at: Some(std::time::SystemTime::now().into()),
+        event: Some(Event {
+            kind: Some(Kind::AlertEscalated(AlertEscalated {
+                alert_id: a.alert_id.clone(),
+                district_agency_id: a.district.to_string(),
+                escalated_to_agency_id: to.to_string(),
+                alert_kind: a.kind.clone(),
+                raised_at: ts(a.raised_at),
+            })),
+        }),
+    };
+    // same message id as any earlier try: JetStream keeps one
+    let msg_id = format!("{}:escalation-{}", a.district, a.alert_id);
+    core.bus
+        .publish_stored(
+            inbound_subject(Sector::Police, &mt),
+            &msg_id,
+            env.encode_to_vec().into(),
+        )
+        .await?;
+    Ok(())
+}
