@@ -11,8 +11,6 @@ pub const STREAM_OUT: &str = "OUT";
 pub const STREAM_STATUS: &str = "STATUS";
 /// Stream of audit records: `henvis.audit.<kind>`.
 pub const STREAM_AUDIT: &str = "AUDIT";
-/// Stream of police alerts: `henvis.alert.<district>.<alert id>`.
-pub const STREAM_ALERTS: &str = "ALERTS";
 /// Key-value bucket of case records, keyed by case id.
 pub const BUCKET_CASES: &str = "henvis_cases";
 /// The router's durable consumer on IN.
@@ -26,8 +24,6 @@ pub const OUT_PREFIX: &str = "henvis.out";
 pub const STATUS_PREFIX: &str = "henvis.status";
 /// Subject prefix of audit records.
 pub const AUDIT_PREFIX: &str = "henvis.audit";
-/// Subject prefix of alerts.
-pub const ALERT_PREFIX: &str = "henvis.alert";
 
 /// Where a sector service publishes a submitted event.
 pub fn inbound_subject(sector: Sector, mt: &MessageType) -> String {

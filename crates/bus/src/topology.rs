@@ -67,7 +67,6 @@ impl Topology {
             self.stream(STREAM_OUT, OUT_PREFIX, RetentionPolicy::WorkQueue),
             self.stream(STREAM_STATUS, STATUS_PREFIX, RetentionPolicy::Limits),
             history(self.stream(STREAM_AUDIT, AUDIT_PREFIX, RetentionPolicy::Limits)),
-            self.stream(STREAM_ALERTS, ALERT_PREFIX, RetentionPolicy::Limits),
         ]
     }
 

@@ -49,6 +49,13 @@ enum Command {
         #[arg(long)]
         max: Option<usize>,
     },
+    /// Police contact persons: the district's case alerts.
+    Alerts {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        action: AlertAction,
+    },
     /// Rule sets: check a file (schema, directory, its own tests) or publish it live.
     Rules {
         #[command(subcommand)]
@@ -69,6 +76,35 @@ enum Command {
         conn: Conn,
         /// The event id returned by Submit.
         event_id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AlertAction {
+    /// Follows the district's alerts: open ones first, then live updates.
+    Watch {
+        /// Resume after this position (from an earlier watch).
+        #[arg(long, default_value_t = 0)]
+        resume_after: u64,
+    },
+    /// Lists the district's alerts.
+    List,
+    /// Claims an alert.
+    Claim {
+        /// The alert id.
+        alert_id: String,
+    },
+    /// Hands a claimed alert over to another contact person of the district.
+    HandOver {
+        /// The alert id.
+        alert_id: String,
+        /// The contact person who takes it over.
+        to: String,
+    },
+    /// Fetches the details behind an alert (recorded in the audit).
+    Fetch {
+        /// The alert id.
+        alert_id: String,
     },
 }
 
@@ -196,6 +232,7 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Alerts { conn, action } => alerts(conn, action).await,
         Command::Rules {
             action: RulesAction::Check { file },
         } => {
@@ -247,4 +284,62 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn alerts(conn: Conn, action: AlertAction) -> anyhow::Result<()> {
+    use henvis_proto::henvis::police::v1::{
+        AlertsRequest, ClaimAlertRequest, FetchAlertDetailsRequest, HandOverAlertRequest, ListAlertsRequest,
+        alert_service_client::AlertServiceClient, alert_update,
+    };
+    let token = std::fs::read_to_string(&conn.token_file)
+        .with_context(|| format!("reading `{}`", conn.token_file.display()))?;
+    let auth: MetadataValue<tonic::metadata::Ascii> = format!("Bearer {}", token.trim()).parse()?;
+    let mut c = AlertServiceClient::connect(conn.endpoint.clone()).await?;
+    match action {
+        AlertAction::Watch { resume_after } => {
+            let mut s = c
+                .alerts(authed(AlertsRequest { resume_after }, &auth))
+                .await?
+                .into_inner();
+            while let Some(u) = s.next().await {
+                match u?.kind {
+                    Some(alert_update::Kind::Alert(a)) => println!("{a:?}"),
+                    Some(alert_update::Kind::CaughtUp(_)) => eprintln!("-- caught up; live updates follow"),
+                    _ => {}
+                }
+            }
+        }
+        AlertAction::List => {
+            for a in c
+                .list_alerts(authed(ListAlertsRequest {}, &auth))
+                .await?
+                .into_inner()
+                .alerts
+            {
+                println!("{a:?}");
+            }
+        }
+        AlertAction::Claim { alert_id } => println!(
+            "{:?}",
+            c.claim_alert(authed(ClaimAlertRequest { alert_id }, &auth))
+                .await?
+                .into_inner()
+        ),
+        AlertAction::HandOver { alert_id, to } => {
+            let r = HandOverAlertRequest {
+                alert_id,
+                to_person_id: to,
+            };
+            println!("{:?}", c.hand_over_alert(authed(r, &auth)).await?.into_inner());
+        }
+        AlertAction::Fetch { alert_id } => {
+            println!(
+                "{:#?}",
+                c.fetch_alert_details(authed(FetchAlertDetailsRequest { alert_id }, &auth))
+                    .await?
+                    .into_inner()
+            );
+        }
+    }
+    Ok(())
 }
