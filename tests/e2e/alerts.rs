@@ -224,6 +224,16 @@ async fn contact_persons_see_their_own_district_claims_at_once_and_fetch_details
         .map(|(_, r)| r["person"].clone())
         .collect();
     assert_eq!(receipts, vec![serde_json::json!("politi-koebenhavn-kp2")]);
+    let steps: Vec<_> = audit
+        .iter()
+        .filter(|(_, r)| r["alert_id"] == a1.alert_id)
+        .map(|(_, r)| r["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        steps,
+        vec!["alert_claimed", "alert_handed_over", "alert_details_read"],
+        "every step is recorded"
+    );
 
     // a contact person who connects later gets the open alerts first; resume skips what was seen
     let mut kp3 = Person::new(&d, "politi-koebenhavn-kp3").await;

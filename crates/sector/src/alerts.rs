@@ -238,6 +238,7 @@ impl AlertService for Alerts {
             return Err(ApiError::FailedPrecondition(r).into());
         }
         tracing::info!(person = %person, alert_id = %v.record.alert_id, "alert claimed");
+        audit_step(&self.0, &v.record, "alert_claimed", &person, None).await?;
         Ok(Response::new(to_pb(&v.record, v.revision, &self.0.alerts)))
     }
 
@@ -279,6 +280,7 @@ impl AlertService for Alerts {
         if let Some(r) = refusal {
             return Err(ApiError::FailedPrecondition(r).into());
         }
+        audit_step(&self.0, &v.record, "alert_handed_over", &person, Some(&to)).await?;
         Ok(Response::new(to_pb(&v.record, v.revision, &self.0.alerts)))
     }
 
@@ -347,6 +349,34 @@ impl AlertService for Alerts {
             granted_classes: granted.iter().map(|c| c as i32).collect(),
         }))
     }
+}
+
+/// Records a step taken on an alert in the case's audit.
+async fn audit_step(
+    core: &Core,
+    a: &AlertRecord,
+    kind: &str,
+    by: &PersonId,
+    to: Option<&PersonId>,
+) -> Result<(), ApiError> {
+    let case = CaseId::parse(&a.case_id).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let record = serde_json::json!({
+        "kind": kind,
+        "alert_id": a.alert_id,
+        "case_id": a.case_id,
+        "district": a.district.as_str(),
+        "person": by.as_str(),
+        "to": to.map(PersonId::as_str),
+        "at": now(),
+    });
+    core.bus
+        .publish_stored(
+            audit_case_subject(&case),
+            &format!("{kind}:{}", uuid::Uuid::new_v4()),
+            record.to_string().into(),
+        )
+        .await?;
+    Ok(())
 }
 
 async fn keys(bucket: &henvis_bus::JsonBucket) -> Result<Vec<String>, ApiError> {
