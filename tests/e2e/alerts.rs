@@ -252,6 +252,7 @@ async fn an_unclaimed_urgent_alert_escalates_at_its_deadline_across_a_restart_an
     const DEADLINE: i64 = 2;
     let mut d = Deployment::start_with(Options {
         urgent_alert_deadline_secs: DEADLINE as u64,
+        ..Options::default()
     })
     .await
     .unwrap();

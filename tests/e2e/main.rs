@@ -4,6 +4,7 @@
 mod alerts;
 mod bad_input;
 mod canary;
+mod delivery;
 mod matrix;
 mod policy;
 mod referral;

@@ -173,6 +173,49 @@ impl Drop for NatsServer {
     }
 }
 
+/// A router running as its own process (the real binary), killed on drop.
+pub struct RouterProcess(Child);
+
+impl RouterProcess {
+    /// Starts `henvis-router` against `nats_url`.
+    pub fn spawn(nats_url: &str, duplicate_window_secs: u64) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe()?;
+        let bin = exe
+            .parent()
+            .and_then(Path::parent)
+            .map(|d| d.join("henvis-router"))
+            .context("target dir")?;
+        let child = Command::new(&bin)
+            .env("HENVIS_NATS_URL", nats_url)
+            .env("HENVIS_ROUTER_LISTEN", "127.0.0.1:0")
+            .env("HENVIS_DUPLICATE_WINDOW_SECS", duplicate_window_secs.to_string())
+            .env("HENVIS_LOG", "warn")
+            .env("HENVIS_LOG_FORMAT", "json")
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(std::env::temp_dir().join("henvis-router-test.log"))?,
+            )
+            .spawn()
+            .with_context(|| format!("starting {} (built by cargo test --workspace)", bin.display()))?;
+        Ok(Self(child))
+    }
+
+    /// SIGKILL: the router gets no chance to finish anything.
+    pub fn kill9(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for RouterProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
 /// A whole henvis deployment: nats-server, the four sector services and the router.
 pub struct Deployment {
     /// The server.
@@ -200,12 +243,18 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 pub struct Options {
     /// Seconds before an unclaimed urgent alert is escalated.
     pub urgent_alert_deadline_secs: u64,
+    /// JetStream de-duplication window in seconds.
+    pub duplicate_window_secs: u64,
+    /// Whether to run a router in-process (crash tests run the router binary instead).
+    pub in_process_router: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             urgent_alert_deadline_secs: 900,
+            duplicate_window_secs: 600,
+            in_process_router: true,
         }
     }
 }
@@ -247,7 +296,9 @@ impl Deployment {
         for sector in Sector::ALL {
             d.start_sector(sector).await?;
         }
-        d.router = d.start_router().await?;
+        if d.options.in_process_router {
+            d.router = d.start_router().await?;
+        }
         Ok(d)
     }
 
@@ -261,6 +312,7 @@ impl Deployment {
             max_event_bytes: 64 * 1024,
             ack_wait_secs: 30,
             heartbeat_secs: 1,
+            duplicate_window_secs: self.options.duplicate_window_secs,
             alerts: henvis_sector::AlertConfig {
                 urgent_deadline_secs: self.options.urgent_alert_deadline_secs,
                 normal_deadline_secs: 0,
@@ -292,6 +344,7 @@ impl Deployment {
             nats_url: self.nats.url(),
             rules: None,
             directory: None,
+            duplicate_window_secs: self.options.duplicate_window_secs,
             listen: "127.0.0.1:0".parse()?,
         };
         let router = henvis_router::build(&config).await?;

@@ -48,6 +48,7 @@ pub struct Bus {
     js: jetstream::Context,
     cases: std::sync::Arc<tokio::sync::OnceCell<records::JsonBucket>>,
     alerts: std::sync::Arc<tokio::sync::OnceCell<records::JsonBucket>>,
+    idempotency: std::sync::Arc<tokio::sync::OnceCell<records::JsonBucket>>,
 }
 
 impl Bus {
@@ -66,6 +67,7 @@ impl Bus {
             js,
             cases: Default::default(),
             alerts: Default::default(),
+            idempotency: Default::default(),
         })
     }
 
@@ -124,6 +126,13 @@ impl Bus {
     async fn case_bucket(&self) -> Result<&records::JsonBucket, BusError> {
         self.cases
             .get_or_try_init(|| records::JsonBucket::open(&self.js, BUCKET_CASES))
+            .await
+    }
+
+    /// The idempotency bucket.
+    pub async fn idempotency_bucket(&self) -> Result<&records::JsonBucket, BusError> {
+        self.idempotency
+            .get_or_try_init(|| records::JsonBucket::open(&self.js, BUCKET_IDEMPOTENCY))
             .await
     }
 

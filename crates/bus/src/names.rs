@@ -70,6 +70,9 @@ pub fn audit_rules_subject() -> String {
     format!("{AUDIT_PREFIX}.rules")
 }
 
+/// Key-value bucket of idempotency keys: `<agency>.<sha256 of the key>` → the event.
+pub const BUCKET_IDEMPOTENCY: &str = "henvis_idempotency";
+
 /// Key-value bucket of police case alerts, keyed `<district>.<alert id>`.
 pub const BUCKET_ALERTS: &str = "henvis_alerts";
 

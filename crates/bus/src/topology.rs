@@ -20,6 +20,8 @@ pub struct Topology {
     pub max_age: Duration,
     /// JetStream de-duplication window; longer than any client retry.
     pub duplicate_window: Duration,
+    /// How long an idempotency key is remembered beyond the de-duplication window.
+    pub idempotency_ttl: Duration,
 }
 
 impl Default for Topology {
@@ -29,6 +31,7 @@ impl Default for Topology {
             max_bytes: 1 << 30,
             max_age: Duration::from_secs(30 * 24 * 3600),
             duplicate_window: Duration::from_secs(10 * 60),
+            idempotency_ttl: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -77,6 +80,19 @@ impl Topology {
             js.get_or_create_stream(cfg)
                 .await
                 .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        }
+        if js.get_key_value(BUCKET_IDEMPOTENCY).await.is_err() {
+            js.create_key_value(kv::Config {
+                bucket: BUCKET_IDEMPOTENCY.to_owned(),
+                description: "submitted idempotency keys per agency, kept for days".to_owned(),
+                history: 1,
+                max_age: self.idempotency_ttl,
+                storage: StorageType::File,
+                num_replicas: self.replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))?;
         }
         for (bucket, description) in [
             (BUCKET_CASES, "henvis case records, keyed by pseudonymous case id"),

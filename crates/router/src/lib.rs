@@ -21,6 +21,9 @@ use futures::StreamExt;
 use henvis_bus::{Bus, ROUTER_CONSUMER, STREAM_IN};
 use henvis_domain::Directory;
 use henvis_policy::Schema;
+use henvis_proto::henvis::broker::v1::Envelope;
+use prost::Message as _;
+use std::collections::HashMap;
 
 pub use rules::{ActiveRules, DEFAULT_RULES, publish_rules};
 
@@ -37,6 +40,9 @@ pub struct RouterConfig {
     /// Agency directory file; the built-in Danish directory when absent.
     #[arg(long, env = "HENVIS_DIRECTORY")]
     pub directory: Option<PathBuf>,
+    /// JetStream de-duplication window in seconds (set when the streams are created).
+    #[arg(long, env = "HENVIS_DUPLICATE_WINDOW_SECS", default_value_t = 600)]
+    pub duplicate_window_secs: u64,
     /// Address of the router's own gRPC endpoint (health service and reflection).
     #[arg(long, env = "HENVIS_ROUTER_LISTEN", default_value = "127.0.0.1:50050")]
     pub listen: std::net::SocketAddr,
@@ -60,7 +66,12 @@ pub async fn build(config: &RouterConfig) -> anyhow::Result<Arc<Router>> {
     };
     let schema = Schema::from_descriptor_set(henvis_proto::FILE_DESCRIPTOR_SET)?;
     let bus = Bus::connect(&config.nats_url, "henvis-router").await?;
-    henvis_bus::Topology::default().ensure(&bus).await?;
+    henvis_bus::Topology {
+        duplicate_window: Duration::from_secs(config.duplicate_window_secs.max(1)),
+        ..Default::default()
+    }
+    .ensure(&bus)
+    .await?;
     let rules = ActiveRules::load(&bus, config.rules.as_deref(), &schema, &directory).await?;
     tracing::info!(rule_set_version = %rules.current().version(), "router ready");
     Ok(Arc::new(Router {
@@ -108,43 +119,78 @@ impl Router {
                     durable_name: Some(ROUTER_CONSUMER.to_owned()),
                     ack_policy: AckPolicy::Explicit,
                     deliver_policy: DeliverPolicy::All,
-                    ack_wait: Duration::from_secs(30),
+                    // what a crashed router held is offered to the others after this
+                    ack_wait: ACK_WAIT,
                     max_ack_pending: 1000,
                     ..Default::default()
                 },
             )
             .await?;
-        let mut messages = consumer.messages().await?;
+        let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(IN_FLIGHT)
+            .messages()
+            .await?;
+        // Many events in flight, one at a time per case: events of one case are decided in
+        // the order they were stored; events of different cases do not wait for each other.
+        let mut in_flight = tokio::task::JoinSet::new();
+        let mut case_locks: HashMap<String, Arc<tokio::sync::Mutex<()>>> = HashMap::new();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
-                m = messages.next() => {
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    case_locks.retain(|_, l| Arc::strong_count(l) > 1);
+                }
+                m = messages.next(), if in_flight.len() < IN_FLIGHT => {
                     let Some(m) = m else { break };
                     let m = match m {
                         Ok(m) => m,
                         Err(e) => { tracing::warn!(error = %e, "router consumer error"); continue; }
                     };
-                    let in_sequence = m.info().map(|i| i.stream_sequence).unwrap_or(0);
-                    match self.route(&m.payload, in_sequence).await {
-                        Ok(()) => {
-                            if let Err(e) = m.double_ack().await {
-                                tracing::warn!(error = %e, "ack not confirmed; the event will be redelivered and de-duplicated");
-                            }
-                        }
-                        Err(route::RouteError::Poison(why)) => {
-                            tracing::error!(reason = why, "inbound message cannot be routed; terminated");
-                            let _ = m.ack_with(AckKind::Term).await;
-                        }
-                        Err(route::RouteError::Retry(e)) => {
-                            tracing::warn!(error = %e, "routing failed; will retry");
-                            let _ = m.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
-                        }
-                    }
+                    let case = Envelope::decode(m.payload.clone()).map(|e| e.case_id).unwrap_or_default();
+                    let lock = case_locks.entry(case).or_default().clone();
+                    let turn = lock.lock_owned().await;
+                    let router = self.clone();
+                    in_flight.spawn(async move {
+                        router.handle(m).await;
+                        drop(turn);
+                    });
                 }
             }
         }
+        // finish what is in hand; nothing half-done is acknowledged
+        while in_flight.join_next().await.is_some() {}
         tracing::info!("router stopped");
         Ok(())
     }
+
+    /// Routes one inbound message and acknowledges it only when everything is stored.
+    async fn handle(&self, m: async_nats::jetstream::Message) {
+        let in_sequence = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+        match self.route(&m.payload, in_sequence).await {
+            Ok(()) => {
+                if let Err(e) = m.double_ack().await {
+                    tracing::warn!(error = %e, "ack not confirmed; the event will be redelivered and de-duplicated");
+                }
+            }
+            Err(route::RouteError::Poison(why)) => {
+                tracing::error!(
+                    reason = why,
+                    seq = in_sequence,
+                    "inbound message cannot be routed; terminated"
+                );
+                let _ = m.ack_with(AckKind::Term).await;
+            }
+            Err(route::RouteError::Retry(e)) => {
+                tracing::warn!(error = %e, seq = in_sequence, "routing failed; will retry");
+                let _ = m.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+            }
+        }
+    }
 }
+
+/// How long an unacknowledged event stays with one router before another gets it.
+const ACK_WAIT: Duration = Duration::from_secs(10);
+/// Events routed concurrently by one router.
+const IN_FLIGHT: usize = 64;

@@ -53,6 +53,9 @@ pub struct SectorConfig {
     /// Seconds between heartbeats on an idle inbox stream.
     #[arg(long, env = "HENVIS_HEARTBEAT_SECS", default_value_t = 10)]
     pub heartbeat_secs: u64,
+    /// JetStream de-duplication window in seconds (set when the streams are created).
+    #[arg(long, env = "HENVIS_DUPLICATE_WINDOW_SECS", default_value_t = 600)]
+    pub duplicate_window_secs: u64,
     /// Police alert escalation (used by the police service only).
     #[command(flatten)]
     pub alerts: AlertConfig,
@@ -83,7 +86,12 @@ pub async fn build(sector: Sector, config: &SectorConfig) -> anyhow::Result<Arc<
     let credentials = Credentials::load(&config.credentials, &directory)?;
     let schema = Schema::from_descriptor_set(henvis_proto::FILE_DESCRIPTOR_SET)?;
     let bus = Bus::connect(&config.nats_url, &format!("henvis-{sector}")).await?;
-    henvis_bus::Topology::default().ensure(&bus).await?;
+    henvis_bus::Topology {
+        duplicate_window: Duration::from_secs(config.duplicate_window_secs.max(1)),
+        ..Default::default()
+    }
+    .ensure(&bus)
+    .await?;
     Ok(Arc::new(Core {
         profile: SectorProfile::of(sector),
         bus,

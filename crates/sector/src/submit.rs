@@ -11,6 +11,7 @@ use henvis_proto::henvis::broker::v1::{
     InboxResponse, Sender, SubmitRequest, SubmitResponse, referral_service_server::ReferralService,
 };
 use prost::Message;
+use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status, Streaming, metadata::MetadataMap};
 
 use crate::{ApiError, Caller, Core, validate};
@@ -41,11 +42,35 @@ impl Core {
         Ok(caller)
     }
 
+    /// Submit, run to completion even if the caller goes away (deadline, dropped
+    /// connection): an event stored must also be remembered under its idempotency key, or
+    /// a late retry could store it twice.
+    pub(crate) async fn submit_detached(
+        self: Arc<Self>,
+        meta: MetadataMap,
+        req: SubmitRequest,
+    ) -> Result<SubmitResponse, ApiError> {
+        let done = tokio::spawn(async move { self.submit(&meta, req).await });
+        done.await
+            .map_err(|e| ApiError::Internal(format!("submit task: {e}")))?
+    }
+
     /// The whole Submit path. Nothing is published unless every check passed.
     pub(crate) async fn submit(&self, meta: &MetadataMap, req: SubmitRequest) -> Result<SubmitResponse, ApiError> {
         let caller = self.caller(meta)?;
         let key =
             IdempotencyKey::parse(&req.idempotency_key).map_err(|e| ApiError::field("idempotency_key", e.expected))?;
+        // a retry of a stored event, however late: the original answer, nothing new stored
+        let remembered = self
+            .bus
+            .idempotency_bucket()
+            .await?
+            .get::<Remembered>(&Self::idempotency_key(&caller, &key))
+            .await?;
+        if let Some(r) = remembered {
+            let (envelope, change) = self.stored_event(r.record.in_sequence).await?;
+            return self.finish(&caller, envelope, change, true).await;
+        }
         let actor_ok = !req.actor_id.is_empty()
             && req.actor_id.len() <= 64
             && req
@@ -133,19 +158,66 @@ impl Core {
             )
             .await?;
         let (envelope, change) = if stored.duplicate {
-            // a retry: answer with the stored event, and finish what the first try may not have
-            let original = self.bus.stored_payload(STREAM_IN, stored.sequence).await?;
-            let original =
-                Envelope::decode(original).map_err(|e| ApiError::Internal(format!("stored envelope: {e}")))?;
-            let change = match &original.event {
-                Some(ev) => henvis_convert::case_change(ev, &original.event_id)?,
-                None => CaseChange::None,
-            };
-            tracing::info!(agency = %caller.agency, event_id = %original.event_id, "duplicate submit answered with the stored event");
-            (original, change)
+            // a retry within the de-duplication window: answer with the stored event
+            self.stored_event(stored.sequence).await?
         } else {
             (envelope, change)
         };
+        self.remember(&caller, &key, &envelope, stored.sequence).await?;
+        self.finish(&caller, envelope, change, stored.duplicate).await
+    }
+
+    /// The stored envelope at `sequence` of IN and the case change it makes.
+    async fn stored_event(&self, sequence: u64) -> Result<(Envelope, CaseChange), ApiError> {
+        let original = self.bus.stored_payload(STREAM_IN, sequence).await?;
+        let original = Envelope::decode(original).map_err(|e| ApiError::Internal(format!("stored envelope: {e}")))?;
+        let change = match &original.event {
+            Some(ev) => henvis_convert::case_change(ev, &original.event_id)?,
+            None => CaseChange::None,
+        };
+        Ok((original, change))
+    }
+
+    /// The idempotency record of `key`, kept for days (JetStream's window is minutes).
+    fn idempotency_key(caller: &Caller, key: &IdempotencyKey) -> String {
+        format!(
+            "{}.{}",
+            caller.agency,
+            hex::encode(Sha256::digest(key.as_str().as_bytes()))
+        )
+    }
+
+    /// Remembers which event `key` stored, for retries after the de-duplication window.
+    async fn remember(
+        &self,
+        caller: &Caller,
+        key: &IdempotencyKey,
+        env: &Envelope,
+        in_sequence: u64,
+    ) -> Result<(), ApiError> {
+        let record = Remembered {
+            event_id: env.event_id.clone(),
+            in_sequence,
+        };
+        self.bus
+            .idempotency_bucket()
+            .await?
+            .modify(&Self::idempotency_key(caller, key), || Some(record.clone()), |_| false)
+            .await?;
+        Ok(())
+    }
+
+    /// Completes a Submit whose event is stored: applies and audits its case change.
+    async fn finish(
+        &self,
+        caller: &Caller,
+        envelope: Envelope,
+        change: CaseChange,
+        duplicate: bool,
+    ) -> Result<SubmitResponse, ApiError> {
+        if duplicate {
+            tracing::info!(agency = %caller.agency, event_id = %envelope.event_id, "duplicate submit answered with the stored event");
+        }
         // The case record changes before Submit answers: a consent withdrawal (or any other
         // change) acknowledged to its sender governs every submission acknowledged after it.
         // The router applies the same change idempotently if this write is lost.
@@ -174,11 +246,11 @@ impl Core {
                     .await?;
             }
         }
-        tracing::info!(agency = %caller.agency, event_id = %envelope.event_id, case_id = %envelope.case_id, message_type = %mt, seq = stored.sequence, duplicate = stored.duplicate, "event stored");
+        tracing::info!(agency = %caller.agency, event_id = %envelope.event_id, case_id = %envelope.case_id, message_type = %envelope.message_type, duplicate, "event stored");
         Ok(SubmitResponse {
             event_id: envelope.event_id,
             case_id: envelope.case_id,
-            duplicate: stored.duplicate,
+            duplicate,
         })
     }
 
@@ -218,13 +290,20 @@ fn change_name(c: &CaseChange) -> &'static str {
     }
 }
 
+/// What an idempotency key stored.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Remembered {
+    event_id: String,
+    in_sequence: u64,
+}
+
 pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl ReferralService for Referrals {
     async fn submit(&self, request: Request<SubmitRequest>) -> Result<Response<SubmitResponse>, Status> {
         let (meta, _, req) = request.into_parts();
-        Ok(Response::new(self.0.submit(&meta, req).await?))
+        Ok(Response::new(self.0.clone().submit_detached(meta, req).await?))
     }
 
     type InboxStream = BoxStream<InboxResponse>;

@@ -34,7 +34,7 @@ impl Typed {
             sender: None,
             actor_id,
         };
-        Ok(Response::new(self.0.submit(&meta, req).await?))
+        Ok(Response::new(self.0.clone().submit_detached(meta, req).await?))
     }
 }
 

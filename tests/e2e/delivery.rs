@@ -1,0 +1,255 @@
+//! Nothing lost, nothing twice: retries after lost responses and after the JetStream
+//! de-duplication window, and the router killed with SIGKILL again and again under load.
+//! Counted per (referral, intended recipient) like Jepsen does.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use henvis_domain::Sector;
+use henvis_proto::henvis::{
+    broker::v1::{Delivery, SubmitRequest},
+    events::v1::*,
+};
+use henvis_tests::{Deployment, Options, RouterProcess, wait_for};
+use prost::Message;
+
+use crate::submit;
+
+fn report(municipality: &str) -> Event {
+    Event {
+        kind: Some(event::Kind::SuspectedVictimReported(SuspectedVictimReported {
+            municipality_code: municipality.into(),
+            observed_at: Some(prost_types::Timestamp {
+                seconds: 1_790_000_000,
+                nanos: 0,
+            }),
+            exploitation_notes: "x".repeat(200),
+            ..Default::default()
+        })),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_responses_and_retries_after_the_duplicate_window_store_each_referral_once() {
+    const N: usize = 30;
+    let d = Deployment::start_with(Options {
+        duplicate_window_secs: 1,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let mut ngo = d.client(Sector::Ngo, "ngo-redbarnet").await.unwrap();
+    let started = Instant::now();
+    // the response is lost: the caller gives up after a millisecond, the service goes on
+    let mut lost = 0;
+    for i in 0..N {
+        let mut r = ngo.req(SubmitRequest {
+            idempotency_key: format!("lost-{i}"),
+            event: Some(report("101")),
+            actor_id: "a".into(),
+            ..Default::default()
+        });
+        r.set_timeout(Duration::from_millis(1));
+        lost += usize::from(ngo.inner.submit(r).await.is_err());
+    }
+    // retry once the JetStream de-duplication window is long gone
+    wait_for("the de-duplication window to pass", Duration::from_secs(10), || async {
+        (started.elapsed() > Duration::from_secs(3)).then_some(())
+    })
+    .await
+    .unwrap();
+    let mut ids = BTreeSet::new();
+    let mut retried_duplicates = 0;
+    for i in 0..N {
+        let r = wait_for("the retry to succeed", Duration::from_secs(10), || {
+            let mut c = ngo.inner.clone();
+            let req = ngo.req(SubmitRequest {
+                idempotency_key: format!("lost-{i}"),
+                event: Some(report("101")),
+                actor_id: "a".into(),
+                ..Default::default()
+            });
+            async move { c.submit(req).await.ok().map(tonic::Response::into_inner) }
+        })
+        .await
+        .unwrap();
+        retried_duplicates += usize::from(r.duplicate);
+        ids.insert(r.event_id);
+    }
+    let stored = d.stream_messages("IN").await.unwrap() as usize;
+    println!(
+        "lost acknowledgements: {N} referrals, {lost} responses lost, {retried_duplicates} retries answered with the stored event, {} distinct event ids, {stored} stored",
+        ids.len()
+    );
+    assert_eq!((ids.len(), stored), (N, N), "each referral stored exactly once");
+}
+
+/// A tiny deterministic generator for fault timing (seed printed, so a run can be replayed).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % below
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_router_again_and_again_under_load_loses_and_duplicates_nothing() {
+    let referrals: usize = std::env::var("HENVIS_CRASH_REFERRALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5000);
+    let kills: usize = std::env::var("HENVIS_CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6);
+    let d = Deployment::start_with(Options {
+        in_process_router: false,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let mut rng = Lcg(seed);
+    let mut router = RouterProcess::spawn(&d.nats.url(), 600).unwrap();
+    let municipalities: Vec<String> = d.directory.municipalities().map(|m| m.code.clone()).collect();
+
+    // the load: several agencies submitting concurrently; remember what was acknowledged
+    let acked: Arc<Mutex<BTreeMap<String, (String, &'static str)>>> = Arc::default();
+    let failed = Arc::new(Mutex::new(0usize));
+    let mut load = Vec::new();
+    let senders = ["ngo-redbarnet", "ngo-hopenow", "ngo-reden-international", "politi-fyn"];
+    for (w, sender) in senders.into_iter().enumerate() {
+        let sector = if sender.starts_with("politi") {
+            Sector::Police
+        } else {
+            Sector::Ngo
+        };
+        let mut c = d.client(sector, sender).await.unwrap();
+        let (acked, failed, municipalities) = (acked.clone(), failed.clone(), municipalities.clone());
+        let share = referrals / senders.len() + usize::from(w < referrals % senders.len());
+        load.push(tokio::spawn(async move {
+            for i in 0..share {
+                let m = &municipalities[(w * 31 + i) % municipalities.len()];
+                match submit(&mut c, &format!("crash-{w}-{i}"), "", report(m)).await {
+                    Ok(r) => {
+                        acked.lock().unwrap().insert(r.event_id, (m.clone(), sender));
+                    }
+                    Err(_) => *failed.lock().unwrap() += 1,
+                }
+            }
+        }));
+    }
+
+    // the faults: SIGKILL the router at random points while the load runs, and start it
+    // again; each kill waits until the load has reached its (random) point and the router
+    // has routed something since its last start, so every kill lands mid-work
+    let js = d.jetstream().await.unwrap();
+    let in_stream = js.get_stream("IN").await.unwrap();
+    let ack_floor = || {
+        let s = in_stream.clone();
+        async move {
+            let mut c = s
+                .get_consumer::<async_nats::jetstream::consumer::pull::Config>("router")
+                .await
+                .ok()?;
+            Some(c.info().await.ok()?.ack_floor.stream_sequence)
+        }
+    };
+    let mut points: Vec<usize> = (0..kills)
+        .map(|_| rng.next(referrals as u64 * 9 / 10) as usize)
+        .collect();
+    points.sort_unstable();
+    let mut killed_under_load = 0;
+    for point in points {
+        wait_for("the load to reach the kill point", Duration::from_secs(300), || {
+            let n = acked.lock().unwrap().len() + *failed.lock().unwrap();
+            async move { (n >= point).then_some(()) }
+        })
+        .await
+        .unwrap();
+        let from = wait_for("the router to consume", Duration::from_secs(60), || ack_floor())
+            .await
+            .unwrap();
+        // progress since the router's start, unless it has already caught up with the load
+        wait_for("the router to route since its start", Duration::from_secs(60), || {
+            let s = in_stream.clone();
+            async move {
+                let mut c = s
+                    .get_consumer::<async_nats::jetstream::consumer::pull::Config>("router")
+                    .await
+                    .ok()?;
+                let info = c.info().await.ok()?;
+                (info.ack_floor.stream_sequence > from || info.num_pending == 0).then_some(())
+            }
+        })
+        .await
+        .unwrap();
+        router.kill9();
+        killed_under_load += usize::from(acked.lock().unwrap().len() + *failed.lock().unwrap() < referrals);
+        router = RouterProcess::spawn(&d.nats.url(), 600).unwrap();
+    }
+    for l in load {
+        l.await.unwrap();
+    }
+    // the last router drains the backlog
+    wait_for("the router to drain IN", Duration::from_secs(300), || {
+        let s = in_stream.clone();
+        async move {
+            let mut c = s
+                .get_consumer::<async_nats::jetstream::consumer::pull::Config>("router")
+                .await
+                .ok()?;
+            let info = c.info().await.ok()?;
+            (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+        }
+    })
+    .await
+    .unwrap();
+    drop(router);
+
+    // count per (referral, intended recipient)
+    let acked = acked.lock().unwrap().clone();
+    let failed = *failed.lock().unwrap();
+    let mut intended: BTreeSet<(String, String)> = BTreeSet::new();
+    for (event_id, (code, sender)) in &acked {
+        // the default rules: the case's municipality and police district; never the sender
+        let m = d.directory.municipality(code).unwrap();
+        for recipient in [m.agency.to_string(), m.police_district.to_string()] {
+            if recipient != *sender {
+                intended.insert((event_id.clone(), recipient));
+            }
+        }
+    }
+    let out = js.get_stream("OUT").await.unwrap();
+    let last = out.get_info().await.unwrap().state.last_sequence;
+    let mut delivered: HashMap<(String, String), usize> = HashMap::new();
+    for seq in 1..=last {
+        if let Ok(m) = out.get_raw_message(seq).await {
+            let recipient = m.subject.split('.').nth(2).unwrap_or_default().to_owned();
+            let event_id = Delivery::decode(m.payload).unwrap().envelope.unwrap().event_id;
+            *delivered.entry((event_id, recipient)).or_default() += 1;
+        }
+    }
+    let once = intended.iter().filter(|k| delivered.get(*k) == Some(&1)).count();
+    let duplicates = delivered.values().filter(|n| **n > 1).count();
+    let lost = intended.iter().filter(|k| !delivered.contains_key(*k)).count();
+    let unexpected = delivered.keys().filter(|k| !intended.contains(*k)).count();
+    println!(
+        "router crash (seed {seed}): {kills} SIGKILLs ({killed_under_load} under load); referrals attempted {referrals}, acknowledged {}, unknown outcome {failed}; per (referral, recipient): intended {}, delivered exactly once {once}, duplicates {duplicates}, lost {lost}, unexpected {unexpected}",
+        acked.len(),
+        intended.len()
+    );
+    assert_eq!(killed_under_load, kills, "every kill landed while the load was running");
+    assert_eq!((lost, unexpected, duplicates), (0, 0, 0));
+    assert_eq!(once, intended.len());
+}
