@@ -177,7 +177,7 @@ async fn killing_the_router_again_and_again_under_load_loses_and_duplicates_noth
         })
         .await
         .unwrap();
-        let from = wait_for("the router to consume", Duration::from_secs(60), || ack_floor())
+        let from = wait_for("the router to consume", Duration::from_secs(60), &ack_floor)
             .await
             .unwrap();
         // progress since the router's start, unless it has already caught up with the load

@@ -126,11 +126,7 @@ impl Router {
                 },
             )
             .await?;
-        let mut messages = consumer
-            .stream()
-            .max_messages_per_batch(IN_FLIGHT)
-            .messages()
-            .await?;
+        let mut messages = consumer.stream().max_messages_per_batch(IN_FLIGHT).messages().await?;
         // Many events in flight, one at a time per case: events of one case are decided in
         // the order they were stored; events of different cases do not wait for each other.
         let mut in_flight = tokio::task::JoinSet::new();
