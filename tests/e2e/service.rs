@@ -146,7 +146,12 @@ async fn the_police_typed_api_reports_a_missing_child_on_an_open_case() {
 }
 
 /// Every nats-server configuration deploy/ ships.
-const NATS_CONFIGS: &[&str] = &["deploy/nats/single.conf"];
+const NATS_CONFIGS: &[&str] = &[
+    "deploy/nats/single.conf",
+    "deploy/nats/cluster-1.conf",
+    "deploy/nats/cluster-2.conf",
+    "deploy/nats/cluster-3.conf",
+];
 
 #[test]
 fn the_shipped_nats_configurations_are_valid_for_the_pinned_server() {

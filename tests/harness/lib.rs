@@ -313,6 +313,7 @@ impl Deployment {
             ack_wait_secs: 30,
             heartbeat_secs: 1,
             duplicate_window_secs: self.options.duplicate_window_secs,
+            stream_replicas: 1,
             alerts: henvis_sector::AlertConfig {
                 urgent_deadline_secs: self.options.urgent_alert_deadline_secs,
                 normal_deadline_secs: 0,
@@ -345,6 +346,7 @@ impl Deployment {
             rules: None,
             directory: None,
             duplicate_window_secs: self.options.duplicate_window_secs,
+            stream_replicas: 1,
             listen: "127.0.0.1:0".parse()?,
         };
         let router = henvis_router::build(&config).await?;

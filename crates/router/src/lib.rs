@@ -43,6 +43,9 @@ pub struct RouterConfig {
     /// JetStream de-duplication window in seconds (set when the streams are created).
     #[arg(long, env = "HENVIS_DUPLICATE_WINDOW_SECS", default_value_t = 600)]
     pub duplicate_window_secs: u64,
+    /// Replicas of every stream and bucket when created (1 for one server, 3 in a cluster).
+    #[arg(long, env = "HENVIS_STREAM_REPLICAS", default_value_t = 1)]
+    pub stream_replicas: usize,
     /// Address of the router's own gRPC endpoint (health service and reflection).
     #[arg(long, env = "HENVIS_ROUTER_LISTEN", default_value = "127.0.0.1:50050")]
     pub listen: std::net::SocketAddr,
@@ -68,6 +71,7 @@ pub async fn build(config: &RouterConfig) -> anyhow::Result<Arc<Router>> {
     let bus = Bus::connect(&config.nats_url, "henvis-router").await?;
     henvis_bus::Topology {
         duplicate_window: Duration::from_secs(config.duplicate_window_secs.max(1)),
+        replicas: config.stream_replicas.max(1),
         ..Default::default()
     }
     .ensure(&bus)

@@ -56,6 +56,9 @@ pub struct SectorConfig {
     /// JetStream de-duplication window in seconds (set when the streams are created).
     #[arg(long, env = "HENVIS_DUPLICATE_WINDOW_SECS", default_value_t = 600)]
     pub duplicate_window_secs: u64,
+    /// Replicas of every stream and bucket when created (1 for one server, 3 in a cluster).
+    #[arg(long, env = "HENVIS_STREAM_REPLICAS", default_value_t = 1)]
+    pub stream_replicas: usize,
     /// Police alert escalation (used by the police service only).
     #[command(flatten)]
     pub alerts: AlertConfig,
@@ -88,6 +91,7 @@ pub async fn build(sector: Sector, config: &SectorConfig) -> anyhow::Result<Arc<
     let bus = Bus::connect(&config.nats_url, &format!("henvis-{sector}")).await?;
     henvis_bus::Topology {
         duplicate_window: Duration::from_secs(config.duplicate_window_secs.max(1)),
+        replicas: config.stream_replicas.max(1),
         ..Default::default()
     }
     .ensure(&bus)
