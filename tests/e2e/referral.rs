@@ -261,3 +261,63 @@ async fn follow_up_events_route_by_case_and_the_guardian_receives_health_finding
         "{police:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recipients_response_closes_the_loop_and_a_stranger_cannot_answer() {
+    use henvis_proto::henvis::events::v1::*;
+    let d = Deployment::start().await.unwrap();
+    let mut ngo = d.client(Sector::Ngo, "ngo-hopenow").await.unwrap();
+    let report = Event {
+        kind: Some(event::Kind::SuspectedVictimReported(SuspectedVictimReported {
+            municipality_code: "101".into(),
+            observed_at: Some(prost_types::Timestamp {
+                seconds: 1_790_000_000,
+                nanos: 0,
+            }),
+            ..Default::default()
+        })),
+    };
+    let r = submit(&mut ngo, "refer", "", report).await.unwrap();
+    routed(&mut ngo, &r.event_id).await;
+    let response = |outcome: ReferralOutcome| Event {
+        kind: Some(event::Kind::ReferralResponse(ReferralResponse {
+            in_response_to_event_id: r.event_id.clone(),
+            outcome: outcome as i32,
+            reason: "will open a child protection case".into(),
+        })),
+    };
+    // a stranger who never received the referral cannot answer it
+    let mut stranger = d.client(Sector::Social, "kommune-147").await.unwrap();
+    let forged = submit(&mut stranger, "forged", &r.case_id, response(ReferralOutcome::Declined))
+        .await
+        .unwrap();
+    let s = routed(&mut stranger, &forged.event_id).await;
+    assert!(
+        s.recipients.iter().all(|x| x.state == DeliveryState::Withheld as i32),
+        "{s:?}"
+    );
+
+    let mut kbh = d.client(Sector::Social, "kommune-101").await.unwrap();
+    let answer = submit(&mut kbh, "accept", &r.case_id, response(ReferralOutcome::Accepted))
+        .await
+        .unwrap();
+    routed(&mut kbh, &answer.event_id).await;
+    let status = routed(&mut ngo, &r.event_id).await;
+    let states: BTreeSet<_> = status
+        .recipients
+        .iter()
+        .map(|x| (x.recipient_agency_id.as_str(), x.state))
+        .collect();
+    assert_eq!(
+        states,
+        BTreeSet::from([
+            ("kommune-101", DeliveryState::Accepted as i32),
+            ("politi-koebenhavn", DeliveryState::Stored as i32)
+        ]),
+        "the forged decline changed nothing"
+    );
+    // and the referrer receives the response itself
+    let mut inbox = Inbox::open(&mut ngo).await;
+    let got = inbox.next_delivery().await;
+    assert_eq!(got.envelope.unwrap().event_id, answer.event_id);
+}

@@ -9,6 +9,17 @@ use crate::{Bus, BusError};
 impl Bus {
     /// Every payload stored under `subject` in `stream`, oldest first.
     pub async fn read_subject(&self, stream: &str, subject: &str) -> Result<Vec<Bytes>, BusError> {
+        Ok(self
+            .read_messages(stream, subject)
+            .await?
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect())
+    }
+
+    /// Every message stored under `filter` (wildcards allowed) in `stream`, oldest first,
+    /// with its subject.
+    pub async fn read_messages(&self, stream: &str, subject: &str) -> Result<Vec<(String, Bytes)>, BusError> {
         let unavailable = |e: &dyn std::fmt::Display| BusError::Unavailable(e.to_string());
         let stream = self.jetstream().get_stream(stream).await.map_err(|e| unavailable(&e))?;
         let mut consumer = stream
@@ -28,7 +39,7 @@ impl Bus {
         while let Some(m) = messages.next().await {
             let m = m.map_err(|e| unavailable(&e))?;
             let left = m.info().map(|i| i.pending).unwrap_or(0);
-            out.push(m.payload.clone());
+            out.push((m.subject.to_string(), m.payload.clone()));
             if left == 0 {
                 break;
             }

@@ -154,6 +154,7 @@ fn route_one(f: &Fixture, case: &CaseId) -> usize {
             sender_sector: henvis_domain::Sector::Ngo,
             case: record,
             at: AT,
+            referral_sender: None,
         },
     );
     let mut bytes = 0;

@@ -23,6 +23,9 @@ pub struct DecisionInput<'a> {
     pub case: &'a CaseRecord,
     /// The time the decision is made for (the event's submission), unix seconds.
     pub at: i64,
+    /// For a referral response: the sender of the referral answered, once the router has
+    /// verified that the responder received it.
+    pub referral_sender: Option<&'a AgencyId>,
 }
 
 /// One agency that receives the event.
@@ -136,6 +139,7 @@ pub fn decide(rules: &RuleSet, dir: &Directory, input: &DecisionInput<'_>) -> De
         sender_sector,
         case,
         at,
+        referral_sender,
     } = *input;
     let mut decision = Decision {
         rule_set_version: rules.version().to_owned(),
@@ -183,6 +187,7 @@ pub fn decide(rules: &RuleSet, dir: &Directory, input: &DecisionInput<'_>) -> De
             Selector::CaseGuardian => case.guardian.clone().into_iter().collect(),
             Selector::CaseParticipants => case.participants.iter().cloned().collect(),
             Selector::Sender => vec![sender.clone()],
+            Selector::ReferralSender => referral_sender.cloned().into_iter().collect(),
         };
         // a sender never receives its own event except through an explicit `sender` route;
         // a route that names only the sender is simply not needed, not withheld
@@ -196,6 +201,7 @@ pub fn decide(rules: &RuleSet, dir: &Directory, input: &DecisionInput<'_>) -> De
                 Selector::CaseGuardian => "case has no guardian yet",
                 Selector::CaseMunicipality | Selector::CasePoliceDistrict => "case has no known municipality",
                 Selector::CaseParticipants => "case has no other participants yet",
+                Selector::ReferralSender => "the referral answered is unknown, or the responder never received it",
                 _ => "no agency matches the route",
             };
             decision
@@ -337,6 +343,7 @@ classes = ["HEALTH"]
                 sender_sector: sector,
                 case,
                 at,
+                referral_sender: None,
             },
         )
     }
@@ -496,6 +503,7 @@ classes = ["HEALTH"]
                 sender_sector: Sector::Ngo,
                 case: &kbh(),
                 at: AT,
+                referral_sender: None,
             },
         );
         assert!(d.recipients.is_empty());

@@ -26,6 +26,8 @@ pub(crate) struct TestRow {
     expect: Vec<ExpectRow>,
     #[serde(default)]
     withheld: Option<Vec<WithheldRow>>,
+    #[serde(default)]
+    referral_sender: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -88,6 +90,7 @@ pub(crate) struct RuleTest {
     case: CaseRecord,
     expect: BTreeMap<AgencyId, ClassSet>,
     withheld: Option<BTreeSet<(String, String)>>,
+    referral_sender: Option<AgencyId>,
 }
 
 fn classes(list: &[String]) -> Result<ClassSet, String> {
@@ -190,6 +193,7 @@ impl RuleTest {
             set.insert(Class::Basic);
             expect.insert(agency(&e.to)?, set);
         }
+        let referral_sender = row.referral_sender.as_deref().map(agency).transpose()?;
         let withheld = row
             .withheld
             .map(|w| w.into_iter().map(|w| (w.rule, w.reason)).collect());
@@ -202,6 +206,7 @@ impl RuleTest {
             case,
             expect,
             withheld,
+            referral_sender,
         })
     }
 
@@ -215,6 +220,7 @@ impl RuleTest {
                 sender_sector: self.sector,
                 case: &self.case,
                 at: self.at,
+                referral_sender: self.referral_sender.as_ref(),
             },
         );
         let got: BTreeMap<AgencyId, ClassSet> = d.recipients.iter().map(|r| (r.agency.clone(), r.classes)).collect();

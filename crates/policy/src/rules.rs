@@ -140,17 +140,20 @@ pub enum Selector {
     CaseParticipants,
     /// The sender itself (for receipts and status).
     Sender,
+    /// For `referral_response`: the sender of the referral answered.
+    ReferralSender,
 }
 
 impl Selector {
     fn parse(s: &str, dir: &Directory) -> Result<Self, String> {
-        let expected = "expected `case_municipality`, `case_police_district`, `case_guardian`, `case_participants`, `sender`, `sector:<police|health|social|ngo>` or `agency:<id>`";
+        let expected = "expected `case_municipality`, `case_police_district`, `case_guardian`, `case_participants`, `sender`, `referral_sender`, `sector:<police|health|social|ngo>` or `agency:<id>`";
         match s {
             "case_municipality" => Ok(Selector::CaseMunicipality),
             "case_police_district" => Ok(Selector::CasePoliceDistrict),
             "case_guardian" => Ok(Selector::CaseGuardian),
             "case_participants" => Ok(Selector::CaseParticipants),
             "sender" => Ok(Selector::Sender),
+            "referral_sender" => Ok(Selector::ReferralSender),
             _ => {
                 if let Some(sec) = s.strip_prefix("sector:") {
                     Sector::parse(sec)
@@ -423,6 +426,9 @@ impl RuleSet {
                     return Err(errs.at(rat, &id, "`id`: expected a non-empty route id unique in the rule set"));
                 }
                 let selector = Selector::parse(&r.to, dir).map_err(|m| errs.at(rat, &id, m))?;
+                if selector == Selector::ReferralSender && name != "referral_response" {
+                    return Err(errs.at(rat, &id, "`to`: `referral_sender` names the sender of the referral a `referral_response` answers; other message types have none"));
+                }
                 let basis = match (r.basis.statutory, r.basis.vital_interest, r.basis.consent) {
                     (Some(c), None, None) if !c.trim().is_empty() => LegalBasis::Statutory(c),
                     (None, Some(v), None) if !v.trim().is_empty() => LegalBasis::VitalInterest(v),
@@ -580,11 +586,7 @@ classes = ["LOCATION", "IDENTITY"]
     #[test]
     fn the_shipped_default_rules_load_and_their_tests_pass() {
         let r = load(include_str!("../../../rules/default.toml")).unwrap();
-        assert_eq!(
-            r.message_types().count(),
-            15,
-            "every type but referral_response and never_disclose_updated"
-        );
+        assert_eq!(r.message_types().count(), 16, "every type but never_disclose_updated");
         assert!(r.test_count() >= 20, "{}", r.test_count());
     }
 

@@ -5,8 +5,8 @@ use henvis_bus::{VersionedCase, audit_decision_subject, outbound_subject, status
 use henvis_domain::{AgencyId, AlertRecord, AlertState, CaseChange, CaseId, CaseRecord};
 use henvis_policy::{Decision, DecisionInput, decide, redact};
 use henvis_proto::henvis::{
-    broker::v1::{Delivery, Envelope},
-    events::v1::Event,
+    broker::v1::{Delivery, DeliveryState, Envelope, GetStatusResponse, RecipientStatus},
+    events::v1::{Event, ReferralOutcome, event::Kind},
 };
 use prost::Message;
 
@@ -66,6 +66,14 @@ impl Router {
             .bus
             .modify_case(&case_id, opening, |r| r.apply(&change, &env.event_id))
             .await?;
+        // a referral response names its referral's sender only if the responder received it
+        let referral = match event.kind.as_ref() {
+            Some(Kind::ReferralResponse(r)) => self
+                .referral_sender(&r.in_response_to_event_id, &sender_id)
+                .await?
+                .map(|s| (s, r.in_response_to_event_id.clone(), r.outcome)),
+            _ => None,
+        };
         let rules = self.rules.current();
         let empty = CaseRecord::new();
 
@@ -78,6 +86,7 @@ impl Router {
                 sender_sector: sector,
                 case: record,
                 at,
+                referral_sender: referral.as_ref().map(|(s, _, _)| s),
             };
             let decision = decide(&rules, &self.directory, &input);
             let audit_id = format!("decision:{}:{}:{revision}", env.event_id, decision.rule_set_version);
@@ -153,6 +162,34 @@ impl Router {
                     .await?,
             );
         }
+        // closed loop: the referral's sender sees the responder's outcome
+        if let Some((referrer, answered, outcome)) = &referral {
+            let state = match ReferralOutcome::try_from(*outcome) {
+                Ok(ReferralOutcome::Accepted) => Some(DeliveryState::Accepted),
+                Ok(ReferralOutcome::Declined) => Some(DeliveryState::Declined),
+                Ok(ReferralOutcome::Completed) => Some(DeliveryState::Completed),
+                _ => None,
+            };
+            if let Some(state) = state {
+                let record = GetStatusResponse {
+                    event_id: answered.clone(),
+                    routed: true,
+                    recipients: vec![RecipientStatus {
+                        recipient_agency_id: sender_id.to_string(),
+                        state: state as i32,
+                        reason: String::new(),
+                        at: env.submitted_at,
+                        rule_id: String::new(),
+                    }],
+                };
+                let id = format!("response:{answered}:{sender_id}:{}", env.event_id);
+                acks.push(
+                    self.bus
+                        .publish(status_subject(referrer, answered), &id, record.encode_to_vec().into())
+                        .await?,
+                );
+            }
+        }
         let status = audit::status_record(&env.event_id, &decision);
         let status_id = format!("routed:{}:{}", env.event_id, decision.rule_set_version);
         acks.push(
@@ -214,5 +251,27 @@ impl Router {
             "event routed"
         );
         Ok(())
+    }
+}
+
+impl Router {
+    /// The sender of referral `event_id`, if `responder` was one of its recipients.
+    async fn referral_sender(&self, event_id: &str, responder: &AgencyId) -> Result<Option<AgencyId>, RouteError> {
+        let Ok(id) = henvis_domain::EventId::parse(event_id) else {
+            return Ok(None);
+        };
+        let filter = format!("{}.*.{id}", henvis_bus::STATUS_PREFIX);
+        for (subject, payload) in self.bus.read_messages(henvis_bus::STREAM_STATUS, &filter).await? {
+            let Ok(record) = GetStatusResponse::decode(payload) else {
+                continue;
+            };
+            let received = record.recipients.iter().any(|r| {
+                r.recipient_agency_id == responder.as_str() && r.state != DeliveryState::Withheld as i32 && r.state != 0
+            });
+            if received {
+                return Ok(subject.split('.').nth(2).and_then(|s| AgencyId::parse(s).ok()));
+            }
+        }
+        Ok(None)
     }
 }
