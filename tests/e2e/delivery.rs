@@ -217,11 +217,49 @@ async fn killing_the_router_again_and_again_under_load_loses_and_duplicates_noth
     .unwrap();
     drop(router);
 
-    // count per (referral, intended recipient)
     let acked = acked.lock().unwrap().clone();
     let failed = *failed.lock().unwrap();
+    let c = count(&d, &acked).await;
+    println!(
+        "router crash (seed {seed}): {kills} SIGKILLs ({killed_under_load} under load); referrals attempted {referrals}, acknowledged {}, unknown outcome {failed}; {c}",
+        acked.len()
+    );
+    assert_eq!(killed_under_load, kills, "every kill landed while the load was running");
+    c.assert_exactly_once();
+}
+
+/// Outcome counts per (referral, intended recipient).
+struct Counts {
+    intended: usize,
+    once: usize,
+    duplicates: usize,
+    lost: usize,
+    unexpected: usize,
+}
+
+impl std::fmt::Display for Counts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "per (referral, recipient): intended {}, delivered exactly once {}, duplicates {}, lost {}, unexpected {}",
+            self.intended, self.once, self.duplicates, self.lost, self.unexpected
+        )
+    }
+}
+
+impl Counts {
+    fn assert_exactly_once(&self) {
+        assert_eq!((self.lost, self.unexpected, self.duplicates), (0, 0, 0), "{self}");
+        assert_eq!(self.once, self.intended, "{self}");
+    }
+}
+
+/// Counts the deliveries in OUT against what the default rules intend for the
+/// acknowledged referrals (event id → (municipality code, sender)).
+async fn count(d: &Deployment, acked: &BTreeMap<String, (String, &'static str)>) -> Counts {
+    // count per (referral, intended recipient)
     let mut intended: BTreeSet<(String, String)> = BTreeSet::new();
-    for (event_id, (code, sender)) in &acked {
+    for (event_id, (code, sender)) in acked {
         // the default rules: the case's municipality and police district; never the sender
         let m = d.directory.municipality(code).unwrap();
         for recipient in [m.agency.to_string(), m.police_district.to_string()] {
@@ -230,6 +268,7 @@ async fn killing_the_router_again_and_again_under_load_loses_and_duplicates_noth
             }
         }
     }
+    let js = d.jetstream().await.unwrap();
     let out = js.get_stream("OUT").await.unwrap();
     let last = out.get_info().await.unwrap().state.last_sequence;
     let mut delivered: HashMap<(String, String), usize> = HashMap::new();
@@ -244,12 +283,113 @@ async fn killing_the_router_again_and_again_under_load_loses_and_duplicates_noth
     let duplicates = delivered.values().filter(|n| **n > 1).count();
     let lost = intended.iter().filter(|k| !delivered.contains_key(*k)).count();
     let unexpected = delivered.keys().filter(|k| !intended.contains(*k)).count();
+    Counts {
+        intended: intended.len(),
+        once,
+        duplicates,
+        lost,
+        unexpected,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_nats_under_load_loses_and_duplicates_nothing() {
+    let referrals: usize = std::env::var("HENVIS_RESTART_REFERRALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let mut d = Deployment::start_with(Options {
+        in_process_router: false,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let _router = RouterProcess::spawn(&d.nats.url(), 600).unwrap();
+    let municipalities: Vec<String> = d.directory.municipalities().map(|m| m.code.clone()).collect();
+    let acked: Arc<Mutex<BTreeMap<String, (String, &'static str)>>> = Arc::default();
+    let retries = Arc::new(Mutex::new(0usize));
+    let senders = ["ngo-redbarnet", "ngo-hopenow", "ngo-reden-international", "politi-fyn"];
+    let mut load = Vec::new();
+    for (w, sender) in senders.into_iter().enumerate() {
+        let sector = if sender.starts_with("politi") {
+            Sector::Police
+        } else {
+            Sector::Ngo
+        };
+        let c = d.client(sector, sender).await.unwrap();
+        let (acked, retries, municipalities) = (acked.clone(), retries.clone(), municipalities.clone());
+        let share = referrals / senders.len() + usize::from(w < referrals % senders.len());
+        load.push(tokio::spawn(async move {
+            for i in 0..share {
+                let m = municipalities[(w * 17 + i) % municipalities.len()].clone();
+                // a client that does what the API says: retry with the same key until stored
+                let r = wait_for("a submit to be stored", Duration::from_secs(120), || {
+                    let mut inner = c.inner.clone();
+                    let req = c.req(SubmitRequest {
+                        idempotency_key: format!("restart-{w}-{i}"),
+                        event: Some(report(&m)),
+                        actor_id: "load".into(),
+                        ..Default::default()
+                    });
+                    let retries = retries.clone();
+                    async move {
+                        match inner.submit(req).await {
+                            Ok(r) => Some(r.into_inner()),
+                            Err(_) => {
+                                *retries.lock().unwrap() += 1;
+                                None
+                            }
+                        }
+                    }
+                })
+                .await
+                .unwrap();
+                acked.lock().unwrap().insert(r.event_id, (m, sender));
+            }
+        }));
+    }
+    // SIGKILL the server twice under load, restarting it on the same store
+    let mut restarts = 0;
+    for point in [referrals * 3 / 10, referrals * 7 / 10] {
+        wait_for("the load to reach the restart point", Duration::from_secs(300), || {
+            let n = acked.lock().unwrap().len();
+            async move { (n >= point).then_some(()) }
+        })
+        .await
+        .unwrap();
+        d.nats.restart().await.unwrap();
+        restarts += 1;
+    }
+    for l in load {
+        l.await.unwrap();
+    }
+    let js = d.jetstream().await.unwrap();
+    let in_stream = js.get_stream("IN").await.unwrap();
+    wait_for("the router to drain IN", Duration::from_secs(300), || {
+        let s = in_stream.clone();
+        async move {
+            let mut c = s
+                .get_consumer::<async_nats::jetstream::consumer::pull::Config>("router")
+                .await
+                .ok()?;
+            let info = c.info().await.ok()?;
+            (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+        }
+    })
+    .await
+    .unwrap();
+    let acked = acked.lock().unwrap().clone();
+    let stored = d.stream_messages("IN").await.unwrap() as usize;
+    let c = count(&d, &acked).await;
     println!(
-        "router crash (seed {seed}): {kills} SIGKILLs ({killed_under_load} under load); referrals attempted {referrals}, acknowledged {}, unknown outcome {failed}; per (referral, recipient): intended {}, delivered exactly once {once}, duplicates {duplicates}, lost {lost}, unexpected {unexpected}",
+        "nats restart: {restarts} SIGKILL restarts; referrals attempted {referrals}, acknowledged {}, retried submits {}, stored {stored}; {c}",
         acked.len(),
-        intended.len()
+        retries.lock().unwrap()
     );
-    assert_eq!(killed_under_load, kills, "every kill landed while the load was running");
-    assert_eq!((lost, unexpected, duplicates), (0, 0, 0));
-    assert_eq!(once, intended.len());
+    assert_eq!(
+        (acked.len(), stored),
+        (referrals, referrals),
+        "every referral acknowledged and stored once"
+    );
+    c.assert_exactly_once();
 }

@@ -115,6 +115,54 @@ impl Router {
     /// Consumes IN until `shutdown` resolves. Finishes the event in hand, then returns;
     /// events not yet acknowledged are redelivered to the next router.
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        // Many events in flight, one at a time per case: events of one case are decided in
+        // the order they were stored; events of different cases do not wait for each other.
+        let mut in_flight = tokio::task::JoinSet::new();
+        let mut case_locks: HashMap<String, Arc<tokio::sync::Mutex<()>>> = HashMap::new();
+        tokio::pin!(shutdown);
+        // the consumer is opened again whenever NATS goes away and comes back
+        'consume: loop {
+            let mut messages = match self.open_consumer().await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "router consumer unavailable; retrying");
+                    tokio::select! {
+                        () = &mut shutdown => break 'consume,
+                        () = tokio::time::sleep(RECONNECT_PAUSE) => continue 'consume,
+                    }
+                }
+            };
+            loop {
+                tokio::select! {
+                    () = &mut shutdown => break 'consume,
+                    Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {
+                        case_locks.retain(|_, l| Arc::strong_count(l) > 1);
+                    }
+                    m = messages.next(), if in_flight.len() < IN_FLIGHT => {
+                        let m = match m {
+                            Some(Ok(m)) => m,
+                            Some(Err(e)) => { tracing::warn!(error = %e, "router consumer error"); continue; }
+                            None => continue 'consume,
+                        };
+                        let case = Envelope::decode(m.payload.clone()).map(|e| e.case_id).unwrap_or_default();
+                        let lock = case_locks.entry(case).or_default().clone();
+                        let turn = lock.lock_owned().await;
+                        let router = self.clone();
+                        in_flight.spawn(async move {
+                            router.handle(m).await;
+                            drop(turn);
+                        });
+                    }
+                }
+            }
+        }
+        // finish what is in hand; nothing half-done is acknowledged
+        while in_flight.join_next().await.is_some() {}
+        tracing::info!("router stopped");
+        Ok(())
+    }
+
+    async fn open_consumer(&self) -> anyhow::Result<async_nats::jetstream::consumer::pull::Stream> {
         let stream = self.bus.jetstream().get_stream(STREAM_IN).await?;
         let consumer = stream
             .get_or_create_consumer(
@@ -130,39 +178,7 @@ impl Router {
                 },
             )
             .await?;
-        let mut messages = consumer.stream().max_messages_per_batch(IN_FLIGHT).messages().await?;
-        // Many events in flight, one at a time per case: events of one case are decided in
-        // the order they were stored; events of different cases do not wait for each other.
-        let mut in_flight = tokio::task::JoinSet::new();
-        let mut case_locks: HashMap<String, Arc<tokio::sync::Mutex<()>>> = HashMap::new();
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {
-                    case_locks.retain(|_, l| Arc::strong_count(l) > 1);
-                }
-                m = messages.next(), if in_flight.len() < IN_FLIGHT => {
-                    let Some(m) = m else { break };
-                    let m = match m {
-                        Ok(m) => m,
-                        Err(e) => { tracing::warn!(error = %e, "router consumer error"); continue; }
-                    };
-                    let case = Envelope::decode(m.payload.clone()).map(|e| e.case_id).unwrap_or_default();
-                    let lock = case_locks.entry(case).or_default().clone();
-                    let turn = lock.lock_owned().await;
-                    let router = self.clone();
-                    in_flight.spawn(async move {
-                        router.handle(m).await;
-                        drop(turn);
-                    });
-                }
-            }
-        }
-        // finish what is in hand; nothing half-done is acknowledged
-        while in_flight.join_next().await.is_some() {}
-        tracing::info!("router stopped");
-        Ok(())
+        Ok(consumer.stream().max_messages_per_batch(IN_FLIGHT).messages().await?)
     }
 
     /// Routes one inbound message and acknowledges it only when everything is stored.
@@ -192,5 +208,7 @@ impl Router {
 
 /// How long an unacknowledged event stays with one router before another gets it.
 const ACK_WAIT: Duration = Duration::from_secs(10);
+/// Pause before opening the consumer again after NATS went away.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
 /// Events routed concurrently by one router.
 const IN_FLIGHT: usize = 64;

@@ -66,25 +66,45 @@ impl ActiveRules {
 impl Router {
     /// Follows the rules bucket until `shutdown`, swapping in each valid published set.
     pub(crate) async fn follow_rules(self: Arc<Self>, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
-        let store = self.bus.jetstream().get_key_value(BUCKET_RULES).await?;
-        let mut updates = store.watch(RULES_KEY).await?;
         tokio::pin!(shutdown);
+        // watched again whenever NATS goes away and comes back
         loop {
-            tokio::select! {
-                () = &mut shutdown => return Ok(()),
-                u = updates.next() => {
-                    let Some(u) = u else { return Ok(()) };
-                    let entry = match u {
-                        Ok(e) => e,
-                        Err(e) => { tracing::warn!(error = %e, "rules watch error"); continue; }
-                    };
-                    match RuleSet::from_toml("published rule set", &String::from_utf8_lossy(&entry.value), &self.schema, &self.directory) {
-                        Ok(r) if r.version() == self.rules.current().version() => {}
-                        Ok(r) => {
-                            tracing::info!(rule_set_version = %r.version(), tests = r.test_count(), "rule set reloaded");
-                            self.rules.swap(r);
+            let watch = async {
+                self.bus
+                    .jetstream()
+                    .get_key_value(BUCKET_RULES)
+                    .await?
+                    .watch(RULES_KEY)
+                    .await
+                    .map_err(anyhow::Error::from)
+            };
+            let mut updates = match watch.await {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::warn!(error = %e, "rules watch unavailable; retrying");
+                    tokio::select! {
+                        () = &mut shutdown => return Ok(()),
+                        () = tokio::time::sleep(std::time::Duration::from_millis(500)) => continue,
+                    }
+                }
+            };
+            loop {
+                tokio::select! {
+                    () = &mut shutdown => return Ok(()),
+                    u = updates.next() => {
+                        let entry = match u {
+                            Some(Ok(e)) => e,
+                            Some(Err(e)) => { tracing::warn!(error = %e, "rules watch error"); continue; }
+                            None => break,
+                        };
+                        match RuleSet::from_toml("published rule set", &String::from_utf8_lossy(&entry.value), &self.schema, &self.directory) {
+                            Ok(r) if r.version() == self.rules.current().version() => {}
+                            Ok(r) => {
+                                tracing::info!(rule_set_version = %r.version(), tests = r.test_count(), "rule set reloaded");
+                                self.rules.swap(r);
+                            }
+                            Err(e) => tracing::error!(error = %e, "published rule set refused; the previous one stays in force"),
                         }
-                        Err(e) => tracing::error!(error = %e, "published rule set refused; the previous one stays in force"),
                     }
                 }
             }
