@@ -393,3 +393,52 @@ async fn restarting_nats_under_load_loses_and_duplicates_nothing() {
     );
     c.assert_exactly_once();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_never_acknowledged_goes_to_the_dead_letters_with_an_administrator_alert() {
+    const ATTEMPTS: i64 = 3;
+    let d = Deployment::start_with(Options {
+        inbox_max_attempts: ATTEMPTS,
+        ack_wait_secs: 1,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let mut ngo = d.client(Sector::Ngo, "ngo-redbarnet").await.unwrap();
+    let r = submit(&mut ngo, "poison", "", report("101")).await.unwrap();
+    crate::routed(&mut ngo, &r.event_id).await;
+    // the municipality's system takes the delivery and drops it, again and again
+    let mut kbh = d.client(Sector::Social, "kommune-101").await.unwrap();
+    let mut offered = 0;
+    while offered < ATTEMPTS {
+        let mut inbox = crate::Inbox::open(&mut kbh).await;
+        let delivery = inbox.next_delivery().await;
+        assert_eq!(delivery.envelope.unwrap().event_id, r.event_id);
+        offered += 1;
+        assert_eq!(i64::from(delivery.attempt), offered, "each offer counts");
+    }
+    let dead = wait_for("the dead letter", Duration::from_secs(30), || async {
+        let dead = d.read_all("DEAD", "henvis.dead.kommune-101.>").await.ok()?;
+        (!dead.is_empty()).then_some(dead)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        Delivery::decode(dead[0].1.clone()).unwrap().envelope.unwrap().event_id,
+        r.event_id
+    );
+    let alerts = d.read_all("AUDIT", "henvis.audit.admin").await.unwrap();
+    let alert: serde_json::Value = serde_json::from_slice(&alerts[0].1).unwrap();
+    assert_eq!(
+        (alert["kind"].as_str(), alert["agency"].as_str()),
+        (Some("delivery_dead_lettered"), Some("kommune-101"))
+    );
+    // gone from the inbox; the police district's copy is untouched
+    let out = d.subjects("OUT", "henvis.out.>").await.unwrap();
+    assert!(out.keys().all(|s| !s.starts_with("henvis.out.kommune-101.")), "{out:?}");
+    assert!(
+        out.keys().any(|s| s.starts_with("henvis.out.politi-koebenhavn.")),
+        "{out:?}"
+    );
+    println!("dead letter: offered {offered} times, moved to DEAD, administrator alerted");
+}

@@ -247,6 +247,10 @@ pub struct Options {
     pub duplicate_window_secs: u64,
     /// Whether to run a router in-process (crash tests run the router binary instead).
     pub in_process_router: bool,
+    /// Offers of one inbox delivery before it is dead-lettered.
+    pub inbox_max_attempts: i64,
+    /// Seconds an inbox delivery may stay unacknowledged before it is offered again.
+    pub ack_wait_secs: u64,
 }
 
 impl Default for Options {
@@ -255,6 +259,8 @@ impl Default for Options {
             urgent_alert_deadline_secs: 900,
             duplicate_window_secs: 600,
             in_process_router: true,
+            inbox_max_attempts: 10,
+            ack_wait_secs: 30,
         }
     }
 }
@@ -310,7 +316,8 @@ impl Deployment {
             credentials: self._creds.path().join("credentials.toml"),
             directory: None,
             max_event_bytes: 64 * 1024,
-            ack_wait_secs: 30,
+            ack_wait_secs: self.options.ack_wait_secs,
+            inbox_max_attempts: self.options.inbox_max_attempts,
             heartbeat_secs: 1,
             duplicate_window_secs: self.options.duplicate_window_secs,
             stream_replicas: 1,

@@ -11,6 +11,23 @@ pub const STREAM_OUT: &str = "OUT";
 pub const STREAM_STATUS: &str = "STATUS";
 /// Stream of audit records: `henvis.audit.<kind>`.
 pub const STREAM_AUDIT: &str = "AUDIT";
+/// Stream of deliveries no inbox accepted in time: `henvis.dead.<agency>.<message_type>`.
+pub const STREAM_DEAD: &str = "DEAD";
+/// Subject prefix of dead letters.
+pub const DEAD_PREFIX: &str = "henvis.dead";
+/// JetStream's advisory when a consumer gave up on a message, for every inbox consumer.
+pub const MAX_DELIVERIES_ADVISORY: &str = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.OUT.>";
+
+/// Where a dead delivery to `agency` is kept.
+pub fn dead_subject(agency: &AgencyId, mt: &str) -> String {
+    format!("{DEAD_PREFIX}.{agency}.{mt}")
+}
+
+/// Administrator alerts in the audit stream (dead letters, expiring deliveries).
+pub fn audit_admin_subject() -> String {
+    format!("{AUDIT_PREFIX}.admin")
+}
+
 /// Key-value bucket of case records, keyed by case id.
 pub const BUCKET_CASES: &str = "henvis_cases";
 /// The router's durable consumer on IN.

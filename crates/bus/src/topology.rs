@@ -69,6 +69,11 @@ impl Topology {
             },
             self.stream(STREAM_OUT, OUT_PREFIX, RetentionPolicy::WorkQueue),
             self.stream(STREAM_STATUS, STATUS_PREFIX, RetentionPolicy::Limits),
+            // dead letters are kept until an administrator has dealt with them
+            Config {
+                max_age: Duration::ZERO,
+                ..self.stream(STREAM_DEAD, DEAD_PREFIX, RetentionPolicy::Limits)
+            },
             history(self.stream(STREAM_AUDIT, AUDIT_PREFIX, RetentionPolicy::Limits)),
         ]
     }

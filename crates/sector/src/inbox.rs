@@ -48,6 +48,10 @@ pub(crate) async fn open(
                 ack_policy: AckPolicy::Explicit,
                 deliver_policy: DeliverPolicy::All,
                 ack_wait: core.ack_wait,
+                // offered again after ack_wait, then less and less often; after the last
+                // attempt the delivery goes to the dead-letter stream (dead_letters.rs)
+                max_deliver: core.inbox_max_attempts,
+                backoff: backoff(core.ack_wait, core.inbox_max_attempts),
                 max_ack_pending: 1000,
                 ..Default::default()
             },
@@ -129,6 +133,13 @@ pub(crate) async fn open(
         tracing::info!(agency = %caller.agency, "inbox closed");
     });
     Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+}
+
+/// Redelivery intervals: ack_wait, doubling, at most an hour, one per attempt.
+fn backoff(ack_wait: Duration, attempts: i64) -> Vec<Duration> {
+    (0..attempts.clamp(1, 20))
+        .map(|i| (ack_wait * 2u32.pow(i as u32)).min(Duration::from_secs(3600)))
+        .collect()
 }
 
 /// Appends "received" to the sender's status of the event. Best effort: the delivery is

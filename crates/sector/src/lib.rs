@@ -7,6 +7,7 @@
 
 mod alerts;
 mod auth;
+mod dead_letters;
 mod decisions;
 mod error;
 mod inbox;
@@ -50,6 +51,10 @@ pub struct SectorConfig {
     /// Seconds an inbox delivery may stay unacknowledged before it is offered again.
     #[arg(long, env = "HENVIS_ACK_WAIT_SECS", default_value_t = 30)]
     pub ack_wait_secs: u64,
+    /// Attempts to deliver one inbox delivery (each unacknowledged offer counts) before it
+    /// goes to the dead-letter stream and an administrator alert.
+    #[arg(long, env = "HENVIS_INBOX_MAX_ATTEMPTS", default_value_t = 10)]
+    pub inbox_max_attempts: i64,
     /// Seconds between heartbeats on an idle inbox stream.
     #[arg(long, env = "HENVIS_HEARTBEAT_SECS", default_value_t = 10)]
     pub heartbeat_secs: u64,
@@ -73,6 +78,7 @@ pub struct Core {
     credentials: Credentials,
     max_event_bytes: usize,
     ack_wait: Duration,
+    inbox_max_attempts: i64,
     heartbeat: Duration,
     alerts: AlertConfig,
 }
@@ -103,7 +109,8 @@ pub async fn build(sector: Sector, config: &SectorConfig) -> anyhow::Result<Arc<
         schema,
         credentials,
         max_event_bytes: config.max_event_bytes,
-        ack_wait: Duration::from_secs(config.ack_wait_secs),
+        ack_wait: Duration::from_secs(config.ack_wait_secs.max(1)),
+        inbox_max_attempts: config.inbox_max_attempts.max(1),
         heartbeat: Duration::from_secs(config.heartbeat_secs.max(1)),
         alerts: config.alerts.clone(),
     }))
@@ -122,13 +129,6 @@ pub async fn serve(
     let (mut routes, typed_name) = typed::add(tonic::service::Routes::new(common), core.clone(), max);
     names.push(typed_name);
     tracing::info!(%sector, addr = ?listener.local_addr().ok(), "sector service listening");
-    if sector != Sector::Police {
-        return henvis_runtime::serve_grpc(listener, routes, &names, shutdown).await;
-    }
-    // the police service also serves case alerts and escalates unclaimed ones
-    type A = henvis_proto::henvis::police::v1::alert_service_server::AlertServiceServer<alerts::Alerts>;
-    routes = routes.add_service(A::new(alerts::Alerts(core.clone())));
-    names.push(henvis_runtime::service_name::<A>());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let wait = move || {
         let mut rx = stopped.clone();
@@ -136,12 +136,21 @@ pub async fn serve(
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let escalation = tokio::spawn(alerts::escalate_loop(core, wait()));
+    let mut background = vec![tokio::spawn(dead_letters::run(core.clone(), wait()))];
+    // the police service also serves case alerts and escalates unclaimed ones
+    if sector == Sector::Police {
+        type A = henvis_proto::henvis::police::v1::alert_service_server::AlertServiceServer<alerts::Alerts>;
+        routes = routes.add_service(A::new(alerts::Alerts(core.clone())));
+        names.push(henvis_runtime::service_name::<A>());
+        background.push(tokio::spawn(alerts::escalate_loop(core, wait())));
+    }
     let served = henvis_runtime::serve_grpc(listener, routes, &names, async move {
         shutdown.await;
         let _ = stop.send(true);
     })
     .await;
-    let _ = escalation.await;
+    for task in background {
+        let _ = task.await;
+    }
     served
 }
