@@ -70,6 +70,12 @@ enum Command {
         /// The case id.
         case_id: String,
     },
+    /// Administrators: alerts (dead letters) and the dead-letter stream, ids only.
+    Admin {
+        /// NATS server URL.
+        #[arg(long, env = "HENVIS_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+        nats_url: String,
+    },
     /// Prints the status of a submitted event per recipient.
     Status {
         #[command(flatten)]
@@ -233,6 +239,23 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Alerts { conn, action } => alerts(conn, action).await,
+        Command::Admin { nats_url } => {
+            let bus = henvis_bus::Bus::connect(&nats_url, "henvis-cli").await?;
+            for record in bus
+                .read_subject(henvis_bus::STREAM_AUDIT, &henvis_bus::audit_admin_subject())
+                .await?
+            {
+                println!("{}", String::from_utf8_lossy(&record));
+            }
+            let dead = bus
+                .read_messages(henvis_bus::STREAM_DEAD, &format!("{}.>", henvis_bus::DEAD_PREFIX))
+                .await?;
+            println!("{} deliveries in the dead-letter stream", dead.len());
+            for (subject, _) in dead {
+                println!("  {subject}");
+            }
+            Ok(())
+        }
         Command::Rules {
             action: RulesAction::Check { file },
         } => {
