@@ -92,36 +92,74 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// A nats-server process with JetStream on a temporary store, killed on drop.
-pub struct NatsServer {
+/// One nats-server process of a [`NatsServer`].
+struct Node {
     child: Option<Child>,
     port: u16,
+    cluster_port: u16,
     dir: tempfile::TempDir,
 }
 
+/// nats-server processes with JetStream on temporary stores, killed on drop: one server,
+/// or a cluster of several on loopback ports.
+pub struct NatsServer {
+    nodes: Vec<Node>,
+}
+
+/// Connects to a comma-separated list of server URLs.
+pub async fn connect(urls: &str) -> anyhow::Result<async_nats::Client> {
+    let addrs: Vec<async_nats::ServerAddr> = urls.split(',').map(str::parse).collect::<Result<_, _>>()?;
+    Ok(async_nats::connect(addrs).await?)
+}
+
 impl NatsServer {
-    /// Starts a server on a free port and waits until it accepts clients.
+    /// Starts one server on a free port and waits until it accepts clients.
     pub async fn start() -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let mut s = Self {
-            child: None,
-            port: free_port()?,
-            dir,
-        };
-        s.spawn().await?;
+        Self::start_cluster(1).await
+    }
+
+    /// Starts `n` servers (a cluster when `n > 1`) and waits until JetStream answers.
+    pub async fn start_cluster(n: usize) -> anyhow::Result<Self> {
+        let mut nodes = Vec::new();
+        for _ in 0..n {
+            nodes.push(Node {
+                child: None,
+                port: free_port()?,
+                cluster_port: free_port()?,
+                dir: tempfile::tempdir()?,
+            });
+        }
+        let mut s = Self { nodes };
+        for i in 0..n {
+            s.spawn_node(i)?;
+        }
+        for i in 0..n {
+            s.await_node(i).await?;
+        }
         Ok(s)
     }
 
-    async fn spawn(&mut self) -> anyhow::Result<()> {
-        let conf = self.dir.path().join("nats.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listen: 127.0.0.1:{}\njetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n",
-                self.port,
-                self.dir.path().join("js").display()
-            ),
-        )?;
+    fn spawn_node(&mut self, i: usize) -> anyhow::Result<()> {
+        let routes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("nats-route://127.0.0.1:{}", n.cluster_port))
+            .collect();
+        let n = &mut self.nodes[i];
+        let conf = n.dir.path().join("nats.conf");
+        let mut text = format!(
+            "listen: 127.0.0.1:{}\nserver_name: node-{i}\njetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n",
+            n.port,
+            n.dir.path().join("js").display()
+        );
+        if routes.len() > 1 {
+            text += &format!(
+                "cluster {{\n  name: henvis-test\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
+                n.cluster_port,
+                routes.join(", ")
+            );
+        }
+        std::fs::write(&conf, text)?;
         let child = Command::new(nats_server_bin())
             .arg("-c")
             .arg(&conf)
@@ -134,36 +172,73 @@ impl NatsServer {
                     nats_server_bin().display()
                 )
             })?;
-        self.child = Some(child);
-        let url = self.url();
-        wait_for("nats-server to accept clients", Duration::from_secs(15), || {
-            let url = url.clone();
-            async move {
-                let c = async_nats::connect(&url).await.ok()?;
-                let js = async_nats::jetstream::new(c);
-                js.query_account().await.ok().map(|_| ())
-            }
-        })
+        n.child = Some(child);
+        Ok(())
+    }
+
+    async fn await_node(&self, i: usize) -> anyhow::Result<()> {
+        let url = format!("nats://127.0.0.1:{}", self.nodes[i].port);
+        wait_for(
+            "nats-server to accept clients with JetStream",
+            Duration::from_secs(30),
+            || {
+                let url = url.clone();
+                async move {
+                    let c = async_nats::connect(&url).await.ok()?;
+                    let js = async_nats::jetstream::new(c);
+                    js.query_account().await.ok().map(|_| ())
+                }
+            },
+        )
         .await
     }
 
-    /// The client URL.
+    /// The client URLs, comma-separated.
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        self.nodes
+            .iter()
+            .map(|n| format!("nats://127.0.0.1:{}", n.port))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
-    /// Kills the server (SIGKILL) and waits for it to exit.
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
+    /// The client URL of node `i`.
+    pub fn node_url(&self, i: usize) -> String {
+        format!("nats://127.0.0.1:{}", self.nodes[i].port)
+    }
+
+    /// Kills node `i` (SIGKILL) and waits for it to exit.
+    pub fn kill_node(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
     }
 
-    /// Starts the server again on the same port and store.
+    /// Starts node `i` again on its port and store, and waits until it answers.
+    pub async fn start_node(&mut self, i: usize) -> anyhow::Result<()> {
+        self.kill_node(i);
+        self.spawn_node(i)?;
+        self.await_node(i).await
+    }
+
+    /// Kills every node (SIGKILL).
+    pub fn kill(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill_node(i);
+        }
+    }
+
+    /// Starts every node again on the same ports and stores.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();
-        self.spawn().await
+        for i in 0..self.nodes.len() {
+            self.spawn_node(i)?;
+        }
+        for i in 0..self.nodes.len() {
+            self.await_node(i).await?;
+        }
+        Ok(())
     }
 }
 
@@ -179,6 +254,7 @@ pub struct RouterProcess(Child);
 impl RouterProcess {
     /// Starts `henvis-router` against `nats_url`.
     pub fn spawn(nats_url: &str, duplicate_window_secs: u64) -> anyhow::Result<Self> {
+        let replicas = if nats_url.contains(',') { "3" } else { "1" };
         let exe = std::env::current_exe()?;
         let bin = exe
             .parent()
@@ -189,6 +265,7 @@ impl RouterProcess {
             .env("HENVIS_NATS_URL", nats_url)
             .env("HENVIS_ROUTER_LISTEN", "127.0.0.1:0")
             .env("HENVIS_DUPLICATE_WINDOW_SECS", duplicate_window_secs.to_string())
+            .env("HENVIS_STREAM_REPLICAS", replicas)
             .env("HENVIS_LOG", "warn")
             .env("HENVIS_LOG_FORMAT", "json")
             .stdout(Stdio::null())
@@ -251,6 +328,8 @@ pub struct Options {
     pub inbox_max_attempts: i64,
     /// Seconds an inbox delivery may stay unacknowledged before it is offered again.
     pub ack_wait_secs: u64,
+    /// nats-server processes: 1, or 3 for a cluster with R3 streams.
+    pub nats_nodes: usize,
 }
 
 impl Default for Options {
@@ -261,6 +340,7 @@ impl Default for Options {
             in_process_router: true,
             inbox_max_attempts: 10,
             ack_wait_secs: 30,
+            nats_nodes: 1,
         }
     }
 }
@@ -274,7 +354,7 @@ impl Deployment {
     /// Starts everything with `options`.
     pub async fn start_with(options: Options) -> anyhow::Result<Self> {
         capture_logs();
-        let nats = NatsServer::start().await?;
+        let nats = NatsServer::start_cluster(options.nats_nodes.max(1)).await?;
         let directory = Directory::denmark()?;
         let creds = tempfile::tempdir()?;
         henvis_sector::dev_credentials(&directory, creds.path())?;
@@ -320,7 +400,7 @@ impl Deployment {
             inbox_max_attempts: self.options.inbox_max_attempts,
             heartbeat_secs: 1,
             duplicate_window_secs: self.options.duplicate_window_secs,
-            stream_replicas: 1,
+            stream_replicas: if self.options.nats_nodes > 1 { 3 } else { 1 },
             alerts: henvis_sector::AlertConfig {
                 urgent_deadline_secs: self.options.urgent_alert_deadline_secs,
                 normal_deadline_secs: 0,
@@ -353,7 +433,7 @@ impl Deployment {
             rules: None,
             directory: None,
             duplicate_window_secs: self.options.duplicate_window_secs,
-            stream_replicas: 1,
+            stream_replicas: if self.options.nats_nodes > 1 { 3 } else { 1 },
             listen: "127.0.0.1:0".parse()?,
         };
         let router = henvis_router::build(&config).await?;
@@ -388,7 +468,7 @@ impl Deployment {
 
     /// A JetStream context on the deployment's server, for checks behind the services.
     pub async fn jetstream(&self) -> anyhow::Result<async_nats::jetstream::Context> {
-        Ok(async_nats::jetstream::new(async_nats::connect(self.nats.url()).await?))
+        Ok(async_nats::jetstream::new(connect(&self.nats.url()).await?))
     }
 
     /// Number of messages in a stream.

@@ -52,12 +52,18 @@ pub struct Bus {
 }
 
 impl Bus {
-    /// Connects to NATS at `url` as `name`. Fails when the server cannot be reached.
+    /// Connects to NATS at `url` (one URL, or several separated by commas) as `name`. Fails
+    /// when no server can be reached.
     pub async fn connect(url: &str, name: &str) -> Result<Self, BusError> {
         let client = async_nats::ConnectOptions::new()
             .name(name)
             .connection_timeout(Duration::from_secs(5))
-            .connect(url)
+            .connect(
+                url.split(',')
+                    .map(str::parse)
+                    .collect::<Result<Vec<async_nats::ServerAddr>, _>>()
+                    .map_err(|e| BusError::Unavailable(format!("nats url: {e}")))?,
+            )
             .await
             .map_err(|e| BusError::Unavailable(e.to_string()))?;
         let mut js = jetstream::new(client.clone());
