@@ -121,34 +121,9 @@ async fn killing_the_router_again_and_again_under_load_loses_and_duplicates_noth
         .as_nanos() as u64;
     let mut rng = Lcg(seed);
     let mut router = RouterProcess::spawn(&d.nats.url(), 600).unwrap();
-    let municipalities: Vec<String> = d.directory.municipalities().map(|m| m.code.clone()).collect();
-
-    // the load: several agencies submitting concurrently; remember what was acknowledged
-    let acked: Arc<Mutex<BTreeMap<String, (String, &'static str)>>> = Arc::default();
-    let failed = Arc::new(Mutex::new(0usize));
-    let mut load = Vec::new();
+    // the load: several agencies submitting concurrently, each submit tried once
     let senders = ["ngo-redbarnet", "ngo-hopenow", "ngo-reden-international", "politi-fyn"];
-    for (w, sender) in senders.into_iter().enumerate() {
-        let sector = if sender.starts_with("politi") {
-            Sector::Police
-        } else {
-            Sector::Ngo
-        };
-        let mut c = d.client(sector, sender).await.unwrap();
-        let (acked, failed, municipalities) = (acked.clone(), failed.clone(), municipalities.clone());
-        let share = referrals / senders.len() + usize::from(w < referrals % senders.len());
-        load.push(tokio::spawn(async move {
-            for i in 0..share {
-                let m = &municipalities[(w * 31 + i) % municipalities.len()];
-                match submit(&mut c, &format!("crash-{w}-{i}"), "", report(m)).await {
-                    Ok(r) => {
-                        acked.lock().unwrap().insert(r.event_id, (m.clone(), sender));
-                    }
-                    Err(_) => *failed.lock().unwrap() += 1,
-                }
-            }
-        }));
-    }
+    let (load, acked, failed) = start_load(&d, referrals, &senders, "crash", false).await;
 
     // the faults: SIGKILL the router at random points while the load runs, and start it
     // again; each kill waits until the load has reached its (random) point and the router
@@ -171,12 +146,7 @@ async fn killing_the_router_again_and_again_under_load_loses_and_duplicates_noth
     points.sort_unstable();
     let mut killed_under_load = 0;
     for point in points {
-        wait_for("the load to reach the kill point", Duration::from_secs(300), || {
-            let n = acked.lock().unwrap().len() + *failed.lock().unwrap();
-            async move { (n >= point).then_some(()) }
-        })
-        .await
-        .unwrap();
+        load_reaches(&acked, &failed, point).await;
         let from = wait_for("the router to consume", Duration::from_secs(60), &ack_floor)
             .await
             .unwrap();
@@ -202,19 +172,7 @@ async fn killing_the_router_again_and_again_under_load_loses_and_duplicates_noth
         l.await.unwrap();
     }
     // the last router drains the backlog
-    wait_for("the router to drain IN", Duration::from_secs(300), || {
-        let s = in_stream.clone();
-        async move {
-            let mut c = s
-                .get_consumer::<async_nats::jetstream::consumer::pull::Config>("router")
-                .await
-                .ok()?;
-            let info = c.info().await.ok()?;
-            (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
-        }
-    })
-    .await
-    .unwrap();
+    drain(&d).await;
     drop(router);
 
     let acked = acked.lock().unwrap().clone();
@@ -305,79 +263,19 @@ async fn restarting_nats_under_load_loses_and_duplicates_nothing() {
     .await
     .unwrap();
     let _router = RouterProcess::spawn(&d.nats.url(), 600).unwrap();
-    let municipalities: Vec<String> = d.directory.municipalities().map(|m| m.code.clone()).collect();
-    let acked: Arc<Mutex<BTreeMap<String, (String, &'static str)>>> = Arc::default();
-    let retries = Arc::new(Mutex::new(0usize));
     let senders = ["ngo-redbarnet", "ngo-hopenow", "ngo-reden-international", "politi-fyn"];
-    let mut load = Vec::new();
-    for (w, sender) in senders.into_iter().enumerate() {
-        let sector = if sender.starts_with("politi") {
-            Sector::Police
-        } else {
-            Sector::Ngo
-        };
-        let c = d.client(sector, sender).await.unwrap();
-        let (acked, retries, municipalities) = (acked.clone(), retries.clone(), municipalities.clone());
-        let share = referrals / senders.len() + usize::from(w < referrals % senders.len());
-        load.push(tokio::spawn(async move {
-            for i in 0..share {
-                let m = municipalities[(w * 17 + i) % municipalities.len()].clone();
-                // a client that does what the API says: retry with the same key until stored
-                let r = wait_for("a submit to be stored", Duration::from_secs(120), || {
-                    let mut inner = c.inner.clone();
-                    let req = c.req(SubmitRequest {
-                        idempotency_key: format!("restart-{w}-{i}"),
-                        event: Some(report(&m)),
-                        actor_id: "load".into(),
-                        ..Default::default()
-                    });
-                    let retries = retries.clone();
-                    async move {
-                        match inner.submit(req).await {
-                            Ok(r) => Some(r.into_inner()),
-                            Err(_) => {
-                                *retries.lock().unwrap() += 1;
-                                None
-                            }
-                        }
-                    }
-                })
-                .await
-                .unwrap();
-                acked.lock().unwrap().insert(r.event_id, (m, sender));
-            }
-        }));
-    }
+    let (load, acked, retries) = start_load(&d, referrals, &senders, "restart", true).await;
     // SIGKILL the server twice under load, restarting it on the same store
     let mut restarts = 0;
     for point in [referrals * 3 / 10, referrals * 7 / 10] {
-        wait_for("the load to reach the restart point", Duration::from_secs(300), || {
-            let n = acked.lock().unwrap().len();
-            async move { (n >= point).then_some(()) }
-        })
-        .await
-        .unwrap();
+        load_reaches(&acked, &Arc::default(), point).await;
         d.nats.restart().await.unwrap();
         restarts += 1;
     }
     for l in load {
         l.await.unwrap();
     }
-    let js = d.jetstream().await.unwrap();
-    let in_stream = js.get_stream("IN").await.unwrap();
-    wait_for("the router to drain IN", Duration::from_secs(300), || {
-        let s = in_stream.clone();
-        async move {
-            let mut c = s
-                .get_consumer::<async_nats::jetstream::consumer::pull::Config>("router")
-                .await
-                .ok()?;
-            let info = c.info().await.ok()?;
-            (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
-        }
-    })
-    .await
-    .unwrap();
+    drain(&d).await;
     let acked = acked.lock().unwrap().clone();
     let stored = d.stream_messages("IN").await.unwrap() as usize;
     let c = count(&d, &acked).await;
@@ -458,52 +356,12 @@ async fn killing_the_stream_leader_of_a_three_node_cluster_loses_and_duplicates_
     .await
     .unwrap();
     let _router = RouterProcess::spawn(&d.nats.url(), 600).unwrap();
-    let municipalities: Vec<String> = d.directory.municipalities().map(|m| m.code.clone()).collect();
-    let acked: Arc<Mutex<BTreeMap<String, (String, &'static str)>>> = Arc::default();
-    let retries = Arc::new(Mutex::new(0usize));
     let senders = ["ngo-redbarnet", "ngo-hopenow", "ngo-reden-international"];
-    let mut load = Vec::new();
-    for (w, sender) in senders.into_iter().enumerate() {
-        let c = d.client(Sector::Ngo, sender).await.unwrap();
-        let (acked, retries, municipalities) = (acked.clone(), retries.clone(), municipalities.clone());
-        let share = referrals / senders.len() + usize::from(w < referrals % senders.len());
-        load.push(tokio::spawn(async move {
-            for i in 0..share {
-                let m = municipalities[(w * 13 + i) % municipalities.len()].clone();
-                let r = wait_for("a submit to be stored", Duration::from_secs(120), || {
-                    let mut inner = c.inner.clone();
-                    let req = c.req(SubmitRequest {
-                        idempotency_key: format!("cluster-{w}-{i}"),
-                        event: Some(report(&m)),
-                        actor_id: "load".into(),
-                        ..Default::default()
-                    });
-                    let retries = retries.clone();
-                    async move {
-                        match inner.submit(req).await {
-                            Ok(r) => Some(r.into_inner()),
-                            Err(_) => {
-                                *retries.lock().unwrap() += 1;
-                                None
-                            }
-                        }
-                    }
-                })
-                .await
-                .unwrap();
-                acked.lock().unwrap().insert(r.event_id, (m, sender));
-            }
-        }));
-    }
+    let (load, acked, retries) = start_load(&d, referrals, &senders, "cluster", true).await;
     // kill -9 the node leading the IN stream, three times under load, restarting it each time
     let mut leaders_killed = Vec::new();
     for point in [referrals / 5, referrals / 2, referrals * 4 / 5] {
-        wait_for("the load to reach the kill point", Duration::from_secs(300), || {
-            let n = acked.lock().unwrap().len();
-            async move { (n >= point).then_some(()) }
-        })
-        .await
-        .unwrap();
+        load_reaches(&acked, &Arc::default(), point).await;
         let leader = wait_for("the IN stream's leader", Duration::from_secs(60), || {
             let url = d.nats.url();
             async move {
@@ -522,6 +380,98 @@ async fn killing_the_stream_leader_of_a_three_node_cluster_loses_and_duplicates_
     for l in load {
         l.await.unwrap();
     }
+    drain(&d).await;
+    let acked = acked.lock().unwrap().clone();
+    let stored = d.stream_messages("IN").await.unwrap() as usize;
+    let c = count(&d, &acked).await;
+    println!(
+        "3-node cluster: stream leaders killed {leaders_killed:?}; referrals attempted {referrals}, acknowledged {}, retried submits {}, stored {stored}; {c}",
+        acked.len(),
+        retries.lock().unwrap()
+    );
+    assert_eq!((acked.len(), stored), (referrals, referrals));
+    c.assert_exactly_once();
+}
+
+/// What a load acknowledged: event id → (municipality code, sender).
+type Acked = Arc<Mutex<BTreeMap<String, (String, &'static str)>>>;
+
+/// Starts `referrals` opening reports spread over `senders` and the 98 municipalities.
+/// With `retry`, a failed submit is retried with the same key until stored (what the API
+/// tells clients to do); without, it counts as an unknown outcome. Returns the tasks, what
+/// was acknowledged, and the number of failed attempts.
+async fn start_load(
+    d: &Deployment,
+    referrals: usize,
+    senders: &[&'static str],
+    prefix: &str,
+    retry: bool,
+) -> (Vec<tokio::task::JoinHandle<()>>, Acked, Arc<Mutex<usize>>) {
+    let municipalities: Vec<String> = d.directory.municipalities().map(|m| m.code.clone()).collect();
+    let acked: Acked = Arc::default();
+    let failures = Arc::new(Mutex::new(0usize));
+    let mut load = Vec::new();
+    for (w, &sender) in senders.iter().enumerate() {
+        let sector = if sender.starts_with("politi") {
+            Sector::Police
+        } else {
+            Sector::Ngo
+        };
+        let c = d.client(sector, sender).await.unwrap();
+        let (acked, failures, municipalities) = (acked.clone(), failures.clone(), municipalities.clone());
+        let share = referrals / senders.len() + usize::from(w < referrals % senders.len());
+        let prefix = prefix.to_owned();
+        load.push(tokio::spawn(async move {
+            for i in 0..share {
+                let m = municipalities[(w * 31 + i) % municipalities.len()].clone();
+                let key = format!("{prefix}-{w}-{i}");
+                let attempt = || {
+                    let mut inner = c.inner.clone();
+                    let req = c.req(SubmitRequest {
+                        idempotency_key: key.clone(),
+                        event: Some(report(&m)),
+                        actor_id: "load".into(),
+                        ..Default::default()
+                    });
+                    let failures = failures.clone();
+                    async move {
+                        match inner.submit(req).await {
+                            Ok(r) => Some(r.into_inner()),
+                            Err(_) => {
+                                *failures.lock().unwrap() += 1;
+                                None
+                            }
+                        }
+                    }
+                };
+                let stored = if retry {
+                    wait_for("a submit to be stored", Duration::from_secs(120), attempt)
+                        .await
+                        .ok()
+                } else {
+                    attempt().await
+                };
+                if let Some(r) = stored {
+                    acked.lock().unwrap().insert(r.event_id, (m, sender));
+                }
+            }
+        }));
+    }
+    (load, acked, failures)
+}
+
+/// Waits until the load has acknowledged at least `n` referrals.
+async fn load_reaches(acked: &Acked, failures: &Arc<Mutex<usize>>, n: usize) {
+    wait_for("the load to reach its point", Duration::from_secs(300), || {
+        let done = acked.lock().unwrap().len() + *failures.lock().unwrap();
+        async move { (done >= n).then_some(()) }
+    })
+    .await
+    .unwrap();
+}
+
+/// Waits until the router has decided and acknowledged everything in IN.
+async fn drain(d: &Deployment) {
     let js = d.jetstream().await.unwrap();
     let in_stream = js.get_stream("IN").await.unwrap();
     wait_for("the router to drain IN", Duration::from_secs(300), || {
@@ -537,14 +487,4 @@ async fn killing_the_stream_leader_of_a_three_node_cluster_loses_and_duplicates_
     })
     .await
     .unwrap();
-    let acked = acked.lock().unwrap().clone();
-    let stored = d.stream_messages("IN").await.unwrap() as usize;
-    let c = count(&d, &acked).await;
-    println!(
-        "3-node cluster: stream leaders killed {leaders_killed:?}; referrals attempted {referrals}, acknowledged {}, retried submits {}, stored {stored}; {c}",
-        acked.len(),
-        retries.lock().unwrap()
-    );
-    assert_eq!((acked.len(), stored), (referrals, referrals));
-    c.assert_exactly_once();
 }
