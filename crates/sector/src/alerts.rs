@@ -206,37 +206,18 @@ impl AlertService for Alerts {
         let (person, district) = contact_person(&caller)?;
         let key = alert_key(&district, &request.into_inner().alert_id)?;
         let at = now();
-        let mut refusal = None;
-        let v = self
-            .0
-            .bus
-            .alert_bucket()
-            .await
-            .map_err(ApiError::from)?
-            .modify::<AlertRecord>(
-                &key,
-                || None,
-                |a| match &a.state {
-                    AlertState::Claimed { by, .. } if by == &person => false,
-                    AlertState::Claimed { by, at } => {
-                        refusal = Some(format!(
-                            "alert already claimed by `{by}` at {at}; ask them to hand it over"
-                        ));
-                        false
-                    }
-                    _ => {
-                        a.state = AlertState::Claimed { by: person.clone(), at };
-                        a.history.push(("claimed".into(), person.to_string(), at));
-                        true
-                    }
-                },
-            )
-            .await
-            .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::PermissionDenied("no such alert in your district".into()))?;
-        if let Some(r) = refusal {
-            return Err(ApiError::FailedPrecondition(r).into());
-        }
+        let v = transition(&self.0, &key, |a| match &a.state {
+            AlertState::Claimed { by, .. } if by == &person => Ok(false),
+            AlertState::Claimed { by, at } => Err(format!(
+                "alert already claimed by `{by}` at {at}; ask them to hand it over"
+            )),
+            _ => {
+                a.state = AlertState::Claimed { by: person.clone(), at };
+                a.history.push(("claimed".into(), person.to_string(), at));
+                Ok(true)
+            }
+        })
+        .await?;
         tracing::info!(person = %person, alert_id = %v.record.alert_id, "alert claimed");
         audit_step(&self.0, &v.record, "alert_claimed", &person, None).await?;
         Ok(Response::new(to_pb(&v.record, v.revision, &self.0.alerts)))
@@ -252,34 +233,15 @@ impl AlertService for Alerts {
             .filter(|p| self.0.directory.contact_person(p) == Some(&district))
             .ok_or_else(|| ApiError::field("to_person_id", "a contact person of your district"))?;
         let at = now();
-        let mut refusal = None;
-        let v = self
-            .0
-            .bus
-            .alert_bucket()
-            .await
-            .map_err(ApiError::from)?
-            .modify::<AlertRecord>(
-                &key,
-                || None,
-                |a| match &a.state {
-                    AlertState::Claimed { by, .. } if by == &person => {
-                        a.state = AlertState::Claimed { by: to.clone(), at };
-                        a.history.push((format!("handed over to {to}"), person.to_string(), at));
-                        true
-                    }
-                    _ => {
-                        refusal = Some("only the contact person who claimed the alert may hand it over".to_owned());
-                        false
-                    }
-                },
-            )
-            .await
-            .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::PermissionDenied("no such alert in your district".into()))?;
-        if let Some(r) = refusal {
-            return Err(ApiError::FailedPrecondition(r).into());
-        }
+        let v = transition(&self.0, &key, |a| match &a.state {
+            AlertState::Claimed { by, .. } if by == &person => {
+                a.state = AlertState::Claimed { by: to.clone(), at };
+                a.history.push((format!("handed over to {to}"), person.to_string(), at));
+                Ok(true)
+            }
+            _ => Err("only the contact person who claimed the alert may hand it over".to_owned()),
+        })
+        .await?;
         audit_step(&self.0, &v.record, "alert_handed_over", &person, Some(&to)).await?;
         Ok(Response::new(to_pb(&v.record, v.revision, &self.0.alerts)))
     }
@@ -348,6 +310,37 @@ impl AlertService for Alerts {
             }),
             granted_classes: granted.iter().map(|c| c as i32).collect(),
         }))
+    }
+}
+
+/// Changes an alert of the caller's district with compare-and-set; `change` refuses with
+/// the reason (FAILED_PRECONDITION) or says whether it changed anything.
+async fn transition(
+    core: &Core,
+    key: &str,
+    mut change: impl FnMut(&mut AlertRecord) -> Result<bool, String>,
+) -> Result<henvis_bus::Versioned<AlertRecord>, ApiError> {
+    let mut refusal = None;
+    let v = core
+        .bus
+        .alert_bucket()
+        .await?
+        .modify::<AlertRecord>(
+            key,
+            || None,
+            |a| match change(a) {
+                Ok(changed) => changed,
+                Err(r) => {
+                    refusal = Some(r);
+                    false
+                }
+            },
+        )
+        .await?
+        .ok_or_else(|| ApiError::PermissionDenied("no such alert in your district".into()))?;
+    match refusal {
+        Some(r) => Err(ApiError::FailedPrecondition(r)),
+        None => Ok(v),
     }
 }
 
