@@ -10,6 +10,8 @@ export NATS_SERVER_BIN="$root/.tools/nats/bin/nats-server"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
+# the crash tests run the real binaries as processes
+cargo build --workspace --bins
 cargo test --workspace --all-targets 2>&1 | tee "$log" || status=$?
 passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '; [0-9]+ failed' "$log" | awk '{s+=$2} END {print s+0}')

@@ -276,7 +276,12 @@ impl RouterProcess {
                     .open(std::env::temp_dir().join("henvis-router-test.log"))?,
             )
             .spawn()
-            .with_context(|| format!("starting {} (built by cargo test --workspace)", bin.display()))?;
+            .with_context(|| {
+                format!(
+                    "starting {} (run `cargo build --workspace --bins` first; deploy/test.sh does)",
+                    bin.display()
+                )
+            })?;
         Ok(Self(child))
     }
 
