@@ -488,3 +488,57 @@ async fn drain(d: &Deployment) {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reconciler_finds_and_redrives_deliveries_deleted_behind_the_brokers_back() {
+    let d = Deployment::start().await.unwrap();
+    let (load, acked, failed) = start_load(&d, 40, &["ngo-redbarnet", "ngo-hopenow"], "reconcile", false).await;
+    for l in load {
+        l.await.unwrap();
+    }
+    assert_eq!(*failed.lock().unwrap(), 0);
+    drain(&d).await;
+    let mut ngo = d.client(Sector::Ngo, "ngo-redbarnet").await.unwrap();
+    let acked = acked.lock().unwrap().clone();
+    for (event_id, (_, sender)) in &acked {
+        if *sender == "ngo-redbarnet" {
+            crate::routed(&mut ngo, event_id).await;
+        }
+    }
+    // an operator (or a disk) loses five stored deliveries
+    let js = d.jetstream().await.unwrap();
+    let out = js.get_stream("OUT").await.unwrap();
+    let mut deleted = 0;
+    for seq in (1..=out.get_info().await.unwrap().state.last_sequence).step_by(7) {
+        if deleted < 5 && out.delete_message(seq).await.unwrap_or(false) {
+            deleted += 1;
+        }
+    }
+    let config = henvis_router::RouterConfig {
+        nats_url: d.nats.url(),
+        rules: None,
+        directory: None,
+        duplicate_window_secs: 600,
+        stream_replicas: 1,
+        listen: "127.0.0.1:0".parse().unwrap(),
+    };
+    let router = henvis_router::build(&config).await.unwrap();
+    let found = router.reconcile(false).await.unwrap();
+    let fixed = router.reconcile(true).await.unwrap();
+    let after = router.reconcile(false).await.unwrap();
+    let c = count(&d, &acked).await;
+    println!(
+        "reconciliation: {} events, {} deliveries decided; deleted {deleted}; found missing {}, re-driven {}, missing afterwards {}; {c}",
+        found.events,
+        found.deliveries,
+        found.missing.len(),
+        fixed.redriven,
+        after.missing.len()
+    );
+    assert_eq!(
+        (found.missing.len(), fixed.redriven, after.missing.len()),
+        (deleted, deleted, 0)
+    );
+    assert!(found.undecided.is_empty());
+    c.assert_exactly_once();
+}

@@ -7,6 +7,7 @@
 //! Stateless apart from what it reads from JetStream: run any number of replicas.
 
 mod audit;
+mod reconcile;
 mod route;
 mod rules;
 
@@ -25,6 +26,7 @@ use henvis_proto::henvis::broker::v1::Envelope;
 use prost::Message as _;
 use std::collections::HashMap;
 
+pub use reconcile::Report;
 pub use rules::{ActiveRules, DEFAULT_RULES, publish_rules};
 
 /// Configuration of the router: flags, or `HENVIS_*` environment variables.

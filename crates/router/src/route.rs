@@ -130,27 +130,7 @@ impl Router {
 
         let mut acks = Vec::with_capacity(decision.recipients.len() + 1);
         for r in &decision.recipients {
-            let redacted =
-                redact(&self.schema, &event_bytes, r.classes).map_err(|_| RouteError::Poison("undecodable event"))?;
-            let event = Event::decode(redacted.event.as_slice())
-                .map_err(|_| RouteError::Poison("undecodable redacted event"))?;
-            let delivery = Delivery {
-                delivery_id: 0,
-                envelope: Some(Envelope {
-                    event_id: env.event_id.clone(),
-                    idempotency_key: String::new(),
-                    message_type: env.message_type.clone(),
-                    sender: env.sender.clone(),
-                    case_id: env.case_id.clone(),
-                    submitted_at: env.submitted_at,
-                    event: Some(event),
-                }),
-                granted_classes: class_numbers(r.classes),
-                withheld_classes: class_numbers(redacted.withheld),
-                rule_ids: r.rule_ids.clone(),
-                rule_set_version: decision.rule_set_version.clone(),
-                attempt: 0,
-            };
+            let delivery = self.delivery_for(&env, &event_bytes, r, &decision.rule_set_version)?;
             let msg_id = format!("{}:{}:{}", env.event_id, r.agency, decision.rule_set_version);
             acks.push(
                 self.bus
@@ -255,6 +235,37 @@ impl Router {
 }
 
 impl Router {
+    /// The delivery of `env` to one recipient: a fresh copy with only its granted fields.
+    pub(crate) fn delivery_for(
+        &self,
+        env: &Envelope,
+        event_bytes: &[u8],
+        r: &henvis_policy::Recipient,
+        rule_set_version: &str,
+    ) -> Result<Delivery, RouteError> {
+        let redacted =
+            redact(&self.schema, event_bytes, r.classes).map_err(|_| RouteError::Poison("undecodable event"))?;
+        let event =
+            Event::decode(redacted.event.as_slice()).map_err(|_| RouteError::Poison("undecodable redacted event"))?;
+        Ok(Delivery {
+            delivery_id: 0,
+            envelope: Some(Envelope {
+                event_id: env.event_id.clone(),
+                idempotency_key: String::new(),
+                message_type: env.message_type.clone(),
+                sender: env.sender.clone(),
+                case_id: env.case_id.clone(),
+                submitted_at: env.submitted_at,
+                event: Some(event),
+            }),
+            granted_classes: class_numbers(r.classes),
+            withheld_classes: class_numbers(redacted.withheld),
+            rule_ids: r.rule_ids.clone(),
+            rule_set_version: rule_set_version.to_owned(),
+            attempt: 0,
+        })
+    }
+
     /// The sender of referral `event_id`, if `responder` was one of its recipients.
     async fn referral_sender(&self, event_id: &str, responder: &AgencyId) -> Result<Option<AgencyId>, RouteError> {
         let Ok(id) = henvis_domain::EventId::parse(event_id) else {

@@ -76,6 +76,15 @@ enum Command {
         #[arg(long, env = "HENVIS_NATS_URL", default_value = "nats://127.0.0.1:4222")]
         nats_url: String,
     },
+    /// Administrators: compare what was stored, decided and delivered; `--redrive` stores
+    /// missing deliveries again (to recipients still entitled).
+    Reconcile {
+        #[command(flatten)]
+        config: henvis_router::RouterConfig,
+        /// Store missing deliveries again.
+        #[arg(long)]
+        redrive: bool,
+    },
     /// Prints the status of a submitted event per recipient.
     Status {
         #[command(flatten)]
@@ -239,6 +248,26 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Alerts { conn, action } => alerts(conn, action).await,
+        Command::Reconcile { config, redrive } => {
+            let router = henvis_router::build(&config).await?;
+            let r = router.reconcile(redrive).await?;
+            println!(
+                "{} events, {} decided, {} undecided; {} deliveries: {} received, {} waiting in inboxes, {} missing; re-driven {}, no longer entitled {}",
+                r.events,
+                r.decided,
+                r.undecided.len(),
+                r.deliveries,
+                r.received,
+                r.waiting,
+                r.missing.len(),
+                r.redriven,
+                r.no_longer_entitled
+            );
+            for (event, agency) in &r.missing {
+                println!("  missing: event {event} to {agency}");
+            }
+            Ok(())
+        }
         Command::Admin { nats_url } => {
             let bus = henvis_bus::Bus::connect(&nats_url, "henvis-cli").await?;
             for record in bus

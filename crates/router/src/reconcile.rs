@@ -1,0 +1,163 @@
+//! End-to-end reconciliation: compares what was stored for senders (IN), what the router
+//! decided (STATUS: stored / received / withheld per recipient) and what sits in each inbox
+//! (OUT), reports the gaps and, when asked, re-drives missing deliveries. A re-drive decides
+//! again under the rules and case as they are now, so a recipient no longer entitled (a
+//! consent withdrawn since) gets nothing; and it is idempotent per reconciliation pass.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use henvis_bus::{STATUS_PREFIX, STREAM_IN, STREAM_OUT, STREAM_STATUS, audit_admin_subject, outbound_subject};
+use henvis_domain::{AgencyId, CaseId, CaseRecord, MessageType};
+use henvis_policy::{DecisionInput, decide};
+use henvis_proto::henvis::broker::v1::{Delivery, DeliveryState, Envelope, GetStatusResponse};
+use prost::Message;
+
+use crate::Router;
+
+/// What a reconciliation found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Events stored in IN.
+    pub events: usize,
+    /// Events the router has decided.
+    pub decided: usize,
+    /// Events not decided yet (still with the router, or refused as unroutable).
+    pub undecided: Vec<String>,
+    /// (event, recipient) deliveries decided.
+    pub deliveries: usize,
+    /// …of which acknowledged by the recipient.
+    pub received: usize,
+    /// …of which waiting in the recipient's inbox.
+    pub waiting: usize,
+    /// Decided, not received, and not in the inbox: lost behind the broker's back.
+    pub missing: Vec<(String, String)>,
+    /// Missing deliveries stored again.
+    pub redriven: usize,
+    /// Missing deliveries whose recipient is no longer entitled (not re-driven).
+    pub no_longer_entitled: usize,
+}
+
+impl Router {
+    /// Reconciles IN, STATUS and OUT; with `redrive`, stores every missing delivery again.
+    pub async fn reconcile(&self, redrive: bool) -> anyhow::Result<Report> {
+        let js = self.bus.jetstream();
+        let mut report = Report::default();
+        // what reached each inbox and is still there
+        let out = js.get_stream(STREAM_OUT).await?;
+        let out_last = out.get_info().await?.state.last_sequence;
+        let mut in_inbox = BTreeSet::new();
+        for seq in 1..=out_last {
+            if let Ok(m) = out.get_raw_message(seq).await {
+                let recipient = m.subject.split('.').nth(2).unwrap_or_default().to_owned();
+                if let Some(env) = Delivery::decode(m.payload).ok().and_then(|d| d.envelope) {
+                    in_inbox.insert((env.event_id, recipient));
+                }
+            }
+        }
+        // what the router decided and what recipients acknowledged
+        let mut states: BTreeMap<String, BTreeMap<String, i32>> = BTreeMap::new();
+        for (_, payload) in self
+            .bus
+            .read_messages(STREAM_STATUS, &format!("{STATUS_PREFIX}.>"))
+            .await?
+        {
+            let Ok(rec) = GetStatusResponse::decode(payload) else {
+                continue;
+            };
+            let entry = states.entry(rec.event_id).or_default();
+            for r in rec.recipients.into_iter().filter(|r| !r.recipient_agency_id.is_empty()) {
+                let s = entry.entry(r.recipient_agency_id).or_default();
+                *s = (*s).max(r.state);
+            }
+        }
+        // every stored event
+        let stream = js.get_stream(STREAM_IN).await?;
+        let last = stream.get_info().await?.state.last_sequence;
+        for seq in 1..=last {
+            let Ok(m) = stream.get_raw_message(seq).await else {
+                continue;
+            };
+            let Ok(env) = Envelope::decode(m.payload.clone()) else {
+                continue;
+            };
+            report.events += 1;
+            let Some(recipients) = states.get(&env.event_id) else {
+                report.undecided.push(env.event_id.clone());
+                continue;
+            };
+            report.decided += 1;
+            for (agency, state) in recipients {
+                if *state == DeliveryState::Withheld as i32 {
+                    continue;
+                }
+                report.deliveries += 1;
+                if *state >= DeliveryState::Received as i32 {
+                    report.received += 1;
+                } else if in_inbox.contains(&(env.event_id.clone(), agency.clone())) {
+                    report.waiting += 1;
+                } else {
+                    report.missing.push((env.event_id.clone(), agency.clone()));
+                    if redrive {
+                        if self.redeliver(&m.payload, agency, out_last).await? {
+                            report.redriven += 1;
+                        } else {
+                            report.no_longer_entitled += 1;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Stores the delivery of `payload` to `agency` again if the agency is still entitled.
+    async fn redeliver(&self, payload: &[u8], agency: &str, pass: u64) -> anyhow::Result<bool> {
+        let env = Envelope::decode(payload)?;
+        let event_bytes = env.event.as_ref().map(Message::encode_to_vec).unwrap_or_default();
+        let mt = MessageType::parse(&env.message_type)?;
+        let sender = AgencyId::parse(&env.sender.as_ref().map(|s| s.agency_id.clone()).unwrap_or_default())?;
+        let Some(sector) = self.directory.agency(&sender).map(|a| a.sector) else {
+            return Ok(false);
+        };
+        let case_id = CaseId::parse(&env.case_id)?;
+        let case = self
+            .bus
+            .case(&case_id)
+            .await?
+            .map(|c| c.record)
+            .unwrap_or_else(CaseRecord::new);
+        let rules = self.rules.current();
+        let at = env.submitted_at.map_or(0, |t| t.seconds);
+        let decision = decide(
+            &rules,
+            &self.directory,
+            &DecisionInput {
+                mt: &mt,
+                sender: &sender,
+                sender_sector: sector,
+                case: &case,
+                at,
+                referral_sender: None,
+            },
+        );
+        let Some(r) = decision.recipients.iter().find(|r| r.agency.as_str() == agency) else {
+            return Ok(false);
+        };
+        let delivery = self
+            .delivery_for(&env, &event_bytes, r, &decision.rule_set_version)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let id = format!("redrive:{}:{agency}:{pass}", env.event_id);
+        self.bus
+            .publish_stored(outbound_subject(&r.agency, &mt), &id, delivery.encode_to_vec().into())
+            .await?;
+        let alert = serde_json::json!({ "kind": "delivery_redriven", "event_id": env.event_id, "agency": agency, "rule_set_version": decision.rule_set_version });
+        self.bus
+            .publish_stored(
+                audit_admin_subject(),
+                &format!("redrive-alert:{}:{agency}:{pass}", env.event_id),
+                alert.to_string().into(),
+            )
+            .await?;
+        Ok(true)
+    }
+}
