@@ -542,3 +542,45 @@ async fn the_reconciler_finds_and_redrives_deliveries_deleted_behind_the_brokers
     assert!(found.undecided.is_empty());
     c.assert_exactly_once();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unacknowledged_delivery_raises_an_administrator_alert_before_it_expires() {
+    // retention 60 s, warning 58 s before expiry: a delivery 2 s old is about to expire
+    let d = Deployment::start_with(Options {
+        retention_secs: 60,
+        expiry_warning_secs: 58,
+        duplicate_window_secs: 30,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let mut ngo = d.client(Sector::Ngo, "ngo-redbarnet").await.unwrap();
+    let r = submit(&mut ngo, "old", "", report("101")).await.unwrap();
+    crate::routed(&mut ngo, &r.event_id).await;
+    let alerts = wait_for("the expiry alerts", Duration::from_secs(30), || async {
+        let alerts: Vec<serde_json::Value> = d
+            .read_all("AUDIT", "henvis.audit.admin")
+            .await
+            .ok()?
+            .into_iter()
+            .filter_map(|(_, b)| serde_json::from_slice(&b).ok())
+            .filter(|a: &serde_json::Value| a["kind"] == "delivery_expiring")
+            .collect();
+        (alerts.len() == 2).then_some(alerts)
+    })
+    .await
+    .unwrap();
+    let agencies: BTreeSet<_> = alerts
+        .iter()
+        .map(|a| a["agency"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        agencies,
+        BTreeSet::from(["kommune-101".to_owned(), "politi-koebenhavn".to_owned()])
+    );
+    assert!(
+        alerts
+            .iter()
+            .all(|a| a["event_id"] == r.event_id.as_str() && a["expires_in_secs"].as_u64().unwrap() <= 58)
+    );
+}

@@ -335,6 +335,10 @@ pub struct Options {
     pub ack_wait_secs: u64,
     /// nats-server processes: 1, or 3 for a cluster with R3 streams.
     pub nats_nodes: usize,
+    /// Seconds stored events and undelivered deliveries are kept.
+    pub retention_secs: u64,
+    /// Seconds before expiry that an unacknowledged delivery raises an alert.
+    pub expiry_warning_secs: u64,
 }
 
 impl Default for Options {
@@ -346,6 +350,8 @@ impl Default for Options {
             inbox_max_attempts: 10,
             ack_wait_secs: 30,
             nats_nodes: 1,
+            retention_secs: 30 * 24 * 3600,
+            expiry_warning_secs: 3 * 24 * 3600,
         }
     }
 }
@@ -406,6 +412,9 @@ impl Deployment {
             heartbeat_secs: 1,
             duplicate_window_secs: self.options.duplicate_window_secs,
             stream_replicas: if self.options.nats_nodes > 1 { 3 } else { 1 },
+            retention_secs: self.options.retention_secs,
+            expiry_warning_secs: self.options.expiry_warning_secs,
+            expiry_scan_secs: 1,
             alerts: henvis_sector::AlertConfig {
                 urgent_deadline_secs: self.options.urgent_alert_deadline_secs,
                 normal_deadline_secs: 0,

@@ -98,3 +98,67 @@ async fn dead_letter(core: &Core, a: &Advisory) -> Result<(), ApiError> {
     tracing::warn!(agency = %agency, event_id = %event_id, attempts = a.deliveries, "delivery moved to the dead-letter stream");
     Ok(())
 }
+
+/// Raises an administrator alert for every delivery still unacknowledged when it is within
+/// the warning period of its expiry, until `shutdown`. OUT is in stream order, so the scan
+/// stops at the first delivery too young to warn about. Every sector service runs it; the
+/// alerts' message ids keep one per delivery.
+pub(crate) async fn watch_expiry(core: Arc<Core>, shutdown: impl std::future::Future<Output = ()> + Send) {
+    let mut tick = tokio::time::interval(core.expiry_scan);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            _ = tick.tick() => {
+                if let Err(e) = warn_expiring(&core).await {
+                    tracing::warn!(error = %e, "expiry scan failed; retrying next time");
+                }
+            }
+        }
+    }
+}
+
+async fn warn_expiring(core: &Core) -> Result<(), ApiError> {
+    let unavailable = |e: &dyn std::fmt::Display| ApiError::Unavailable(e.to_string());
+    let out = core
+        .bus
+        .jetstream()
+        .get_stream(STREAM_OUT)
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let state = out.get_info().await.map_err(|e| unavailable(&e))?.state;
+    let warn_age = core.retention.saturating_sub(core.expiry_warning);
+    let now = std::time::SystemTime::now();
+    for seq in state.first_sequence..=state.last_sequence {
+        let Ok(m) = out.get_raw_message(seq).await else {
+            continue;
+        };
+        let stored: std::time::SystemTime = m.time.into();
+        let age = now.duration_since(stored).unwrap_or_default();
+        if age < warn_age {
+            break;
+        }
+        let agency = m.subject.split('.').nth(2).unwrap_or_default().to_owned();
+        let event_id = Delivery::decode(m.payload)
+            .ok()
+            .and_then(|d| d.envelope)
+            .map(|e| e.event_id)
+            .unwrap_or_default();
+        let alert = serde_json::json!({
+            "kind": "delivery_expiring",
+            "agency": agency,
+            "event_id": event_id,
+            "out_sequence": seq,
+            "age_secs": age.as_secs(),
+            "expires_in_secs": core.retention.saturating_sub(age).as_secs(),
+        });
+        core.bus
+            .publish_stored(
+                audit_admin_subject(),
+                &format!("expiring:{seq}"),
+                alert.to_string().into(),
+            )
+            .await?;
+    }
+    Ok(())
+}

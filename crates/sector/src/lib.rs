@@ -61,6 +61,17 @@ pub struct SectorConfig {
     /// JetStream de-duplication window in seconds (set when the streams are created).
     #[arg(long, env = "HENVIS_DUPLICATE_WINDOW_SECS", default_value_t = 600)]
     pub duplicate_window_secs: u64,
+    /// Days submitted events and undelivered deliveries are kept (set when the streams are
+    /// created).
+    #[arg(long, env = "HENVIS_RETENTION_SECS", default_value_t = 30 * 24 * 3600)]
+    pub retention_secs: u64,
+    /// Seconds before a delivery would expire unacknowledged that an administrator alert
+    /// is raised.
+    #[arg(long, env = "HENVIS_EXPIRY_WARNING_SECS", default_value_t = 3 * 24 * 3600)]
+    pub expiry_warning_secs: u64,
+    /// Seconds between scans for deliveries about to expire.
+    #[arg(long, env = "HENVIS_EXPIRY_SCAN_SECS", default_value_t = 3600)]
+    pub expiry_scan_secs: u64,
     /// Replicas of every stream and bucket when created (1 for one server, 3 in a cluster).
     #[arg(long, env = "HENVIS_STREAM_REPLICAS", default_value_t = 1)]
     pub stream_replicas: usize,
@@ -79,6 +90,9 @@ pub struct Core {
     max_event_bytes: usize,
     ack_wait: Duration,
     inbox_max_attempts: i64,
+    retention: Duration,
+    expiry_warning: Duration,
+    expiry_scan: Duration,
     heartbeat: Duration,
     alerts: AlertConfig,
 }
@@ -98,6 +112,7 @@ pub async fn build(sector: Sector, config: &SectorConfig) -> anyhow::Result<Arc<
     henvis_bus::Topology {
         duplicate_window: Duration::from_secs(config.duplicate_window_secs.max(1)),
         replicas: config.stream_replicas.max(1),
+        max_age: Duration::from_secs(config.retention_secs.max(60)),
         ..Default::default()
     }
     .ensure(&bus)
@@ -111,6 +126,9 @@ pub async fn build(sector: Sector, config: &SectorConfig) -> anyhow::Result<Arc<
         max_event_bytes: config.max_event_bytes,
         ack_wait: Duration::from_secs(config.ack_wait_secs.max(1)),
         inbox_max_attempts: config.inbox_max_attempts.max(1),
+        retention: Duration::from_secs(config.retention_secs.max(60)),
+        expiry_warning: Duration::from_secs(config.expiry_warning_secs),
+        expiry_scan: Duration::from_secs(config.expiry_scan_secs.max(1)),
         heartbeat: Duration::from_secs(config.heartbeat_secs.max(1)),
         alerts: config.alerts.clone(),
     }))
@@ -136,7 +154,10 @@ pub async fn serve(
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let mut background = vec![tokio::spawn(dead_letters::run(core.clone(), wait()))];
+    let mut background = vec![
+        tokio::spawn(dead_letters::run(core.clone(), wait())),
+        tokio::spawn(dead_letters::watch_expiry(core.clone(), wait())),
+    ];
     // the police service also serves case alerts and escalates unclaimed ones
     if sector == Sector::Police {
         type A = henvis_proto::henvis::police::v1::alert_service_server::AlertServiceServer<alerts::Alerts>;
