@@ -321,3 +321,102 @@ async fn a_recipients_response_closes_the_loop_and_a_stranger_cannot_answer() {
     let got = inbox.next_delivery().await;
     assert_eq!(got.envelope.unwrap().event_id, answer.event_id);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_follows_its_referral_live_and_resumes_where_it_left_off() {
+    use henvis_proto::henvis::broker::v1::{StatusUpdate, SubscribeStatusRequest, status_update};
+    let d = Deployment::start().await.unwrap();
+    let s = schema();
+    let mut ngo = d.client(Sector::Ngo, "ngo-redbarnet").await.unwrap();
+    let (event, _) = canary_event(
+        &s,
+        "suspected_victim_reported",
+        &[("municipality_code", Value::String("101".into()))],
+    );
+    let r = submit(&mut ngo, "follow", "", event).await.unwrap();
+    let subscribe = |resume_after: u64| {
+        let mut c = ngo.inner.clone();
+        let req = ngo.req(SubscribeStatusRequest {
+            event_id: r.event_id.clone(),
+            resume_after,
+        });
+        async move { c.subscribe_status(req).await.unwrap().into_inner() }
+    };
+    async fn next_status(s: &mut tonic::Streaming<StatusUpdate>) -> Option<(u64, Vec<(String, i32)>)> {
+        loop {
+            let u = tokio::time::timeout(LIMIT, s.message())
+                .await
+                .expect("an update")
+                .unwrap()?;
+            match u.kind {
+                Some(status_update::Kind::Status(st)) => {
+                    return Some((
+                        u.position,
+                        st.recipients
+                            .into_iter()
+                            .map(|x| (x.recipient_agency_id, x.state))
+                            .collect(),
+                    ));
+                }
+                Some(status_update::Kind::Heartbeat(_)) => return None,
+                None => {}
+            }
+        }
+    }
+    let mut live = subscribe(0).await;
+    let stored = DeliveryState::Stored as i32;
+    let received = DeliveryState::Received as i32;
+    let first = loop {
+        if let Some(s) = next_status(&mut live).await {
+            break s;
+        }
+    };
+    assert_eq!(
+        first.1,
+        vec![
+            ("kommune-101".to_owned(), stored),
+            ("politi-koebenhavn".to_owned(), stored)
+        ]
+    );
+    // the municipality acknowledges: the sender sees it at once
+    let mut kbh = d.client(Sector::Social, "kommune-101").await.unwrap();
+    let mut inbox = Inbox::open(&mut kbh).await;
+    let delivery = inbox.next_delivery().await;
+    inbox.ack(delivery.delivery_id).await;
+    let second = loop {
+        if let Some(s) = next_status(&mut live).await {
+            break s;
+        }
+    };
+    assert_eq!(
+        second.1,
+        vec![
+            ("kommune-101".to_owned(), received),
+            ("politi-koebenhavn".to_owned(), stored)
+        ]
+    );
+    drop(live);
+    // reconnecting from the last position: nothing old again, only what changes next
+    let mut resumed = subscribe(second.0).await;
+    assert!(
+        next_status(&mut resumed).await.is_none(),
+        "a heartbeat before anything new"
+    );
+    let mut police = d.client(Sector::Police, "politi-koebenhavn").await.unwrap();
+    let mut inbox = Inbox::open(&mut police).await;
+    let delivery = inbox.next_delivery().await;
+    inbox.ack(delivery.delivery_id).await;
+    let third = loop {
+        if let Some(s) = next_status(&mut resumed).await {
+            break s;
+        }
+    };
+    assert_eq!(
+        third.1,
+        vec![
+            ("kommune-101".to_owned(), received),
+            ("politi-koebenhavn".to_owned(), received)
+        ]
+    );
+    assert!(third.0 > second.0);
+}

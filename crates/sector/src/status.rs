@@ -1,14 +1,62 @@
 //! The status of a submitted event, per intended recipient, folded from the status
-//! records the router and the inboxes append under the sender's subject.
+//! records the router and the inboxes append under the sender's subject: read once
+//! (GetStatus) or followed (SubscribeStatus: the status so far, then every change, with
+//! heartbeats and a resume position).
 
 use std::collections::BTreeMap;
 
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use futures::StreamExt;
 use henvis_bus::{STREAM_STATUS, status_subject};
 use henvis_domain::EventId;
-use henvis_proto::henvis::broker::v1::{GetStatusResponse, RecipientStatus};
+use henvis_proto::henvis::broker::v1::{GetStatusResponse, Heartbeat, RecipientStatus, StatusUpdate, status_update};
 use prost::Message;
+use tonic::Status;
 
-use crate::{ApiError, Caller, Core};
+use crate::{ApiError, Caller, Core, submit::BoxStream};
+
+/// Folds status records into the current status of one event.
+#[derive(Default)]
+struct Fold {
+    routed: bool,
+    by_recipient: BTreeMap<(String, String), RecipientStatus>,
+}
+
+impl Fold {
+    fn add(&mut self, record: &[u8]) -> Result<(), ApiError> {
+        let rec = GetStatusResponse::decode(record).map_err(|e| ApiError::Internal(format!("status record: {e}")))?;
+        self.routed |= rec.routed;
+        for s in rec.recipients {
+            // withheld entries without a recipient are told apart by their rule
+            let key = (
+                s.recipient_agency_id.clone(),
+                if s.recipient_agency_id.is_empty() {
+                    s.rule_id.clone()
+                } else {
+                    String::new()
+                },
+            );
+            let entry = self.by_recipient.entry(key).or_insert_with(|| s.clone());
+            if s.state >= entry.state {
+                let rule_id = if s.rule_id.is_empty() {
+                    entry.rule_id.clone()
+                } else {
+                    s.rule_id.clone()
+                };
+                *entry = RecipientStatus { rule_id, ..s };
+            }
+        }
+        Ok(())
+    }
+
+    fn status(&self, event_id: &str) -> GetStatusResponse {
+        GetStatusResponse {
+            event_id: event_id.to_owned(),
+            routed: self.routed,
+            recipients: self.by_recipient.values().cloned().collect(),
+        }
+    }
+}
 
 /// Reads the status of `event_id` as seen by its sender. Another agency's event reads as
 /// not routed: the subject is scoped to the caller, so nothing of it is visible.
@@ -21,35 +69,68 @@ pub(crate) async fn get(core: &Core, caller: &Caller, event_id: &str) -> Result<
     )
     .await
     .map_err(|_| ApiError::Unavailable("status read timed out".into()))??;
-    let mut out = GetStatusResponse {
-        event_id: id.to_string(),
-        routed: false,
-        recipients: Vec::new(),
-    };
-    let mut by_recipient: BTreeMap<(String, String), RecipientStatus> = BTreeMap::new();
+    let mut fold = Fold::default();
     for r in records {
-        let rec = GetStatusResponse::decode(r).map_err(|e| ApiError::Internal(format!("status record: {e}")))?;
-        out.routed |= rec.routed;
-        for s in rec.recipients {
-            let key = (
-                s.recipient_agency_id.clone(),
-                if s.recipient_agency_id.is_empty() {
-                    s.rule_id.clone()
-                } else {
-                    String::new()
-                },
-            );
-            let entry = by_recipient.entry(key).or_insert_with(|| s.clone());
-            if s.state >= entry.state {
-                let rule_id = if s.rule_id.is_empty() {
-                    entry.rule_id.clone()
-                } else {
-                    s.rule_id.clone()
-                };
-                *entry = RecipientStatus { rule_id, ..s };
+        fold.add(&r)?;
+    }
+    Ok(fold.status(&id.to_string()))
+}
+
+/// Follows the status of `event_id`: the status so far, then a new status on every change.
+/// Each update carries its position; a client that reconnects with `resume_after` gets
+/// only what changed after it (the fold itself always covers every record).
+pub(crate) async fn subscribe(
+    core: &Core,
+    caller: &Caller,
+    event_id: &str,
+    resume_after: u64,
+) -> Result<BoxStream<StatusUpdate>, ApiError> {
+    let id = EventId::parse(event_id)
+        .map_err(|e| ApiError::field("event_id", e.expected))?
+        .to_string();
+    let unavailable = |e: &dyn std::fmt::Display| ApiError::Unavailable(e.to_string());
+    let stream = core
+        .bus
+        .jetstream()
+        .get_stream(STREAM_STATUS)
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: status_subject(&caller.agency, &id),
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let mut records = consumer.messages().await.map_err(|e| unavailable(&e))?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<StatusUpdate, Status>>(16);
+    let heartbeat_every = core.heartbeat;
+    tokio::spawn(async move {
+        let mut fold = Fold::default();
+        let mut heartbeat = tokio::time::interval(heartbeat_every);
+        heartbeat.tick().await;
+        loop {
+            tokio::select! {
+                m = records.next() => {
+                    let Some(Ok(m)) = m else { break };
+                    let position = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+                    if fold.add(&m.payload).is_err() {
+                        continue;
+                    }
+                    // send once caught up with what was stored when the stream opened
+                    let caught_up = m.info().map(|i| i.pending == 0).unwrap_or(true);
+                    if position > resume_after && caught_up {
+                        let u = StatusUpdate { position, kind: Some(status_update::Kind::Status(fold.status(&id))) };
+                        if tx.send(Ok(u)).await.is_err() { break; }
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    let hb = StatusUpdate { position: 0, kind: Some(status_update::Kind::Heartbeat(Heartbeat { at: Some(std::time::SystemTime::now().into()) })) };
+                    if tx.send(Ok(hb)).await.is_err() { break; }
+                }
             }
         }
-    }
-    out.recipients = by_recipient.into_values().collect();
-    Ok(out)
+    });
+    Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
 }

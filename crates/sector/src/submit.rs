@@ -8,7 +8,8 @@ use henvis_domain::{CaseChange, CaseId, CaseRecord, EventId, IdempotencyKey, Mes
 use henvis_policy::{GuardError, OPENING_TYPE};
 use henvis_proto::henvis::broker::v1::{
     Envelope, GetCaseDecisionsRequest, GetCaseDecisionsResponse, GetStatusRequest, GetStatusResponse, InboxRequest,
-    InboxResponse, Sender, SubmitRequest, SubmitResponse, referral_service_server::ReferralService,
+    InboxResponse, Sender, StatusUpdate, SubmitRequest, SubmitResponse, SubscribeStatusRequest,
+    referral_service_server::ReferralService,
 };
 use prost::Message;
 use sha2::{Digest, Sha256};
@@ -318,6 +319,19 @@ impl ReferralService for Referrals {
         let caller = self.0.caller(request.metadata())?;
         Ok(Response::new(
             crate::status::get(&self.0, &caller, &request.into_inner().event_id).await?,
+        ))
+    }
+
+    type SubscribeStatusStream = BoxStream<StatusUpdate>;
+
+    async fn subscribe_status(
+        &self,
+        request: Request<SubscribeStatusRequest>,
+    ) -> Result<Response<Self::SubscribeStatusStream>, Status> {
+        let caller = self.0.caller(request.metadata())?;
+        let req = request.into_inner();
+        Ok(Response::new(
+            crate::status::subscribe(&self.0, &caller, &req.event_id, req.resume_after).await?,
         ))
     }
 
