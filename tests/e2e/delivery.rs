@@ -584,3 +584,44 @@ async fn an_unacknowledged_delivery_raises_an_administrator_alert_before_it_expi
             .all(|a| a["event_id"] == r.event_id.as_str() && a["expires_in_secs"].as_u64().unwrap() <= 58)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_stream_refuses_new_submissions_keeps_the_old_and_alerts() {
+    let d = Deployment::start_with(Options {
+        stream_max_bytes: 16 * 1024,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let mut ngo = d.client(Sector::Ngo, "ngo-redbarnet").await.unwrap();
+    let first = submit(&mut ngo, "full-0", "", report("101")).await.unwrap();
+    let mut refused = None;
+    for i in 1..200 {
+        match submit(&mut ngo, &format!("full-{i}"), "", report("101")).await {
+            Ok(_) => {}
+            Err(e) => {
+                refused = Some((i, e));
+                break;
+            }
+        }
+    }
+    let (at, e) = refused.expect("the stream fills up");
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{}", e.message());
+    assert!(e.message().contains("retry later"), "{}", e.message());
+    // nothing old was evicted: the first referral is still there and still answers a retry
+    let again = submit(&mut ngo, "full-0", "", report("101")).await.unwrap();
+    assert_eq!(again.event_id, first.event_id);
+    assert_eq!(d.stream_messages("IN").await.unwrap() as usize, at);
+    let alerts: Vec<serde_json::Value> = d
+        .read_all("AUDIT", "henvis.audit.admin")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|(_, b)| serde_json::from_slice(&b).ok())
+        .collect();
+    assert!(
+        alerts.iter().any(|a| a["kind"] == "stream_full" && a["stream"] == "IN"),
+        "{alerts:?}"
+    );
+    println!("stream full after {at} referrals: RESOURCE_EXHAUSTED, nothing evicted, administrator alerted");
+}

@@ -339,6 +339,8 @@ pub struct Options {
     pub retention_secs: u64,
     /// Seconds before expiry that an unacknowledged delivery raises an alert.
     pub expiry_warning_secs: u64,
+    /// Byte limit of IN and OUT.
+    pub stream_max_bytes: i64,
 }
 
 impl Default for Options {
@@ -352,6 +354,7 @@ impl Default for Options {
             nats_nodes: 1,
             retention_secs: 30 * 24 * 3600,
             expiry_warning_secs: 3 * 24 * 3600,
+            stream_max_bytes: 1 << 30,
         }
     }
 }
@@ -415,6 +418,7 @@ impl Deployment {
             retention_secs: self.options.retention_secs,
             expiry_warning_secs: self.options.expiry_warning_secs,
             expiry_scan_secs: 1,
+            stream_max_bytes: self.options.stream_max_bytes,
             alerts: henvis_sector::AlertConfig {
                 urgent_deadline_secs: self.options.urgent_alert_deadline_secs,
                 normal_deadline_secs: 0,

@@ -176,12 +176,18 @@ impl std::future::IntoFuture for PendingAck {
 }
 
 fn publish_error(e: jetstream::context::PublishError) -> BusError {
+    use jetstream::ErrorCode;
     let text = e.to_string();
-    match e.kind() {
-        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe | PublishErrorKind::StreamNotFound => {
+    // the server's error code decides, never the text
+    let code = std::error::Error::source(&e)
+        .and_then(|s| s.downcast_ref::<jetstream::Error>())
+        .map(jetstream::Error::error_code);
+    match (e.kind(), code) {
+        (PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe | PublishErrorKind::StreamNotFound, _) => {
             BusError::Unavailable(text)
         }
-        _ if text.contains("maximum") || text.contains("insufficient resources") => BusError::Full(text),
+        // a stream at its limits with discard-new refuses the message (and keeps the old)
+        (_, Some(ErrorCode::STREAM_STORE_FAILED | ErrorCode::INSUFFICIENT_RESOURCES)) => BusError::Full(text),
         _ => BusError::Other(text),
     }
 }

@@ -72,6 +72,10 @@ pub struct SectorConfig {
     /// Seconds between scans for deliveries about to expire.
     #[arg(long, env = "HENVIS_EXPIRY_SCAN_SECS", default_value_t = 3600)]
     pub expiry_scan_secs: u64,
+    /// Byte limit of each of IN and OUT (set when the streams are created); past it Submit
+    /// answers RESOURCE_EXHAUSTED and nothing stored is evicted.
+    #[arg(long, env = "HENVIS_STREAM_MAX_BYTES", default_value_t = 1 << 30)]
+    pub stream_max_bytes: i64,
     /// Replicas of every stream and bucket when created (1 for one server, 3 in a cluster).
     #[arg(long, env = "HENVIS_STREAM_REPLICAS", default_value_t = 1)]
     pub stream_replicas: usize,
@@ -113,6 +117,7 @@ pub async fn build(sector: Sector, config: &SectorConfig) -> anyhow::Result<Arc<
         duplicate_window: Duration::from_secs(config.duplicate_window_secs.max(1)),
         replicas: config.stream_replicas.max(1),
         max_age: Duration::from_secs(config.retention_secs.max(60)),
+        max_bytes: config.stream_max_bytes,
         ..Default::default()
     }
     .ensure(&bus)
