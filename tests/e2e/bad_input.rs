@@ -6,20 +6,7 @@ use henvis_proto::henvis::{broker::v1::Sender, events::v1::*};
 use henvis_tests::{Deployment, wait_for};
 use tonic::Code;
 
-use crate::{LIMIT, submit};
-
-fn report(municipality: &str) -> Event {
-    Event {
-        kind: Some(event::Kind::SuspectedVictimReported(SuspectedVictimReported {
-            municipality_code: municipality.into(),
-            observed_at: Some(prost_types::Timestamp {
-                seconds: 1_790_000_000,
-                nanos: 0,
-            }),
-            ..Default::default()
-        })),
-    }
-}
+use crate::{LIMIT, report, submit};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_are_refused_with_the_field_named_and_nothing_is_published() {

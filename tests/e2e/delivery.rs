@@ -9,28 +9,11 @@ use std::{
 };
 
 use henvis_domain::Sector;
-use henvis_proto::henvis::{
-    broker::v1::{Delivery, SubmitRequest},
-    events::v1::*,
-};
+use henvis_proto::henvis::broker::v1::{Delivery, SubmitRequest};
 use henvis_tests::{Deployment, Options, RouterProcess, wait_for};
 use prost::Message;
 
-use crate::submit;
-
-fn report(municipality: &str) -> Event {
-    Event {
-        kind: Some(event::Kind::SuspectedVictimReported(SuspectedVictimReported {
-            municipality_code: municipality.into(),
-            observed_at: Some(prost_types::Timestamp {
-                seconds: 1_790_000_000,
-                nanos: 0,
-            }),
-            exploitation_notes: "x".repeat(200),
-            ..Default::default()
-        })),
-    }
-}
+use crate::{report, submit};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_responses_and_retries_after_the_duplicate_window_store_each_referral_once() {
@@ -272,13 +255,7 @@ async fn restarting_nats_under_load_loses_and_duplicates_nothing() {
         d.nats.restart().await.unwrap();
         restarts += 1;
     }
-    for l in load {
-        l.await.unwrap();
-    }
-    drain(&d).await;
-    let acked = acked.lock().unwrap().clone();
-    let stored = d.stream_messages("IN").await.unwrap() as usize;
-    let c = count(&d, &acked).await;
+    let (acked, stored, c) = settle(&d, load, &acked).await;
     println!(
         "nats restart: {restarts} SIGKILL restarts; referrals attempted {referrals}, acknowledged {}, retried submits {}, stored {stored}; {c}",
         acked.len(),
@@ -377,13 +354,7 @@ async fn killing_the_stream_leader_of_a_three_node_cluster_loses_and_duplicates_
         d.nats.start_node(node).await.unwrap();
         leaders_killed.push(leader);
     }
-    for l in load {
-        l.await.unwrap();
-    }
-    drain(&d).await;
-    let acked = acked.lock().unwrap().clone();
-    let stored = d.stream_messages("IN").await.unwrap() as usize;
-    let c = count(&d, &acked).await;
+    let (acked, stored, c) = settle(&d, load, &acked).await;
     println!(
         "3-node cluster: stream leaders killed {leaders_killed:?}; referrals attempted {referrals}, acknowledged {}, retried submits {}, stored {stored}; {c}",
         acked.len(),
@@ -468,6 +439,23 @@ async fn load_reaches(acked: &Acked, failures: &Arc<Mutex<usize>>, n: usize) {
     })
     .await
     .unwrap();
+}
+
+/// Waits for the load and the router to finish; returns what was acknowledged, how many
+/// events IN holds, and the delivery counts.
+async fn settle(
+    d: &Deployment,
+    load: Vec<tokio::task::JoinHandle<()>>,
+    acked: &Acked,
+) -> (BTreeMap<String, (String, &'static str)>, usize, Counts) {
+    for l in load {
+        l.await.unwrap();
+    }
+    drain(d).await;
+    let acked = acked.lock().unwrap().clone();
+    let stored = d.stream_messages("IN").await.unwrap() as usize;
+    let c = count(d, &acked).await;
+    (acked, stored, c)
 }
 
 /// Waits until the router has decided and acknowledged everything in IN.

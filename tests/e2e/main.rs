@@ -26,6 +26,30 @@ use tonic::Streaming;
 /// How long a condition may take before a test fails.
 pub const LIMIT: Duration = Duration::from_secs(20);
 
+/// An opening report of a suspected child victim found in `municipality`.
+pub fn report(municipality: &str) -> Event {
+    use henvis_proto::henvis::events::v1::{SuspectedVictimReported, event};
+    Event {
+        kind: Some(event::Kind::SuspectedVictimReported(SuspectedVictimReported {
+            municipality_code: municipality.into(),
+            observed_at: Some(prost_types::Timestamp {
+                seconds: 1_790_000_000,
+                nanos: 0,
+            }),
+            ..Default::default()
+        })),
+    }
+}
+
+/// A status as (recipient, state, rule) triples, for comparing in one assertion.
+pub fn summary(status: &GetStatusResponse) -> Vec<(&str, i32, &str)> {
+    status
+        .recipients
+        .iter()
+        .map(|r| (r.recipient_agency_id.as_str(), r.state, r.rule_id.as_str()))
+        .collect()
+}
+
 /// Submits an event.
 pub async fn submit(c: &mut Client, key: &str, case_id: &str, event: Event) -> Result<SubmitResponse, tonic::Status> {
     let req = SubmitRequest {

@@ -224,11 +224,7 @@ async fn follow_up_events_route_by_case_and_the_guardian_receives_health_finding
     let (event, canaries) = canary_event(&s, "health_assessment_completed", &[]);
     let h = submit(&mut health, "ha", &case, event).await.unwrap();
     let status = routed(&mut health, &h.event_id).await;
-    let to: Vec<_> = status
-        .recipients
-        .iter()
-        .map(|r| (r.recipient_agency_id.as_str(), r.state, r.rule_id.as_str()))
-        .collect();
+    let to = crate::summary(&status);
     // the municipality's route rests on consent, which the guardian has not given
     let (stored, withheld) = (DeliveryState::Stored as i32, DeliveryState::Withheld as i32);
     assert_eq!(
@@ -267,17 +263,7 @@ async fn a_recipients_response_closes_the_loop_and_a_stranger_cannot_answer() {
     use henvis_proto::henvis::events::v1::*;
     let d = Deployment::start().await.unwrap();
     let mut ngo = d.client(Sector::Ngo, "ngo-hopenow").await.unwrap();
-    let report = Event {
-        kind: Some(event::Kind::SuspectedVictimReported(SuspectedVictimReported {
-            municipality_code: "101".into(),
-            observed_at: Some(prost_types::Timestamp {
-                seconds: 1_790_000_000,
-                nanos: 0,
-            }),
-            ..Default::default()
-        })),
-    };
-    let r = submit(&mut ngo, "refer", "", report).await.unwrap();
+    let r = submit(&mut ngo, "refer", "", crate::report("101")).await.unwrap();
     routed(&mut ngo, &r.event_id).await;
     let response = |outcome: ReferralOutcome| Event {
         kind: Some(event::Kind::ReferralResponse(ReferralResponse {
@@ -342,6 +328,15 @@ async fn a_sender_follows_its_referral_live_and_resumes_where_it_left_off() {
         });
         async move { c.subscribe_status(req).await.unwrap().into_inner() }
     };
+    /// The next status, skipping heartbeats.
+    async fn status_change(s: &mut tonic::Streaming<StatusUpdate>) -> (u64, Vec<(String, i32)>) {
+        loop {
+            if let Some(status) = next_status(s).await {
+                return status;
+            }
+        }
+    }
+    /// The next status, or `None` for a heartbeat.
     async fn next_status(s: &mut tonic::Streaming<StatusUpdate>) -> Option<(u64, Vec<(String, i32)>)> {
         loop {
             let u = tokio::time::timeout(LIMIT, s.message())
@@ -366,11 +361,7 @@ async fn a_sender_follows_its_referral_live_and_resumes_where_it_left_off() {
     let mut live = subscribe(0).await;
     let stored = DeliveryState::Stored as i32;
     let received = DeliveryState::Received as i32;
-    let first = loop {
-        if let Some(s) = next_status(&mut live).await {
-            break s;
-        }
-    };
+    let first = status_change(&mut live).await;
     assert_eq!(
         first.1,
         vec![
@@ -383,11 +374,7 @@ async fn a_sender_follows_its_referral_live_and_resumes_where_it_left_off() {
     let mut inbox = Inbox::open(&mut kbh).await;
     let delivery = inbox.next_delivery().await;
     inbox.ack(delivery.delivery_id).await;
-    let second = loop {
-        if let Some(s) = next_status(&mut live).await {
-            break s;
-        }
-    };
+    let second = status_change(&mut live).await;
     assert_eq!(
         second.1,
         vec![
@@ -406,11 +393,7 @@ async fn a_sender_follows_its_referral_live_and_resumes_where_it_left_off() {
     let mut inbox = Inbox::open(&mut police).await;
     let delivery = inbox.next_delivery().await;
     inbox.ack(delivery.delivery_id).await;
-    let third = loop {
-        if let Some(s) = next_status(&mut resumed).await {
-            break s;
-        }
-    };
+    let third = status_change(&mut resumed).await;
     assert_eq!(
         third.1,
         vec![

@@ -88,17 +88,10 @@ fn capitalised(s: Sector) -> String {
 async fn the_police_typed_api_reports_a_missing_child_on_an_open_case() {
     let d = Deployment::start().await.unwrap();
     let mut ngo = d.client(Sector::Ngo, "ngo-reden-international").await.unwrap();
-    let open = Event {
-        kind: Some(event::Kind::SuspectedVictimReported(SuspectedVictimReported {
-            municipality_code: "461".into(),
-            observed_at: Some(prost_types::Timestamp {
-                seconds: 1_790_000_000,
-                nanos: 0,
-            }),
-            ..Default::default()
-        })),
-    };
-    let case = submit(&mut ngo, "open", "", open).await.unwrap().case_id;
+    let case = submit(&mut ngo, "open", "", crate::report("461"))
+        .await
+        .unwrap()
+        .case_id;
     let mut police = PoliceServiceClient::new(d.channel(Sector::Police).await.unwrap());
     let mut req = tonic::Request::new(ReportChildMissingRequest {
         idempotency_key: "missing-1".into(),
@@ -122,11 +115,7 @@ async fn the_police_typed_api_reports_a_missing_child_on_an_open_case() {
     let mut status_client = d.client(Sector::Police, "politi-fyn").await.unwrap();
     let status = routed(&mut status_client, &r.event_id).await;
     // Odense's police district is the sender itself; the municipality still gets it
-    let to: Vec<_> = status
-        .recipients
-        .iter()
-        .map(|r| (r.recipient_agency_id.as_str(), r.state, r.rule_id.as_str()))
-        .collect();
+    let to = crate::summary(&status);
     let (stored, withheld) = (DeliveryState::Stored as i32, DeliveryState::Withheld as i32);
     // no guardian yet: that route is withheld, and the sender sees only that, not why
     assert_eq!(

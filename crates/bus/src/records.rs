@@ -65,6 +65,17 @@ impl JsonBucket {
         }
     }
 
+    /// Stores `record` under `key` unless the key already holds one (which is kept): one
+    /// round trip, for records written once.
+    pub async fn create_if_absent<T: Serialize>(&self, key: &str, record: &T) -> Result<(), BusError> {
+        let value = serde_json::to_vec(record).map_err(|e| BusError::Other(e.to_string()))?;
+        match self.store.create(key, value.into()).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
     /// Applies `change` with compare-and-set, retrying on conflict. When the key is absent
     /// it starts from `init()` if that gives a record, else returns `None`. `change`
     /// returns whether it changed anything; nothing is written when it did not.

@@ -95,20 +95,10 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let wait = move || {
-        let mut rx = stopped.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
+    let wait = henvis_runtime::fan_out(shutdown);
     let grpc = henvis_runtime::serve_grpc(listener, tonic::service::Routes::default(), &[], wait());
     let reload = router.clone().follow_rules(wait());
     let routing = router.run(wait());
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop.send(true);
-    });
     let (a, b, c) = tokio::join!(grpc, routing, reload);
     a.and(b).and(c)
 }

@@ -203,11 +203,7 @@ impl Router {
                 history: vec![("raised".to_owned(), "router".to_owned(), at)],
             };
             let key = alert.key();
-            self.bus
-                .alert_bucket()
-                .await?
-                .modify(&key, || Some(alert.clone()), |_| false)
-                .await?;
+            self.bus.alert_bucket().await?.create_if_absent(&key, &alert).await?;
         }
         // the sender and every recipient now take part in the case
         let participants: Vec<AgencyId> = std::iter::once(sender_id.clone())

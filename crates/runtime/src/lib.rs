@@ -49,6 +49,24 @@ pub async fn shutdown_signal() {
     tracing::info!("shutdown requested");
 }
 
+/// One shutdown signal for several tasks: `fan_out(shutdown)` spawns a task that waits for
+/// `shutdown`, and returns a function that makes a fresh future resolving when it has.
+pub fn fan_out(
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Clone {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    move || {
+        let mut rx = stopped.clone();
+        Box::pin(async move {
+            let _ = rx.wait_for(|s| *s).await;
+        })
+    }
+}
+
 /// Binds a TCP listener and reports the bound address (port 0 picks a free port).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)> {
     let l = TcpListener::bind(addr).await?;

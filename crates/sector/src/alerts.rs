@@ -462,11 +462,7 @@ async fn follow_up(core: &Core, to: &AgencyId, a: &AlertRecord, at: i64) -> Resu
         ..a.clone()
     };
     let key = copy.key();
-    core.bus
-        .alert_bucket()
-        .await?
-        .modify(&key, || Some(copy.clone()), |_| false)
-        .await?;
+    core.bus.alert_bucket().await?.create_if_absent(&key, &copy).await?;
     let mt = MessageType::parse("alert_escalated").map_err(|e| ApiError::Internal(e.to_string()))?;
     let env = Envelope {
         event_id: EventId::new_now().to_string(),

@@ -152,13 +152,7 @@ pub async fn serve(
     let (mut routes, typed_name) = typed::add(tonic::service::Routes::new(common), core.clone(), max);
     names.push(typed_name);
     tracing::info!(%sector, addr = ?listener.local_addr().ok(), "sector service listening");
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let wait = move || {
-        let mut rx = stopped.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
+    let wait = henvis_runtime::fan_out(shutdown);
     let mut background = vec![
         tokio::spawn(dead_letters::run(core.clone(), wait())),
         tokio::spawn(dead_letters::watch_expiry(core.clone(), wait())),
@@ -170,11 +164,7 @@ pub async fn serve(
         names.push(henvis_runtime::service_name::<A>());
         background.push(tokio::spawn(alerts::escalate_loop(core, wait())));
     }
-    let served = henvis_runtime::serve_grpc(listener, routes, &names, async move {
-        shutdown.await;
-        let _ = stop.send(true);
-    })
-    .await;
+    let served = henvis_runtime::serve_grpc(listener, routes, &names, wait()).await;
     for task in background {
         let _ = task.await;
     }

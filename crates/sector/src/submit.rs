@@ -216,7 +216,7 @@ impl Core {
         self.bus
             .idempotency_bucket()
             .await?
-            .modify(&Self::idempotency_key(caller, key), || Some(record.clone()), |_| false)
+            .create_if_absent(&Self::idempotency_key(caller, key), &record)
             .await?;
         Ok(())
     }
