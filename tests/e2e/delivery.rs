@@ -71,9 +71,9 @@ async fn lost_responses_and_retries_after_the_duplicate_window_store_each_referr
 }
 
 /// A tiny deterministic generator for fault timing (seed printed, so a run can be replayed).
-struct Lcg(u64);
+pub(crate) struct Lcg(pub(crate) u64);
 impl Lcg {
-    fn next(&mut self, below: u64) -> u64 {
+    pub(crate) fn next(&mut self, below: u64) -> u64 {
         self.0 = self
             .0
             .wrapping_mul(6_364_136_223_846_793_005)
@@ -365,20 +365,32 @@ async fn killing_the_stream_leader_of_a_three_node_cluster_loses_and_duplicates_
 }
 
 /// What a load acknowledged: event id → (municipality code, sender).
-type Acked = Arc<Mutex<BTreeMap<String, (String, &'static str)>>>;
+pub(crate) type Acked = Arc<Mutex<BTreeMap<String, (String, &'static str)>>>;
 
 /// Starts `referrals` opening reports spread over `senders` and the 98 municipalities.
 /// With `retry`, a failed submit is retried with the same key until stored (what the API
 /// tells clients to do); without, it counts as an unknown outcome. Returns the tasks, what
 /// was acknowledged, and the number of failed attempts.
-async fn start_load(
+pub(crate) async fn start_load(
     d: &Deployment,
     referrals: usize,
     senders: &[&'static str],
     prefix: &str,
     retry: bool,
 ) -> (Vec<tokio::task::JoinHandle<()>>, Acked, Arc<Mutex<usize>>) {
-    let municipalities: Vec<String> = d.directory.municipalities().map(|m| m.code.clone()).collect();
+    let all: Vec<String> = d.directory.municipalities().map(|m| m.code.clone()).collect();
+    start_load_in(d, referrals, senders, &all, prefix, retry).await
+}
+
+/// [`start_load`] for cases in the given municipalities only.
+pub(crate) async fn start_load_in(
+    d: &Deployment,
+    referrals: usize,
+    senders: &[&'static str],
+    municipalities: &[String],
+    prefix: &str,
+    retry: bool,
+) -> (Vec<tokio::task::JoinHandle<()>>, Acked, Arc<Mutex<usize>>) {
     let acked: Acked = Arc::default();
     let failures = Arc::new(Mutex::new(0usize));
     let mut load = Vec::new();
@@ -389,7 +401,7 @@ async fn start_load(
             Sector::Ngo
         };
         let c = d.client(sector, sender).await.unwrap();
-        let (acked, failures, municipalities) = (acked.clone(), failures.clone(), municipalities.clone());
+        let (acked, failures, municipalities) = (acked.clone(), failures.clone(), municipalities.to_vec());
         let share = referrals / senders.len() + usize::from(w < referrals % senders.len());
         let prefix = prefix.to_owned();
         load.push(tokio::spawn(async move {
@@ -432,7 +444,7 @@ async fn start_load(
 }
 
 /// Waits until the load has acknowledged at least `n` referrals.
-async fn load_reaches(acked: &Acked, failures: &Arc<Mutex<usize>>, n: usize) {
+pub(crate) async fn load_reaches(acked: &Acked, failures: &Arc<Mutex<usize>>, n: usize) {
     wait_for("the load to reach its point", Duration::from_secs(300), || {
         let done = acked.lock().unwrap().len() + *failures.lock().unwrap();
         async move { (done >= n).then_some(()) }
@@ -459,7 +471,7 @@ async fn settle(
 }
 
 /// Waits until the router has decided and acknowledged everything in IN.
-async fn drain(d: &Deployment) {
+pub(crate) async fn drain(d: &Deployment) {
     let js = d.jetstream().await.unwrap();
     let in_stream = js.get_stream("IN").await.unwrap();
     wait_for("the router to drain IN", Duration::from_secs(300), || {
@@ -612,4 +624,108 @@ async fn a_full_stream_refuses_new_submissions_keeps_the_old_and_alerts() {
         "{alerts:?}"
     );
     println!("stream full after {at} referrals: RESOURCE_EXHAUSTED, nothing evicted, administrator alerted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_deliveries_stream_holds_events_back_alerts_and_delivers_once_there_is_room() {
+    const N: usize = 24;
+    let d = Deployment::start_with(Options {
+        stream_max_bytes: 16 * 1024,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let mut ngo = d.client(Sector::Ngo, "ngo-redbarnet").await.unwrap();
+    let mut submitted = BTreeSet::new();
+    for i in 0..N {
+        // each referral makes two deliveries (municipality, police district): OUT fills
+        // long before IN does
+        let r = submit(&mut ngo, &format!("out-full-{i}"), "", report("101"))
+            .await
+            .unwrap();
+        submitted.insert(r.event_id);
+    }
+    let admin_alerts = || async {
+        let alerts: Vec<serde_json::Value> = d
+            .read_all("AUDIT", "henvis.audit.admin")
+            .await
+            .ok()?
+            .into_iter()
+            .filter_map(|(_, b)| serde_json::from_slice(&b).ok())
+            .collect();
+        Some(alerts)
+    };
+    wait_for("a stream_full alert for OUT", crate::LIMIT, || async {
+        let alerts = admin_alerts().await?;
+        alerts
+            .iter()
+            .any(|a| a["kind"] == "stream_full" && a["stream"] == "OUT")
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    let waiting_in_out = d.stream_messages("OUT").await.unwrap();
+    // the agencies take their deliveries (both at once: each one's backlog waits for room
+    // the other makes); the held-back events are routed
+    let take = |sector: Sector, agency: &'static str| {
+        let d = &d;
+        async move {
+            let mut c = d.client(sector, agency).await.unwrap();
+            let mut inbox = crate::Inbox::open(&mut c).await;
+            let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+            while seen.len() < N {
+                let del = inbox.next_delivery().await;
+                *seen.entry(del.envelope.unwrap().event_id).or_default() += 1;
+                inbox.ack(del.delivery_id).await;
+            }
+            seen
+        }
+    };
+    let (municipality, police) = tokio::join!(
+        take(Sector::Social, "kommune-101"),
+        take(Sector::Police, "politi-koebenhavn")
+    );
+    let mut per_recipient = Vec::new();
+    for seen in [municipality, police] {
+        assert_eq!(seen.keys().cloned().collect::<BTreeSet<_>>(), submitted);
+        assert!(seen.values().all(|n| *n == 1), "{seen:?}");
+        per_recipient.push(seen.len());
+    }
+    drain(&d).await;
+    let full_alerts = admin_alerts()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "stream_full" && a["stream"] == "OUT")
+        .count();
+    println!(
+        "deliveries stream full (16 KiB) with {waiting_in_out} deliveries waiting: {full_alerts} administrator alert(s), \
+         nothing evicted; after the agencies took theirs, delivered per recipient {per_recipient:?} of {N}, each once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_router_can_never_route_is_kept_in_the_dead_letters_with_an_alert() {
+    let d = Deployment::start().await.unwrap();
+    // not written by a sector service: undecodable
+    let js = d.jetstream().await.unwrap();
+    js.publish(
+        "henvis.in.ngo.report",
+        bytes::Bytes::from_static(b"\xff\xff not an envelope"),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    wait_for("the event in DEAD", crate::LIMIT, || async {
+        let dead = d.read_all("DEAD", "henvis.dead.router.inbound").await.ok()?;
+        (dead.len() == 1 && dead[0].1.as_ref() == b"\xff\xff not an envelope").then_some(())
+    })
+    .await
+    .unwrap();
+    let alerts = d.read_all("AUDIT", "henvis.audit.admin").await.unwrap();
+    let alert: serde_json::Value = serde_json::from_slice(&alerts[0].1).unwrap();
+    assert_eq!(alert["kind"], "unroutable_event");
+    assert_eq!(alert["reason"], "undecodable envelope");
+    drain(&d).await;
 }

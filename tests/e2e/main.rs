@@ -7,6 +7,7 @@ mod canary;
 mod delivery;
 mod matrix;
 mod policy;
+mod recipients;
 mod referral;
 mod service;
 
@@ -109,8 +110,9 @@ impl Inbox {
         if let Some(d) = self.buffered.pop_front() {
             return d;
         }
+        let deadline = tokio::time::Instant::now() + LIMIT;
         loop {
-            let m = tokio::time::timeout(LIMIT, self.rx.message())
+            let m = tokio::time::timeout_at(deadline, self.rx.message())
                 .await
                 .expect("a delivery in time")
                 .unwrap()

@@ -248,6 +248,77 @@ impl Drop for NatsServer {
     }
 }
 
+/// A service binary of the workspace, built next to the test executable.
+fn service_bin(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|d| d.join(name))
+        .context("target dir")
+}
+
+/// Starts a service binary with `env`, its log appended to `<tmp>/<name>-test.log`.
+fn spawn_service(name: &str, env: &[(&str, String)]) -> anyhow::Result<Child> {
+    let bin = service_bin(name)?;
+    let mut cmd = Command::new(&bin);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.env("HENVIS_LOG", "warn")
+        .env("HENVIS_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(std::env::temp_dir().join(format!("{name}-test.log")))?,
+        )
+        .spawn()
+        .with_context(|| {
+            format!(
+                "starting {} (run `cargo build --workspace --bins` first; deploy/test.sh does)",
+                bin.display()
+            )
+        })
+}
+
+/// A sector service running as its own process (the real binary) on a fixed port, so
+/// clients reconnect to the same address after a restart. Killed on drop.
+pub struct SectorProcess {
+    child: Child,
+    sector: Sector,
+    env: Vec<(&'static str, String)>,
+    addr: SocketAddr,
+}
+
+impl SectorProcess {
+    /// SIGKILL: open inbox streams break, nothing is acknowledged or given back.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the service again with the same settings and port; waits until it answers.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill9();
+        self.child = spawn_service(&format!("henvis-{}", self.sector), &self.env)?;
+        wait_listening(self.addr).await
+    }
+}
+
+impl Drop for SectorProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+async fn wait_listening(addr: SocketAddr) -> anyhow::Result<()> {
+    wait_for("a service to listen", Duration::from_secs(30), || async move {
+        tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
+    })
+    .await
+}
+
 /// A router running as its own process (the real binary), killed on drop.
 pub struct RouterProcess(Child);
 
@@ -255,33 +326,15 @@ impl RouterProcess {
     /// Starts `henvis-router` against `nats_url`.
     pub fn spawn(nats_url: &str, duplicate_window_secs: u64) -> anyhow::Result<Self> {
         let replicas = if nats_url.contains(',') { "3" } else { "1" };
-        let exe = std::env::current_exe()?;
-        let bin = exe
-            .parent()
-            .and_then(Path::parent)
-            .map(|d| d.join("henvis-router"))
-            .context("target dir")?;
-        let child = Command::new(&bin)
-            .env("HENVIS_NATS_URL", nats_url)
-            .env("HENVIS_ROUTER_LISTEN", "127.0.0.1:0")
-            .env("HENVIS_DUPLICATE_WINDOW_SECS", duplicate_window_secs.to_string())
-            .env("HENVIS_STREAM_REPLICAS", replicas)
-            .env("HENVIS_LOG", "warn")
-            .env("HENVIS_LOG_FORMAT", "json")
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(std::env::temp_dir().join("henvis-router-test.log"))?,
-            )
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "starting {} (run `cargo build --workspace --bins` first; deploy/test.sh does)",
-                    bin.display()
-                )
-            })?;
+        let child = spawn_service(
+            "henvis-router",
+            &[
+                ("HENVIS_NATS_URL", nats_url.to_owned()),
+                ("HENVIS_ROUTER_LISTEN", "127.0.0.1:0".to_owned()),
+                ("HENVIS_DUPLICATE_WINDOW_SECS", duplicate_window_secs.to_string()),
+                ("HENVIS_STREAM_REPLICAS", replicas.to_owned()),
+            ],
+        )?;
         Ok(Self(child))
     }
 
@@ -412,6 +465,7 @@ impl Deployment {
             max_event_bytes: 64 * 1024,
             ack_wait_secs: self.options.ack_wait_secs,
             inbox_max_attempts: self.options.inbox_max_attempts,
+            inbox_window: 8,
             heartbeat_secs: 1,
             duplicate_window_secs: self.options.duplicate_window_secs,
             stream_replicas: if self.options.nats_nodes > 1 { 3 } else { 1 },
@@ -442,6 +496,41 @@ impl Deployment {
             handle.await??;
         }
         Ok(())
+    }
+
+    /// Replaces the in-process `sector` service with its real binary as a process on a
+    /// fixed port (same settings), for tests that kill it.
+    pub async fn run_sector_as_process(&mut self, sector: Sector) -> anyhow::Result<SectorProcess> {
+        self.stop_sector(sector).await?;
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+        let o = &self.options;
+        let env = vec![
+            ("HENVIS_LISTEN", addr.to_string()),
+            ("HENVIS_NATS_URL", self.nats.url()),
+            (
+                "HENVIS_CREDENTIALS",
+                self._creds.path().join("credentials.toml").display().to_string(),
+            ),
+            ("HENVIS_ACK_WAIT_SECS", o.ack_wait_secs.to_string()),
+            ("HENVIS_INBOX_MAX_ATTEMPTS", o.inbox_max_attempts.to_string()),
+            ("HENVIS_HEARTBEAT_SECS", "1".to_owned()),
+            ("HENVIS_DUPLICATE_WINDOW_SECS", o.duplicate_window_secs.to_string()),
+            ("HENVIS_RETENTION_SECS", o.retention_secs.to_string()),
+            ("HENVIS_STREAM_MAX_BYTES", o.stream_max_bytes.to_string()),
+            (
+                "HENVIS_STREAM_REPLICAS",
+                if o.nats_nodes > 1 { "3" } else { "1" }.to_owned(),
+            ),
+        ];
+        let child = spawn_service(&format!("henvis-{sector}"), &env)?;
+        wait_listening(addr).await?;
+        self.endpoints.insert(sector, addr);
+        Ok(SectorProcess {
+            child,
+            sector,
+            env,
+            addr,
+        })
     }
 
     /// Starts one more in-process router (any number may run); returns its gRPC address.

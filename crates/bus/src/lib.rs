@@ -149,6 +149,24 @@ impl Bus {
             .await
     }
 
+    /// Writes a `stream_full` administrator alert: `stream` refused a message from `by` (an
+    /// agency id or a service name). At most one per stream, writer and minute, however
+    /// often the writer retries.
+    pub async fn alert_stream_full(&self, stream: &str, by: &str) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let alert = serde_json::json!({ "kind": "stream_full", "stream": stream, "by": by, "at_unix": now });
+        let id = format!("full:{stream}:{by}:{}", now / 60);
+        if let Err(e) = self
+            .publish_stored(audit_admin_subject(), &id, alert.to_string().into())
+            .await
+        {
+            tracing::error!(stream, error = %e, "stream-full alert not stored");
+        }
+    }
+
     /// Flushes buffered publishes to the server.
     pub async fn flush(&self) -> Result<(), BusError> {
         self.client

@@ -23,6 +23,12 @@ pub fn dead_subject(agency: &AgencyId, mt: &str) -> String {
     format!("{DEAD_PREFIX}.{agency}.{mt}")
 }
 
+/// Where the router keeps a stored event it can never route (not written by a sector
+/// service), instead of dropping it.
+pub fn dead_inbound_subject() -> String {
+    format!("{DEAD_PREFIX}.router.inbound")
+}
+
 /// Administrator alerts in the audit stream (dead letters, expiring deliveries).
 pub fn audit_admin_subject() -> String {
     format!("{AUDIT_PREFIX}.admin")

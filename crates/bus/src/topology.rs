@@ -46,7 +46,9 @@ impl Topology {
             num_replicas: self.replicas,
             discard: DiscardPolicy::New,
             duplicate_window: self.duplicate_window,
-            max_bytes: self.max_bytes,
+            // IN and OUT only (below): a full status or audit stream would stop routing
+            // altogether, so those are bounded by the server's storage limits instead
+            max_bytes: -1,
             max_age: self.max_age,
             ..Default::default()
         }
@@ -65,9 +67,13 @@ impl Topology {
             Config {
                 deny_delete: true,
                 deny_purge: true,
+                max_bytes: self.max_bytes,
                 ..self.stream(STREAM_IN, IN_PREFIX, RetentionPolicy::Limits)
             },
-            self.stream(STREAM_OUT, OUT_PREFIX, RetentionPolicy::WorkQueue),
+            Config {
+                max_bytes: self.max_bytes,
+                ..self.stream(STREAM_OUT, OUT_PREFIX, RetentionPolicy::WorkQueue)
+            },
             self.stream(STREAM_STATUS, STATUS_PREFIX, RetentionPolicy::Limits),
             // dead letters are kept until an administrator has dealt with them
             Config {

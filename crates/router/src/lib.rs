@@ -183,16 +183,35 @@ impl Router {
                 }
             }
             Err(route::RouteError::Poison(why)) => {
-                tracing::error!(
-                    reason = why,
-                    seq = in_sequence,
-                    "inbound message cannot be routed; terminated"
-                );
-                let _ = m.ack_with(AckKind::Term).await;
+                // never dropped silently: kept in DEAD with an administrator alert first
+                tracing::error!(reason = why, seq = in_sequence, "inbound message cannot be routed");
+                let id = format!("poison:{in_sequence}");
+                let alert =
+                    serde_json::json!({ "kind": "unroutable_event", "in_sequence": in_sequence, "reason": why });
+                let kept = self
+                    .bus
+                    .publish_stored(henvis_bus::dead_inbound_subject(), &id, m.payload.clone())
+                    .await;
+                let alerted = self
+                    .bus
+                    .publish_stored(henvis_bus::audit_admin_subject(), &id, alert.to_string().into())
+                    .await;
+                if kept.is_ok() && alerted.is_ok() {
+                    let _ = m.ack_with(AckKind::Term).await;
+                } else {
+                    let _ = m.ack_with(AckKind::Nak(Some(FULL_PAUSE))).await;
+                }
             }
             Err(route::RouteError::Retry(e)) => {
                 tracing::warn!(error = %e, seq = in_sequence, "routing failed; will retry");
                 let _ = m.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+            }
+            Err(route::RouteError::Full(e)) => {
+                // the deliveries (or status, audit) stream is full: nothing is evicted, the
+                // event waits in IN and is routed once agencies have taken their deliveries
+                tracing::error!(error = %e, seq = in_sequence, "an output stream is full; will retry");
+                self.bus.alert_stream_full(henvis_bus::STREAM_OUT, "router").await;
+                let _ = m.ack_with(AckKind::Nak(Some(FULL_PAUSE))).await;
             }
         }
     }
@@ -200,6 +219,8 @@ impl Router {
 
 /// How long an unacknowledged event stays with one router before another gets it.
 const ACK_WAIT: Duration = Duration::from_secs(10);
+/// Pause before routing an event again after an output stream was full.
+const FULL_PAUSE: Duration = Duration::from_secs(5);
 /// Pause before opening the consumer again after NATS went away.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
 /// Events routed concurrently by one router.

@@ -23,11 +23,16 @@ pub(crate) enum RouteError {
     Poison(&'static str),
     /// A transient failure; the event is redelivered.
     Retry(String),
+    /// A stream refused what the event produced because it is full; the event waits in IN.
+    Full(String),
 }
 
 impl From<henvis_bus::BusError> for RouteError {
     fn from(e: henvis_bus::BusError) -> Self {
-        RouteError::Retry(e.to_string())
+        match e {
+            henvis_bus::BusError::Full(text) => RouteError::Full(text),
+            e => RouteError::Retry(e.to_string()),
+        }
     }
 }
 

@@ -1,6 +1,10 @@
 //! The inbox stream: deliveries routed to the calling agency, from its durable consumer on
 //! OUT, acknowledged one by one. An acknowledged delivery is removed from the broker; one
-//! left unacknowledged when the client goes away is offered again at once on reconnect.
+//! left unacknowledged when the client goes away is offered again at once.
+//!
+//! Every offer counts as an attempt towards the dead-letter limit, so a stream holds at
+//! most `inbox_window` unacknowledged deliveries (and fetches no more than that ahead): a
+//! client that drops its stream does not use up attempts of deliveries it never saw.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -58,14 +62,16 @@ pub(crate) async fn open(
         )
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let window = core.inbox_window;
     let mut messages = consumer
         .stream()
+        .max_messages_per_batch(window)
         .heartbeat(Duration::from_secs(5))
         .expires(Duration::from_secs(30))
         .messages()
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    let (tx, rx) = mpsc::channel::<Result<InboxResponse, Status>>(64);
+    let (tx, rx) = mpsc::channel::<Result<InboxResponse, Status>>(window);
     tracing::info!(agency = %caller.agency, "inbox opened");
     tokio::spawn(async move {
         let mut open: HashMap<u64, Open> = HashMap::new();
@@ -73,7 +79,7 @@ pub(crate) async fn open(
         heartbeat.tick().await;
         loop {
             tokio::select! {
-                m = messages.next() => {
+                m = messages.next(), if open.len() < window => {
                     let Some(m) = m else { break };
                     let m = match m {
                         Ok(m) => m,
@@ -126,19 +132,28 @@ pub(crate) async fn open(
                 }
             }
         }
-        // the client went away: offer what it did not acknowledge again at once
+        // the client went away: offer what it did not acknowledge again at once, and what
+        // was fetched for it but not sent. A plain NAK would wait out the consumer's back-off;
+        // an explicit (tiny) delay overrides it.
+        let again = AckKind::Nak(Some(Duration::from_millis(1)));
         for o in open.into_values() {
-            let _ = o.message.ack_with(AckKind::Nak(None)).await;
+            let _ = o.message.ack_with(again).await;
+        }
+        while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::ZERO, messages.next()).await {
+            let _ = m.ack_with(again).await;
         }
         tracing::info!(agency = %caller.agency, "inbox closed");
     });
     Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
 }
 
-/// Redelivery intervals: ack_wait, doubling, at most an hour, one per attempt.
+/// Redelivery intervals after an offer nobody acknowledged: ack_wait, doubling up to eight
+/// times ack_wait (at most an hour), one per attempt. A connected client that does not
+/// acknowledge is retried less and less often, but never left waiting for long once it is
+/// well again.
 fn backoff(ack_wait: Duration, attempts: i64) -> Vec<Duration> {
     (0..attempts.clamp(1, 20))
-        .map(|i| (ack_wait * 2u32.pow(i as u32)).min(Duration::from_secs(3600)))
+        .map(|i| (ack_wait * 2u32.pow(i.min(3) as u32)).min(Duration::from_secs(3600)))
         .collect()
 }
 

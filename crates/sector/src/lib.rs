@@ -55,6 +55,9 @@ pub struct SectorConfig {
     /// goes to the dead-letter stream and an administrator alert.
     #[arg(long, env = "HENVIS_INBOX_MAX_ATTEMPTS", default_value_t = 10)]
     pub inbox_max_attempts: i64,
+    /// Unacknowledged deliveries one inbox stream holds at a time (and fetches ahead).
+    #[arg(long, env = "HENVIS_INBOX_WINDOW", default_value_t = 8)]
+    pub inbox_window: usize,
     /// Seconds between heartbeats on an idle inbox stream.
     #[arg(long, env = "HENVIS_HEARTBEAT_SECS", default_value_t = 10)]
     pub heartbeat_secs: u64,
@@ -94,6 +97,7 @@ pub struct Core {
     max_event_bytes: usize,
     ack_wait: Duration,
     inbox_max_attempts: i64,
+    inbox_window: usize,
     retention: Duration,
     expiry_warning: Duration,
     expiry_scan: Duration,
@@ -131,6 +135,7 @@ pub async fn build(sector: Sector, config: &SectorConfig) -> anyhow::Result<Arc<
         max_event_bytes: config.max_event_bytes,
         ack_wait: Duration::from_secs(config.ack_wait_secs.max(1)),
         inbox_max_attempts: config.inbox_max_attempts.max(1),
+        inbox_window: config.inbox_window.clamp(1, 1000),
         retention: Duration::from_secs(config.retention_secs.max(60)),
         expiry_warning: Duration::from_secs(config.expiry_warning_secs),
         expiry_scan: Duration::from_secs(config.expiry_scan_secs.max(1)),

@@ -3,7 +3,7 @@
 use std::{pin::Pin, sync::Arc};
 
 use futures::Stream;
-use henvis_bus::{BusError, STREAM_IN, VersionedCase, audit_admin_subject, audit_case_subject, inbound_subject};
+use henvis_bus::{BusError, STREAM_IN, VersionedCase, audit_case_subject, inbound_subject};
 use henvis_domain::{CaseChange, CaseId, CaseRecord, EventId, IdempotencyKey, MessageType};
 use henvis_policy::{GuardError, OPENING_TYPE};
 use henvis_proto::henvis::broker::v1::{
@@ -160,13 +160,7 @@ impl Core {
             Err(BusError::Full(e)) => {
                 // nothing old is evicted; administrators must know at once
                 tracing::error!(agency = %caller.agency, "submitted-events stream full; submission refused");
-                let alert =
-                    serde_json::json!({ "kind": "stream_full", "stream": STREAM_IN, "agency": caller.agency.as_str() });
-                let id = format!("full:{}", EventId::new_now());
-                let _ = self
-                    .bus
-                    .publish_stored(audit_admin_subject(), &id, alert.to_string().into())
-                    .await;
+                self.bus.alert_stream_full(STREAM_IN, caller.agency.as_str()).await;
                 return Err(BusError::Full(e).into());
             }
             Err(e) => return Err(e.into()),
