@@ -360,6 +360,6 @@ async fn an_unclaimed_urgent_alert_escalates_at_its_deadline_across_a_restart_an
         (unclaimed.event_id.as_str(), "politi-nsk")
     );
     // exactly one escalation event, though every tick of the restarted service saw the alert
-    let in_stream = d.subjects("IN", "henvis.in.police.alert_escalated").await.unwrap();
+    let in_stream = d.subjects("IN", "henvis.in.police.alert_escalated.>").await.unwrap();
     assert_eq!(in_stream.values().sum::<usize>(), 1);
 }

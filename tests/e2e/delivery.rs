@@ -710,7 +710,7 @@ async fn an_event_the_router_can_never_route_is_kept_in_the_dead_letters_with_an
     // not written by a sector service: undecodable
     let js = d.jetstream().await.unwrap();
     js.publish(
-        "henvis.in.ngo.report",
+        "henvis.in.ngo.report.0196f3a0-7b5c-7cc0-8000-000000000001",
         bytes::Bytes::from_static(b"\xff\xff not an envelope"),
     )
     .await

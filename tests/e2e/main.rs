@@ -6,6 +6,7 @@ mod bad_input;
 mod canary;
 mod delivery;
 mod matrix;
+mod order;
 mod policy;
 mod recipients;
 mod referral;

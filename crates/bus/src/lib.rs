@@ -49,6 +49,8 @@ pub struct Bus {
     cases: std::sync::Arc<tokio::sync::OnceCell<records::JsonBucket>>,
     alerts: std::sync::Arc<tokio::sync::OnceCell<records::JsonBucket>>,
     idempotency: std::sync::Arc<tokio::sync::OnceCell<records::JsonBucket>>,
+    order: std::sync::Arc<tokio::sync::OnceCell<records::JsonBucket>>,
+    in_stream: std::sync::Arc<tokio::sync::OnceCell<jetstream::stream::Stream>>,
 }
 
 impl Bus {
@@ -74,6 +76,8 @@ impl Bus {
             cases: Default::default(),
             alerts: Default::default(),
             idempotency: Default::default(),
+            order: Default::default(),
+            in_stream: Default::default(),
         })
     }
 
@@ -214,4 +218,5 @@ mod cases;
 mod records;
 pub use cases::VersionedCase;
 pub use records::{JsonBucket, Versioned};
+mod order;
 mod read;

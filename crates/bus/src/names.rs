@@ -3,7 +3,7 @@
 
 use henvis_domain::{AgencyId, CaseId, MessageType, Sector};
 
-/// Stream of submitted events: `henvis.in.<sector>.<message_type>`.
+/// Stream of submitted events: `henvis.in.<sector>.<message_type>.<case id>`.
 pub const STREAM_IN: &str = "IN";
 /// Stream of deliveries: `henvis.out.<agency>.<message_type>`.
 pub const STREAM_OUT: &str = "OUT";
@@ -48,10 +48,30 @@ pub const STATUS_PREFIX: &str = "henvis.status";
 /// Subject prefix of audit records.
 pub const AUDIT_PREFIX: &str = "henvis.audit";
 
-/// Where a sector service publishes a submitted event.
-pub fn inbound_subject(sector: Sector, mt: &MessageType) -> String {
-    format!("{IN_PREFIX}.{sector}.{mt}")
+/// Where a sector service publishes a submitted event about `case`.
+pub fn inbound_subject(sector: Sector, mt: &MessageType, case: &CaseId) -> String {
+    format!("{IN_PREFIX}.{sector}.{mt}.{case}")
 }
+
+/// Every submitted event about `case`, from any sector.
+pub fn inbound_case_filter(case: &CaseId) -> String {
+    format!("{IN_PREFIX}.*.*.{case}")
+}
+
+/// The case of a submitted event, from its subject.
+pub fn case_of_inbound_subject(subject: &str) -> Option<CaseId> {
+    let rest = subject.strip_prefix(IN_PREFIX)?.strip_prefix('.')?;
+    let mut tokens = rest.split('.');
+    let (_sector, _mt, case) = (tokens.next()?, tokens.next()?, tokens.next()?);
+    if tokens.next().is_some() {
+        return None;
+    }
+    CaseId::parse(case).ok()
+}
+
+/// Key-value bucket of the routing order: case id → the IN sequence up to which every
+/// event of the case has been routed.
+pub const BUCKET_ORDER: &str = "henvis_order";
 
 /// Where the router publishes a delivery to `agency`.
 pub fn outbound_subject(agency: &AgencyId, mt: &MessageType) -> String {
@@ -112,7 +132,18 @@ mod tests {
     fn subjects_are_built_from_safe_tokens() {
         let a = AgencyId::parse("kommune-101").unwrap();
         let mt = MessageType::parse("child_missing").unwrap();
-        assert_eq!(inbound_subject(Sector::Ngo, &mt), "henvis.in.ngo.child_missing");
+        let case = CaseId::parse("0196f3a0-7b5c-7cc0-8000-000000000001").unwrap();
+        let subject = inbound_subject(Sector::Ngo, &mt, &case);
+        assert_eq!(
+            subject,
+            "henvis.in.ngo.child_missing.0196f3a0-7b5c-7cc0-8000-000000000001"
+        );
+        assert_eq!(case_of_inbound_subject(&subject), Some(case));
+        assert_eq!(case_of_inbound_subject("henvis.in.ngo.child_missing"), None);
+        assert_eq!(
+            inbound_case_filter(&case),
+            "henvis.in.*.*.0196f3a0-7b5c-7cc0-8000-000000000001"
+        );
         assert_eq!(outbound_subject(&a, &mt), "henvis.out.kommune-101.child_missing");
         assert_eq!(outbound_filter(&a), "henvis.out.kommune-101.>");
     }

@@ -109,6 +109,10 @@ impl Topology {
             (BUCKET_CASES, "henvis case records, keyed by pseudonymous case id"),
             (BUCKET_RULES, "the active henvis rule set"),
             (
+                BUCKET_ORDER,
+                "per case, the IN sequence up to which every event has been routed",
+            ),
+            (
                 BUCKET_ALERTS,
                 "police case alerts and their state, keyed by district and alert id",
             ),

@@ -176,8 +176,37 @@ impl Router {
     /// Routes one inbound message and acknowledges it only when everything is stored.
     async fn handle(&self, m: async_nats::jetstream::Message) {
         let in_sequence = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+        // per-case order across router replicas: wait while an earlier event of the case
+        // has not been routed (by this router or another)
+        let case = henvis_bus::case_of_inbound_subject(m.subject.as_str());
+        if let Some(case) = &case {
+            match self.bus.is_next_of_case(case, in_sequence).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::debug!(case_id = %case, seq = in_sequence, "an earlier event of the case is pending; waiting");
+                    let _ = m.ack_with(AckKind::Nak(Some(ORDER_PAUSE))).await;
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, seq = in_sequence, "routing order unknown; will retry");
+                    let _ = m.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                    return;
+                }
+            }
+        }
+        let routed = || async {
+            match &case {
+                Some(case) => self.bus.mark_routed(case, in_sequence).await,
+                None => Ok(()),
+            }
+        };
         match self.route(&m.payload, in_sequence).await {
             Ok(()) => {
+                if let Err(e) = routed().await {
+                    tracing::warn!(error = %e, seq = in_sequence, "routing order not recorded; will route again");
+                    let _ = m.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                    return;
+                }
                 if let Err(e) = m.double_ack().await {
                     tracing::warn!(error = %e, "ack not confirmed; the event will be redelivered and de-duplicated");
                 }
@@ -196,7 +225,7 @@ impl Router {
                     .bus
                     .publish_stored(henvis_bus::audit_admin_subject(), &id, alert.to_string().into())
                     .await;
-                if kept.is_ok() && alerted.is_ok() {
+                if kept.is_ok() && alerted.is_ok() && routed().await.is_ok() {
                     let _ = m.ack_with(AckKind::Term).await;
                 } else {
                     let _ = m.ack_with(AckKind::Nak(Some(FULL_PAUSE))).await;
@@ -219,6 +248,8 @@ impl Router {
 
 /// How long an unacknowledged event stays with one router before another gets it.
 const ACK_WAIT: Duration = Duration::from_secs(10);
+/// Pause before trying an event again whose case has an earlier event pending.
+const ORDER_PAUSE: Duration = Duration::from_millis(100);
 /// Pause before routing an event again after an output stream was full.
 const FULL_PAUSE: Duration = Duration::from_secs(5);
 /// Pause before opening the consumer again after NATS went away.

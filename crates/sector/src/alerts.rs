@@ -464,6 +464,7 @@ async fn follow_up(core: &Core, to: &AgencyId, a: &AlertRecord, at: i64) -> Resu
     let key = copy.key();
     core.bus.alert_bucket().await?.create_if_absent(&key, &copy).await?;
     let mt = MessageType::parse("alert_escalated").map_err(|e| ApiError::Internal(e.to_string()))?;
+    let case = CaseId::parse(&a.case_id).map_err(|e| ApiError::Internal(e.to_string()))?;
     let env = Envelope {
         event_id: EventId::new_now().to_string(),
         idempotency_key: format!("escalation-{}", a.alert_id),
@@ -489,7 +490,7 @@ async fn follow_up(core: &Core, to: &AgencyId, a: &AlertRecord, at: i64) -> Resu
     let msg_id = format!("{}:escalation-{}", a.district, a.alert_id);
     core.bus
         .publish_stored(
-            inbound_subject(Sector::Police, &mt),
+            inbound_subject(Sector::Police, &mt, &case),
             &msg_id,
             env.encode_to_vec().into(),
         )

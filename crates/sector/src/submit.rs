@@ -150,7 +150,7 @@ impl Core {
             event: Some(event),
         };
         let msg_id = format!("{}:{}", caller.agency, key.as_str());
-        let subject = inbound_subject(self.profile.sector, &mt);
+        let subject = inbound_subject(self.profile.sector, &mt, &case_id);
         let stored = match self
             .bus
             .publish_stored(subject, &msg_id, envelope.encode_to_vec().into())
