@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Starts the whole local henvis deployment: nats-server (pinned, JetStream, fsync always),
 # the router and the four sector services with the default Danish agency directory and
-# the default rule set. Development credentials are created on first start.
+# the default rule set, all gRPC over mutual TLS. A development PKI (CA, revocation list,
+# a certificate for every service, agency, contact person and administrator) is created
+# on first start.
 # Stop with Ctrl-C: every service gets SIGTERM and shuts down gracefully.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -11,8 +13,8 @@ cargo build --workspace --bins --quiet
 bin="$root/target/debug"
 state="$root/.local"
 mkdir -p "$state/nats" "$state/logs"
-if [ ! -f "$state/credentials/credentials.toml" ]; then
-  "$bin/henvis" dev-credentials --out "$state/credentials"
+if [ ! -f "$state/pki/ca.pem" ]; then
+  "$bin/henvis" dev-pki --dir "$state/pki"
 fi
 
 pids=()
@@ -40,15 +42,15 @@ pids+=($!)
 await_port 4222 nats-server "$state/logs/nats.log"
 
 export HENVIS_NATS_URL=nats://127.0.0.1:4222
-export HENVIS_CREDENTIALS="$state/credentials/credentials.toml"
+export HENVIS_PKI_DIR="$state/pki"
 "$bin/henvis-router" >"$state/logs/router.log" 2>&1 &
 pids+=($!)
-echo "henvis-router  grpc://127.0.0.1:50050 (health, reflection)"
+echo "henvis-router  grpcs://127.0.0.1:50050 (health, reflection)"
 port=50051
 for sector in police health social ngo; do
   HENVIS_LISTEN="127.0.0.1:$port" "$bin/henvis-$sector" >"$state/logs/$sector.log" 2>&1 &
   pids+=($!)
-  echo "henvis-$sector  grpc://127.0.0.1:$port"
+  echo "henvis-$sector  grpcs://127.0.0.1:$port"
   port=$((port + 1))
 done
 port=50051
@@ -57,10 +59,10 @@ for sector in police health social ngo; do
   port=$((port + 1))
 done
 cat <<MSG
-henvis is running. Logs: $state/logs/. Tokens: $state/credentials/tokens/<agency>.token
+henvis is running. Logs: $state/logs/. Certificates: $state/pki/<kind>/<id>.pem
 Try:
-  target/debug/henvis report-example --endpoint http://127.0.0.1:50054 --token-file $state/credentials/tokens/ngo-redbarnet.token
-  target/debug/henvis inbox --ack --endpoint http://127.0.0.1:50053 --token-file $state/credentials/tokens/kommune-101.token
+  target/debug/henvis report-example --endpoint 127.0.0.1:50054 --pki-dir $state/pki --as henvis://agency/ngo-redbarnet
+  target/debug/henvis inbox --ack --endpoint 127.0.0.1:50053 --pki-dir $state/pki --as henvis://agency/kommune-101
 Ctrl-C stops everything.
 MSG
 wait -n "${pids[@]}" || true

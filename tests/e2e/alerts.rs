@@ -20,21 +20,15 @@ use crate::{Inbox, LIMIT, canary, routed, submit};
 
 struct Person {
     client: AlertServiceClient<Channel>,
-    auth: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
 }
 
 impl Person {
     async fn new(d: &Deployment, id: &str) -> Self {
-        let client = AlertServiceClient::new(d.channel(Sector::Police).await.unwrap());
-        Self {
-            client,
-            auth: format!("Bearer {}", d.tokens[id]).parse().unwrap(),
-        }
+        let client = AlertServiceClient::new(d.channel_as(Sector::Police, id).await.unwrap());
+        Self { client }
     }
     fn req<T>(&self, t: T) -> Request<T> {
-        let mut r = Request::new(t);
-        r.metadata_mut().insert("authorization", self.auth.clone());
-        r
+        Request::new(t)
     }
     async fn stream(&mut self, resume_after: u64) -> Feed {
         let r = self.req(AlertsRequest { resume_after });
@@ -210,12 +204,8 @@ async fn contact_persons_see_their_own_district_claims_at_once_and_fetch_details
         fyn.client.fetch_alert_details(r).await.unwrap_err().code(),
         Code::PermissionDenied
     );
-    let mut agency = AlertServiceClient::new(d.channel(Sector::Police).await.unwrap());
-    let mut r = Request::new(ListAlertsRequest {});
-    r.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {}", d.tokens["politi-koebenhavn"]).parse().unwrap(),
-    );
+    let mut agency = AlertServiceClient::new(d.channel_as(Sector::Police, "politi-koebenhavn").await.unwrap());
+    let r = Request::new(ListAlertsRequest {});
     assert_eq!(agency.list_alerts(r).await.unwrap_err().code(), Code::PermissionDenied);
     let audit = d.audit(&kbh.case_id).await.unwrap();
     let receipts: Vec<_> = audit

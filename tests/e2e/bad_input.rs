@@ -101,17 +101,21 @@ async fn bad_requests_are_refused_with_the_field_named_and_nothing_is_published(
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().starts_with("sender.agency_id"), "{}", e.message());
 
-    // no or unknown credential; a known agency on another sector's service
+    // no client certificate; a henvis service's certificate; a known agency on another
+    // sector's service (the full matrix of refused identities is in tests/e2e/security.rs)
     attempts += 3;
-    let mut anon = d.client_with_token(Sector::Ngo, "nope").await.unwrap();
+    let ca = std::fs::read(d.pki_dir().join("ca.pem")).unwrap();
+    let mut anon = henvis_proto::henvis::broker::v1::referral_service_client::ReferralServiceClient::new(
+        d.channel_with(Sector::Ngo, &ca, None).await.unwrap(),
+    );
     assert_eq!(
-        submit(&mut anon, "k9", "", report("101")).await.unwrap_err().code(),
+        anon.submit(req.clone()).await.unwrap_err().code(),
         Code::Unauthenticated
     );
     let mut raw = henvis_proto::henvis::broker::v1::referral_service_client::ReferralServiceClient::new(
         d.channel(Sector::Ngo).await.unwrap(),
     );
-    assert_eq!(raw.submit(req).await.unwrap_err().code(), Code::Unauthenticated);
+    assert_eq!(raw.submit(req).await.unwrap_err().code(), Code::PermissionDenied);
     let mut wrong = d.client(Sector::Police, "region-hovedstaden").await.unwrap();
     let e = submit(&mut wrong, "k10", "", report("101")).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());

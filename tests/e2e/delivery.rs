@@ -103,7 +103,7 @@ async fn killing_the_router_again_and_again_under_load_loses_and_duplicates_noth
         .unwrap()
         .as_nanos() as u64;
     let mut rng = Lcg(seed);
-    let mut router = RouterProcess::spawn(&d.nats.url(), 600).unwrap();
+    let mut router = RouterProcess::spawn(&d.nats.url(), 600, d.pki_dir()).unwrap();
     // the load: several agencies submitting concurrently, each submit tried once
     let senders = ["ngo-redbarnet", "ngo-hopenow", "ngo-reden-international", "politi-fyn"];
     let (load, acked, failed) = start_load(&d, referrals, &senders, "crash", false).await;
@@ -149,7 +149,7 @@ async fn killing_the_router_again_and_again_under_load_loses_and_duplicates_noth
         .unwrap();
         router.kill9();
         killed_under_load += usize::from(acked.lock().unwrap().len() + *failed.lock().unwrap() < referrals);
-        router = RouterProcess::spawn(&d.nats.url(), 600).unwrap();
+        router = RouterProcess::spawn(&d.nats.url(), 600, d.pki_dir()).unwrap();
     }
     for l in load {
         l.await.unwrap();
@@ -245,7 +245,7 @@ async fn restarting_nats_under_load_loses_and_duplicates_nothing() {
     })
     .await
     .unwrap();
-    let _router = RouterProcess::spawn(&d.nats.url(), 600).unwrap();
+    let _router = RouterProcess::spawn(&d.nats.url(), 600, d.pki_dir()).unwrap();
     let senders = ["ngo-redbarnet", "ngo-hopenow", "ngo-reden-international", "politi-fyn"];
     let (load, acked, retries) = start_load(&d, referrals, &senders, "restart", true).await;
     // SIGKILL the server twice under load, restarting it on the same store
@@ -332,7 +332,7 @@ async fn killing_the_stream_leader_of_a_three_node_cluster_loses_and_duplicates_
     })
     .await
     .unwrap();
-    let _router = RouterProcess::spawn(&d.nats.url(), 600).unwrap();
+    let _router = RouterProcess::spawn(&d.nats.url(), 600, d.pki_dir()).unwrap();
     let senders = ["ngo-redbarnet", "ngo-hopenow", "ngo-reden-international"];
     let (load, acked, retries) = start_load(&d, referrals, &senders, "cluster", true).await;
     // kill -9 the node leading the IN stream, three times under load, restarting it each time
@@ -521,6 +521,7 @@ async fn the_reconciler_finds_and_redrives_deliveries_deleted_behind_the_brokers
         duplicate_window_secs: 600,
         stream_replicas: 1,
         listen: "127.0.0.1:0".parse().unwrap(),
+        pki_dir: d.pki_dir().to_owned(),
     };
     let router = henvis_router::build(&config).await.unwrap();
     let found = router.reconcile(false).await.unwrap();

@@ -10,6 +10,7 @@ mod order;
 mod policy;
 mod recipients;
 mod referral;
+mod security;
 mod service;
 
 use std::time::Duration;

@@ -19,11 +19,7 @@ async fn health_and_reflection_are_served_by_every_service() {
         server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
     };
     let d = Deployment::start().await.unwrap();
-    let router = tonic::transport::Channel::from_shared(format!("http://{}", d.router))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let router = d.service_channel(d.router).await.unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(router);
     let s = health
         .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
@@ -92,8 +88,8 @@ async fn the_police_typed_api_reports_a_missing_child_on_an_open_case() {
         .await
         .unwrap()
         .case_id;
-    let mut police = PoliceServiceClient::new(d.channel(Sector::Police).await.unwrap());
-    let mut req = tonic::Request::new(ReportChildMissingRequest {
+    let mut police = PoliceServiceClient::new(d.channel_as(Sector::Police, "politi-fyn").await.unwrap());
+    let req = tonic::Request::new(ReportChildMissingRequest {
         idempotency_key: "missing-1".into(),
         case_id: case.clone(),
         event: Some(ChildMissing {
@@ -106,10 +102,6 @@ async fn the_police_typed_api_reports_a_missing_child_on_an_open_case() {
         }),
         actor_id: "officer-1".into(),
     });
-    req.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {}", d.tokens["politi-fyn"]).parse().unwrap(),
-    );
     let r = police.report_child_missing(req).await.unwrap().into_inner();
     assert_eq!(r.case_id, case);
     let mut status_client = d.client(Sector::Police, "politi-fyn").await.unwrap();

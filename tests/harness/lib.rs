@@ -10,10 +10,11 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use henvis_domain::Principal;
 use henvis_domain::{Directory, Sector};
 use henvis_proto::henvis::broker::v1::referral_service_client::ReferralServiceClient;
 use tokio::sync::watch;
-use tonic::{Request, metadata::MetadataValue, transport::Channel};
+use tonic::{Request, transport::Channel};
 
 /// The nats-server binary: `$NATS_SERVER_BIN`, the project's pinned install, or `PATH`.
 pub fn nats_server_bin() -> PathBuf {
@@ -324,7 +325,7 @@ pub struct RouterProcess(Child);
 
 impl RouterProcess {
     /// Starts `henvis-router` against `nats_url`.
-    pub fn spawn(nats_url: &str, duplicate_window_secs: u64) -> anyhow::Result<Self> {
+    pub fn spawn(nats_url: &str, duplicate_window_secs: u64, pki_dir: &Path) -> anyhow::Result<Self> {
         let replicas = if nats_url.contains(',') { "3" } else { "1" };
         let child = spawn_service(
             "henvis-router",
@@ -333,6 +334,7 @@ impl RouterProcess {
                 ("HENVIS_ROUTER_LISTEN", "127.0.0.1:0".to_owned()),
                 ("HENVIS_DUPLICATE_WINDOW_SECS", duplicate_window_secs.to_string()),
                 ("HENVIS_STREAM_REPLICAS", replicas.to_owned()),
+                ("HENVIS_PKI_DIR", pki_dir.display().to_string()),
             ],
         )?;
         Ok(Self(child))
@@ -357,8 +359,6 @@ pub struct Deployment {
     pub nats: NatsServer,
     /// Sector service endpoints.
     pub endpoints: HashMap<Sector, SocketAddr>,
-    /// Bearer tokens per agency id.
-    pub tokens: HashMap<String, String>,
     /// The agency directory in use.
     pub directory: Directory,
     /// The first router's gRPC endpoint (health, reflection).
@@ -424,21 +424,11 @@ impl Deployment {
         let nats = NatsServer::start_cluster(options.nats_nodes.max(1)).await?;
         let directory = Directory::denmark()?;
         let creds = tempfile::tempdir()?;
-        henvis_sector::dev_credentials(&directory, creds.path())?;
-        let mut tokens = HashMap::new();
-        let ids = directory
-            .agencies()
-            .map(|a| a.id.to_string())
-            .chain(directory.contact_persons().map(|(p, _)| p.to_string()));
-        for id in ids {
-            let t = std::fs::read_to_string(creds.path().join("tokens").join(format!("{id}.token")))?;
-            tokens.insert(id, t);
-        }
+        henvis_pki::DevPki::create(creds.path(), &directory)?;
         let (stop, _) = watch::channel(false);
         let mut d = Self {
             nats,
             endpoints: HashMap::new(),
-            tokens,
             directory,
             router: "127.0.0.1:1".parse()?,
             stop,
@@ -460,7 +450,7 @@ impl Deployment {
         let config = henvis_sector::SectorConfig {
             listen: "127.0.0.1:0".parse()?,
             nats_url: self.nats.url(),
-            credentials: self._creds.path().join("credentials.toml"),
+            pki_dir: self._creds.path().to_owned(),
             directory: None,
             max_event_bytes: 64 * 1024,
             ack_wait_secs: self.options.ack_wait_secs,
@@ -507,10 +497,7 @@ impl Deployment {
         let env = vec![
             ("HENVIS_LISTEN", addr.to_string()),
             ("HENVIS_NATS_URL", self.nats.url()),
-            (
-                "HENVIS_CREDENTIALS",
-                self._creds.path().join("credentials.toml").display().to_string(),
-            ),
+            ("HENVIS_PKI_DIR", self._creds.path().display().to_string()),
             ("HENVIS_ACK_WAIT_SECS", o.ack_wait_secs.to_string()),
             ("HENVIS_INBOX_MAX_ATTEMPTS", o.inbox_max_attempts.to_string()),
             ("HENVIS_HEARTBEAT_SECS", "1".to_owned()),
@@ -542,6 +529,7 @@ impl Deployment {
             duplicate_window_secs: self.options.duplicate_window_secs,
             stream_replicas: if self.options.nats_nodes > 1 { 3 } else { 1 },
             listen: "127.0.0.1:0".parse()?,
+            pki_dir: self._creds.path().to_owned(),
         };
         let router = henvis_router::build(&config).await?;
         let (listener, addr) = henvis_runtime::bind(config.listen).await?;
@@ -549,28 +537,57 @@ impl Deployment {
         Ok(addr)
     }
 
-    /// A client of `sector`'s common API, authenticated as `agency`.
-    pub async fn client(&self, sector: Sector, agency: &str) -> anyhow::Result<Client> {
-        let token = self
-            .tokens
-            .get(agency)
-            .with_context(|| format!("no token for `{agency}`"))?;
-        self.client_with_token(sector, token).await
+    /// The PKI folder of the deployment (CA, revocation list, every certificate).
+    pub fn pki_dir(&self) -> &Path {
+        self._creds.path()
     }
 
-    /// A client with an arbitrary bearer token.
-    pub async fn client_with_token(&self, sector: Sector, token: &str) -> anyhow::Result<Client> {
-        let channel = self.channel(sector).await?;
+    /// The principal an id stands for: an agency of the directory, else a contact person.
+    pub fn principal(&self, id: &str) -> anyhow::Result<Principal> {
+        let agency = henvis_domain::AgencyId::parse(id)?;
+        if self.directory.agency(&agency).is_some() {
+            return Ok(Principal::Agency(agency));
+        }
+        Ok(Principal::Person(henvis_domain::PersonId::parse(id)?))
+    }
+
+    /// A client of `sector`'s common API, authenticated as `id` (an agency or a contact
+    /// person) by its certificate.
+    pub async fn client(&self, sector: Sector, id: &str) -> anyhow::Result<Client> {
         Ok(Client {
-            inner: ReferralServiceClient::new(channel),
-            auth: format!("Bearer {token}").parse()?,
+            inner: ReferralServiceClient::new(self.channel_as(sector, id).await?),
         })
     }
 
-    /// A raw channel to `sector`'s service.
+    /// A mutual-TLS channel to `sector`'s service as `id` (an agency or a contact person).
+    pub async fn channel_as(&self, sector: Sector, id: &str) -> anyhow::Result<Channel> {
+        let addr = self.endpoints[&sector].to_string();
+        henvis_runtime::tls::connect_as(&addr, self.pki_dir(), &self.principal(id)?).await
+    }
+
+    /// A mutual-TLS channel to `sector`'s service as the henvis service `router` (for
+    /// health and reflection).
     pub async fn channel(&self, sector: Sector) -> anyhow::Result<Channel> {
-        let addr = self.endpoints[&sector];
-        Ok(Channel::from_shared(format!("http://{addr}"))?.connect().await?)
+        self.service_channel(self.endpoints[&sector]).await
+    }
+
+    /// A mutual-TLS channel to `addr` as the henvis service `router`.
+    pub async fn service_channel(&self, addr: SocketAddr) -> anyhow::Result<Channel> {
+        henvis_runtime::tls::connect_as(&addr.to_string(), self.pki_dir(), &Principal::Service("router".into())).await
+    }
+
+    /// A channel to `sector`'s service presenting the given certificate and key (or none),
+    /// trusting `ca_pem`; for tests of what is refused.
+    pub async fn channel_with(
+        &self,
+        sector: Sector,
+        ca_pem: &[u8],
+        identity: Option<(&[u8], &[u8])>,
+    ) -> anyhow::Result<Channel> {
+        let tls = henvis_runtime::tls::client_tls(ca_pem, identity);
+        let endpoint =
+            tonic::transport::Endpoint::from_shared(format!("https://{}", self.endpoints[&sector]))?.tls_config(tls)?;
+        Ok(endpoint.connect().await?)
     }
 
     /// A JetStream context on the deployment's server, for checks behind the services.
@@ -606,15 +623,12 @@ impl Drop for Deployment {
 pub struct Client {
     /// The generated client.
     pub inner: ReferralServiceClient<Channel>,
-    auth: MetadataValue<tonic::metadata::Ascii>,
 }
 
 impl Client {
-    /// Wraps `msg` in a request carrying the credential.
+    /// Wraps `msg` in a request (the identity is the channel's client certificate).
     pub fn req<T>(&self, msg: T) -> Request<T> {
-        let mut r = Request::new(msg);
-        r.metadata_mut().insert("authorization", self.auth.clone());
-        r
+        Request::new(msg)
     }
 }
 

@@ -7,11 +7,13 @@
 mod class;
 mod directory;
 mod ids;
+mod principal;
 mod sector;
 
 pub use class::{Class, ClassSet};
 pub use directory::{Agency, AgencyKind, Directory, DirectoryError, Municipality};
 pub use ids::{AgencyId, CaseId, EventId, FieldError, IdError, IdempotencyKey, MessageType, PersonId};
+pub use principal::{PRINCIPAL_SCHEME, Principal};
 pub use sector::Sector;
 
 mod audit;

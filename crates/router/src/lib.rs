@@ -51,6 +51,10 @@ pub struct RouterConfig {
     /// Address of the router's own gRPC endpoint (health service and reflection).
     #[arg(long, env = "HENVIS_ROUTER_LISTEN", default_value = "127.0.0.1:50050")]
     pub listen: std::net::SocketAddr,
+    /// PKI folder: `ca.pem`, `crl.pem`, `service/router.pem` and `.key` (created by
+    /// `henvis dev-pki` for development). Read again when they change.
+    #[arg(long, env = "HENVIS_PKI_DIR")]
+    pub pki_dir: PathBuf,
 }
 
 /// A running router's shared state.
@@ -59,6 +63,7 @@ pub struct Router {
     schema: Schema,
     directory: Directory,
     rules: ActiveRules,
+    tls: Arc<henvis_runtime::tls::TlsServer>,
 }
 
 /// Loads the directory and rules, connects and creates the topology.
@@ -70,6 +75,10 @@ pub async fn build(config: &RouterConfig) -> anyhow::Result<Arc<Router>> {
         None => Directory::denmark()?,
     };
     let schema = Schema::from_descriptor_set(henvis_proto::FILE_DESCRIPTOR_SET)?;
+    let tls = henvis_runtime::tls::TlsServer::load(henvis_runtime::tls::PkiFiles::of(
+        &config.pki_dir,
+        &henvis_domain::Principal::Service("router".into()),
+    ))?;
     let bus = Bus::connect(&config.nats_url, "henvis-router").await?;
     henvis_bus::Topology {
         duplicate_window: Duration::from_secs(config.duplicate_window_secs.max(1)),
@@ -85,6 +94,7 @@ pub async fn build(config: &RouterConfig) -> anyhow::Result<Arc<Router>> {
         schema,
         directory,
         rules,
+        tls,
     }))
 }
 
@@ -96,7 +106,21 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let wait = henvis_runtime::fan_out(shutdown);
-    let grpc = henvis_runtime::serve_grpc(listener, tonic::service::Routes::default(), &[], wait());
+    // health and reflection, for henvis services and administrators
+    let admit: henvis_runtime::Admit = Arc::new(|p| {
+        matches!(
+            p,
+            henvis_domain::Principal::Service(_) | henvis_domain::Principal::Admin(_)
+        )
+    });
+    let grpc = henvis_runtime::serve_grpc(
+        listener,
+        router.tls.clone(),
+        admit,
+        tonic::service::Routes::default(),
+        &[],
+        wait(),
+    );
     let reload = router.clone().follow_rules(wait());
     let routing = router.run(wait());
     let (a, b, c) = tokio::join!(grpc, routing, reload);

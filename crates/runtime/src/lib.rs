@@ -3,11 +3,24 @@
 //!
 //! It holds no business logic and no policy.
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+pub mod tls;
 
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use henvis_domain::Principal;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::{server::NamedService, service::Routes};
+use tonic::{
+    server::NamedService,
+    service::Routes,
+    transport::server::{TcpConnectInfo, TlsConnectInfo},
+};
+
+/// Which authenticated principals a server lets in at all (for sector services: those in
+/// the agency directory). Everyone else gets UNAUTHENTICATED on every endpoint.
+pub type Admit = Arc<dyn Fn(&Principal) -> bool + Send + Sync>;
+
+/// How often a server looks for renewed certificates and revocation lists.
+pub const TLS_RELOAD: Duration = Duration::from_secs(1);
 
 /// Initialises tracing: `RUST_LOG`-style filter from `HENVIS_LOG` (default `info`),
 /// JSON lines when `HENVIS_LOG_FORMAT=json`. Logs carry ids only, never payloads.
@@ -76,9 +89,13 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)
 
 /// Serves `routes` plus the standard health service (reporting `serving` for each of
 /// `service_names` and the whole server) and server reflection over henvis' descriptors,
-/// until `shutdown` resolves; then stops accepting and lets in-flight calls finish.
+/// over mutual TLS only, until `shutdown` resolves; then stops accepting and lets in-flight
+/// calls finish. Every request is authenticated by its client certificate first; handlers
+/// find the caller's [`Principal`] in the request extensions.
 pub async fn serve_grpc(
     listener: TcpListener,
+    tls: Arc<tls::TlsServer>,
+    admit: Admit,
     routes: Routes,
     service_names: &[&str],
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -102,11 +119,38 @@ pub async fn serve_grpc(
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
-    tonic::transport::Server::builder()
+    let judge = tls.clone();
+    let authenticate = move |mut req: tonic::Request<()>| {
+        let chain = req
+            .extensions()
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .and_then(TlsConnectInfo::peer_certs);
+        let principal = judge
+            .authenticate(chain.as_deref().map(Vec::as_slice))
+            .map_err(tonic::Status::unauthenticated)?;
+        if !admit(&principal) {
+            tracing::info!(%principal, "authenticated principal not in the directory; refused");
+            return Err(tonic::Status::unauthenticated(
+                "client certificate names a principal unknown to the directory",
+            ));
+        }
+        req.extensions_mut().insert(principal);
+        Ok(req)
+    };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let watcher = tokio::spawn(tls.clone().watch(TLS_RELOAD, async move {
+        let mut rx = stopped;
+        let _ = rx.wait_for(|s| *s).await;
+    }));
+    let served = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .layer(tonic::service::InterceptorLayer::new(authenticate))
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await?;
+        .serve_with_incoming_shutdown(tls.incoming(listener), shutdown)
+        .await;
+    let _ = stop.send(true);
+    let _ = watcher.await;
+    served?;
     Ok(())
 }
 

@@ -131,7 +131,7 @@ impl AlertService for Alerts {
     type AlertsStream = AlertStream;
 
     async fn alerts(&self, request: Request<AlertsRequest>) -> Result<Response<AlertStream>, Status> {
-        let caller = self.0.caller(request.metadata())?;
+        let caller = self.0.caller(request.extensions())?;
         let (person, district) = contact_person(&caller)?;
         let resume_after = request.into_inner().resume_after;
         let bucket = self.0.bus.alert_bucket().await.map_err(ApiError::from)?;
@@ -187,7 +187,7 @@ impl AlertService for Alerts {
     }
 
     async fn list_alerts(&self, request: Request<ListAlertsRequest>) -> Result<Response<ListAlertsResponse>, Status> {
-        let caller = self.0.caller(request.metadata())?;
+        let caller = self.0.caller(request.extensions())?;
         let (_, district) = contact_person(&caller)?;
         let bucket = self.0.bus.alert_bucket().await.map_err(ApiError::from)?;
         let prefix = format!("{district}.");
@@ -202,7 +202,7 @@ impl AlertService for Alerts {
     }
 
     async fn claim_alert(&self, request: Request<ClaimAlertRequest>) -> Result<Response<Alert>, Status> {
-        let caller = self.0.caller(request.metadata())?;
+        let caller = self.0.caller(request.extensions())?;
         let (person, district) = contact_person(&caller)?;
         let key = alert_key(&district, &request.into_inner().alert_id)?;
         let at = now();
@@ -224,7 +224,7 @@ impl AlertService for Alerts {
     }
 
     async fn hand_over_alert(&self, request: Request<HandOverAlertRequest>) -> Result<Response<Alert>, Status> {
-        let caller = self.0.caller(request.metadata())?;
+        let caller = self.0.caller(request.extensions())?;
         let (person, district) = contact_person(&caller)?;
         let req = request.into_inner();
         let key = alert_key(&district, &req.alert_id)?;
@@ -250,7 +250,7 @@ impl AlertService for Alerts {
         &self,
         request: Request<FetchAlertDetailsRequest>,
     ) -> Result<Response<FetchAlertDetailsResponse>, Status> {
-        let caller = self.0.caller(request.metadata())?;
+        let caller = self.0.caller(request.extensions())?;
         let (person, district) = contact_person(&caller)?;
         let key = alert_key(&district, &request.into_inner().alert_id)?;
         let bucket = self.0.bus.alert_bucket().await.map_err(ApiError::from)?;

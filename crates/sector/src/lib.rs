@@ -26,7 +26,7 @@ use henvis_proto::henvis::broker::v1::referral_service_server::ReferralServiceSe
 use tokio::net::TcpListener;
 
 pub use alerts::AlertConfig;
-pub use auth::{Caller, Credentials, dev_credentials, hash_token};
+pub use auth::{Caller, admit};
 pub use error::ApiError;
 pub use profile::SectorProfile;
 
@@ -39,9 +39,10 @@ pub struct SectorConfig {
     /// NATS server URL.
     #[arg(long, env = "HENVIS_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
-    /// Agency credentials file (TOML: `[[agency]] id`, `token_sha256`).
-    #[arg(long, env = "HENVIS_CREDENTIALS")]
-    pub credentials: PathBuf,
+    /// PKI folder: `ca.pem`, `crl.pem` and this service's `service/<sector>.pem` and
+    /// `.key` (created by `henvis dev-pki` for development). Read again when they change.
+    #[arg(long, env = "HENVIS_PKI_DIR")]
+    pub pki_dir: PathBuf,
     /// Agency directory file; the built-in Danish directory when absent.
     #[arg(long, env = "HENVIS_DIRECTORY")]
     pub directory: Option<PathBuf>,
@@ -93,7 +94,7 @@ pub struct Core {
     bus: Bus,
     directory: Directory,
     schema: Schema,
-    credentials: Credentials,
+    tls: Arc<henvis_runtime::tls::TlsServer>,
     max_event_bytes: usize,
     ack_wait: Duration,
     inbox_max_attempts: i64,
@@ -114,7 +115,10 @@ pub async fn build(sector: Sector, config: &SectorConfig) -> anyhow::Result<Arc<
         }
         None => Directory::denmark()?,
     };
-    let credentials = Credentials::load(&config.credentials, &directory)?;
+    let tls = henvis_runtime::tls::TlsServer::load(henvis_runtime::tls::PkiFiles::of(
+        &config.pki_dir,
+        &henvis_domain::Principal::Service(sector.to_string()),
+    ))?;
     let schema = Schema::from_descriptor_set(henvis_proto::FILE_DESCRIPTOR_SET)?;
     let bus = Bus::connect(&config.nats_url, &format!("henvis-{sector}")).await?;
     henvis_bus::Topology {
@@ -131,7 +135,7 @@ pub async fn build(sector: Sector, config: &SectorConfig) -> anyhow::Result<Arc<
         bus,
         directory,
         schema,
-        credentials,
+        tls,
         max_event_bytes: config.max_event_bytes,
         ack_wait: Duration::from_secs(config.ack_wait_secs.max(1)),
         inbox_max_attempts: config.inbox_max_attempts.max(1),
@@ -167,9 +171,11 @@ pub async fn serve(
         type A = henvis_proto::henvis::police::v1::alert_service_server::AlertServiceServer<alerts::Alerts>;
         routes = routes.add_service(A::new(alerts::Alerts(core.clone())));
         names.push(henvis_runtime::service_name::<A>());
-        background.push(tokio::spawn(alerts::escalate_loop(core, wait())));
+        background.push(tokio::spawn(alerts::escalate_loop(core.clone(), wait())));
     }
-    let served = henvis_runtime::serve_grpc(listener, routes, &names, wait()).await;
+    let dir = core.directory.clone();
+    let admit: henvis_runtime::Admit = Arc::new(move |p| auth::admit(&dir, p));
+    let served = henvis_runtime::serve_grpc(listener, core.tls.clone(), admit, routes, &names, wait()).await;
     for task in background {
         let _ = task.await;
     }

@@ -13,7 +13,7 @@ use henvis_proto::henvis::broker::v1::{
 };
 use prost::Message;
 use sha2::{Digest, Sha256};
-use tonic::{Request, Response, Status, Streaming, metadata::MetadataMap};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::{ApiError, Caller, Core, validate};
 
@@ -31,9 +31,13 @@ pub(crate) fn sector_number(s: henvis_domain::Sector) -> i32 {
 }
 
 impl Core {
-    /// Identifies the caller and checks that its agency belongs to this service's sector.
-    pub(crate) fn caller(&self, meta: &MetadataMap) -> Result<Caller, ApiError> {
-        let caller = self.credentials.authenticate(meta)?;
+    /// Identifies the caller from the principal its certificate names (put there by the
+    /// TLS layer) and checks that its agency belongs to this service's sector.
+    pub(crate) fn caller(&self, ext: &tonic::Extensions) -> Result<Caller, ApiError> {
+        let principal = ext
+            .get::<henvis_domain::Principal>()
+            .ok_or(ApiError::Unauthenticated("no authenticated principal"))?;
+        let caller = Caller::of(principal, &self.directory)?;
         if caller.sector != self.profile.sector {
             return Err(ApiError::PermissionDenied(format!(
                 "agency `{}` belongs to the {} sector; call the {} service",
@@ -48,17 +52,17 @@ impl Core {
     /// a late retry could store it twice.
     pub(crate) async fn submit_detached(
         self: Arc<Self>,
-        meta: MetadataMap,
+        ext: tonic::Extensions,
         req: SubmitRequest,
     ) -> Result<SubmitResponse, ApiError> {
-        let done = tokio::spawn(async move { self.submit(&meta, req).await });
+        let caller = self.caller(&ext)?;
+        let done = tokio::spawn(async move { self.submit(&caller, req).await });
         done.await
             .map_err(|e| ApiError::Internal(format!("submit task: {e}")))?
     }
 
     /// The whole Submit path. Nothing is published unless every check passed.
-    pub(crate) async fn submit(&self, meta: &MetadataMap, req: SubmitRequest) -> Result<SubmitResponse, ApiError> {
-        let caller = self.caller(meta)?;
+    pub(crate) async fn submit(&self, caller: &Caller, req: SubmitRequest) -> Result<SubmitResponse, ApiError> {
         let key =
             IdempotencyKey::parse(&req.idempotency_key).map_err(|e| ApiError::field("idempotency_key", e.expected))?;
         // a retry of a stored event, however late: the original answer, nothing new stored
@@ -66,11 +70,11 @@ impl Core {
             .bus
             .idempotency_bucket()
             .await?
-            .get::<Remembered>(&Self::idempotency_key(&caller, &key))
+            .get::<Remembered>(&Self::idempotency_key(caller, &key))
             .await?;
         if let Some(r) = remembered {
             let (envelope, change) = self.stored_event(r.record.in_sequence).await?;
-            return self.finish(&caller, envelope, change, true).await;
+            return self.finish(caller, envelope, change, true).await;
         }
         let actor_ok = !req.actor_id.is_empty()
             && req.actor_id.len() <= 64
@@ -171,8 +175,8 @@ impl Core {
         } else {
             (envelope, change)
         };
-        self.remember(&caller, &key, &envelope, stored.sequence).await?;
-        self.finish(&caller, envelope, change, stored.duplicate).await
+        self.remember(caller, &key, &envelope, stored.sequence).await?;
+        self.finish(caller, envelope, change, stored.duplicate).await
     }
 
     /// The stored envelope at `sequence` of IN and the case change it makes.
@@ -310,20 +314,20 @@ pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Se
 #[tonic::async_trait]
 impl ReferralService for Referrals {
     async fn submit(&self, request: Request<SubmitRequest>) -> Result<Response<SubmitResponse>, Status> {
-        let (meta, _, req) = request.into_parts();
-        Ok(Response::new(self.0.clone().submit_detached(meta, req).await?))
+        let (_, ext, req) = request.into_parts();
+        Ok(Response::new(self.0.clone().submit_detached(ext, req).await?))
     }
 
     type InboxStream = BoxStream<InboxResponse>;
 
     async fn inbox(&self, request: Request<Streaming<InboxRequest>>) -> Result<Response<Self::InboxStream>, Status> {
-        let caller = self.0.caller(request.metadata())?;
+        let caller = self.0.caller(request.extensions())?;
         let stream = crate::inbox::open(self.0.clone(), caller, request.into_inner()).await?;
         Ok(Response::new(stream))
     }
 
     async fn get_status(&self, request: Request<GetStatusRequest>) -> Result<Response<GetStatusResponse>, Status> {
-        let caller = self.0.caller(request.metadata())?;
+        let caller = self.0.caller(request.extensions())?;
         Ok(Response::new(
             crate::status::get(&self.0, &caller, &request.into_inner().event_id).await?,
         ))
@@ -335,7 +339,7 @@ impl ReferralService for Referrals {
         &self,
         request: Request<SubscribeStatusRequest>,
     ) -> Result<Response<Self::SubscribeStatusStream>, Status> {
-        let caller = self.0.caller(request.metadata())?;
+        let caller = self.0.caller(request.extensions())?;
         let req = request.into_inner();
         Ok(Response::new(
             crate::status::subscribe(&self.0, &caller, &req.event_id, req.resume_after).await?,
@@ -346,7 +350,7 @@ impl ReferralService for Referrals {
         &self,
         request: Request<GetCaseDecisionsRequest>,
     ) -> Result<Response<GetCaseDecisionsResponse>, Status> {
-        let caller = self.0.caller(request.metadata())?;
+        let caller = self.0.caller(request.extensions())?;
         Ok(Response::new(
             crate::decisions::get(&self.0, &caller, &request.into_inner().case_id).await?,
         ))

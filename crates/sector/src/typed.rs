@@ -25,7 +25,7 @@ impl Typed {
         &self,
         request: Request<(String, String, Option<Kind>, String)>,
     ) -> Result<Response<SubmitResponse>, Status> {
-        let (meta, _, (idempotency_key, case_id, kind, actor_id)) = request.into_parts();
+        let (_, ext, (idempotency_key, case_id, kind, actor_id)) = request.into_parts();
         let kind = kind.ok_or_else(|| ApiError::field("event", "required"))?;
         let req = SubmitRequest {
             idempotency_key,
@@ -34,7 +34,7 @@ impl Typed {
             sender: None,
             actor_id,
         };
-        Ok(Response::new(self.0.clone().submit_detached(meta, req).await?))
+        Ok(Response::new(self.0.clone().submit_detached(ext, req).await?))
     }
 }
 

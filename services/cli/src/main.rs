@@ -1,4 +1,4 @@
-//! `henvis`: the project's command-line client. Creates development credentials, submits
+//! `henvis`: the project's command-line client. Creates a development PKI, submits
 //! an example referral, follows an agency's inbox and a referral's status.
 
 use std::path::PathBuf;
@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
+use henvis_domain::Principal;
 use henvis_proto::henvis::{
     broker::v1::{
         Ack, GetStatusRequest, InboxRequest, SubmitRequest, inbox_request, inbox_response,
@@ -13,7 +14,7 @@ use henvis_proto::henvis::{
     },
     events::v1::{Event, ExploitationType, Location, LocationKind, SuspectedVictimReported, event::Kind},
 };
-use tonic::{Request, metadata::MetadataValue};
+use tonic::Request;
 
 #[derive(Parser)]
 #[command(name = "henvis", about = "henvis command-line client", version)]
@@ -24,11 +25,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Writes a credentials file and one token file per agency of the default directory.
-    DevCredentials {
-        /// Output folder (credentials.toml and tokens/<agency>.token).
-        #[arg(long, default_value = ".local/credentials")]
-        out: PathBuf,
+    /// Development PKI: a CA, a certificate for every service, agency, contact person and
+    /// administrator of the default directory, and a revocation list. Without an action it
+    /// creates the folder unless it exists.
+    DevPki {
+        /// The PKI folder.
+        #[arg(long, env = "HENVIS_PKI_DIR", default_value = ".local/pki")]
+        dir: PathBuf,
+        #[command(subcommand)]
+        action: Option<PkiAction>,
     },
     /// Submits an example `suspected_victim_reported` event (test data only).
     ReportExample {
@@ -143,46 +148,95 @@ enum RulesAction {
     },
 }
 
+#[derive(Subcommand)]
+enum PkiAction {
+    /// Issues (renews) the certificate of one principal; services pick it up without a
+    /// restart, and the old one stays valid until it expires or is revoked.
+    Issue {
+        /// The principal, e.g. `henvis://agency/kommune-101`.
+        principal: String,
+        /// Days of validity.
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+    },
+    /// Revokes the current certificate of one principal and publishes a new revocation list.
+    Revoke {
+        /// The principal, e.g. `henvis://person/politi-fyn-kp1`.
+        principal: String,
+    },
+    /// Publishes a fresh revocation list (services refuse everyone once it is out of date).
+    Crl {
+        /// Days until it is out of date.
+        #[arg(long, default_value_t = 30)]
+        days: i64,
+    },
+}
+
 #[derive(clap::Args)]
 struct Conn {
-    /// The sector service's endpoint.
-    #[arg(long, env = "HENVIS_ENDPOINT", default_value = "http://127.0.0.1:50054")]
+    /// The sector service's address (host:port).
+    #[arg(long, env = "HENVIS_ENDPOINT", default_value = "127.0.0.1:50054")]
     endpoint: String,
-    /// File holding the agency's bearer token.
-    #[arg(long, env = "HENVIS_TOKEN_FILE")]
-    token_file: PathBuf,
+    /// The PKI folder holding the CA and the caller's certificate and key.
+    #[arg(long, env = "HENVIS_PKI_DIR", default_value = ".local/pki")]
+    pki_dir: PathBuf,
+    /// Who calls: the principal of the certificate to present, e.g.
+    /// `henvis://agency/ngo-redbarnet` or `henvis://person/politi-koebenhavn-kp1`.
+    #[arg(long = "as", env = "HENVIS_AS")]
+    principal: String,
 }
 
 impl Conn {
-    async fn client(
-        &self,
-    ) -> anyhow::Result<(
-        ReferralServiceClient<tonic::transport::Channel>,
-        MetadataValue<tonic::metadata::Ascii>,
-    )> {
-        let token = std::fs::read_to_string(&self.token_file)
-            .with_context(|| format!("reading `{}`", self.token_file.display()))?;
-        let auth = format!("Bearer {}", token.trim()).parse()?;
-        Ok((ReferralServiceClient::connect(self.endpoint.clone()).await?, auth))
+    async fn channel(&self) -> anyhow::Result<tonic::transport::Channel> {
+        let principal = Principal::from_uri(&self.principal)?;
+        let addr = self
+            .endpoint
+            .trim_start_matches("https://")
+            .trim_start_matches("http://");
+        henvis_runtime::tls::connect_as(addr, &self.pki_dir, &principal).await
+    }
+
+    async fn client(&self) -> anyhow::Result<ReferralServiceClient<tonic::transport::Channel>> {
+        Ok(ReferralServiceClient::new(self.channel().await?))
     }
 }
 
-fn authed<T>(msg: T, auth: &MetadataValue<tonic::metadata::Ascii>) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut().insert("authorization", auth.clone());
-    r
+fn dev_pki(dir: &std::path::Path, action: Option<PkiAction>) -> anyhow::Result<()> {
+    use henvis_pki::{DevPki, Validity};
+    match action {
+        None if dir.join("ca.pem").exists() => println!("PKI `{}` exists; nothing to do", dir.display()),
+        None => {
+            DevPki::create(dir, &henvis_domain::Directory::denmark()?)?;
+            let n = henvis_pki::principals(&henvis_domain::Directory::denmark()?)?.len();
+            println!(
+                "created a development PKI in `{}`: CA, revocation list, {n} certificates",
+                dir.display()
+            );
+        }
+        Some(PkiAction::Issue { principal, days }) => {
+            let p = Principal::from_uri(&principal)?;
+            let issued = DevPki::open(dir)?.issue(&p, Validity::days(days))?;
+            println!("issued certificate {} to {p}, valid {days} days", issued.serial);
+        }
+        Some(PkiAction::Revoke { principal }) => {
+            let p = Principal::from_uri(&principal)?;
+            let serial = DevPki::open(dir)?.revoke(&p)?;
+            println!("revoked certificate {serial} of {p}; revocation list published");
+        }
+        Some(PkiAction::Crl { days }) => {
+            DevPki::open(dir)?.publish_crl(time::Duration::days(days))?;
+            println!("revocation list published, valid {days} days");
+        }
+    }
+    Ok(())
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::DevCredentials { out } => {
-            let n = henvis_sector::dev_credentials(&henvis_domain::Directory::denmark()?, &out)?;
-            println!("wrote {n} development credentials to {}", out.display());
-            Ok(())
-        }
+        Command::DevPki { dir, action } => dev_pki(&dir, action),
         Command::ReportExample { conn, municipality } => {
-            let (mut c, auth) = conn.client().await?;
+            let mut c = conn.client().await?;
             let event = Event {
                 kind: Some(Kind::SuspectedVictimReported(SuspectedVictimReported {
                     municipality_code: municipality,
@@ -205,7 +259,7 @@ async fn main() -> anyhow::Result<()> {
                 actor_id: "cli".into(),
                 ..Default::default()
             };
-            let r = c.submit(authed(req, &auth)).await?.into_inner();
+            let r = c.submit(Request::new(req)).await?.into_inner();
             println!(
                 "event_id={} case_id={} duplicate={}",
                 r.event_id, r.case_id, r.duplicate
@@ -213,10 +267,10 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Inbox { conn, ack, max } => {
-            let (mut c, auth) = conn.client().await?;
+            let mut c = conn.client().await?;
             let (tx, rx) = tokio::sync::mpsc::channel(16);
             let mut stream = c
-                .inbox(authed(tokio_stream::wrappers::ReceiverStream::new(rx), &auth))
+                .inbox(Request::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
                 .await?
                 .into_inner();
             let (mut seen, mut unconfirmed) = (0usize, 0usize);
@@ -326,10 +380,10 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status { conn, event_id } => {
-            let (mut c, auth) = conn.client().await?;
+            let mut c = conn.client().await?;
             println!(
                 "{:#?}",
-                c.get_status(authed(GetStatusRequest { event_id }, &auth))
+                c.get_status(Request::new(GetStatusRequest { event_id }))
                     .await?
                     .into_inner()
             );
@@ -343,14 +397,11 @@ async fn alerts(conn: Conn, action: AlertAction) -> anyhow::Result<()> {
         AlertsRequest, ClaimAlertRequest, FetchAlertDetailsRequest, HandOverAlertRequest, ListAlertsRequest,
         alert_service_client::AlertServiceClient, alert_update,
     };
-    let token = std::fs::read_to_string(&conn.token_file)
-        .with_context(|| format!("reading `{}`", conn.token_file.display()))?;
-    let auth: MetadataValue<tonic::metadata::Ascii> = format!("Bearer {}", token.trim()).parse()?;
-    let mut c = AlertServiceClient::connect(conn.endpoint.clone()).await?;
+    let mut c = AlertServiceClient::new(conn.channel().await?);
     match action {
         AlertAction::Watch { resume_after } => {
             let mut s = c
-                .alerts(authed(AlertsRequest { resume_after }, &auth))
+                .alerts(Request::new(AlertsRequest { resume_after }))
                 .await?
                 .into_inner();
             while let Some(u) = s.next().await {
@@ -363,7 +414,7 @@ async fn alerts(conn: Conn, action: AlertAction) -> anyhow::Result<()> {
         }
         AlertAction::List => {
             for a in c
-                .list_alerts(authed(ListAlertsRequest {}, &auth))
+                .list_alerts(Request::new(ListAlertsRequest {}))
                 .await?
                 .into_inner()
                 .alerts
@@ -373,7 +424,7 @@ async fn alerts(conn: Conn, action: AlertAction) -> anyhow::Result<()> {
         }
         AlertAction::Claim { alert_id } => println!(
             "{:?}",
-            c.claim_alert(authed(ClaimAlertRequest { alert_id }, &auth))
+            c.claim_alert(Request::new(ClaimAlertRequest { alert_id }))
                 .await?
                 .into_inner()
         ),
@@ -382,12 +433,12 @@ async fn alerts(conn: Conn, action: AlertAction) -> anyhow::Result<()> {
                 alert_id,
                 to_person_id: to,
             };
-            println!("{:?}", c.hand_over_alert(authed(r, &auth)).await?.into_inner());
+            println!("{:?}", c.hand_over_alert(Request::new(r)).await?.into_inner());
         }
         AlertAction::Fetch { alert_id } => {
             println!(
                 "{:#?}",
-                c.fetch_alert_details(authed(FetchAlertDetailsRequest { alert_id }, &auth))
+                c.fetch_alert_details(Request::new(FetchAlertDetailsRequest { alert_id }))
                     .await?
                     .into_inner()
             );

@@ -1,0 +1,247 @@
+//! Who a caller is comes from its client certificate, never from what it says: every
+//! identity that must be refused is tried against a real service over real TLS.
+
+use std::time::Duration;
+
+use henvis_domain::{AgencyId, Principal, Sector};
+use henvis_pki::{Ca, DevPki, Validity};
+use henvis_proto::henvis::broker::v1::{Sender, SubmitRequest, referral_service_client::ReferralServiceClient};
+use henvis_tests::{Deployment, wait_for};
+use time::OffsetDateTime;
+use tonic::Code;
+
+use crate::{LIMIT, report};
+
+fn submit_req(key: &str) -> SubmitRequest {
+    SubmitRequest {
+        idempotency_key: key.into(),
+        event: Some(report("101")),
+        actor_id: "a".into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_identity_that_must_be_refused_is_refused_and_a_renewed_certificate_works_without_restart() {
+    let d = Deployment::start().await.unwrap();
+    let ca_pem = std::fs::read(d.pki_dir().join("ca.pem")).unwrap();
+    let before = d.stream_messages("IN").await.unwrap();
+    let redbarnet = Principal::Agency(AgencyId::parse("ngo-redbarnet").unwrap());
+    let mut attempts = 0;
+    let mut accepted = 0;
+    let mut tried: Vec<String> = Vec::new();
+    // one attempt: a Submit to the NGO service presenting `identity`, expecting `code`
+    macro_rules! attempt {
+        ($what:expr, $sector:expr, $identity:expr, $req:expr, $code:expr) => {{
+            attempts += 1;
+            let identity: Option<(String, String)> = $identity;
+            let ch = d
+                .channel_with(
+                    $sector,
+                    &ca_pem,
+                    identity.as_ref().map(|(c, k)| (c.as_bytes(), k.as_bytes())),
+                )
+                .await;
+            let outcome = match ch {
+                Ok(ch) => ReferralServiceClient::new(ch).submit($req).await.map(|_| ()),
+                Err(e) => Err(tonic::Status::unavailable(e.to_string())),
+            };
+            match outcome {
+                Ok(()) => {
+                    accepted += 1;
+                    tried.push(format!("{} -> ACCEPTED", $what));
+                }
+                Err(e) => {
+                    assert_eq!(e.code(), $code, "{}: {}", $what, e.message());
+                    tried.push(format!("{} -> {:?} ({})", $what, e.code(), e.message()));
+                }
+            }
+        }};
+    }
+    let pki = DevPki::open(d.pki_dir()).unwrap();
+    let now = OffsetDateTime::now_utc();
+    let day = time::Duration::days(1);
+    let pair = |i: henvis_pki::Issued| Some((i.cert_pem, i.key_pem));
+
+    attempt!(
+        "no certificate",
+        Sector::Ngo,
+        None,
+        submit_req("s1"),
+        Code::Unauthenticated
+    );
+    let rogue = Ca::new("rogue").unwrap();
+    attempt!(
+        "self-signed certificate",
+        Sector::Ngo,
+        Some((rogue.cert_pem().to_owned(), rogue.key_pem())),
+        submit_req("s2"),
+        Code::Unauthenticated
+    );
+    attempt!(
+        "certificate from another CA",
+        Sector::Ngo,
+        pair(rogue.issue(&redbarnet, Validity::days(30), 7).unwrap()),
+        submit_req("s3"),
+        Code::Unauthenticated
+    );
+    let expired = Validity {
+        not_before: now - 30 * day,
+        not_after: now - day,
+    };
+    attempt!(
+        "expired certificate",
+        Sector::Ngo,
+        pair(pki.ca().issue(&redbarnet, expired, 9001).unwrap()),
+        submit_req("s4"),
+        Code::Unauthenticated
+    );
+    let future = Validity {
+        not_before: now + day,
+        not_after: now + 30 * day,
+    };
+    attempt!(
+        "certificate not yet valid",
+        Sector::Ngo,
+        pair(pki.ca().issue(&redbarnet, future, 9002).unwrap()),
+        submit_req("s5"),
+        Code::Unauthenticated
+    );
+    let stranger = Principal::Agency(AgencyId::parse("kommune-999").unwrap());
+    attempt!(
+        "valid certificate of an agency unknown to the directory",
+        Sector::Ngo,
+        pair(pki.ca().issue(&stranger, Validity::days(30), 9003).unwrap()),
+        submit_req("s6"),
+        Code::Unauthenticated
+    );
+    let file = |p: &Principal| {
+        let (c, k) = pki.paths(p);
+        Some((std::fs::read_to_string(c).unwrap(), std::fs::read_to_string(k).unwrap()))
+    };
+    let health = Principal::Agency(AgencyId::parse("region-hovedstaden").unwrap());
+    attempt!(
+        "health agency calling the police service",
+        Sector::Police,
+        file(&health),
+        submit_req("s7"),
+        Code::PermissionDenied
+    );
+    let mut claims_other = submit_req("s8");
+    claims_other.sender = Some(Sender {
+        agency_id: "politi-koebenhavn".into(),
+        ..Default::default()
+    });
+    attempt!(
+        "body claiming another sender",
+        Sector::Ngo,
+        file(&redbarnet),
+        claims_other,
+        Code::InvalidArgument
+    );
+
+    // plaintext: the service speaks only TLS
+    attempts += 1;
+    let plain = tonic::transport::Channel::from_shared(format!("http://{}", d.endpoints[&Sector::Ngo]))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(5))
+        .connect()
+        .await;
+    match plain {
+        Ok(ch) => {
+            let e = ReferralServiceClient::new(ch)
+                .submit(submit_req("s9"))
+                .await
+                .unwrap_err();
+            tried.push(format!("plain TCP -> {:?}", e.code()));
+        }
+        Err(e) => tried.push(format!("plain TCP -> connection refused ({e})")),
+    }
+
+    assert_eq!(
+        d.stream_messages("IN").await.unwrap(),
+        before,
+        "nothing refused was stored"
+    );
+
+    // revoked: a working certificate stops working once its revocation is published (the
+    // service reads the new list without a restart)
+    let hopenow = Principal::Agency(AgencyId::parse("ngo-hopenow").unwrap());
+    let works = |p: Principal, key: &'static str| {
+        let d = &d;
+        async move {
+            let mut c = ReferralServiceClient::new(d.channel_as(Sector::Ngo, &principal_id(&p)).await.ok()?);
+            c.submit(submit_req(key)).await.err()
+        }
+    };
+    assert!(
+        works(hopenow.clone(), "ok-1").await.is_none(),
+        "valid before revocation"
+    );
+    let (cert, key) = file(&hopenow).unwrap();
+    let mut writable = DevPki::open(d.pki_dir()).unwrap();
+    writable.revoke(&hopenow).unwrap();
+    wait_for("the revocation to take effect", LIMIT, || {
+        let (cert, key) = (cert.clone(), key.clone());
+        let ca = ca_pem.clone();
+        let d = &d;
+        async move {
+            let ch = d
+                .channel_with(Sector::Ngo, &ca, Some((cert.as_bytes(), key.as_bytes())))
+                .await
+                .ok()?;
+            let e = ReferralServiceClient::new(ch).submit(submit_req("rev")).await.err()?;
+            (e.code() == Code::Unauthenticated && e.message().contains("revoked")).then_some(())
+        }
+    })
+    .await
+    .unwrap();
+    attempts += 1;
+    tried.push("revoked certificate -> Unauthenticated (client certificate revoked)".into());
+
+    // a revocation list past its next update refuses everyone, rather than being ignored
+    writable.publish_crl(-time::Duration::minutes(1)).unwrap();
+    wait_for("the stale revocation list to be noticed", LIMIT, || async {
+        let e = works(redbarnet.clone(), "stale").await?;
+        (e.code() == Code::Unauthenticated && e.message().contains("revocation list out of date")).then_some(())
+    })
+    .await
+    .unwrap();
+    attempts += 1;
+    tried.push("valid certificate, stale revocation list -> Unauthenticated".into());
+    writable.publish_crl(time::Duration::days(30)).unwrap();
+    wait_for("a fresh revocation list", LIMIT, || async {
+        works(redbarnet.clone(), "fresh").await.is_none().then_some(())
+    })
+    .await
+    .unwrap();
+
+    // rotation: a renewed agency certificate and a renewed server certificate work at once
+    let renewed = writable.issue(&redbarnet, Validity::days(90)).unwrap();
+    writable
+        .issue(&Principal::Service("ngo".into()), Validity::days(90))
+        .unwrap();
+    wait_for("the renewed certificates to work", LIMIT, || async {
+        works(redbarnet.clone(), "renewed").await.is_none().then_some(())
+    })
+    .await
+    .unwrap();
+
+    for t in &tried {
+        println!("  {t}");
+    }
+    println!(
+        "security matrix: {attempts} refused-identity attempts, {accepted} accepted; renewed certificate {} works without restart",
+        renewed.serial
+    );
+    assert_eq!(accepted, 0);
+}
+
+fn principal_id(p: &Principal) -> String {
+    match p {
+        Principal::Agency(a) => a.to_string(),
+        Principal::Person(p) => p.to_string(),
+        other => other.to_string(),
+    }
+}
