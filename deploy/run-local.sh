@@ -36,7 +36,9 @@ await_port() { # port name log
   exit 1
 }
 
-HENVIS_NATS_STORE="$state/nats" "$root/.tools/nats/bin/nats-server" -c "$root/deploy/nats/single.conf" \
+HENVIS_NATS_STORE="$state/nats" HENVIS_NATS_CERT="$state/pki/service/nats.pem" \
+  HENVIS_NATS_KEY="$state/pki/service/nats.key" HENVIS_NATS_CA="$state/pki/ca.pem" \
+  "$root/.tools/nats/bin/nats-server" -c "$root/deploy/nats/single.conf" \
   >"$state/logs/nats.log" 2>&1 &
 pids+=($!)
 await_port 4222 nats-server "$state/logs/nats.log"

@@ -341,8 +341,12 @@ async fn killing_the_stream_leader_of_a_three_node_cluster_loses_and_duplicates_
         load_reaches(&acked, &Arc::default(), point).await;
         let leader = wait_for("the IN stream's leader", Duration::from_secs(60), || {
             let url = d.nats.url();
+            let pki = d.pki_dir().to_owned();
             async move {
-                let js = async_nats::jetstream::new(henvis_tests::connect(&url).await.ok()?);
+                let c = henvis_tests::connect_as(&url, &pki, &henvis_tests::test_admin())
+                    .await
+                    .ok()?;
+                let js = async_nats::jetstream::new(c);
                 let info = js.get_stream("IN").await.ok()?.get_info().await.ok()?;
                 info.cluster?.leader
             }
@@ -522,6 +526,9 @@ async fn the_reconciler_finds_and_redrives_deliveries_deleted_behind_the_brokers
         stream_replicas: 1,
         listen: "127.0.0.1:0".parse().unwrap(),
         pki_dir: d.pki_dir().to_owned(),
+        retention_secs: 30 * 24 * 3600,
+        expiry_warning_secs: 3 * 24 * 3600,
+        expiry_scan_secs: 3600,
     };
     let router = henvis_router::build(&config).await.unwrap();
     let found = router.reconcile(false).await.unwrap();

@@ -351,7 +351,10 @@ async fn a_consent_withdrawal_governs_every_referral_decided_after_it_with_two_r
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_published_rule_set_takes_effect_without_restart_and_a_failing_one_is_refused() {
     let d = Deployment::start().await.unwrap();
-    let bus = henvis_bus::Bus::connect(&d.nats.url(), "test-admin").await.unwrap();
+    let admin = henvis_bus::NatsIdentity::of(d.pki_dir(), &henvis_tests::test_admin());
+    let bus = henvis_bus::Bus::connect(&d.nats.url(), "test-admin", Some(&admin))
+        .await
+        .unwrap();
     let default = henvis_router::DEFAULT_RULES;
     let failing = format!(
         "{default}\n[[test]]\nname = \"wrong on purpose\"\nmessage = \"child_missing\"\nsender = \"ngo-hopenow\"\ncase = {{ municipality = \"101\" }}\nexpect = []\n"

@@ -245,3 +245,151 @@ fn principal_id(p: &Principal) -> String {
         other => other.to_string(),
     }
 }
+
+/// A NATS connection over TLS as `principal` that records the server's errors.
+async fn nats_as(
+    d: &Deployment,
+    principal: &Principal,
+) -> (async_nats::Client, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let errors = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = errors.clone();
+    let id = henvis_bus::NatsIdentity::of(d.pki_dir(), principal);
+    let addrs: Vec<async_nats::ServerAddr> = d.nats.url().split(',').map(|u| u.parse().unwrap()).collect();
+    let client = async_nats::ConnectOptions::new()
+        .require_tls(true)
+        .add_root_certificates(id.ca)
+        .add_client_certificate(id.cert, id.key)
+        .custom_inbox_prefix(id.inbox_prefix)
+        .event_callback(move |e| {
+            let seen = seen.clone();
+            async move {
+                if let async_nats::Event::ServerError(e) = e {
+                    seen.lock().unwrap().push(e.to_string());
+                }
+            }
+        })
+        .connect(addrs)
+        .await
+        .unwrap();
+    (client, errors)
+}
+
+async fn refused(errors: &std::sync::Arc<std::sync::Mutex<Vec<String>>>, what: &str) -> String {
+    wait_for(what, LIMIT, || async {
+        let e = errors.lock().unwrap();
+        e.iter().find(|m| m.contains("Permissions Violation")).cloned()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nats_server_refuses_a_sector_service_everything_beyond_its_own_sector() {
+    use futures::StreamExt;
+    let d = Deployment::start().await.unwrap();
+    // something for the police to read: a referral to København's police district
+    let mut ngo = d.client(Sector::Ngo, "ngo-redbarnet").await.unwrap();
+    let r = crate::submit(&mut ngo, "nats-1", "", report("101")).await.unwrap();
+    crate::routed(&mut ngo, &r.event_id).await;
+    let in_before = d.stream_messages("IN").await.unwrap();
+    let health = Principal::Service("health".into());
+    let mut attempts = 0;
+    let mut accepted = 0;
+    let mut tried = Vec::new();
+
+    // 1. the health service's credentials subscribe to police deliveries (core NATS)
+    attempts += 1;
+    let (c, errors) = nats_as(&d, &health).await;
+    let mut sub = c.subscribe("henvis.out.politi-koebenhavn.>").await.unwrap();
+    tried.push(format!(
+        "health subscribes to police deliveries -> {}",
+        refused(&errors, "a refusal").await
+    ));
+    accepted += usize::from(
+        tokio::time::timeout(Duration::from_millis(200), sub.next())
+            .await
+            .is_ok_and(|m| m.is_some()),
+    );
+
+    // 2. the health service's credentials read police deliveries through JetStream: a
+    //    consumer on OUT for the police district, and a read of OUT by sequence
+    for (what, subject, body) in [
+        (
+            "health creates a consumer on police deliveries",
+            "$JS.API.CONSUMER.CREATE.OUT.spy.henvis.out.politi-koebenhavn.>",
+            r#"{"stream_name":"OUT","config":{"name":"spy","filter_subject":"henvis.out.politi-koebenhavn.>","ack_policy":"explicit"}}"#,
+        ),
+        (
+            "health reads OUT by sequence",
+            "$JS.API.STREAM.MSG.GET.OUT",
+            r#"{"seq":1}"#,
+        ),
+        (
+            "health takes over the police district's inbox consumer",
+            "$JS.API.CONSUMER.MSG.NEXT.OUT.inbox-politi-koebenhavn",
+            r#"{"batch":1}"#,
+        ),
+    ] {
+        attempts += 1;
+        let (c, errors) = nats_as(&d, &health).await;
+        let answer = tokio::time::timeout(Duration::from_secs(2), c.request(subject, body.into())).await;
+        let got_data = matches!(&answer, Ok(Ok(m)) if !m.payload.is_empty() && !String::from_utf8_lossy(&m.payload).contains("error"));
+        accepted += usize::from(got_data);
+        tried.push(format!("{what} -> {}", refused(&errors, "a refusal").await));
+    }
+
+    // 3. the health service publishes into the police sector's inbound subjects
+    attempts += 1;
+    let (c, errors) = nats_as(&d, &health).await;
+    let js = async_nats::jetstream::new(c);
+    let stored = match js
+        .publish(
+            "henvis.in.police.report.0196f3a0-7b5c-7cc0-8000-000000000001",
+            "x".into(),
+        )
+        .await
+    {
+        Ok(ack) => tokio::time::timeout(Duration::from_secs(2), ack)
+            .await
+            .is_ok_and(|a| a.is_ok()),
+        Err(_) => false,
+    };
+    accepted += usize::from(stored);
+    tried.push(format!(
+        "health publishes to the police inbound subjects -> {}",
+        refused(&errors, "a refusal").await
+    ));
+
+    // 4. the health service changes a stream's configuration (to allow purging the audit)
+    attempts += 1;
+    let (c, errors) = nats_as(&d, &health).await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        c.request(
+            "$JS.API.STREAM.UPDATE.AUDIT",
+            r#"{"name":"AUDIT","deny_purge":false}"#.into(),
+        ),
+    )
+    .await;
+    tried.push(format!(
+        "health updates the AUDIT stream -> {}",
+        refused(&errors, "a refusal").await
+    ));
+
+    // 5. a plain TCP connection to NATS
+    attempts += 1;
+    let plain = tokio::time::timeout(Duration::from_secs(5), async_nats::connect(d.nats.url())).await;
+    let plain_ok = matches!(&plain, Ok(Ok(c)) if c.flush().await.is_ok() && c.connection_state() == async_nats::connection::State::Connected);
+    accepted += usize::from(plain_ok);
+    tried.push(format!(
+        "plain TCP to NATS -> {}",
+        if plain_ok { "ACCEPTED" } else { "refused" }
+    ));
+
+    assert_eq!(d.stream_messages("IN").await.unwrap(), in_before, "nothing published");
+    for t in &tried {
+        println!("  {t}");
+    }
+    println!("NATS least privilege: {attempts} attempts, {accepted} accepted");
+    assert_eq!(accepted, 0);
+}

@@ -153,10 +153,15 @@ fn the_shipped_nats_configurations_are_valid_for_the_pinned_server() {
         version.starts_with("nats-server: v2.") && minor >= 12,
         "{version}: 2.12 or newer is needed for sync_interval"
     );
+    let pki = tempfile::tempdir().unwrap();
+    henvis_pki::DevPki::create(pki.path(), &henvis_domain::Directory::denmark().unwrap()).unwrap();
     for conf in NATS_CONFIGS {
         let store = tempfile::tempdir().unwrap();
         let out = std::process::Command::new(henvis_tests::nats_server_bin())
             .env("HENVIS_NATS_STORE", store.path())
+            .env("HENVIS_NATS_CERT", pki.path().join("service/nats.pem"))
+            .env("HENVIS_NATS_KEY", pki.path().join("service/nats.key"))
+            .env("HENVIS_NATS_CA", pki.path().join("ca.pem"))
             .arg("-t")
             .arg("-c")
             .arg(root.join(conf))

@@ -105,22 +105,35 @@ struct Node {
 /// or a cluster of several on loopback ports.
 pub struct NatsServer {
     nodes: Vec<Node>,
+    pki: PathBuf,
 }
 
-/// Connects to a comma-separated list of server URLs.
-pub async fn connect(urls: &str) -> anyhow::Result<async_nats::Client> {
+/// The test's administrator, who checks behind the services' back.
+pub fn test_admin() -> Principal {
+    #[allow(clippy::unwrap_used)] // a constant
+    Principal::Admin(henvis_domain::PersonId::parse(henvis_pki::DEV_ADMINS[0]).unwrap())
+}
+
+/// Connects to a comma-separated list of server URLs over TLS as `principal` (the NATS
+/// user its certificate maps to).
+pub async fn connect_as(urls: &str, pki: &Path, principal: &Principal) -> anyhow::Result<async_nats::Client> {
     let addrs: Vec<async_nats::ServerAddr> = urls.split(',').map(str::parse).collect::<Result<_, _>>()?;
-    Ok(async_nats::connect(addrs).await?)
+    let id = henvis_bus::NatsIdentity::of(pki, principal);
+    Ok(async_nats::ConnectOptions::new()
+        .require_tls(true)
+        .add_root_certificates(id.ca)
+        .add_client_certificate(id.cert, id.key)
+        .custom_inbox_prefix(id.inbox_prefix)
+        .connection_timeout(Duration::from_secs(5))
+        .connect(addrs)
+        .await?)
 }
 
 impl NatsServer {
-    /// Starts one server on a free port and waits until it accepts clients.
-    pub async fn start() -> anyhow::Result<Self> {
-        Self::start_cluster(1).await
-    }
-
-    /// Starts `n` servers (a cluster when `n > 1`) and waits until JetStream answers.
-    pub async fn start_cluster(n: usize) -> anyhow::Result<Self> {
+    /// Starts `n` servers (a cluster when `n > 1`) with client TLS (`verify_and_map`) and
+    /// the shipped users and permissions (deploy/nats/auth.conf), certificates from `pki`;
+    /// waits until JetStream answers.
+    pub async fn start_cluster(n: usize, pki: &Path) -> anyhow::Result<Self> {
         let mut nodes = Vec::new();
         for _ in 0..n {
             nodes.push(Node {
@@ -130,7 +143,10 @@ impl NatsServer {
                 dir: tempfile::tempdir()?,
             });
         }
-        let mut s = Self { nodes };
+        let mut s = Self {
+            nodes,
+            pki: pki.to_owned(),
+        };
         for i in 0..n {
             s.spawn_node(i)?;
         }
@@ -153,6 +169,15 @@ impl NatsServer {
             n.port,
             n.dir.path().join("js").display()
         );
+        // client TLS and the shipped authorization, as in deploy/nats/
+        let service = self.pki.join("service");
+        text += &format!(
+            "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  ca_file: \"{}\"\n  verify_and_map: true\n  timeout: 5\n}}\n",
+            service.join("nats.pem").display(),
+            service.join("nats.key").display(),
+            self.pki.join("ca.pem").display()
+        );
+        text += include_str!("../../deploy/nats/auth.conf");
         if routes.len() > 1 {
             text += &format!(
                 "cluster {{\n  name: henvis-test\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
@@ -165,7 +190,12 @@ impl NatsServer {
             .arg("-c")
             .arg(&conf)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(std::env::temp_dir().join("nats-server-test.log"))?,
+            )
             .spawn()
             .with_context(|| {
                 format!(
@@ -185,7 +215,7 @@ impl NatsServer {
             || {
                 let url = url.clone();
                 async move {
-                    let c = async_nats::connect(&url).await.ok()?;
+                    let c = connect_as(&url, &self.pki, &test_admin()).await.ok()?;
                     let js = async_nats::jetstream::new(c);
                     js.query_account().await.ok().map(|_| ())
                 }
@@ -421,10 +451,10 @@ impl Deployment {
     /// Starts everything with `options`.
     pub async fn start_with(options: Options) -> anyhow::Result<Self> {
         capture_logs();
-        let nats = NatsServer::start_cluster(options.nats_nodes.max(1)).await?;
         let directory = Directory::denmark()?;
         let creds = tempfile::tempdir()?;
         henvis_pki::DevPki::create(creds.path(), &directory)?;
+        let nats = NatsServer::start_cluster(options.nats_nodes.max(1), creds.path()).await?;
         let (stop, _) = watch::channel(false);
         let mut d = Self {
             nats,
@@ -460,8 +490,6 @@ impl Deployment {
             duplicate_window_secs: self.options.duplicate_window_secs,
             stream_replicas: if self.options.nats_nodes > 1 { 3 } else { 1 },
             retention_secs: self.options.retention_secs,
-            expiry_warning_secs: self.options.expiry_warning_secs,
-            expiry_scan_secs: 1,
             stream_max_bytes: self.options.stream_max_bytes,
             alerts: henvis_sector::AlertConfig {
                 urgent_deadline_secs: self.options.urgent_alert_deadline_secs,
@@ -530,6 +558,9 @@ impl Deployment {
             stream_replicas: if self.options.nats_nodes > 1 { 3 } else { 1 },
             listen: "127.0.0.1:0".parse()?,
             pki_dir: self._creds.path().to_owned(),
+            retention_secs: self.options.retention_secs,
+            expiry_warning_secs: self.options.expiry_warning_secs,
+            expiry_scan_secs: 1,
         };
         let router = henvis_router::build(&config).await?;
         let (listener, addr) = henvis_runtime::bind(config.listen).await?;
@@ -592,7 +623,9 @@ impl Deployment {
 
     /// A JetStream context on the deployment's server, for checks behind the services.
     pub async fn jetstream(&self) -> anyhow::Result<async_nats::jetstream::Context> {
-        Ok(async_nats::jetstream::new(connect(&self.nats.url()).await?))
+        Ok(async_nats::jetstream::new(
+            connect_as(&self.nats.url(), self.pki_dir(), &test_admin()).await?,
+        ))
     }
 
     /// Number of messages in a stream.

@@ -4,6 +4,7 @@
 //! It moves bytes and knows no policy: callers hand it encoded messages and ids.
 
 mod names;
+mod permissions;
 mod topology;
 
 use std::time::Duration;
@@ -15,6 +16,7 @@ use async_nats::{
 use bytes::Bytes;
 
 pub use names::*;
+pub use permissions::{nats_authorization, nats_user, sector_permissions};
 pub use topology::Topology;
 
 /// A failure talking to NATS, by kind, so callers map it to a status by type.
@@ -53,13 +55,49 @@ pub struct Bus {
     in_stream: std::sync::Arc<tokio::sync::OnceCell<jetstream::stream::Stream>>,
 }
 
+/// How a henvis component proves itself to NATS: TLS with its certificate, which the
+/// server maps to the NATS user of its principal (deploy/nats/auth.conf), and the reply
+/// inbox prefix that user may subscribe to.
+#[derive(Debug, Clone)]
+pub struct NatsIdentity {
+    /// The CA that issued the server's certificate.
+    pub ca: std::path::PathBuf,
+    /// The component's certificate.
+    pub cert: std::path::PathBuf,
+    /// Its key.
+    pub key: std::path::PathBuf,
+    /// Its reply subject prefix, [`inbox_prefix`].
+    pub inbox_prefix: String,
+}
+
+impl NatsIdentity {
+    /// The identity of `principal` from a PKI folder (`ca.pem`, `<kind>/<id>.pem`, `.key`).
+    pub fn of(pki_dir: &std::path::Path, principal: &henvis_domain::Principal) -> Self {
+        let base = pki_dir.join(principal.path());
+        Self {
+            ca: pki_dir.join("ca.pem"),
+            cert: base.with_extension("pem"),
+            key: base.with_extension("key"),
+            inbox_prefix: inbox_prefix(principal),
+        }
+    }
+}
+
 impl Bus {
-    /// Connects to NATS at `url` (one URL, or several separated by commas) as `name`. Fails
-    /// when no server can be reached.
-    pub async fn connect(url: &str, name: &str) -> Result<Self, BusError> {
-        let client = async_nats::ConnectOptions::new()
+    /// Connects to NATS at `url` (one URL, or several separated by commas) as `name`, over
+    /// TLS as `identity` when given. Fails when no server can be reached.
+    pub async fn connect(url: &str, name: &str, identity: Option<&NatsIdentity>) -> Result<Self, BusError> {
+        let mut options = async_nats::ConnectOptions::new()
             .name(name)
-            .connection_timeout(Duration::from_secs(5))
+            .connection_timeout(Duration::from_secs(5));
+        if let Some(id) = identity {
+            options = options
+                .require_tls(true)
+                .add_root_certificates(id.ca.clone())
+                .add_client_certificate(id.cert.clone(), id.key.clone())
+                .custom_inbox_prefix(&id.inbox_prefix);
+        }
+        let client = options
             .connect(
                 url.split(',')
                     .map(str::parse)

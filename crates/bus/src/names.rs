@@ -69,6 +69,21 @@ pub fn case_of_inbound_subject(subject: &str) -> Option<CaseId> {
     CaseId::parse(case).ok()
 }
 
+/// The reply-subject prefix of a principal's NATS connection: it may subscribe to its own
+/// replies only (`_INBOX_service_police.>`), never to another's.
+pub fn inbox_prefix(principal: &henvis_domain::Principal) -> String {
+    let uri = principal.uri();
+    let rest = uri.strip_prefix(henvis_domain::PRINCIPAL_SCHEME).unwrap_or(&uri);
+    format!("_INBOX_{}", rest.replace('/', "_"))
+}
+
+/// A fresh name for a short-lived reading consumer. Named consumers carry their filter in
+/// the API subject (`$JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>`), which is what
+/// NATS permissions can restrict.
+pub fn reader_name() -> String {
+    format!("read-{}", uuid::Uuid::new_v4().simple())
+}
+
 /// Key-value bucket of the routing order: case id → the IN sequence up to which every
 /// event of the case has been routed.
 pub const BUCKET_ORDER: &str = "henvis_order";

@@ -24,6 +24,7 @@ impl Bus {
         let stream = self.jetstream().get_stream(stream).await.map_err(|e| unavailable(&e))?;
         let mut consumer = stream
             .create_consumer(pull::OrderedConfig {
+                name: Some(crate::reader_name()),
                 filter_subject: subject.to_owned(),
                 deliver_policy: DeliverPolicy::All,
                 ..Default::default()

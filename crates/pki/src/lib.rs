@@ -26,8 +26,9 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
-/// The services of a henvis deployment, each with a server certificate.
-pub const SERVICES: [&str; 5] = ["router", "police", "health", "social", "ngo"];
+/// The services of a henvis deployment, each with a server certificate (`nats` is the
+/// nats-server's).
+pub const SERVICES: [&str; 6] = ["router", "police", "health", "social", "ngo", "nats"];
 
 /// Administrators of the development deployment.
 pub const DEV_ADMINS: [&str; 1] = ["admin-1"];
@@ -124,8 +125,8 @@ impl Ca {
     pub fn issue(&self, principal: &Principal, validity: Validity, serial: u64) -> anyhow::Result<Issued> {
         let mut params = CertificateParams::default();
         params.distinguished_name = rcgen::DistinguishedName::new();
+        // the subject is the CN alone: nats-server maps it (RFC 2253) to the NATS user
         params.distinguished_name.push(DnType::CommonName, principal.uri());
-        params.distinguished_name.push(DnType::OrganizationName, "henvis");
         params.subject_alt_names = vec![SanType::URI(principal.uri().try_into()?)];
         if let Principal::Service(_) = principal {
             params.subject_alt_names.push(SanType::DnsName("localhost".try_into()?));

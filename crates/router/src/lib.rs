@@ -7,6 +7,7 @@
 //! Stateless apart from what it reads from JetStream: run any number of replicas.
 
 mod audit;
+mod dead_letters;
 mod reconcile;
 mod route;
 mod rules;
@@ -55,6 +56,17 @@ pub struct RouterConfig {
     /// `henvis dev-pki` for development). Read again when they change.
     #[arg(long, env = "HENVIS_PKI_DIR")]
     pub pki_dir: PathBuf,
+    /// Seconds submitted events and undelivered deliveries are kept (set when the streams
+    /// are created).
+    #[arg(long, env = "HENVIS_RETENTION_SECS", default_value_t = 30 * 24 * 3600)]
+    pub retention_secs: u64,
+    /// Seconds before a delivery would expire unacknowledged that an administrator alert
+    /// is raised.
+    #[arg(long, env = "HENVIS_EXPIRY_WARNING_SECS", default_value_t = 3 * 24 * 3600)]
+    pub expiry_warning_secs: u64,
+    /// Seconds between scans for deliveries about to expire.
+    #[arg(long, env = "HENVIS_EXPIRY_SCAN_SECS", default_value_t = 3600)]
+    pub expiry_scan_secs: u64,
 }
 
 /// A running router's shared state.
@@ -64,6 +76,7 @@ pub struct Router {
     directory: Directory,
     rules: ActiveRules,
     tls: Arc<henvis_runtime::tls::TlsServer>,
+    keeper: Arc<dead_letters::Keeper>,
 }
 
 /// Loads the directory and rules, connects and creates the topology.
@@ -79,10 +92,19 @@ pub async fn build(config: &RouterConfig) -> anyhow::Result<Arc<Router>> {
         &config.pki_dir,
         &henvis_domain::Principal::Service("router".into()),
     ))?;
-    let bus = Bus::connect(&config.nats_url, "henvis-router").await?;
+    let bus = Bus::connect(
+        &config.nats_url,
+        "henvis-router",
+        Some(&henvis_bus::NatsIdentity::of(
+            &config.pki_dir,
+            &henvis_domain::Principal::Service("router".into()),
+        )),
+    )
+    .await?;
     henvis_bus::Topology {
         duplicate_window: Duration::from_secs(config.duplicate_window_secs.max(1)),
         replicas: config.stream_replicas.max(1),
+        max_age: Duration::from_secs(config.retention_secs.max(60)),
         ..Default::default()
     }
     .ensure(&bus)
@@ -90,11 +112,17 @@ pub async fn build(config: &RouterConfig) -> anyhow::Result<Arc<Router>> {
     let rules = ActiveRules::load(&bus, config.rules.as_deref(), &schema, &directory).await?;
     tracing::info!(rule_set_version = %rules.current().version(), "router ready");
     Ok(Arc::new(Router {
-        bus,
+        bus: bus.clone(),
         schema,
         directory,
         rules,
         tls,
+        keeper: Arc::new(dead_letters::Keeper {
+            bus: bus.clone(),
+            retention: Duration::from_secs(config.retention_secs.max(60)),
+            expiry_warning: Duration::from_secs(config.expiry_warning_secs),
+            expiry_scan: Duration::from_secs(config.expiry_scan_secs.max(1)),
+        }),
     }))
 }
 
@@ -122,8 +150,11 @@ pub async fn serve(
         wait(),
     );
     let reload = router.clone().follow_rules(wait());
+    let dead = tokio::spawn(dead_letters::run(router.keeper.clone(), wait()));
+    let expiry = tokio::spawn(dead_letters::watch_expiry(router.keeper.clone(), wait()));
     let routing = router.run(wait());
     let (a, b, c) = tokio::join!(grpc, routing, reload);
+    let _ = tokio::join!(dead, expiry);
     a.and(b).and(c)
 }
 

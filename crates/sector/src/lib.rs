@@ -7,7 +7,6 @@
 
 mod alerts;
 mod auth;
-mod dead_letters;
 mod decisions;
 mod error;
 mod inbox;
@@ -69,13 +68,6 @@ pub struct SectorConfig {
     /// created).
     #[arg(long, env = "HENVIS_RETENTION_SECS", default_value_t = 30 * 24 * 3600)]
     pub retention_secs: u64,
-    /// Seconds before a delivery would expire unacknowledged that an administrator alert
-    /// is raised.
-    #[arg(long, env = "HENVIS_EXPIRY_WARNING_SECS", default_value_t = 3 * 24 * 3600)]
-    pub expiry_warning_secs: u64,
-    /// Seconds between scans for deliveries about to expire.
-    #[arg(long, env = "HENVIS_EXPIRY_SCAN_SECS", default_value_t = 3600)]
-    pub expiry_scan_secs: u64,
     /// Byte limit of each of IN and OUT (set when the streams are created); past it Submit
     /// answers RESOURCE_EXHAUSTED and nothing stored is evicted.
     #[arg(long, env = "HENVIS_STREAM_MAX_BYTES", default_value_t = 1 << 30)]
@@ -99,9 +91,6 @@ pub struct Core {
     ack_wait: Duration,
     inbox_max_attempts: i64,
     inbox_window: usize,
-    retention: Duration,
-    expiry_warning: Duration,
-    expiry_scan: Duration,
     heartbeat: Duration,
     alerts: AlertConfig,
 }
@@ -120,7 +109,15 @@ pub async fn build(sector: Sector, config: &SectorConfig) -> anyhow::Result<Arc<
         &henvis_domain::Principal::Service(sector.to_string()),
     ))?;
     let schema = Schema::from_descriptor_set(henvis_proto::FILE_DESCRIPTOR_SET)?;
-    let bus = Bus::connect(&config.nats_url, &format!("henvis-{sector}")).await?;
+    let bus = Bus::connect(
+        &config.nats_url,
+        &format!("henvis-{sector}"),
+        Some(&henvis_bus::NatsIdentity::of(
+            &config.pki_dir,
+            &henvis_domain::Principal::Service(sector.to_string()),
+        )),
+    )
+    .await?;
     henvis_bus::Topology {
         duplicate_window: Duration::from_secs(config.duplicate_window_secs.max(1)),
         replicas: config.stream_replicas.max(1),
@@ -140,9 +137,6 @@ pub async fn build(sector: Sector, config: &SectorConfig) -> anyhow::Result<Arc<
         ack_wait: Duration::from_secs(config.ack_wait_secs.max(1)),
         inbox_max_attempts: config.inbox_max_attempts.max(1),
         inbox_window: config.inbox_window.clamp(1, 1000),
-        retention: Duration::from_secs(config.retention_secs.max(60)),
-        expiry_warning: Duration::from_secs(config.expiry_warning_secs),
-        expiry_scan: Duration::from_secs(config.expiry_scan_secs.max(1)),
         heartbeat: Duration::from_secs(config.heartbeat_secs.max(1)),
         alerts: config.alerts.clone(),
     }))
@@ -162,10 +156,7 @@ pub async fn serve(
     names.push(typed_name);
     tracing::info!(%sector, addr = ?listener.local_addr().ok(), "sector service listening");
     let wait = henvis_runtime::fan_out(shutdown);
-    let mut background = vec![
-        tokio::spawn(dead_letters::run(core.clone(), wait())),
-        tokio::spawn(dead_letters::watch_expiry(core.clone(), wait())),
-    ];
+    let mut background = Vec::new();
     // the police service also serves case alerts and escalates unclaimed ones
     if sector == Sector::Police {
         type A = henvis_proto::henvis::police::v1::alert_service_server::AlertServiceServer<alerts::Alerts>;

@@ -97,6 +97,7 @@ pub(crate) async fn subscribe(
         .map_err(|e| unavailable(&e))?;
     let consumer = stream
         .create_consumer(pull::OrderedConfig {
+            name: Some(henvis_bus::reader_name()),
             filter_subject: status_subject(&caller.agency, &id),
             deliver_policy: DeliverPolicy::All,
             ..Default::default()

@@ -35,6 +35,9 @@ enum Command {
         #[command(subcommand)]
         action: Option<PkiAction>,
     },
+    /// Prints the nats-server `authorization` block (users and permissions) generated from
+    /// the subject names in the code and the default directory: deploy/nats/auth.conf.
+    NatsAuth,
     /// Submits an example `suspected_victim_reported` event (test data only).
     ReportExample {
         #[command(flatten)]
@@ -69,17 +72,15 @@ enum Command {
     /// Administrators: every decision and case change audited for one case, oldest first
     /// (who received which classes under which rule version and legal basis).
     Audit {
-        /// NATS server URL.
-        #[arg(long, env = "HENVIS_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-        nats_url: String,
+        #[command(flatten)]
+        nats: NatsConn,
         /// The case id.
         case_id: String,
     },
     /// Administrators: alerts (dead letters) and the dead-letter stream, ids only.
     Admin {
-        /// NATS server URL.
-        #[arg(long, env = "HENVIS_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-        nats_url: String,
+        #[command(flatten)]
+        nats: NatsConn,
     },
     /// Administrators: compare what was stored, decided and delivered; `--redrive` stores
     /// missing deliveries again (to recipients still entitled).
@@ -139,9 +140,8 @@ enum RulesAction {
     Publish {
         /// The rule file.
         file: PathBuf,
-        /// NATS server URL.
-        #[arg(long, env = "HENVIS_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-        nats_url: String,
+        #[command(flatten)]
+        nats: NatsConn,
         /// Who publishes (an administrator id, for the audit).
         #[arg(long)]
         by: String,
@@ -170,6 +170,28 @@ enum PkiAction {
         #[arg(long, default_value_t = 30)]
         days: i64,
     },
+}
+
+/// An administrator's connection to NATS, over TLS with the administrator's certificate.
+#[derive(clap::Args)]
+struct NatsConn {
+    /// NATS server URL.
+    #[arg(long, env = "HENVIS_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    /// The PKI folder holding the CA and the administrator's certificate and key.
+    #[arg(long = "nats-pki-dir", env = "HENVIS_PKI_DIR", default_value = ".local/pki")]
+    pki_dir: PathBuf,
+    /// The administrator, e.g. `henvis://admin/admin-1`.
+    #[arg(long = "admin", env = "HENVIS_ADMIN", default_value = "henvis://admin/admin-1")]
+    admin: String,
+}
+
+impl NatsConn {
+    async fn connect(&self) -> anyhow::Result<henvis_bus::Bus> {
+        let admin = Principal::from_uri(&self.admin)?;
+        let id = henvis_bus::NatsIdentity::of(&self.pki_dir, &admin);
+        Ok(henvis_bus::Bus::connect(&self.nats_url, "henvis-cli", Some(&id)).await?)
+    }
 }
 
 #[derive(clap::Args)]
@@ -235,6 +257,17 @@ fn dev_pki(dir: &std::path::Path, action: Option<PkiAction>) -> anyhow::Result<(
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::DevPki { dir, action } => dev_pki(&dir, action),
+        Command::NatsAuth => {
+            let admins = henvis_pki::DEV_ADMINS
+                .iter()
+                .map(|a| henvis_domain::PersonId::parse(a))
+                .collect::<Result<Vec<_>, _>>()?;
+            print!(
+                "{}",
+                henvis_bus::nats_authorization(&henvis_domain::Directory::denmark()?, &admins)
+            );
+            Ok(())
+        }
         Command::ReportExample { conn, municipality } => {
             let mut c = conn.client().await?;
             let event = Event {
@@ -322,8 +355,8 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Admin { nats_url } => {
-            let bus = henvis_bus::Bus::connect(&nats_url, "henvis-cli").await?;
+        Command::Admin { nats } => {
+            let bus = nats.connect().await?;
             for record in bus
                 .read_subject(henvis_bus::STREAM_AUDIT, &henvis_bus::audit_admin_subject())
                 .await?
@@ -358,19 +391,19 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Rules {
-            action: RulesAction::Publish { file, nats_url, by },
+            action: RulesAction::Publish { file, nats, by },
         } => {
             let text = std::fs::read_to_string(&file).with_context(|| format!("reading `{}`", file.display()))?;
-            let bus = henvis_bus::Bus::connect(&nats_url, "henvis-cli").await?;
+            let bus = nats.connect().await?;
             let dir = henvis_domain::Directory::denmark()?;
             let (version, tests) =
                 henvis_router::publish_rules(&bus, &dir, &file.display().to_string(), &text, &by).await?;
             println!("published rule set `{version}` ({tests} tests passed)");
             Ok(())
         }
-        Command::Audit { nats_url, case_id } => {
+        Command::Audit { nats, case_id } => {
             let case = henvis_domain::CaseId::parse(&case_id).map_err(|e| anyhow::anyhow!("case_id: {e}"))?;
-            let bus = henvis_bus::Bus::connect(&nats_url, "henvis-cli").await?;
+            let bus = nats.connect().await?;
             for record in bus
                 .read_subject(henvis_bus::STREAM_AUDIT, &henvis_bus::audit_case_filter(&case))
                 .await?

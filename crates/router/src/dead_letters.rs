@@ -1,18 +1,31 @@
 //! Dead letters: a delivery that an agency's system was offered the configured number of
 //! times without acknowledging it is never silently dropped. JetStream announces that it
-//! gave up (the max-deliveries advisory); one sector service (a queue group) moves the
-//! delivery to the DEAD stream, removes it from the inbox and records an administrator
-//! alert in the audit. Ids only in the alert.
+//! gave up (the max-deliveries advisory); one router (a queue group) moves the delivery to
+//! the DEAD stream, removes it from the inbox and records an administrator alert in the
+//! audit. Ids only in the alert. The router does this, not the sector services: reading
+//! OUT by sequence reads every agency's deliveries, which no sector service may.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
-use henvis_bus::{MAX_DELIVERIES_ADVISORY, STREAM_OUT, audit_admin_subject, dead_subject};
+use henvis_bus::{Bus, MAX_DELIVERIES_ADVISORY, STREAM_OUT, audit_admin_subject, dead_subject};
 use henvis_domain::AgencyId;
 use henvis_proto::henvis::broker::v1::Delivery;
 use prost::Message;
 
-use crate::{ApiError, Core};
+/// What the dead-letter mover and the expiry scan need.
+pub(crate) struct Keeper {
+    pub(crate) bus: Bus,
+    /// How long deliveries are kept.
+    pub(crate) retention: Duration,
+    /// How long before expiry an unacknowledged delivery raises an alert.
+    pub(crate) expiry_warning: Duration,
+    /// How often OUT is scanned for deliveries about to expire.
+    pub(crate) expiry_scan: Duration,
+}
+
+type Core = Keeper;
+type ApiError = anyhow::Error;
 
 #[derive(serde::Deserialize)]
 struct Advisory {
@@ -63,7 +76,7 @@ async fn dead_letter(core: &Core, a: &Advisory) -> Result<(), ApiError> {
         .jetstream()
         .get_stream(STREAM_OUT)
         .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        .map_err(anyhow::Error::from)?;
     let Ok(m) = out.get_raw_message(a.stream_seq).await else {
         return Ok(()); // already moved by an earlier advisory
     };
@@ -92,17 +105,15 @@ async fn dead_letter(core: &Core, a: &Advisory) -> Result<(), ApiError> {
             alert.to_string().into(),
         )
         .await?;
-    out.delete_message(a.stream_seq)
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    out.delete_message(a.stream_seq).await.map_err(anyhow::Error::from)?;
     tracing::warn!(agency = %agency, event_id = %event_id, attempts = a.deliveries, "delivery moved to the dead-letter stream");
     Ok(())
 }
 
 /// Raises an administrator alert for every delivery still unacknowledged when it is within
 /// the warning period of its expiry, until `shutdown`. OUT is in stream order, so the scan
-/// stops at the first delivery too young to warn about. Every sector service runs it; the
-/// alerts' message ids keep one per delivery.
+/// stops at the first delivery too young to warn about. Every router runs it; the alerts'
+/// message ids keep one per delivery.
 pub(crate) async fn watch_expiry(core: Arc<Core>, shutdown: impl std::future::Future<Output = ()> + Send) {
     let mut tick = tokio::time::interval(core.expiry_scan);
     tokio::pin!(shutdown);
@@ -119,7 +130,7 @@ pub(crate) async fn watch_expiry(core: Arc<Core>, shutdown: impl std::future::Fu
 }
 
 async fn warn_expiring(core: &Core) -> Result<(), ApiError> {
-    let unavailable = |e: &dyn std::fmt::Display| ApiError::Unavailable(e.to_string());
+    let unavailable = |e: &dyn std::fmt::Display| anyhow::anyhow!("{e}");
     let out = core
         .bus
         .jetstream()

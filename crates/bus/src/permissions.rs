@@ -1,0 +1,159 @@
+//! NATS users and permissions, generated from the names in this crate: each henvis
+//! component connects as the user its certificate maps to (`verify_and_map`), and a sector
+//! service may touch only its own sector's inbound subjects and its own agencies'
+//! deliveries. deploy/nats/auth.conf is this output; a test checks that they agree.
+
+use std::fmt::Write as _;
+
+use henvis_domain::{AgencyId, Directory, PersonId, Principal, Sector};
+
+use crate::names::*;
+
+/// The NATS user name of a principal: its certificate's subject (RFC 2253), which
+/// nats-server matches with `verify_and_map`.
+pub fn nats_user(principal: &Principal) -> String {
+    format!("CN={}", principal.uri())
+}
+
+/// What a sector service may publish (including JetStream API requests) and subscribe to.
+pub fn sector_permissions(sector: Sector, agencies: &[AgencyId]) -> (Vec<String>, Vec<String>) {
+    let mut publish = vec![
+        // its own sector's submissions only
+        format!("{IN_PREFIX}.{sector}.>"),
+        // "received" status for any sender; case changes and administrator alerts
+        format!("{STATUS_PREFIX}.>"),
+        format!("{AUDIT_PREFIX}.case.>"),
+        audit_admin_subject(),
+        format!("$KV.{BUCKET_CASES}.>"),
+        format!("$KV.{BUCKET_IDEMPOTENCY}.>"),
+        "$JS.API.INFO".to_owned(),
+        "$JS.API.STREAM.INFO.*".to_owned(),
+        // leader reads: its stored events (retries) and records
+        format!("$JS.API.STREAM.MSG.GET.{STREAM_IN}"),
+        format!("$JS.API.STREAM.MSG.GET.KV_{BUCKET_CASES}"),
+        format!("$JS.API.STREAM.MSG.GET.KV_{BUCKET_IDEMPOTENCY}"),
+        format!("$JS.API.DIRECT.GET.KV_{BUCKET_CASES}.>"),
+        format!("$JS.API.DIRECT.GET.KV_{BUCKET_IDEMPOTENCY}.>"),
+        // decisions about a case (for the guardian), read with ordered consumers
+        format!("$JS.API.CONSUMER.CREATE.{STREAM_AUDIT}.*.{AUDIT_PREFIX}.decision.>"),
+    ];
+    // creating a stream or bucket that exists with the same configuration is a no-op; a
+    // different one is refused by the server, and no update, purge or delete is allowed
+    for stream in [STREAM_IN, STREAM_OUT, STREAM_STATUS, STREAM_AUDIT, STREAM_DEAD] {
+        publish.push(format!("$JS.API.STREAM.CREATE.{stream}"));
+    }
+    for bucket in [
+        BUCKET_CASES,
+        BUCKET_RULES,
+        BUCKET_ALERTS,
+        BUCKET_IDEMPOTENCY,
+        BUCKET_ORDER,
+    ] {
+        publish.push(format!("$JS.API.STREAM.CREATE.KV_{bucket}"));
+    }
+    for stream in [STREAM_STATUS, STREAM_AUDIT] {
+        for op in ["MSG.NEXT", "INFO", "DELETE"] {
+            publish.push(format!("$JS.API.CONSUMER.{op}.{stream}.*"));
+        }
+    }
+    if sector == Sector::Police {
+        // case alerts: the bucket, its watches and key listings
+        publish.push(format!("$KV.{BUCKET_ALERTS}.>"));
+        publish.push(format!("$JS.API.STREAM.MSG.GET.KV_{BUCKET_ALERTS}"));
+        publish.push(format!("$JS.API.DIRECT.GET.KV_{BUCKET_ALERTS}.>"));
+        publish.push(format!("$JS.API.CONSUMER.CREATE.KV_{BUCKET_ALERTS}"));
+        publish.push(format!("$JS.API.CONSUMER.CREATE.KV_{BUCKET_ALERTS}.>"));
+        for op in ["MSG.NEXT", "INFO", "DELETE"] {
+            publish.push(format!("$JS.API.CONSUMER.{op}.KV_{BUCKET_ALERTS}.*"));
+        }
+        publish.push(format!("$JS.FC.KV_{BUCKET_ALERTS}.>"));
+    }
+    // each of its agencies: the inbox consumer (only with its own filter) and its status
+    for a in agencies {
+        let consumer = inbox_consumer(a);
+        publish.push(format!(
+            "$JS.API.CONSUMER.CREATE.{STREAM_OUT}.{consumer}.{}",
+            outbound_filter(a)
+        ));
+        publish.push(format!("$JS.API.CONSUMER.INFO.{STREAM_OUT}.{consumer}"));
+        publish.push(format!("$JS.API.CONSUMER.MSG.NEXT.{STREAM_OUT}.{consumer}"));
+        publish.push(format!("$JS.ACK.{STREAM_OUT}.{consumer}.>"));
+        publish.push(format!(
+            "$JS.API.CONSUMER.CREATE.{STREAM_STATUS}.*.{STATUS_PREFIX}.{a}.>"
+        ));
+    }
+    let subscribe = vec![format!("{}.>", inbox_prefix(&Principal::Service(sector.to_string())))];
+    (publish, subscribe)
+}
+
+fn user(out: &mut String, principal: &Principal, publish: &[String], subscribe: &[String]) {
+    let list = |v: &[String]| v.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ");
+    let _ = writeln!(out, "    {{");
+    let _ = writeln!(out, "      user: \"{}\"", nats_user(principal));
+    let _ = writeln!(out, "      permissions: {{");
+    let _ = writeln!(out, "        publish: {{ allow: [{}] }}", list(publish));
+    let _ = writeln!(out, "        subscribe: {{ allow: [{}] }}", list(subscribe));
+    let _ = writeln!(out, "      }}");
+    let _ = writeln!(out, "    }}");
+}
+
+/// The `authorization` block of nats-server: the router and the administrators with full
+/// rights (the router is the one component that reads every submission and writes every
+/// delivery), each sector service with [`sector_permissions`].
+pub fn nats_authorization(dir: &Directory, admins: &[PersonId]) -> String {
+    let mut out = String::from(
+        "# Generated by `henvis nats-auth` from crates/bus/src/names.rs and the agency directory;\n\
+         # do not edit (a test checks that this file and the code agree).\n\
+         # Users are certificate subjects, mapped by `verify_and_map` (deploy/nats/tls.conf).\n\
+         authorization {\n  users = [\n",
+    );
+    let all = vec![">".to_owned()];
+    user(&mut out, &Principal::Service("router".into()), &all, &all);
+    for a in admins {
+        user(&mut out, &Principal::Admin(a.clone()), &all, &all);
+    }
+    for sector in Sector::ALL {
+        let agencies: Vec<AgencyId> = dir
+            .agencies()
+            .filter(|a| a.sector == sector)
+            .map(|a| a.id.clone())
+            .collect();
+        let (publish, subscribe) = sector_permissions(sector, &agencies);
+        user(&mut out, &Principal::Service(sector.to_string()), &publish, &subscribe);
+    }
+    out.push_str("  ]\n}\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_deploy_configuration_is_what_the_code_generates() {
+        let dir = Directory::denmark().unwrap();
+        let generated = nats_authorization(&dir, &[PersonId::parse("admin-1").unwrap()]);
+        let shipped = include_str!("../../../deploy/nats/auth.conf");
+        assert!(
+            generated == shipped,
+            "deploy/nats/auth.conf differs from the code: run `henvis nats-auth > deploy/nats/auth.conf`"
+        );
+    }
+
+    #[test]
+    fn a_sector_may_publish_only_its_own_inbound_subjects() {
+        let (publish, _) = sector_permissions(Sector::Health, &[AgencyId::parse("region-hovedstaden").unwrap()]);
+        assert!(publish.contains(&"henvis.in.health.>".to_owned()));
+        assert!(
+            !publish
+                .iter()
+                .any(|p| p.starts_with("henvis.in.police") || p.starts_with("henvis.out"))
+        );
+        assert!(
+            !publish
+                .iter()
+                .any(|p| p.contains("STREAM.UPDATE") || p.contains("PURGE") || p.contains("STREAM.DELETE"))
+        );
+    }
+}
