@@ -12,10 +12,23 @@ use tonic::Code;
 
 use crate::{LIMIT, report};
 
+/// Every sensitive field of the events tried carries a canary string.
+fn canary_report() -> (
+    henvis_proto::henvis::events::v1::Event,
+    Vec<(String, henvis_domain::Class)>,
+) {
+    let schema = henvis_policy::Schema::from_descriptor_set(henvis_proto::FILE_DESCRIPTOR_SET).unwrap();
+    crate::canary::canary_event(
+        &schema,
+        "suspected_victim_reported",
+        &[("municipality_code", prost_reflect::Value::String("101".into()))],
+    )
+}
+
 fn submit_req(key: &str) -> SubmitRequest {
     SubmitRequest {
         idempotency_key: key.into(),
-        event: Some(report("101")),
+        event: Some(canary_report().0),
         actor_id: "a".into(),
         ..Default::default()
     }
@@ -231,11 +244,21 @@ async fn every_identity_that_must_be_refused_is_refused_and_a_renewed_certificat
     for t in &tried {
         println!("  {t}");
     }
+    // at debug level, nothing of the refused (or accepted) events reached a log line or an
+    // error message
+    let canaries = canary_report().1;
+    let logs = henvis_tests::captured_logs();
+    let leaked = crate::canary::found(logs.as_bytes(), &canaries);
+    let in_errors = crate::canary::found(tried.join("\n").as_bytes(), &canaries);
     println!(
-        "security matrix: {attempts} refused-identity attempts, {accepted} accepted; renewed certificate {} works without restart",
-        renewed.serial
+        "security matrix: {attempts} refused-identity attempts, {accepted} accepted; renewed certificate {} works without restart; canaries in {} bytes of debug logs {}, in error messages {}",
+        renewed.serial,
+        logs.len(),
+        leaked.len(),
+        in_errors.len()
     );
     assert_eq!(accepted, 0);
+    assert!(leaked.is_empty() && in_errors.is_empty(), "{leaked:?} {in_errors:?}");
 }
 
 fn principal_id(p: &Principal) -> String {
