@@ -153,6 +153,17 @@ async fn every_identity_that_must_be_refused_is_refused_and_a_renewed_certificat
         Code::InvalidArgument
     );
 
+    let kp1 = Principal::Person(henvis_domain::PersonId::parse("politi-koebenhavn-kp1").unwrap());
+    let mut other_actor = submit_req("s10");
+    other_actor.actor_id = "politi-koebenhavn-kp2".into();
+    attempt!(
+        "contact person claiming to be another person",
+        Sector::Police,
+        file(&kp1),
+        other_actor,
+        Code::InvalidArgument
+    );
+
     // plaintext: the service speaks only TLS
     attempts += 1;
     let plain = tonic::transport::Channel::from_shared(format!("http://{}", d.endpoints[&Sector::Ngo]))
@@ -176,6 +187,23 @@ async fn every_identity_that_must_be_refused_is_refused_and_a_renewed_certificat
         d.stream_messages("IN").await.unwrap(),
         before,
         "nothing refused was stored"
+    );
+
+    // a person calling as themself is recorded as the person their certificate names
+    let mut own = submit_req("person-1");
+    own.actor_id = String::new();
+    let ch = d.channel_as(Sector::Police, "politi-koebenhavn-kp1").await.unwrap();
+    ReferralServiceClient::new(ch).submit(own).await.unwrap();
+    let stored = d.read_all("IN", "henvis.in.police.>").await.unwrap();
+    let env = <henvis_proto::henvis::broker::v1::Envelope as prost::Message>::decode(stored[0].1.clone()).unwrap();
+    let sender = env.sender.unwrap();
+    assert_eq!(
+        (
+            sender.agency_id.as_str(),
+            sender.person_id.as_str(),
+            sender.actor_id.as_str()
+        ),
+        ("politi-koebenhavn", "politi-koebenhavn-kp1", "politi-koebenhavn-kp1")
     );
 
     // revoked: a working certificate stops working once its revocation is published (the

@@ -473,6 +473,7 @@ async fn follow_up(core: &Core, to: &AgencyId, a: &AlertRecord, at: i64) -> Resu
             agency_id: a.district.to_string(),
             sector: sector_number(Sector::Police),
             actor_id: "henvis-escalation".into(),
+            person_id: String::new(),
         }),
         case_id: a.case_id.clone(),
         submitted_at: Some(std::time::SystemTime::now().into()),

@@ -76,6 +76,18 @@ impl Core {
             let (envelope, change) = self.stored_event(r.record.in_sequence).await?;
             return self.finish(caller, envelope, change, true).await;
         }
+        // a person calling as themself acts as themself: their certificate names them
+        let mut req = req;
+        if let Some(person) = &caller.person {
+            if req.actor_id.is_empty() {
+                req.actor_id = person.to_string();
+            } else if req.actor_id != person.as_str() {
+                return Err(ApiError::field(
+                    "actor_id",
+                    format!("the authenticated person `{person}` or empty"),
+                ));
+            }
+        }
         let actor_ok = !req.actor_id.is_empty()
             && req.actor_id.len() <= 64
             && req
@@ -148,6 +160,7 @@ impl Core {
                 agency_id: caller.agency.to_string(),
                 sector: sector_number(caller.sector),
                 actor_id: req.actor_id,
+                person_id: caller.person.as_ref().map(ToString::to_string).unwrap_or_default(),
             }),
             case_id: case_id.to_string(),
             submitted_at: Some(std::time::SystemTime::now().into()),
