@@ -371,6 +371,11 @@ async fn the_nats_server_refuses_a_sector_service_everything_beyond_its_own_sect
             r#"{"stream_name":"OUT","config":{"name":"spy","filter_subject":"henvis.out.politi-koebenhavn.>","ack_policy":"explicit"}}"#,
         ),
         (
+            "health reads another sector's submissions in IN by sequence",
+            "$JS.API.STREAM.MSG.GET.IN",
+            r#"{"seq":1}"#,
+        ),
+        (
             "health reads OUT by sequence",
             "$JS.API.STREAM.MSG.GET.OUT",
             r#"{"seq":1}"#,

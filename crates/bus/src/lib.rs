@@ -257,4 +257,6 @@ mod records;
 pub use cases::VersionedCase;
 pub use records::{JsonBucket, Versioned};
 mod order;
+mod submitted;
+pub use submitted::Submitted;
 mod read;

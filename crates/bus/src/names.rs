@@ -131,6 +131,12 @@ pub fn audit_rules_subject() -> String {
 /// Key-value bucket of idempotency keys: `<agency>.<sha256 of the key>` → the event.
 pub const BUCKET_IDEMPOTENCY: &str = "henvis_idempotency";
 
+/// The key of an idempotency record: `<agency>.<sha256 of the key, hex>`.
+pub fn idempotency_record_key(agency: &str, key: &str) -> String {
+    use sha2::Digest as _;
+    format!("{agency}.{}", hex::encode(sha2::Sha256::digest(key.as_bytes())))
+}
+
 /// Key-value bucket of police case alerts, keyed `<district>.<alert id>`.
 pub const BUCKET_ALERTS: &str = "henvis_alerts";
 

@@ -28,8 +28,8 @@ pub fn sector_permissions(sector: Sector, agencies: &[AgencyId]) -> (Vec<String>
         format!("$KV.{BUCKET_IDEMPOTENCY}.>"),
         "$JS.API.INFO".to_owned(),
         "$JS.API.STREAM.INFO.*".to_owned(),
-        // leader reads: its stored events (retries) and records
-        format!("$JS.API.STREAM.MSG.GET.{STREAM_IN}"),
+        // leader reads of records (a retry is answered from the idempotency record, never
+        // from IN)
         format!("$JS.API.STREAM.MSG.GET.KV_{BUCKET_CASES}"),
         format!("$JS.API.STREAM.MSG.GET.KV_{BUCKET_IDEMPOTENCY}"),
         format!("$JS.API.DIRECT.GET.KV_{BUCKET_CASES}.>"),
@@ -57,7 +57,9 @@ pub fn sector_permissions(sector: Sector, agencies: &[AgencyId]) -> (Vec<String>
         }
     }
     if sector == Sector::Police {
-        // case alerts: the bucket, its watches and key listings
+        // case alerts: the bucket, its watches and key listings, and the alerted event in
+        // IN, which the police service redacts to the classes the router granted the district
+        publish.push(format!("$JS.API.STREAM.MSG.GET.{STREAM_IN}"));
         publish.push(format!("$KV.{BUCKET_ALERTS}.>"));
         publish.push(format!("$JS.API.STREAM.MSG.GET.KV_{BUCKET_ALERTS}"));
         publish.push(format!("$JS.API.DIRECT.GET.KV_{BUCKET_ALERTS}.>"));
@@ -145,6 +147,10 @@ mod tests {
     fn a_sector_may_publish_only_its_own_inbound_subjects() {
         let (publish, _) = sector_permissions(Sector::Health, &[AgencyId::parse("region-hovedstaden").unwrap()]);
         assert!(publish.contains(&"henvis.in.health.>".to_owned()));
+        assert!(
+            !publish.iter().any(|p| p.contains(".GET.IN")),
+            "only the router and the police read IN"
+        );
         assert!(
             !publish
                 .iter()

@@ -222,6 +222,16 @@ impl Router {
                 .modify_case(&case_id, false, |r| r.add_participants(&participants))
                 .await?;
         }
+        // the sender's idempotency record, should the sector service have failed to write it
+        self.bus
+            .remember_submitted(
+                sender_id.as_str(),
+                &env.idempotency_key,
+                &env.event_id,
+                payload,
+                in_sequence,
+            )
+            .await?;
         tracing::info!(
             event_id = %env.event_id,
             case_id = %case_id,

@@ -12,7 +12,6 @@ use henvis_proto::henvis::broker::v1::{
     referral_service_server::ReferralService,
 };
 use prost::Message;
-use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{ApiError, Caller, Core, validate};
@@ -66,14 +65,8 @@ impl Core {
         let key =
             IdempotencyKey::parse(&req.idempotency_key).map_err(|e| ApiError::field("idempotency_key", e.expected))?;
         // a retry of a stored event, however late: the original answer, nothing new stored
-        let remembered = self
-            .bus
-            .idempotency_bucket()
-            .await?
-            .get::<Remembered>(&Self::idempotency_key(caller, &key))
-            .await?;
-        if let Some(r) = remembered {
-            let (envelope, change) = self.stored_event(r.record.in_sequence).await?;
+        if let Some((stored, _)) = self.bus.submitted(caller.agency.as_str(), key.as_str()).await? {
+            let (envelope, change) = Self::decode_stored(&stored)?;
             return self.finish(caller, envelope, change, true).await;
         }
         // a person calling as themself acts as themself: their certificate names them
@@ -182,54 +175,50 @@ impl Core {
             }
             Err(e) => return Err(e.into()),
         };
-        let (envelope, change) = if stored.duplicate {
-            // a retry within the de-duplication window: answer with the stored event
-            self.stored_event(stored.sequence).await?
-        } else {
-            (envelope, change)
-        };
-        self.remember(caller, &key, &envelope, stored.sequence).await?;
-        self.finish(caller, envelope, change, stored.duplicate).await
+        if stored.duplicate {
+            // the same key within the de-duplication window, whose record is not written
+            // yet: by the attempt still in progress, or by the router once it routes the
+            // event (should that attempt have failed). Answer with the stored event.
+            let (envelope, change) = self.await_record(caller, &key).await?;
+            return self.finish(caller, envelope, change, true).await;
+        }
+        self.bus
+            .remember_submitted(
+                caller.agency.as_str(),
+                key.as_str(),
+                &envelope.event_id,
+                &envelope.encode_to_vec(),
+                stored.sequence,
+            )
+            .await?;
+        self.finish(caller, envelope, change, false).await
     }
 
-    /// The stored envelope at `sequence` of IN and the case change it makes.
-    async fn stored_event(&self, sequence: u64) -> Result<(Envelope, CaseChange), ApiError> {
-        let original = self.bus.stored_payload(STREAM_IN, sequence).await?;
-        let original = Envelope::decode(original).map_err(|e| ApiError::Internal(format!("stored envelope: {e}")))?;
+    /// Waits a little for the idempotency record of a duplicate; if it does not come, the
+    /// caller is told to retry (with the same key, which is safe).
+    async fn await_record(&self, caller: &Caller, key: &IdempotencyKey) -> Result<(Envelope, CaseChange), ApiError> {
+        let deadline = tokio::time::Instant::now() + DUPLICATE_RECORD_WAIT;
+        loop {
+            if let Some((stored, _)) = self.bus.submitted(caller.agency.as_str(), key.as_str()).await? {
+                return Self::decode_stored(&stored);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ApiError::Unavailable(
+                    "an earlier attempt with this idempotency key is still being stored".into(),
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A stored envelope (from its idempotency record) and the case change it makes.
+    fn decode_stored(bytes: &[u8]) -> Result<(Envelope, CaseChange), ApiError> {
+        let original = Envelope::decode(bytes).map_err(|e| ApiError::Internal(format!("stored envelope: {e}")))?;
         let change = match &original.event {
             Some(ev) => henvis_convert::case_change(ev, &original.event_id)?,
             None => CaseChange::None,
         };
         Ok((original, change))
-    }
-
-    /// The idempotency record of `key`, kept for days (JetStream's window is minutes).
-    fn idempotency_key(caller: &Caller, key: &IdempotencyKey) -> String {
-        format!(
-            "{}.{}",
-            caller.agency,
-            hex::encode(Sha256::digest(key.as_str().as_bytes()))
-        )
-    }
-
-    /// Remembers which event `key` stored, for retries after the de-duplication window.
-    async fn remember(
-        &self,
-        caller: &Caller,
-        key: &IdempotencyKey,
-        env: &Envelope,
-        in_sequence: u64,
-    ) -> Result<(), ApiError> {
-        let record = Remembered {
-            event_id: env.event_id.clone(),
-            in_sequence,
-        };
-        self.bus
-            .idempotency_bucket()
-            .await?
-            .create_if_absent(&Self::idempotency_key(caller, key), &record)
-            .await?;
-        Ok(())
     }
 
     /// Completes a Submit whose event is stored: applies and audits its case change.
@@ -315,12 +304,8 @@ fn change_name(c: &CaseChange) -> &'static str {
     }
 }
 
-/// What an idempotency key stored.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-struct Remembered {
-    event_id: String,
-    in_sequence: u64,
-}
+/// How long a duplicate submit waits for the first attempt's idempotency record.
+const DUPLICATE_RECORD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
