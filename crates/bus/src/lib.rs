@@ -50,6 +50,7 @@ pub struct Bus {
     js: jetstream::Context,
     cases: std::sync::Arc<tokio::sync::OnceCell<records::JsonBucket>>,
     alerts: std::sync::Arc<tokio::sync::OnceCell<records::JsonBucket>>,
+    alert_details: std::sync::Arc<tokio::sync::OnceCell<records::JsonBucket>>,
     idempotency: std::sync::Arc<tokio::sync::OnceCell<records::JsonBucket>>,
     order: std::sync::Arc<tokio::sync::OnceCell<records::JsonBucket>>,
     in_stream: std::sync::Arc<tokio::sync::OnceCell<jetstream::stream::Stream>>,
@@ -113,6 +114,7 @@ impl Bus {
             js,
             cases: Default::default(),
             alerts: Default::default(),
+            alert_details: Default::default(),
             idempotency: Default::default(),
             order: Default::default(),
             in_stream: Default::default(),
@@ -209,6 +211,13 @@ impl Bus {
         }
     }
 
+    /// The bucket of alerted events, redacted for their district.
+    pub async fn alert_details_bucket(&self) -> Result<&records::JsonBucket, BusError> {
+        self.alert_details
+            .get_or_try_init(|| records::JsonBucket::open(&self.js, BUCKET_ALERT_DETAILS))
+            .await
+    }
+
     /// Flushes buffered publishes to the server.
     pub async fn flush(&self) -> Result<(), BusError> {
         self.client
@@ -256,6 +265,7 @@ mod cases;
 mod records;
 pub use cases::VersionedCase;
 pub use records::{JsonBucket, Versioned};
+mod details;
 mod order;
 mod submitted;
 pub use submitted::Submitted;

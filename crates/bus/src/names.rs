@@ -140,6 +140,11 @@ pub fn idempotency_record_key(agency: &str, key: &str) -> String {
 /// Key-value bucket of police case alerts, keyed `<district>.<alert id>`.
 pub const BUCKET_ALERTS: &str = "henvis_alerts";
 
+/// Key-value bucket of the alerted events, redacted by the router to the classes it granted
+/// the district, keyed like the alerts (`<district>.<alert id>`); read by the police
+/// service when a contact person fetches an alert's details.
+pub const BUCKET_ALERT_DETAILS: &str = "henvis_alert_details";
+
 /// Key-value bucket holding the active rule set (key [`RULES_KEY`]).
 pub const BUCKET_RULES: &str = "henvis_rules";
 /// The key of the active rule set in [`BUCKET_RULES`].

@@ -46,6 +46,7 @@ pub fn sector_permissions(sector: Sector, agencies: &[AgencyId]) -> (Vec<String>
         BUCKET_CASES,
         BUCKET_RULES,
         BUCKET_ALERTS,
+        BUCKET_ALERT_DETAILS,
         BUCKET_IDEMPOTENCY,
         BUCKET_ORDER,
     ] {
@@ -57,9 +58,11 @@ pub fn sector_permissions(sector: Sector, agencies: &[AgencyId]) -> (Vec<String>
         }
     }
     if sector == Sector::Police {
-        // case alerts: the bucket, its watches and key listings, and the alerted event in
-        // IN, which the police service redacts to the classes the router granted the district
-        publish.push(format!("$JS.API.STREAM.MSG.GET.{STREAM_IN}"));
+        // case alerts: the bucket, its watches and key listings; the alerted events as the
+        // router redacted them for the district (copied for an escalation)
+        publish.push(format!("$KV.{BUCKET_ALERT_DETAILS}.>"));
+        publish.push(format!("$JS.API.STREAM.MSG.GET.KV_{BUCKET_ALERT_DETAILS}"));
+        publish.push(format!("$JS.API.DIRECT.GET.KV_{BUCKET_ALERT_DETAILS}.>"));
         publish.push(format!("$KV.{BUCKET_ALERTS}.>"));
         publish.push(format!("$JS.API.STREAM.MSG.GET.KV_{BUCKET_ALERTS}"));
         publish.push(format!("$JS.API.DIRECT.GET.KV_{BUCKET_ALERTS}.>"));
@@ -149,7 +152,12 @@ mod tests {
         assert!(publish.contains(&"henvis.in.health.>".to_owned()));
         assert!(
             !publish.iter().any(|p| p.contains(".GET.IN")),
-            "only the router and the police read IN"
+            "only the router reads IN"
+        );
+        let (police, _) = sector_permissions(Sector::Police, &[AgencyId::parse("politi-fyn").unwrap()]);
+        assert!(
+            !police.iter().any(|p| p.contains(".GET.IN")),
+            "only the router reads IN"
         );
         assert!(
             !publish

@@ -109,6 +109,10 @@ impl Topology {
             (BUCKET_CASES, "henvis case records, keyed by pseudonymous case id"),
             (BUCKET_RULES, "the active henvis rule set"),
             (
+                BUCKET_ALERT_DETAILS,
+                "alerted events, redacted to the classes granted to the district",
+            ),
+            (
                 BUCKET_ORDER,
                 "per case, the IN sequence up to which every event has been routed",
             ),

@@ -208,6 +208,14 @@ impl Router {
                 history: vec![("raised".to_owned(), "router".to_owned(), at)],
             };
             let key = alert.key();
+            // the details a contact person may fetch: the event as redacted for the district,
+            // stored before the alert exists (the police service never reads IN)
+            let details = self
+                .delivery_for(&env, &event_bytes, r, &decision.rule_set_version)?
+                .envelope
+                .map(|e| e.encode_to_vec())
+                .unwrap_or_default();
+            self.bus.store_alert_details(&key, &details).await?;
             self.bus.alert_bucket().await?.create_if_absent(&key, &alert).await?;
         }
         // the sender and every recipient now take part in the case

@@ -8,7 +8,7 @@
 use std::{pin::Pin, sync::Arc, time::Duration};
 
 use futures::{Stream, StreamExt};
-use henvis_bus::{STREAM_IN, audit_case_subject, inbound_subject};
+use henvis_bus::{audit_case_subject, inbound_subject};
 use henvis_domain::{
     AgencyId, AlertRecord, AlertState, CaseId, Class, ClassSet, EventId, MessageType, PersonId, Sector,
 };
@@ -261,17 +261,20 @@ impl AlertService for Alerts {
             .map_err(ApiError::from)?
             .ok_or_else(|| ApiError::PermissionDenied("no such alert in your district".into()))?;
         let a = &v.record;
+        // the event as the router redacted it for the district when it raised the alert
         let stored = self
             .0
             .bus
-            .stored_payload(STREAM_IN, a.in_sequence)
+            .alert_details(&key)
             .await
-            .map_err(ApiError::from)?;
-        let env = Envelope::decode(stored).map_err(|e| ApiError::Internal(format!("stored envelope: {e}")))?;
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::Unavailable("the alert's details are not stored yet".into()))?;
+        let env =
+            Envelope::decode(stored.as_slice()).map_err(|e| ApiError::Internal(format!("stored envelope: {e}")))?;
         if env.event_id != a.alert_id {
             return Err(ApiError::Internal("alert and stored event disagree".into()).into());
         }
-        // need-to-know: exactly the classes the router granted the district
+        // need-to-know: exactly the classes the router granted the district (applied again)
         let granted: ClassSet = a
             .granted_classes
             .iter()
@@ -462,6 +465,10 @@ async fn follow_up(core: &Core, to: &AgencyId, a: &AlertRecord, at: i64) -> Resu
         ..a.clone()
     };
     let key = copy.key();
+    // the national unit reads the same details the district was granted
+    if let Some(details) = core.bus.alert_details(&a.key()).await? {
+        core.bus.store_alert_details(&key, &details).await?;
+    }
     core.bus.alert_bucket().await?.create_if_absent(&key, &copy).await?;
     let mt = MessageType::parse("alert_escalated").map_err(|e| ApiError::Internal(e.to_string()))?;
     let case = CaseId::parse(&a.case_id).map_err(|e| ApiError::Internal(e.to_string()))?;
