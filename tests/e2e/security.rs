@@ -364,30 +364,41 @@ async fn the_nats_server_refuses_a_sector_service_everything_beyond_its_own_sect
 
     // 2. the health service's credentials read police deliveries through JetStream: a
     //    consumer on OUT for the police district, and a read of OUT by sequence
-    for (what, subject, body) in [
+    let police = Principal::Service("police".into());
+    for (what, who, subject, body) in [
         (
             "health creates a consumer on police deliveries",
+            &health,
             "$JS.API.CONSUMER.CREATE.OUT.spy.henvis.out.politi-koebenhavn.>",
             r#"{"stream_name":"OUT","config":{"name":"spy","filter_subject":"henvis.out.politi-koebenhavn.>","ack_policy":"explicit"}}"#,
         ),
         (
             "health reads another sector's submissions in IN by sequence",
+            &health,
             "$JS.API.STREAM.MSG.GET.IN",
             r#"{"seq":1}"#,
         ),
         (
             "health reads OUT by sequence",
+            &health,
             "$JS.API.STREAM.MSG.GET.OUT",
             r#"{"seq":1}"#,
         ),
         (
             "health takes over the police district's inbox consumer",
+            &health,
             "$JS.API.CONSUMER.MSG.NEXT.OUT.inbox-politi-koebenhavn",
             r#"{"batch":1}"#,
         ),
+        (
+            "police reads the NGO's submission in IN by sequence (only the router reads IN)",
+            &police,
+            "$JS.API.STREAM.MSG.GET.IN",
+            r#"{"seq":1}"#,
+        ),
     ] {
         attempts += 1;
-        let (c, errors) = nats_as(&d, &health).await;
+        let (c, errors) = nats_as(&d, who).await;
         let answer = tokio::time::timeout(Duration::from_secs(2), c.request(subject, body.into())).await;
         let got_data = matches!(&answer, Ok(Ok(m)) if !m.payload.is_empty() && !String::from_utf8_lossy(&m.payload).contains("error"));
         accepted += usize::from(got_data);
