@@ -37,7 +37,12 @@ enum Command {
     },
     /// Prints the nats-server `authorization` block (users and permissions) generated from
     /// the subject names in the code and the default directory: deploy/nats/auth.conf.
-    NatsAuth,
+    NatsAuth {
+        /// The administrators (person ids) with full NATS rights; the development
+        /// administrator when none is given.
+        #[arg(long = "admin")]
+        admins: Vec<String>,
+    },
     /// Submits an example `suspected_victim_reported` event (test data only).
     ReportExample {
         #[command(flatten)]
@@ -257,8 +262,13 @@ fn dev_pki(dir: &std::path::Path, action: Option<PkiAction>) -> anyhow::Result<(
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::DevPki { dir, action } => dev_pki(&dir, action),
-        Command::NatsAuth => {
-            let admins = henvis_pki::DEV_ADMINS
+        Command::NatsAuth { admins } => {
+            let admins = if admins.is_empty() {
+                henvis_pki::DEV_ADMINS.iter().map(|a| (*a).to_owned()).collect()
+            } else {
+                admins
+            };
+            let admins = admins
                 .iter()
                 .map(|a| henvis_domain::PersonId::parse(a))
                 .collect::<Result<Vec<_>, _>>()?;
