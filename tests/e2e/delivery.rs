@@ -70,6 +70,22 @@ async fn lost_responses_and_retries_after_the_duplicate_window_store_each_referr
     assert_eq!((ids.len(), stored), (N, N), "each referral stored exactly once");
 }
 
+/// A size of a fault test: `$name` when set (the soak variant), else `default`.
+pub(crate) fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// The router's consumer on IN, as the server reports it now.
+async fn router_consumer(
+    in_stream: &async_nats::jetstream::stream::Stream,
+) -> Option<async_nats::jetstream::consumer::Info> {
+    let mut c = in_stream
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>("router")
+        .await
+        .ok()?;
+    c.info().await.ok().cloned()
+}
+
 /// A tiny deterministic generator for fault timing (seed printed, so a run can be replayed).
 pub(crate) struct Lcg(pub(crate) u64);
 impl Lcg {
@@ -84,14 +100,8 @@ impl Lcg {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_router_again_and_again_under_load_loses_and_duplicates_nothing() {
-    let referrals: usize = std::env::var("HENVIS_CRASH_REFERRALS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5000);
-    let kills: usize = std::env::var("HENVIS_CRASH_KILLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(6);
+    let referrals = env_or("HENVIS_CRASH_REFERRALS", 5000);
+    let kills = env_or("HENVIS_CRASH_KILLS", 6);
     let d = Deployment::start_with(Options {
         in_process_router: false,
         ..Options::default()
@@ -115,13 +125,7 @@ async fn killing_the_router_again_and_again_under_load_loses_and_duplicates_noth
     let in_stream = js.get_stream("IN").await.unwrap();
     let ack_floor = || {
         let s = in_stream.clone();
-        async move {
-            let mut c = s
-                .get_consumer::<async_nats::jetstream::consumer::pull::Config>("router")
-                .await
-                .ok()?;
-            Some(c.info().await.ok()?.ack_floor.stream_sequence)
-        }
+        async move { Some(router_consumer(&s).await?.ack_floor.stream_sequence) }
     };
     let mut points: Vec<usize> = (0..kills)
         .map(|_| rng.next(referrals as u64 * 9 / 10) as usize)
@@ -137,11 +141,7 @@ async fn killing_the_router_again_and_again_under_load_loses_and_duplicates_noth
         wait_for("the router to route since its start", Duration::from_secs(60), || {
             let s = in_stream.clone();
             async move {
-                let mut c = s
-                    .get_consumer::<async_nats::jetstream::consumer::pull::Config>("router")
-                    .await
-                    .ok()?;
-                let info = c.info().await.ok()?;
+                let info = router_consumer(&s).await?;
                 (info.ack_floor.stream_sequence > from || info.num_pending == 0).then_some(())
             }
         })
@@ -170,7 +170,7 @@ async fn killing_the_router_again_and_again_under_load_loses_and_duplicates_noth
 }
 
 /// Outcome counts per (referral, intended recipient).
-struct Counts {
+pub(crate) struct Counts {
     intended: usize,
     once: usize,
     duplicates: usize,
@@ -189,19 +189,29 @@ impl std::fmt::Display for Counts {
 }
 
 impl Counts {
-    fn assert_exactly_once(&self) {
+    /// Counts `delivered` (pair → how many distinct deliveries) against `intended`.
+    pub(crate) fn tally(intended: &BTreeSet<(String, String)>, delivered: &HashMap<(String, String), usize>) -> Self {
+        Counts {
+            intended: intended.len(),
+            once: intended.iter().filter(|k| delivered.get(*k) == Some(&1)).count(),
+            duplicates: delivered.values().filter(|n| **n > 1).count(),
+            lost: intended.iter().filter(|k| !delivered.contains_key(*k)).count(),
+            unexpected: delivered.keys().filter(|k| !intended.contains(*k)).count(),
+        }
+    }
+
+    pub(crate) fn assert_exactly_once(&self) {
         assert_eq!((self.lost, self.unexpected, self.duplicates), (0, 0, 0), "{self}");
         assert_eq!(self.once, self.intended, "{self}");
     }
 }
 
-/// Counts the deliveries in OUT against what the default rules intend for the
-/// acknowledged referrals (event id → (municipality code, sender)).
-async fn count(d: &Deployment, acked: &BTreeMap<String, (String, &'static str)>) -> Counts {
-    // count per (referral, intended recipient)
-    let mut intended: BTreeSet<(String, String)> = BTreeSet::new();
+/// The (referral, recipient) pairs the default rules intend for the acknowledged referrals
+/// (event id → (municipality code, sender)): the case's municipality and police district,
+/// never the sender.
+pub(crate) fn intended(d: &Deployment, acked: &BTreeMap<String, (String, &'static str)>) -> BTreeSet<(String, String)> {
+    let mut intended = BTreeSet::new();
     for (event_id, (code, sender)) in acked {
-        // the default rules: the case's municipality and police district; never the sender
         let m = d.directory.municipality(code).unwrap();
         for recipient in [m.agency.to_string(), m.police_district.to_string()] {
             if recipient != *sender {
@@ -209,6 +219,13 @@ async fn count(d: &Deployment, acked: &BTreeMap<String, (String, &'static str)>)
             }
         }
     }
+    intended
+}
+
+/// Counts the deliveries in OUT against what the default rules intend for the
+/// acknowledged referrals (event id → (municipality code, sender)).
+async fn count(d: &Deployment, acked: &BTreeMap<String, (String, &'static str)>) -> Counts {
+    let intended = intended(d, acked);
     let js = d.jetstream().await.unwrap();
     let out = js.get_stream("OUT").await.unwrap();
     let last = out.get_info().await.unwrap().state.last_sequence;
@@ -220,25 +237,12 @@ async fn count(d: &Deployment, acked: &BTreeMap<String, (String, &'static str)>)
             *delivered.entry((event_id, recipient)).or_default() += 1;
         }
     }
-    let once = intended.iter().filter(|k| delivered.get(*k) == Some(&1)).count();
-    let duplicates = delivered.values().filter(|n| **n > 1).count();
-    let lost = intended.iter().filter(|k| !delivered.contains_key(*k)).count();
-    let unexpected = delivered.keys().filter(|k| !intended.contains(*k)).count();
-    Counts {
-        intended: intended.len(),
-        once,
-        duplicates,
-        lost,
-        unexpected,
-    }
+    Counts::tally(&intended, &delivered)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarting_nats_under_load_loses_and_duplicates_nothing() {
-    let referrals: usize = std::env::var("HENVIS_RESTART_REFERRALS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2000);
+    let referrals = env_or("HENVIS_RESTART_REFERRALS", 2000);
     let mut d = Deployment::start_with(Options {
         in_process_router: false,
         ..Options::default()
@@ -321,10 +325,7 @@ async fn a_delivery_never_acknowledged_goes_to_the_dead_letters_with_an_administ
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_stream_leader_of_a_three_node_cluster_loses_and_duplicates_nothing() {
-    let referrals: usize = std::env::var("HENVIS_CLUSTER_REFERRALS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1500);
+    let referrals = env_or("HENVIS_CLUSTER_REFERRALS", 1500);
     let mut d = Deployment::start_with(Options {
         in_process_router: false,
         nats_nodes: 3,
@@ -481,11 +482,7 @@ pub(crate) async fn drain(d: &Deployment) {
     wait_for("the router to drain IN", Duration::from_secs(300), || {
         let s = in_stream.clone();
         async move {
-            let mut c = s
-                .get_consumer::<async_nats::jetstream::consumer::pull::Config>("router")
-                .await
-                .ok()?;
-            let info = c.info().await.ok()?;
+            let info = router_consumer(&s).await?;
             (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
         }
     })

@@ -304,21 +304,17 @@ async fn nats_as(
 ) -> (async_nats::Client, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     let errors = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = errors.clone();
-    let id = henvis_bus::NatsIdentity::of(d.pki_dir(), principal);
     let addrs: Vec<async_nats::ServerAddr> = d.nats.url().split(',').map(|u| u.parse().unwrap()).collect();
-    let client = async_nats::ConnectOptions::new()
-        .require_tls(true)
-        .add_root_certificates(id.ca)
-        .add_client_certificate(id.cert, id.key)
-        .custom_inbox_prefix(id.inbox_prefix)
-        .event_callback(move |e| {
-            let seen = seen.clone();
-            async move {
-                if let async_nats::Event::ServerError(e) = e {
-                    seen.lock().unwrap().push(e.to_string());
-                }
+    let options = async_nats::ConnectOptions::new().event_callback(move |e| {
+        let seen = seen.clone();
+        async move {
+            if let async_nats::Event::ServerError(e) = e {
+                seen.lock().unwrap().push(e.to_string());
             }
-        })
+        }
+    });
+    let client = henvis_bus::NatsIdentity::of(d.pki_dir(), principal)
+        .apply(options)
         .connect(addrs)
         .await
         .unwrap();

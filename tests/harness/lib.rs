@@ -118,13 +118,9 @@ pub fn test_admin() -> Principal {
 /// user its certificate maps to).
 pub async fn connect_as(urls: &str, pki: &Path, principal: &Principal) -> anyhow::Result<async_nats::Client> {
     let addrs: Vec<async_nats::ServerAddr> = urls.split(',').map(str::parse).collect::<Result<_, _>>()?;
-    let id = henvis_bus::NatsIdentity::of(pki, principal);
-    Ok(async_nats::ConnectOptions::new()
-        .require_tls(true)
-        .add_root_certificates(id.ca)
-        .add_client_certificate(id.cert, id.key)
-        .custom_inbox_prefix(id.inbox_prefix)
-        .connection_timeout(Duration::from_secs(5))
+    let options = async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(5));
+    Ok(henvis_bus::NatsIdentity::of(pki, principal)
+        .apply(options)
         .connect(addrs)
         .await?)
 }

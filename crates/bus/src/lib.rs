@@ -82,6 +82,15 @@ impl NatsIdentity {
             inbox_prefix: inbox_prefix(principal),
         }
     }
+
+    /// `options` connecting over TLS as this identity, with its reply inbox prefix.
+    pub fn apply(&self, options: async_nats::ConnectOptions) -> async_nats::ConnectOptions {
+        options
+            .require_tls(true)
+            .add_root_certificates(self.ca.clone())
+            .add_client_certificate(self.cert.clone(), self.key.clone())
+            .custom_inbox_prefix(&self.inbox_prefix)
+    }
 }
 
 impl Bus {
@@ -92,11 +101,7 @@ impl Bus {
             .name(name)
             .connection_timeout(Duration::from_secs(5));
         if let Some(id) = identity {
-            options = options
-                .require_tls(true)
-                .add_root_certificates(id.ca.clone())
-                .add_client_certificate(id.cert.clone(), id.key.clone())
-                .custom_inbox_prefix(&id.inbox_prefix);
+            options = id.apply(options);
         }
         let client = options
             .connect(
@@ -157,20 +162,6 @@ impl Bus {
             .await
             .map_err(publish_error)?;
         Ok(PendingAck(fut))
-    }
-
-    /// The payload of the message at `sequence` of `stream`.
-    pub async fn stored_payload(&self, stream: &str, sequence: u64) -> Result<Bytes, BusError> {
-        let s = self
-            .js
-            .get_stream(stream)
-            .await
-            .map_err(|e| BusError::Other(e.to_string()))?;
-        let m = s
-            .get_raw_message(sequence)
-            .await
-            .map_err(|e| BusError::Other(e.to_string()))?;
-        Ok(m.payload)
     }
 
     async fn case_bucket(&self) -> Result<&records::JsonBucket, BusError> {
@@ -267,6 +258,7 @@ pub use cases::VersionedCase;
 pub use records::{JsonBucket, Versioned};
 mod details;
 mod order;
+pub use order::CaseTurn;
 mod submitted;
 pub use submitted::Submitted;
 mod read;

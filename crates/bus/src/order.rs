@@ -25,17 +25,15 @@ impl Bus {
     }
 
     /// Whether the event at IN sequence `sequence` is the oldest of `case` not yet routed,
-    /// read from the stream leader. False means an earlier event of the case waits (with
-    /// this router or another) and this one must wait for it.
-    pub async fn is_next_of_case(&self, case: &CaseId, sequence: u64) -> Result<bool, BusError> {
-        let through = self
-            .order_bucket()
-            .await?
-            .get::<u64>(&case.to_string())
-            .await?
-            .map_or(0, |v| v.record);
+    /// read from the stream leader: `Some` (its turn, with the routed mark as read, for
+    /// [`mark_routed`](Self::mark_routed)), or `None` when an earlier event of the case
+    /// waits (with this router or another) and this one must wait for it.
+    pub async fn turn_of_case(&self, case: &CaseId, sequence: u64) -> Result<Option<CaseTurn>, BusError> {
+        let mark = self.order_bucket().await?.get::<u64>(&case.to_string()).await?;
+        let through = mark.as_ref().map_or(0, |v| v.record);
+        let turn = Some(CaseTurn(mark));
         if sequence <= through {
-            return Ok(true); // routed before (a redelivery): routing again changes nothing
+            return Ok(turn); // routed before (a redelivery): routing again changes nothing
         }
         let oldest = self
             .in_stream()
@@ -46,18 +44,21 @@ impl Bus {
             .send()
             .await;
         match oldest {
-            Ok(m) => Ok(m.sequence >= sequence),
-            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => Ok(true),
+            Ok(m) if m.sequence < sequence => Ok(None),
+            Ok(_) => Ok(turn),
+            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => Ok(turn),
             Err(e) => Err(BusError::Unavailable(e.to_string())),
         }
     }
 
-    /// Records that every event of `case` up to IN sequence `sequence` has been routed.
-    pub async fn mark_routed(&self, case: &CaseId, sequence: u64) -> Result<(), BusError> {
+    /// Records that every event of `case` up to IN sequence `sequence` has been routed,
+    /// starting from the mark read for its turn (one write unless the mark moved since).
+    pub async fn mark_routed(&self, case: &CaseId, sequence: u64, turn: CaseTurn) -> Result<(), BusError> {
         self.order_bucket()
             .await?
-            .modify::<u64>(
+            .modify_from::<u64>(
                 &case.to_string(),
+                Some(turn.0),
                 || Some(0),
                 |through| {
                     let changed = sequence > *through;
@@ -69,3 +70,8 @@ impl Bus {
             .map(|_| ())
     }
 }
+
+/// An event's turn in its case's routing order: the routed mark as read when the turn was
+/// given.
+#[derive(Debug)]
+pub struct CaseTurn(Option<crate::Versioned<u64>>);

@@ -83,10 +83,27 @@ impl JsonBucket {
         &self,
         key: &str,
         init: impl Fn() -> Option<T>,
+        change: impl FnMut(&mut T) -> bool,
+    ) -> Result<Option<Versioned<T>>, BusError> {
+        self.modify_from(key, None, init, change).await
+    }
+
+    /// [`modify`](Self::modify) starting from `read`, the record as the caller last read
+    /// it (`Some(None)`: read as absent), which saves the first read; a conflict reads
+    /// again as usual.
+    pub async fn modify_from<T: Serialize + DeserializeOwned>(
+        &self,
+        key: &str,
+        mut read: Option<Option<Versioned<T>>>,
+        init: impl Fn() -> Option<T>,
         mut change: impl FnMut(&mut T) -> bool,
     ) -> Result<Option<Versioned<T>>, BusError> {
         for attempt in 0..64u32 {
-            let (mut record, revision) = match self.get::<T>(key).await? {
+            let current = match read.take() {
+                Some(known) => known,
+                None => self.get::<T>(key).await?,
+            };
+            let (mut record, revision) = match current {
                 Some(c) => (c.record, Some(c.revision)),
                 None => match init() {
                     Some(r) => (r, None),

@@ -45,8 +45,6 @@ pub struct AlertRecord {
     /// The district it was escalated from, for the national unit's copy.
     #[serde(default)]
     pub escalated_from: Option<AgencyId>,
-    /// Where the event is stored (IN stream sequence), for the authorised detail fetch.
-    pub in_sequence: u64,
     /// The classes the district was granted for the event (upper-case names).
     pub granted_classes: Vec<String>,
     /// Every step taken, for the record: (action, by, unix seconds).

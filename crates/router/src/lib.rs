@@ -23,8 +23,6 @@ use futures::StreamExt;
 use henvis_bus::{Bus, ROUTER_CONSUMER, STREAM_IN};
 use henvis_domain::Directory;
 use henvis_policy::Schema;
-use henvis_proto::henvis::broker::v1::Envelope;
-use prost::Message as _;
 use std::collections::HashMap;
 
 pub use reconcile::Report;
@@ -191,7 +189,9 @@ impl Router {
                             Some(Err(e)) => { tracing::warn!(error = %e, "router consumer error"); continue; }
                             None => continue 'consume,
                         };
-                        let case = Envelope::decode(m.payload.clone()).map(|e| e.case_id).unwrap_or_default();
+                        let case = henvis_bus::case_of_inbound_subject(m.subject.as_str())
+                            .map(|c| c.to_string())
+                            .unwrap_or_default();
                         let lock = case_locks.entry(case).or_default().clone();
                         let turn = lock.lock_owned().await;
                         let router = self.clone();
@@ -234,10 +234,11 @@ impl Router {
         // per-case order across router replicas: wait while an earlier event of the case
         // has not been routed (by this router or another)
         let case = henvis_bus::case_of_inbound_subject(m.subject.as_str());
-        if let Some(case) = &case {
-            match self.bus.is_next_of_case(case, in_sequence).await {
-                Ok(true) => {}
-                Ok(false) => {
+        let turn = match &case {
+            None => None,
+            Some(case) => match self.bus.turn_of_case(case, in_sequence).await {
+                Ok(Some(turn)) => Some((case, turn)),
+                Ok(None) => {
                     tracing::debug!(case_id = %case, seq = in_sequence, "an earlier event of the case is pending; waiting");
                     let _ = m.ack_with(AckKind::Nak(Some(ORDER_PAUSE))).await;
                     return;
@@ -247,11 +248,12 @@ impl Router {
                     let _ = m.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
                     return;
                 }
-            }
-        }
+            },
+        };
+        // the case's routed mark moves only once everything the event produced is stored
         let routed = || async {
-            match &case {
-                Some(case) => self.bus.mark_routed(case, in_sequence).await,
+            match turn {
+                Some((case, turn)) => self.bus.mark_routed(case, in_sequence, turn).await,
                 None => Ok(()),
             }
         };

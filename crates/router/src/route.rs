@@ -134,8 +134,20 @@ impl Router {
         let decision = decided.ok_or_else(|| RouteError::Retry("case kept changing during the decision".into()))?;
 
         let mut acks = Vec::with_capacity(decision.recipients.len() + 1);
+        // the event as redacted for each district the routes alert: an alert's details
+        let mut alert_details: Vec<(&henvis_policy::Recipient, Vec<u8>)> = Vec::new();
         for r in &decision.recipients {
             let delivery = self.delivery_for(&env, &event_bytes, r, &decision.rule_set_version)?;
+            if r.alert.is_some()
+                && self.directory.agency(&r.agency).map(|a| a.sector) == Some(henvis_domain::Sector::Police)
+            {
+                let details = delivery
+                    .envelope
+                    .as_ref()
+                    .map(|e| e.encode_to_vec())
+                    .unwrap_or_default();
+                alert_details.push((r, details));
+            }
             let msg_id = format!("{}:{}:{}", env.event_id, r.agency, decision.rule_set_version);
             acks.push(
                 self.bus
@@ -186,14 +198,26 @@ impl Router {
                 )
                 .await?,
         );
-        for ack in acks {
-            ack.await?;
-        }
-        // police case alerts the routes raise: state in the alerts bucket, created once
-        for r in decision.recipients.iter().filter(|r| r.alert.is_some()) {
-            if self.directory.agency(&r.agency).map(|a| a.sector) != Some(henvis_domain::Sector::Police) {
-                continue;
+        // the sender's idempotency record, should the sector service have failed to write it
+        // (the event is in IN either way), alongside the acknowledgements
+        let remembered = self.bus.remember_submitted(
+            sender_id.as_str(),
+            &env.idempotency_key,
+            &env.event_id,
+            payload,
+            in_sequence,
+        );
+        let stored = async {
+            for ack in acks {
+                ack.await?;
             }
+            Ok::<(), henvis_bus::BusError>(())
+        };
+        let (remembered, stored) = tokio::join!(remembered, stored);
+        remembered?;
+        stored?;
+        // police case alerts the routes raise: state in the alerts bucket, created once
+        for (r, details) in alert_details {
             let alert = AlertRecord {
                 alert_id: env.event_id.clone(),
                 case_id: env.case_id.clone(),
@@ -203,18 +227,12 @@ impl Router {
                 raised_at: at,
                 state: AlertState::Open,
                 escalated_from: None,
-                in_sequence,
                 granted_classes: r.classes.iter().map(|c| c.as_str().to_owned()).collect(),
                 history: vec![("raised".to_owned(), "router".to_owned(), at)],
             };
             let key = alert.key();
             // the details a contact person may fetch: the event as redacted for the district,
             // stored before the alert exists (the police service never reads IN)
-            let details = self
-                .delivery_for(&env, &event_bytes, r, &decision.rule_set_version)?
-                .envelope
-                .map(|e| e.encode_to_vec())
-                .unwrap_or_default();
             self.bus.store_alert_details(&key, &details).await?;
             self.bus.alert_bucket().await?.create_if_absent(&key, &alert).await?;
         }
@@ -230,16 +248,6 @@ impl Router {
                 .modify_case(&case_id, false, |r| r.add_participants(&participants))
                 .await?;
         }
-        // the sender's idempotency record, should the sector service have failed to write it
-        self.bus
-            .remember_submitted(
-                sender_id.as_str(),
-                &env.idempotency_key,
-                &env.event_id,
-                payload,
-                in_sequence,
-            )
-            .await?;
         tracing::info!(
             event_id = %env.event_id,
             case_id = %case_id,

@@ -233,8 +233,9 @@ fn dev_pki(dir: &std::path::Path, action: Option<PkiAction>) -> anyhow::Result<(
     match action {
         None if dir.join("ca.pem").exists() => println!("PKI `{}` exists; nothing to do", dir.display()),
         None => {
-            DevPki::create(dir, &henvis_domain::Directory::denmark()?)?;
-            let n = henvis_pki::principals(&henvis_domain::Directory::denmark()?)?.len();
+            let directory = henvis_domain::Directory::denmark()?;
+            DevPki::create(dir, &directory)?;
+            let n = henvis_pki::principals(&directory)?.len();
             println!(
                 "created a development PKI in `{}`: CA, revocation list, {n} certificates",
                 dir.display()
