@@ -117,6 +117,10 @@ struct Named {
     #[serde(default)]
     #[allow(dead_code)]
     code: Option<String>,
+    /// Where the row was checked (public reference data must name its source).
+    #[serde(default)]
+    #[allow(dead_code)]
+    source: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -333,6 +337,104 @@ mod tests {
             district_persons, 54,
             "54 contact persons across the districts, as in the seed"
         );
+    }
+
+    /// An independent table, written from the police districts' own pages on politi.dk and
+    /// Danmarks Statistik's municipality and region classification (checked 2026-11-28; see
+    /// docs/DIRECTORY.md), compared with the shipped directory municipality by municipality.
+    #[test]
+    fn every_municipality_is_in_its_real_police_district_and_region() {
+        let districts: &[(&str, &[&str])] = &[
+            (
+                "politi-nordjylland",
+                &["810", "813", "825", "840", "846", "849", "851", "860", "820"],
+            ),
+            ("politi-oestjylland", &["706", "707", "710", "727", "730", "741", "751"]),
+            (
+                "politi-midt-vestjylland",
+                &[
+                    "657", "661", "665", "671", "740", "756", "760", "773", "779", "787", "791",
+                ],
+            ),
+            (
+                "politi-sydoestjylland",
+                &["530", "607", "615", "621", "630", "746", "766"],
+            ),
+            (
+                "politi-syd-soenderjylland",
+                &["510", "540", "550", "561", "563", "573", "575", "580"],
+            ),
+            (
+                "politi-fyn",
+                &["410", "420", "430", "440", "450", "461", "479", "480", "482", "492"],
+            ),
+            (
+                "politi-sydsjaelland-lolland-falster",
+                &["259", "320", "336", "360", "370", "376", "390"],
+            ),
+            (
+                "politi-midt-vestsjaelland",
+                &["253", "265", "269", "306", "316", "326", "329", "330", "340", "350"],
+            ),
+            (
+                "politi-nordsjaelland",
+                &[
+                    "157", "159", "173", "190", "201", "210", "217", "219", "223", "230", "240", "250", "260", "270",
+                ],
+            ),
+            (
+                "politi-koebenhavns-vestegn",
+                &["151", "153", "161", "163", "165", "167", "169", "175", "183", "187"],
+            ),
+            ("politi-koebenhavn", &["101", "147", "155", "185"]),
+            ("politi-bornholm", &["400"]),
+        ];
+        // region by municipality code range, as Danmarks Statistik assigns them, with the
+        // codes that sit outside their range's region listed explicitly
+        let region_of = |code: &str| -> &str {
+            match code {
+                "400" => "region-hovedstaden",
+                "621" | "630" => "region-syddanmark",
+                "615" | "657" | "661" | "665" | "671" => "region-midtjylland",
+                "773" | "787" => "region-nordjylland",
+                c if c < "253" || ("253" < c && c < "300" && !matches!(c, "259" | "265" | "269")) => {
+                    "region-hovedstaden"
+                }
+                c if c < "400" => "region-sjaelland",
+                c if c < "615" => "region-syddanmark",
+                c if c < "800" => "region-midtjylland",
+                _ => "region-nordjylland",
+            }
+        };
+        let d = Directory::denmark().unwrap();
+        let mut seen = 0;
+        for (district, codes) in districts {
+            for code in *codes {
+                let m = d.municipality(code).unwrap();
+                assert_eq!(m.police_district.as_str(), *district, "{code} {}", m.name);
+                assert_eq!(m.region.as_str(), region_of(code), "{code} {}", m.name);
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 98);
+        assert_eq!(d.municipalities().count(), 98);
+        for (code, name, district) in [
+            ("746", "Skanderborg", "politi-sydoestjylland"),
+            ("773", "Morsø", "politi-midt-vestjylland"),
+            ("787", "Thisted", "politi-midt-vestjylland"),
+        ] {
+            let m = d.municipality(code).unwrap();
+            assert_eq!((m.name.as_str(), m.police_district.as_str()), (name, district));
+        }
+        // every district and region names the source it was checked against
+        let file: File = toml::from_str(DEFAULT_DIRECTORY).unwrap();
+        for row in file.police_district.iter().chain(&file.region) {
+            assert!(
+                row.source.as_deref().is_some_and(|s| s.contains("checked")),
+                "{}",
+                row.id
+            );
+        }
     }
 
     #[test]
