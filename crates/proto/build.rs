@@ -25,6 +25,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     fs::write(out.join("henvis_descriptor.bin"), compiler.encode_file_descriptor_set())?;
     tonic_prost_build::configure()
         .include_file("henvis.rs")
+        // decode errors are the client's (INVALID_ARGUMENT), oversized requests named
+        .codec_path("crate::codec::HenvisCodec")
         .compile_fds(compiler.file_descriptor_set())?;
     Ok(())
 }

@@ -51,6 +51,7 @@ pub struct Bus {
     cases: std::sync::Arc<tokio::sync::OnceCell<records::JsonBucket>>,
     alerts: std::sync::Arc<tokio::sync::OnceCell<records::JsonBucket>>,
     alert_details: std::sync::Arc<tokio::sync::OnceCell<records::JsonBucket>>,
+    delivered: std::sync::Arc<tokio::sync::OnceCell<records::JsonBucket>>,
     idempotency: std::sync::Arc<tokio::sync::OnceCell<records::JsonBucket>>,
     order: std::sync::Arc<tokio::sync::OnceCell<records::JsonBucket>>,
     in_stream: std::sync::Arc<tokio::sync::OnceCell<jetstream::stream::Stream>>,
@@ -120,6 +121,7 @@ impl Bus {
             cases: Default::default(),
             alerts: Default::default(),
             alert_details: Default::default(),
+            delivered: Default::default(),
             idempotency: Default::default(),
             order: Default::default(),
             in_stream: Default::default(),
@@ -174,6 +176,13 @@ impl Bus {
     pub async fn idempotency_bucket(&self) -> Result<&records::JsonBucket, BusError> {
         self.idempotency
             .get_or_try_init(|| records::JsonBucket::open(&self.js, BUCKET_IDEMPOTENCY))
+            .await
+    }
+
+    /// The delivery-marks bucket.
+    pub async fn delivered_bucket(&self) -> Result<&records::JsonBucket, BusError> {
+        self.delivered
+            .get_or_try_init(|| records::JsonBucket::open(&self.js, BUCKET_DELIVERED))
             .await
     }
 
@@ -259,6 +268,8 @@ pub use records::{JsonBucket, Versioned};
 mod details;
 mod order;
 pub use order::CaseTurn;
+mod delivered;
+pub use delivered::Delivered;
 mod submitted;
 pub use submitted::Submitted;
 mod read;

@@ -137,6 +137,14 @@ pub fn idempotency_record_key(agency: &str, key: &str) -> String {
     format!("{agency}.{}", hex::encode(sha2::Sha256::digest(key.as_bytes())))
 }
 
+/// Key-value bucket of delivery marks, keyed `<recipient>.<event id>`.
+pub const BUCKET_DELIVERED: &str = "henvis_delivered";
+
+/// The key of a delivery mark.
+pub fn delivered_key(recipient: &str, event_id: &str) -> String {
+    format!("{recipient}.{event_id}")
+}
+
 /// Key-value bucket of police case alerts, keyed `<district>.<alert id>`.
 pub const BUCKET_ALERTS: &str = "henvis_alerts";
 

@@ -49,6 +49,7 @@ pub fn sector_permissions(sector: Sector, agencies: &[AgencyId]) -> (Vec<String>
         BUCKET_ALERT_DETAILS,
         BUCKET_IDEMPOTENCY,
         BUCKET_ORDER,
+        BUCKET_DELIVERED,
     ] {
         publish.push(format!("$JS.API.STREAM.CREATE.KV_{bucket}"));
     }
@@ -85,6 +86,10 @@ pub fn sector_permissions(sector: Sector, agencies: &[AgencyId]) -> (Vec<String>
         publish.push(format!("$JS.ACK.{STREAM_OUT}.{consumer}.>"));
         publish.push(format!(
             "$JS.API.CONSUMER.CREATE.{STREAM_STATUS}.*.{STATUS_PREFIX}.{a}.>"
+        ));
+        // what was delivered to it (a referral response must answer one of those)
+        publish.push(format!(
+            "$JS.API.DIRECT.GET.KV_{BUCKET_DELIVERED}.$KV.{BUCKET_DELIVERED}.{a}.>"
         ));
     }
     let subscribe = vec![format!("{}.>", inbox_prefix(&Principal::Service(sector.to_string())))];

@@ -65,6 +65,18 @@ impl JsonBucket {
         }
     }
 
+    /// Reads a record by a direct get of its own subject, which NATS permissions can scope
+    /// to a key prefix (used where a reader may see only some keys).
+    pub async fn get_scoped<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, BusError> {
+        match self.store.get(key).await {
+            Ok(Some(v)) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| BusError::Other(format!("{} record: {e}", self.bucket))),
+            Ok(None) => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
     /// Stores `record` under `key` unless the key already holds one (which is kept): one
     /// round trip, for records written once.
     pub async fn create_if_absent<T: Serialize>(&self, key: &str, record: &T) -> Result<(), BusError> {

@@ -105,6 +105,19 @@ impl Topology {
             .await
             .map_err(|e| BusError::Unavailable(e.to_string()))?;
         }
+        if js.get_key_value(BUCKET_DELIVERED).await.is_err() {
+            js.create_key_value(kv::Config {
+                bucket: BUCKET_DELIVERED.to_owned(),
+                description: "which events were delivered to which agency (for referral responses)".to_owned(),
+                history: 1,
+                max_age: self.max_age,
+                storage: StorageType::File,
+                num_replicas: self.replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        }
         for (bucket, description) in [
             (BUCKET_CASES, "henvis case records, keyed by pseudonymous case id"),
             (BUCKET_RULES, "the active henvis rule set"),

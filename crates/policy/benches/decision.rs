@@ -155,6 +155,7 @@ fn route_one(f: &Fixture, case: &CaseId) -> usize {
             case: record,
             at: AT,
             referral_sender: None,
+            flags: &[],
         },
     );
     let mut bytes = 0;

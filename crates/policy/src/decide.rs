@@ -26,6 +26,8 @@ pub struct DecisionInput<'a> {
     /// For a referral response: the sender of the referral answered, once the router has
     /// verified that the responder received it.
     pub referral_sender: Option<&'a AgencyId>,
+    /// The BASIC boolean fields set in the event (for `urgent_when`), by name.
+    pub flags: &'a [String],
 }
 
 /// One agency that receives the event.
@@ -140,6 +142,7 @@ pub fn decide(rules: &RuleSet, dir: &Directory, input: &DecisionInput<'_>) -> De
         case,
         at,
         referral_sender,
+        flags,
     } = *input;
     let mut decision = Decision {
         rule_set_version: rules.version().to_owned(),
@@ -241,7 +244,7 @@ pub fn decide(rules: &RuleSet, dir: &Directory, input: &DecisionInput<'_>) -> De
             r.rule_ids.push(route.id.clone());
             r.bases.push(route.basis.describe());
             r.consent_ids.extend(consent_ids);
-            r.alert = r.alert.max(route.alert);
+            r.alert = r.alert.max(route.alert_for(flags));
         }
     }
     // the never-disclose list overrides every route
@@ -344,6 +347,7 @@ classes = ["HEALTH"]
                 case,
                 at,
                 referral_sender: None,
+                flags: &[],
             },
         )
     }
@@ -504,6 +508,7 @@ classes = ["HEALTH"]
                 case: &kbh(),
                 at: AT,
                 referral_sender: None,
+                flags: &[],
             },
         );
         assert!(d.recipients.is_empty());

@@ -16,9 +16,14 @@ pub const GUARDIAN_ONLY: &[&str] = &[
     "return_assessed",
 ];
 
-/// A guard that refuses an event. Messages name the missing step, never case data.
+/// A guard that refuses an event. Messages name the missing step, never case data and
+/// never another agency: a refusal tells the sender nothing it was not entitled to know.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GuardError {
+    /// The sender takes no part in the case: answered exactly like a case that does not
+    /// exist, so the answer does not even confirm that the case exists.
+    #[error("not a participant")]
+    NotParticipant,
     /// A step of the workflow has not happened yet.
     #[error("{0}")]
     MissingStep(String),
@@ -27,16 +32,36 @@ pub enum GuardError {
     NotAllowed(String),
 }
 
-/// Whether `sender` may submit an event of type `mt` in `case`.
+/// Whether `agency` may add events to an existing case: agencies the case already involves
+/// (they sent an event of it or one was delivered to them), its guardian, and the bodies
+/// the directory relates to it — its municipality, that municipality's police district and
+/// region. Any other agency joins a case only by being sent one of its events (a referral
+/// routed to it), never by naming its id.
+pub fn may_add_to(case: &CaseRecord, agency: &AgencyId, dir: &Directory) -> bool {
+    if case.participants.contains(agency) || case.guardian.as_ref() == Some(agency) {
+        return true;
+    }
+    case.municipality_code
+        .as_deref()
+        .and_then(|c| dir.municipality(c))
+        .is_some_and(|m| &m.agency == agency || &m.police_district == agency || &m.region == agency)
+}
+
+/// Whether `sender` may submit an event of type `mt` in `case`. `opening` is true for the
+/// event that opens a new case (no participants yet).
 pub fn admit(mt: &MessageType, sender: &AgencyId, case: &CaseRecord, dir: &Directory) -> Result<(), GuardError> {
     let name = mt.as_str();
+    let opening = case.municipality_code.is_none() && case.participants.is_empty() && case.guardian.is_none();
+    if !opening && !may_add_to(case, sender, dir) {
+        return Err(GuardError::NotParticipant);
+    }
     if GUARDIAN_ONLY.contains(&name) {
         return match &case.guardian {
             None => Err(GuardError::MissingStep(format!(
                 "`{name}` comes from the case's guardian, and the case has none yet: the case's municipality appoints one with `guardian_appointed`"
             ))),
             Some(g) if g != sender => Err(GuardError::NotAllowed(format!(
-                "only the case's guardian (`{g}`) may submit `{name}`"
+                "only the case's guardian may submit `{name}`"
             ))),
             Some(_) => Ok(()),
         };
@@ -46,7 +71,9 @@ pub fn admit(mt: &MessageType, sender: &AgencyId, case: &CaseRecord, dir: &Direc
             let municipality = case.municipality_code.as_deref().and_then(|c| dir.municipality(c)).map(|m| &m.agency);
             match municipality {
                 Some(m) if m == sender => Ok(()),
-                Some(m) => Err(GuardError::NotAllowed(format!("only the case's municipality (`{m}`) may appoint its guardian"))),
+                Some(_) => Err(GuardError::NotAllowed(
+                    "only the case's municipality may appoint its guardian".into(),
+                )),
                 None => Err(GuardError::MissingStep("the case has no known municipality".into())),
             }
         }

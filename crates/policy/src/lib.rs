@@ -7,13 +7,15 @@
 
 mod decide;
 mod guard;
+mod iso;
 mod redact;
 mod rule_tests;
 mod rules;
 mod schema;
+mod validate;
 
 pub use decide::{Decision, DecisionInput, Recipient, Withheld, WithheldReason, decide};
-pub use guard::{GUARDIAN_ONLY, GuardError, admit};
+pub use guard::{GUARDIAN_ONLY, GuardError, admit, may_add_to};
 pub use henvis_domain::FieldError;
 pub use redact::{Redacted, redact};
 pub use rules::{
@@ -21,3 +23,6 @@ pub use rules::{
     Urgency,
 };
 pub use schema::{Schema, SchemaError};
+pub use validate::{
+    BIRTH_DATE_YEARS, Bounds, CLOCK_SKEW_SECONDS, Format, PLANNED_HORIZON_SECONDS, TIME_FLOOR_SECONDS, TimeWindow,
+};

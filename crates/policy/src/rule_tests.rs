@@ -28,6 +28,13 @@ pub(crate) struct TestRow {
     withheld: Option<Vec<WithheldRow>>,
     #[serde(default)]
     referral_sender: Option<String>,
+    /// BASIC boolean fields set in the test event (e.g. `immediate_danger`).
+    #[serde(default)]
+    flags: Vec<String>,
+    /// The expected alert per recipient: `normal` or `urgent` (recipients not named
+    /// raise no alert); checked only when given.
+    #[serde(default)]
+    alerts: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -91,6 +98,8 @@ pub(crate) struct RuleTest {
     expect: BTreeMap<AgencyId, ClassSet>,
     withheld: Option<BTreeSet<(String, String)>>,
     referral_sender: Option<AgencyId>,
+    flags: Vec<String>,
+    alerts: Option<BTreeMap<String, String>>,
 }
 
 fn classes(list: &[String]) -> Result<ClassSet, String> {
@@ -129,6 +138,9 @@ impl RuleTest {
             .ok()
             .filter(|m| schema.knows(m))
             .ok_or_else(|| fail(format!("`message`: unknown message type `{}`", row.message)))?;
+        if let Some(f) = row.flags.iter().find(|f| !schema.is_basic_flag(&mt, f)) {
+            return Err(fail(format!("`flags`: `{f}` is not a BASIC boolean field of `{mt}`")));
+        }
         let sender = agency(&row.sender)?;
         let sector = dir
             .agency(&sender)
@@ -207,6 +219,8 @@ impl RuleTest {
             expect,
             withheld,
             referral_sender,
+            flags: row.flags,
+            alerts: row.alerts,
         })
     }
 
@@ -221,8 +235,19 @@ impl RuleTest {
                 case: &self.case,
                 at: self.at,
                 referral_sender: self.referral_sender.as_ref(),
+                flags: &self.flags,
             },
         );
+        if let Some(expected) = &self.alerts {
+            let got: BTreeMap<String, String> = d
+                .recipients
+                .iter()
+                .filter_map(|r| r.alert.map(|u| (r.agency.to_string(), u.as_str().to_owned())))
+                .collect();
+            if &got != expected {
+                return Err(format!("expected alerts {expected:?}, got {got:?}"));
+            }
+        }
         let got: BTreeMap<AgencyId, ClassSet> = d.recipients.iter().map(|r| (r.agency.clone(), r.classes)).collect();
         if got != self.expect {
             let show = |m: &BTreeMap<AgencyId, ClassSet>| {

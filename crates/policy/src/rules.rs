@@ -88,6 +88,8 @@ struct RouteRow {
     #[serde(default)]
     alert: Option<String>,
     #[serde(default)]
+    urgent_when: Option<String>,
+    #[serde(default)]
     sender_sees_reason: bool,
     #[serde(default)]
     #[allow(dead_code)]
@@ -243,6 +245,16 @@ pub enum Urgency {
     Urgent,
 }
 
+impl Route {
+    /// The alert this route raises for an event whose set BASIC flags are `flags`.
+    pub fn alert_for(&self, flags: &[String]) -> Option<Urgency> {
+        match (&self.alert, &self.urgent_when) {
+            (Some(_), Some(f)) if flags.contains(f) => Some(Urgency::Urgent),
+            (a, _) => *a,
+        }
+    }
+}
+
 impl Urgency {
     /// The lowercase name used in rule files.
     pub fn as_str(self) -> &'static str {
@@ -270,6 +282,9 @@ pub struct Route {
     pub applies_to: AppliesTo,
     /// The police alert it raises, if any.
     pub alert: Option<Urgency>,
+    /// A BASIC boolean field of the event that, when true, makes the alert urgent (e.g.
+    /// `immediate_danger`).
+    pub urgent_when: Option<String>,
     /// Whether the sender may see why this route was withheld.
     pub sender_sees_reason: bool,
 }
@@ -493,6 +508,22 @@ impl RuleSet {
                 if alert.is_some() && !selector.only_police(dir) {
                     return Err(errs.at(rat, &id, "`alert`: alerts go to police contact persons; the route's recipient must be `case_police_district`, `sector:police` or a police agency"));
                 }
+                if let Some(flag) = &r.urgent_when {
+                    if alert.is_none() {
+                        return Err(errs.at(
+                            rat,
+                            &id,
+                            "`urgent_when`: only a route with an `alert` can make it urgent",
+                        ));
+                    }
+                    if !schema.is_basic_flag(&mt, flag) {
+                        return Err(errs.at(
+                            rat,
+                            &id,
+                            format!("`urgent_when`: `{flag}` is not a BASIC boolean field of `{name}`; name one the router may read (e.g. `immediate_danger`)"),
+                        ));
+                    }
+                }
                 routes.push(Route {
                     id,
                     selector,
@@ -501,6 +532,7 @@ impl RuleSet {
                     classes,
                     applies_to,
                     alert,
+                    urgent_when: r.urgent_when.clone(),
                     sender_sees_reason: r.sender_sees_reason,
                 });
             }

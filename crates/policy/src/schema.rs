@@ -13,6 +13,7 @@ const EVENT_MESSAGE: &str = "henvis.events.v1.Event";
 const EVENT_ONEOF: &str = "kind";
 const SENSITIVITY: &str = "henvis.options.v1.sensitivity";
 const REQUIRED: &str = "henvis.options.v1.required";
+const BOUNDS: &str = "henvis.options.v1.bounds";
 
 /// Why a descriptor set is not a valid henvis schema.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +27,23 @@ pub enum SchemaError {
     /// Fields without a sensitivity class: secure by default, the schema is refused.
     #[error("schema: fields without a sensitivity class: {}", .0.join(", "))]
     Unclassified(Vec<String>),
+    /// Fields without complete bounds (format, length, count, range or time window).
+    #[error("schema: fields without complete bounds: {}", .0.join(", "))]
+    Unbounded(Vec<String>),
+}
+
+/// The option extensions the schema reads.
+struct Extensions<'a> {
+    sensitivity: &'a ExtensionDescriptor,
+    required: &'a ExtensionDescriptor,
+    bounds: &'a ExtensionDescriptor,
+}
+
+/// Fields refused by the schema check.
+#[derive(Default)]
+struct Gaps {
+    unclassified: Vec<String>,
+    unbounded: Vec<String>,
 }
 
 /// One field's entry in a [`MessageTable`].
@@ -57,6 +75,7 @@ pub struct Schema {
     types: BTreeMap<MessageType, FieldDescriptor>,
     classes: HashMap<String, Class>,
     required: HashMap<String, bool>,
+    bounds: HashMap<String, crate::validate::Bounds>,
     event_table: std::sync::Arc<MessageTable>,
 }
 
@@ -78,6 +97,7 @@ impl Schema {
         let required = pool
             .get_extension_by_name(REQUIRED)
             .ok_or(SchemaError::Missing(REQUIRED))?;
+        let bounds = pool.get_extension_by_name(BOUNDS).ok_or(SchemaError::Missing(BOUNDS))?;
         let oneof = event
             .oneofs()
             .find(|o| o.name() == EVENT_ONEOF)
@@ -93,13 +113,22 @@ impl Schema {
             types,
             classes: HashMap::new(),
             required: HashMap::new(),
+            bounds: HashMap::new(),
             event_table: Default::default(),
         };
-        let mut unclassified = Vec::new();
+        let mut gaps = Gaps::default();
         let mut seen = std::collections::HashSet::new();
-        schema.index(&event, &sensitivity, &required, &mut unclassified, &mut seen);
-        if !unclassified.is_empty() {
-            return Err(SchemaError::Unclassified(unclassified));
+        let ext = Extensions {
+            sensitivity: &sensitivity,
+            required: &required,
+            bounds: &bounds,
+        };
+        schema.index(&event, &ext, &mut gaps, &mut seen);
+        if !gaps.unclassified.is_empty() {
+            return Err(SchemaError::Unclassified(gaps.unclassified));
+        }
+        if !gaps.unbounded.is_empty() {
+            return Err(SchemaError::Unbounded(gaps.unbounded));
         }
         schema.event_table = schema.table(&event, &mut HashMap::new());
         Ok(schema)
@@ -108,11 +137,11 @@ impl Schema {
     fn index(
         &mut self,
         msg: &MessageDescriptor,
-        sensitivity: &ExtensionDescriptor,
-        required: &ExtensionDescriptor,
-        unclassified: &mut Vec<String>,
+        ext: &Extensions<'_>,
+        gaps: &mut Gaps,
         seen: &mut std::collections::HashSet<String>,
     ) {
+        let (sensitivity, required) = (ext.sensitivity, ext.required);
         if !seen.insert(msg.full_name().to_owned()) {
             return;
         }
@@ -126,7 +155,17 @@ impl Schema {
                 Some(c) => {
                     self.classes.insert(f.full_name().to_owned(), c);
                 }
-                None => unclassified.push(f.full_name().to_owned()),
+                None => gaps.unclassified.push(f.full_name().to_owned()),
+            }
+            // the oneof `kind` of `Event` holds the event messages themselves: no bounds
+            let bounds = crate::validate::read_bounds(&f, ext.bounds);
+            if msg.full_name() != EVENT_MESSAGE
+                && let Some(gap) = crate::validate::bounds_gap(&f, bounds.as_ref())
+            {
+                gaps.unbounded.push(format!("{} ({gap})", f.full_name()));
+            }
+            if let Some(b) = bounds {
+                self.bounds.insert(f.full_name().to_owned(), b);
             }
             if matches!(opts.get_extension(required).as_ref(), Value::Bool(true)) {
                 self.required.insert(f.full_name().to_owned(), true);
@@ -140,7 +179,7 @@ impl Schema {
                     Some(m)
                 };
                 if let Some(t) = target.filter(is_henvis) {
-                    self.index(&t, sensitivity, required, unclassified, seen);
+                    self.index(&t, ext, gaps, seen);
                 }
             }
         }
@@ -272,6 +311,54 @@ impl Schema {
             })
     }
 
+    /// Validates a decoded event completely: required fields, then every field against its
+    /// bounds and format (descriptor-driven), enums against their defined values, unknown
+    /// fields refused. `now` is the time of submission.
+    pub fn validate(
+        &self,
+        event: &DynamicMessage,
+        now: std::time::SystemTime,
+        directory: &henvis_domain::Directory,
+    ) -> Result<(), FieldError> {
+        self.check_required(event)?;
+        let known = |s: &str| MessageType::parse(s).is_ok_and(|mt| self.types.contains_key(&mt));
+        let ctx = crate::validate::Context {
+            now,
+            directory,
+            message_types: &known,
+        };
+        crate::validate::check(event, "event", &self.bounds, &ctx)
+    }
+
+    /// Whether `name` is a BASIC boolean field of message type `mt`'s message.
+    pub fn is_basic_flag(&self, mt: &MessageType, name: &str) -> bool {
+        self.types
+            .get(mt)
+            .and_then(|f| f.kind().as_message().cloned())
+            .and_then(|m| m.get_field_by_name(name))
+            .is_some_and(|f| matches!(f.kind(), Kind::Bool) && !f.is_list() && self.class_of(&f) == Some(Class::Basic))
+    }
+
+    /// The BASIC boolean fields that are true in `event` (the decision's `flags`).
+    pub fn flags_of(&self, event: &DynamicMessage) -> Vec<String> {
+        let Some((_, field)) = self.types.iter().find(|(_, f)| event.has_field(f)) else {
+            return Vec::new();
+        };
+        let Value::Message(inner) = event.get_field(field).into_owned() else {
+            return Vec::new();
+        };
+        inner
+            .fields()
+            .filter(|(f, v)| matches!(v, Value::Bool(true)) && self.class_of(f) == Some(Class::Basic))
+            .map(|(f, _)| f.name().to_owned())
+            .collect()
+    }
+
+    /// The bounds of a field, by its full name (for docs and tests).
+    pub fn bounds_of(&self, full_name: &str) -> Option<&crate::validate::Bounds> {
+        self.bounds.get(full_name)
+    }
+
     /// Checks every required field of the event (recursively through set sub-messages).
     pub fn check_required(&self, event: &DynamicMessage) -> Result<(), FieldError> {
         self.check_message(event, "event")
@@ -358,6 +445,51 @@ mod tests {
         );
         assert_eq!(find("henvis.events.v1.Suspect.name"), Some(Class::Criminal));
         assert_eq!(find("henvis.events.v1.Location.address"), Some(Class::Location));
+    }
+
+    #[test]
+    fn a_field_without_bounds_fails_the_schema_check() {
+        let proto = r#"
+syntax = "proto3";
+package henvis.events.v1;
+import "google/protobuf/timestamp.proto";
+import "henvis/options/v1/options.proto";
+message Event { oneof kind { Thing thing = 1 [(henvis.options.v1.sensitivity) = SENSITIVITY_BASIC]; } }
+message Thing {
+  string ok = 1 [(henvis.options.v1.sensitivity) = SENSITIVITY_HEALTH, (henvis.options.v1.bounds) = {format: FORMAT_LINE, max_chars: 10}];
+  string no_bounds = 2 [(henvis.options.v1.sensitivity) = SENSITIVITY_HEALTH];
+  string no_length = 3 [(henvis.options.v1.sensitivity) = SENSITIVITY_HEALTH, (henvis.options.v1.bounds) = {format: FORMAT_TEXT}];
+  repeated string no_count = 4 [(henvis.options.v1.sensitivity) = SENSITIVITY_HEALTH, (henvis.options.v1.bounds) = {format: FORMAT_COUNTRY}];
+  uint32 no_max = 5 [(henvis.options.v1.sensitivity) = SENSITIVITY_HEALTH];
+  google.protobuf.Timestamp no_window = 6 [(henvis.options.v1.sensitivity) = SENSITIVITY_HEALTH, (henvis.options.v1.bounds) = {max_chars: 3}];
+  bool flag = 7 [(henvis.options.v1.sensitivity) = SENSITIVITY_HEALTH];
+}
+"#;
+        match schema_with(proto) {
+            Err(SchemaError::Unbounded(f)) => {
+                let names: Vec<&str> = f.iter().map(|s| s.split(' ').next().unwrap()).collect();
+                assert_eq!(
+                    names,
+                    [
+                        "henvis.events.v1.Thing.no_bounds",
+                        "henvis.events.v1.Thing.no_length",
+                        "henvis.events.v1.Thing.no_count",
+                        "henvis.events.v1.Thing.no_max",
+                        "henvis.events.v1.Thing.no_window"
+                    ]
+                );
+            }
+            other => panic!("expected refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_shipped_string_number_timestamp_and_list_has_bounds() {
+        let s = Schema::from_descriptor_set(henvis_proto::FILE_DESCRIPTOR_SET).unwrap();
+        let b = s.bounds_of("henvis.events.v1.SuspectedVictimReported.aliases").unwrap();
+        assert_eq!((b.max_items, b.max_chars), (20, 200));
+        let b = s.bounds_of("henvis.events.v1.ConsentRecorded.valid_until").unwrap();
+        assert_eq!(b.not_less_than.as_deref(), Some("valid_from"));
     }
 
     #[test]

@@ -323,7 +323,7 @@ proptest! {
         let mt = MessageType::parse("child_missing").unwrap();
         let sender = id(POOL[w.sender]);
         let c = case(&w);
-        let input = DecisionInput { mt: &mt, sender: &sender, sender_sector: dir.agency(&sender).unwrap().sector, case: &c, at: AT, referral_sender: None };
+        let input = DecisionInput { mt: &mt, sender: &sender, sender_sector: dir.agency(&sender).unwrap().sector, case: &c, at: AT, referral_sender: None, flags: &[] };
         let d = decide(&rules, &dir, &input);
         let got: BTreeMap<AgencyId, ClassSet> = d.recipients.iter().map(|r| (r.agency.clone(), r.classes)).collect();
         prop_assert_eq!(&got, &reference(&w, &dir));
@@ -433,6 +433,7 @@ fn exhaustive_matrix_over_the_shipped_rules_has_no_leak_and_no_over_redaction() 
                             case: &c,
                             at,
                             referral_sender: None,
+                            flags: &[],
                         },
                     );
                     // entitlement, independently: a recipient must be named by a route of

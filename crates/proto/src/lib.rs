@@ -2,10 +2,13 @@
 //! the encoded file descriptor set for gRPC reflection and descriptor-driven policy.
 //!
 //! Wire types are not domain types: services convert them at the edge. This crate holds
-//! no logic.
+//! no logic beyond the codec's two decode answers (see [`codec`]).
 #![allow(missing_docs, clippy::all, clippy::pedantic)]
 
 include!(concat!(env!("OUT_DIR"), "/henvis.rs"));
+
+#[allow(missing_docs)]
+pub mod codec;
 
 /// The encoded `FileDescriptorSet` of every henvis proto file and its imports, custom
 /// options included.

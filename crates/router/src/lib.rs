@@ -133,11 +133,13 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let wait = henvis_runtime::fan_out(shutdown);
     // health and reflection, for henvis services and administrators
-    let admit: henvis_runtime::Admit = Arc::new(|p| {
-        matches!(
-            p,
-            henvis_domain::Principal::Service(_) | henvis_domain::Principal::Admin(_)
-        )
+    let admit: henvis_runtime::Admit = Arc::new(|p| match p {
+        henvis_domain::Principal::Service(_) | henvis_domain::Principal::Admin(_) => Ok(()),
+        _ => Err(
+            "this port serves henvis services and administrators only; agencies and contact persons \
+                  call their sector's service"
+                .into(),
+        ),
     });
     let grpc = henvis_runtime::serve_grpc(
         listener,

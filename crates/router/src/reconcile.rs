@@ -7,8 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use henvis_bus::{STATUS_PREFIX, STREAM_IN, STREAM_OUT, STREAM_STATUS, audit_admin_subject, outbound_subject};
-use henvis_domain::{AgencyId, CaseId, CaseRecord, MessageType};
-use henvis_policy::{DecisionInput, decide};
+use henvis_domain::CaseRecord;
+use henvis_policy::decide;
 use henvis_proto::henvis::broker::v1::{Delivery, DeliveryState, Envelope, GetStatusResponse};
 use prost::Message;
 
@@ -61,9 +61,13 @@ impl Router {
             .read_messages(STREAM_STATUS, &format!("{STATUS_PREFIX}.>"))
             .await?
         {
+            // the sender's "submitted" record says nothing about a decision
             let Ok(rec) = GetStatusResponse::decode(payload) else {
                 continue;
             };
+            if !rec.routed {
+                continue;
+            }
             let entry = states.entry(rec.event_id).or_default();
             for r in rec.recipients.into_iter().filter(|r| !r.recipient_agency_id.is_empty()) {
                 let s = entry.entry(r.recipient_agency_id).or_default();
@@ -113,42 +117,28 @@ impl Router {
     /// Stores the delivery of `payload` to `agency` again if the agency is still entitled.
     async fn redeliver(&self, payload: &[u8], agency: &str, pass: u64) -> anyhow::Result<bool> {
         let env = Envelope::decode(payload)?;
-        let event_bytes = env.event.as_ref().map(Message::encode_to_vec).unwrap_or_default();
-        let mt = MessageType::parse(&env.message_type)?;
-        let sender = AgencyId::parse(&env.sender.as_ref().map(|s| s.agency_id.clone()).unwrap_or_default())?;
-        let Some(sector) = self.directory.agency(&sender).map(|a| a.sector) else {
+        // the very facts the router decides on (the referral's sender included)
+        let Ok(facts) = self.facts(&env).await else {
             return Ok(false);
         };
-        let case_id = CaseId::parse(&env.case_id)?;
         let case = self
             .bus
-            .case(&case_id)
+            .case(&facts.case_id)
             .await?
             .map(|c| c.record)
             .unwrap_or_else(CaseRecord::new);
         let rules = self.rules.current();
-        let at = env.submitted_at.map_or(0, |t| t.seconds);
-        let decision = decide(
-            &rules,
-            &self.directory,
-            &DecisionInput {
-                mt: &mt,
-                sender: &sender,
-                sender_sector: sector,
-                case: &case,
-                at,
-                referral_sender: None,
-            },
-        );
+        let decision = decide(&rules, &self.directory, &facts.input(&case));
+        let (event_bytes, mt) = (&facts.event_bytes, &facts.mt);
         let Some(r) = decision.recipients.iter().find(|r| r.agency.as_str() == agency) else {
             return Ok(false);
         };
         let delivery = self
-            .delivery_for(&env, &event_bytes, r, &decision.rule_set_version)
+            .delivery_for(&env, event_bytes, r, &decision.rule_set_version)
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
         let id = format!("redrive:{}:{agency}:{pass}", env.event_id);
         self.bus
-            .publish_stored(outbound_subject(&r.agency, &mt), &id, delivery.encode_to_vec().into())
+            .publish_stored(outbound_subject(&r.agency, mt), &id, delivery.encode_to_vec().into())
             .await?;
         let alert = serde_json::json!({ "kind": "delivery_redriven", "event_id": env.event_id, "agency": agency, "rule_set_version": decision.rule_set_version });
         self.bus

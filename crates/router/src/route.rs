@@ -16,6 +16,42 @@ use crate::{Router, audit};
 /// (the event is then redelivered).
 const MAX_REDECIDE: usize = 8;
 
+/// What a decision about one stored event rests on, besides the case record.
+pub(crate) struct Facts {
+    /// The event, encoded.
+    pub event_bytes: Vec<u8>,
+    /// Its message type.
+    pub mt: henvis_domain::MessageType,
+    /// The sending agency.
+    pub sender: AgencyId,
+    /// The sender's sector, from the directory.
+    pub sector: henvis_domain::Sector,
+    /// The case.
+    pub case_id: CaseId,
+    /// The time of submission (seconds).
+    pub at: i64,
+    /// For a referral response to an event delivered to its sender: the referral's sender,
+    /// the event answered and the outcome.
+    pub referral: Option<(AgencyId, String, i32)>,
+    /// The BASIC boolean fields set in the event.
+    pub flags: Vec<String>,
+}
+
+impl Facts {
+    /// The decision input for `case`.
+    pub(crate) fn input<'a>(&'a self, case: &'a CaseRecord) -> DecisionInput<'a> {
+        DecisionInput {
+            mt: &self.mt,
+            sender: &self.sender,
+            sender_sector: self.sector,
+            case,
+            at: self.at,
+            referral_sender: self.referral.as_ref().map(|(s, _, _)| s),
+            flags: &self.flags,
+        }
+    }
+}
+
 /// Why routing an event failed.
 #[derive(Debug)]
 pub(crate) enum RouteError {
@@ -41,9 +77,9 @@ fn class_numbers(s: henvis_domain::ClassSet) -> Vec<i32> {
 }
 
 impl Router {
-    /// Routes one stored envelope and returns once everything it produced is stored.
-    pub(crate) async fn route(&self, payload: &[u8], in_sequence: u64) -> Result<(), RouteError> {
-        let env = Envelope::decode(payload).map_err(|_| RouteError::Poison("undecodable envelope"))?;
+    /// The facts a decision about a stored event rests on, besides the case: one function
+    /// for routing and for reconciliation, so the two can never decide differently.
+    pub(crate) async fn facts(&self, env: &Envelope) -> Result<Facts, RouteError> {
         let event = env.event.as_ref().ok_or(RouteError::Poison("envelope without event"))?;
         let event_bytes = event.encode_to_vec();
         let mt = self
@@ -62,15 +98,17 @@ impl Router {
             .ok_or(RouteError::Poison("sender not in directory"))?;
         let case_id = CaseId::parse(&env.case_id).map_err(|_| RouteError::Poison("malformed case id"))?;
         let at = env.submitted_at.map_or(0, |t| t.seconds);
-
-        // the same change the sector service applied at submit; idempotent
-        let change =
-            henvis_convert::case_change(event, &env.event_id).map_err(|_| RouteError::Poison("invalid case change"))?;
-        let opening = matches!(change, CaseChange::Opened { .. });
-        let mut case = self
-            .bus
-            .modify_case(&case_id, opening, |r| r.apply(&change, &env.event_id))
-            .await?;
+        // what Submit validated, again with this router's schema and directory, as of the
+        // time of submission: a value this router cannot check is never routed
+        let dynamic =
+            prost_reflect::DynamicMessage::decode(self.schema.event_descriptor().clone(), event_bytes.as_slice())
+                .map_err(|_| RouteError::Poison("undecodable event"))?;
+        let submitted = std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(at).unwrap_or(0));
+        if let Err(e) = self.schema.validate(&dynamic, submitted, &self.directory) {
+            tracing::warn!(event_id = %env.event_id, field = %e.field, "stored event fails validation; not routed");
+            return Err(RouteError::Poison("event fails validation"));
+        }
+        let flags = self.schema.flags_of(&dynamic);
         // a referral response names its referral's sender only if the responder received it
         let referral = match event.kind.as_ref() {
             Some(Kind::ReferralResponse(r)) => self
@@ -79,30 +117,59 @@ impl Router {
                 .map(|s| (s, r.in_response_to_event_id.clone(), r.outcome)),
             _ => None,
         };
+        Ok(Facts {
+            event_bytes,
+            mt,
+            sender: sender_id,
+            sector,
+            case_id,
+            at,
+            referral,
+            flags,
+        })
+    }
+
+    /// Routes one stored envelope and returns once everything it produced is stored.
+    pub(crate) async fn route(&self, payload: &[u8], in_sequence: u64) -> Result<(), RouteError> {
+        let env = Envelope::decode(payload).map_err(|_| RouteError::Poison("undecodable envelope"))?;
+        let event = env.event.as_ref().ok_or(RouteError::Poison("envelope without event"))?;
+        let facts = self.facts(&env).await?;
+        let Facts {
+            event_bytes,
+            mt,
+            sender: sender_id,
+            case_id,
+            at,
+            ..
+        } = &facts;
+        let (event_bytes, mt, sender_id, case_id, at) = (event_bytes.as_slice(), mt, sender_id, case_id, *at);
+
+        // the same change the sector service applied at submit; idempotent
+        let change =
+            henvis_convert::case_change(event, &env.event_id).map_err(|_| RouteError::Poison("invalid case change"))?;
+        let opening = matches!(change, CaseChange::Opened { .. });
+        let mut case = self
+            .bus
+            .modify_case(case_id, opening, |r| r.apply(&change, &env.event_id))
+            .await?;
+        let referral = &facts.referral;
         let rules = self.rules.current();
         let empty = CaseRecord::new();
 
         let mut decided: Option<Decision> = None;
         for _ in 0..MAX_REDECIDE {
             let (record, revision) = case.as_ref().map_or((&empty, 0), |c| (&c.record, c.revision));
-            let input = DecisionInput {
-                mt: &mt,
-                sender: &sender_id,
-                sender_sector: sector,
-                case: record,
-                at,
-                referral_sender: referral.as_ref().map(|(s, _, _)| s),
-            };
+            let input = facts.input(record);
             let decision = decide(&rules, &self.directory, &input);
             let audit_id = format!("decision:{}:{}:{revision}", env.event_id, decision.rule_set_version);
-            let record_bytes = audit::decision_record(&env, &decision, revision, at, &event_bytes);
+            let record_bytes = audit::decision_record(&env, &decision, revision, at, event_bytes);
             self.bus
-                .publish_stored(audit_decision_subject(&case_id), &audit_id, record_bytes.into())
+                .publish_stored(audit_decision_subject(case_id), &audit_id, record_bytes.into())
                 .await?;
             // Fence: a change of the case acknowledged before this decision's audit record
             // (a consent withdrawal above all) must govern it. Read the case again from the
             // leader; if it changed in a way that changes the decision, void and redo.
-            let now: Option<VersionedCase> = self.bus.case(&case_id).await?;
+            let now: Option<VersionedCase> = self.bus.case(case_id).await?;
             let now_revision = now.as_ref().map_or(0, |c| c.revision);
             if now_revision == revision {
                 decided = Some(decision);
@@ -123,7 +190,7 @@ impl Router {
             let void_id = format!("void:{}:{revision}", env.event_id);
             self.bus
                 .publish_stored(
-                    audit_decision_subject(&case_id),
+                    audit_decision_subject(case_id),
                     &void_id,
                     audit::void_record(&env, revision).into(),
                 )
@@ -133,11 +200,39 @@ impl Router {
         }
         let decision = decided.ok_or_else(|| RouteError::Retry("case kept changing during the decision".into()))?;
 
+        // the sender and every recipient take part in the case, recorded before anything is
+        // delivered so a recipient's answer is never refused as coming from an outsider
+        let participants: Vec<AgencyId> = std::iter::once(sender_id.clone())
+            .chain(decision.recipients.iter().map(|r| r.agency.clone()))
+            .collect();
+        if case
+            .as_ref()
+            .is_some_and(|c| participants.iter().any(|p| !c.record.participants.contains(p)))
+        {
+            self.bus
+                .modify_case(case_id, false, |r| r.add_participants(&participants))
+                .await?;
+        }
+        // what each recipient received, before it can receive it: a referral response is
+        // admitted only for an event delivered to the responder
+        let mark = henvis_bus::Delivered {
+            case_id: env.case_id.clone(),
+            sender: sender_id.to_string(),
+            message_type: mt.to_string(),
+        };
+        let marks = futures::future::try_join_all(
+            decision
+                .recipients
+                .iter()
+                .map(|r| self.bus.mark_delivered(r.agency.as_str(), &env.event_id, &mark)),
+        );
+        marks.await?;
+
         let mut acks = Vec::with_capacity(decision.recipients.len() + 1);
         // the event as redacted for each district the routes alert: an alert's details
         let mut alert_details: Vec<(&henvis_policy::Recipient, Vec<u8>)> = Vec::new();
         for r in &decision.recipients {
-            let delivery = self.delivery_for(&env, &event_bytes, r, &decision.rule_set_version)?;
+            let delivery = self.delivery_for(&env, event_bytes, r, &decision.rule_set_version)?;
             if r.alert.is_some()
                 && self.directory.agency(&r.agency).map(|a| a.sector) == Some(henvis_domain::Sector::Police)
             {
@@ -152,7 +247,7 @@ impl Router {
             acks.push(
                 self.bus
                     .publish(
-                        outbound_subject(&r.agency, &mt),
+                        outbound_subject(&r.agency, mt),
                         &msg_id,
                         delivery.encode_to_vec().into(),
                     )
@@ -192,7 +287,7 @@ impl Router {
         acks.push(
             self.bus
                 .publish(
-                    status_subject(&sender_id, &env.event_id),
+                    status_subject(sender_id, &env.event_id),
                     &status_id,
                     status.encode_to_vec().into(),
                 )
@@ -235,18 +330,6 @@ impl Router {
             // stored before the alert exists (the police service never reads IN)
             self.bus.store_alert_details(&key, &details).await?;
             self.bus.alert_bucket().await?.create_if_absent(&key, &alert).await?;
-        }
-        // the sender and every recipient now take part in the case
-        let participants: Vec<AgencyId> = std::iter::once(sender_id.clone())
-            .chain(decision.recipients.iter().map(|r| r.agency.clone()))
-            .collect();
-        if case
-            .as_ref()
-            .is_some_and(|c| participants.iter().any(|p| !c.record.participants.contains(p)))
-        {
-            self.bus
-                .modify_case(&case_id, false, |r| r.add_participants(&participants))
-                .await?;
         }
         tracing::info!(
             event_id = %env.event_id,
@@ -293,23 +376,17 @@ impl Router {
         })
     }
 
-    /// The sender of referral `event_id`, if `responder` was one of its recipients.
-    async fn referral_sender(&self, event_id: &str, responder: &AgencyId) -> Result<Option<AgencyId>, RouteError> {
-        let Ok(id) = henvis_domain::EventId::parse(event_id) else {
-            return Ok(None);
-        };
-        let filter = format!("{}.*.{id}", henvis_bus::STATUS_PREFIX);
-        for (subject, payload) in self.bus.read_messages(henvis_bus::STREAM_STATUS, &filter).await? {
-            let Ok(record) = GetStatusResponse::decode(payload) else {
-                continue;
-            };
-            let received = record.recipients.iter().any(|r| {
-                r.recipient_agency_id == responder.as_str() && r.state != DeliveryState::Withheld as i32 && r.state != 0
-            });
-            if received {
-                return Ok(subject.split('.').nth(2).and_then(|s| AgencyId::parse(s).ok()));
-            }
-        }
-        Ok(None)
+    /// The sender of referral `event_id`, if it was delivered to `responder` (its delivery
+    /// mark).
+    pub(crate) async fn referral_sender(
+        &self,
+        event_id: &str,
+        responder: &AgencyId,
+    ) -> Result<Option<AgencyId>, RouteError> {
+        Ok(self
+            .bus
+            .delivered_to(responder.as_str(), event_id)
+            .await?
+            .and_then(|d| AgencyId::parse(&d.sender).ok()))
     }
 }

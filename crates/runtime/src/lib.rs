@@ -3,6 +3,7 @@
 //!
 //! It holds no business logic and no policy.
 
+pub mod refusals;
 pub mod tls;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
@@ -16,8 +17,9 @@ use tonic::{
 };
 
 /// Which authenticated principals a server lets in at all (for sector services: those in
-/// the agency directory). Everyone else gets UNAUTHENTICATED on every endpoint.
-pub type Admit = Arc<dyn Fn(&Principal) -> bool + Send + Sync>;
+/// the agency directory). Everyone else gets UNAUTHENTICATED on every endpoint, with the
+/// reason this function gives (true of the principal, naming nobody else).
+pub type Admit = Arc<dyn Fn(&Principal) -> Result<(), String> + Send + Sync>;
 
 /// How often a server looks for renewed certificates and revocation lists.
 pub const TLS_RELOAD: Duration = Duration::from_secs(1);
@@ -27,7 +29,12 @@ pub const TLS_RELOAD: Duration = Duration::from_secs(1);
 pub fn init_telemetry() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HENVIS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    // colour only on a terminal: log files (run-local.sh) stay plain text
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout()) && std::env::var_os("NO_COLOR").is_none();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(ansi);
     let result = if std::env::var("HENVIS_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().try_init()
     } else {
@@ -109,12 +116,21 @@ pub async fn serve_grpc(
     reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(henvis_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(henvis_proto::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    // reflection lists exactly what this port serves: its own services, health, reflection
+    let reflection = || {
+        let mut b = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(henvis_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+            .include_reflection_service(false);
+        for name in reflected_services(service_names) {
+            b = b.with_service_name(name);
+        }
+        b
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
     let routes = routes
         .add_service(health)
         .add_service(reflection_v1)
@@ -125,14 +141,21 @@ pub async fn serve_grpc(
             .extensions()
             .get::<TlsConnectInfo<TcpConnectInfo>>()
             .and_then(TlsConnectInfo::peer_certs);
+        let peer = req
+            .extensions()
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .and_then(|i| i.get_ref().remote_addr())
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
         let principal = judge
             .authenticate(chain.as_deref().map(Vec::as_slice))
-            .map_err(tonic::Status::unauthenticated)?;
-        if !admit(&principal) {
-            tracing::info!(%principal, "authenticated principal not in the directory; refused");
-            return Err(tonic::Status::unauthenticated(
-                "client certificate names a principal unknown to the directory",
-            ));
+            .map_err(|reason| {
+                refusals::record(refusals::Refusal::Certificate, &format!("peer:{peer}"), reason);
+                tonic::Status::unauthenticated(reason)
+            })?;
+        if let Err(reason) = admit(&principal) {
+            refusals::record(refusals::Refusal::NotAdmitted, &principal.to_string(), &reason);
+            return Err(tonic::Status::unauthenticated(reason));
         }
         req.extensions_mut().insert(principal);
         Ok(req)
@@ -152,6 +175,20 @@ pub async fn serve_grpc(
     let _ = watcher.await;
     served?;
     Ok(())
+}
+
+/// The services reflection lists on a port serving `served`: those, health and reflection.
+pub fn reflected_services(served: &[&str]) -> Vec<String> {
+    let mut names: Vec<String> = served.iter().map(|s| (*s).to_owned()).collect();
+    names.extend(
+        [
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ]
+        .map(str::to_owned),
+    );
+    names
 }
 
 /// The gRPC name of a generated service, for the health reporter.

@@ -383,75 +383,164 @@ async fn keys(bucket: &henvis_bus::JsonBucket) -> Result<Vec<String>, ApiError> 
     }
 }
 
+/// The deadlines of open alerts in order, and the escalations whose follow-ups are not
+/// recorded yet, kept from one watch of the alerts bucket: a tick looks only at what is
+/// due, so the work of an idle police service does not grow with the number of alerts.
+#[derive(Debug, Default)]
+pub(crate) struct DeadlineIndex {
+    due: std::collections::BTreeSet<(i64, String)>,
+    by_key: std::collections::HashMap<String, i64>,
+    follow_ups: std::collections::BTreeSet<String>,
+}
+
+impl DeadlineIndex {
+    /// Takes the latest value of `key` (`None`: deleted).
+    pub(crate) fn update(&mut self, key: &str, record: Option<&AlertRecord>, config: &AlertConfig, own: &str) {
+        if let Some(at) = self.by_key.remove(key) {
+            self.due.remove(&(at, key.to_owned()));
+        }
+        self.follow_ups.remove(key);
+        let Some(a) = record.filter(|_| !key.starts_with(own)) else {
+            return;
+        };
+        if a.state == AlertState::Open {
+            if let Some(d) = config.deadline(a) {
+                self.due.insert((d, key.to_owned()));
+                self.by_key.insert(key.to_owned(), d);
+            }
+        } else if matches!(a.state, AlertState::Escalated { .. })
+            && !a.history.iter().any(|(h, _, _)| h == "escalation notified")
+        {
+            self.follow_ups.insert(key.to_owned());
+        }
+    }
+
+    /// The keys to act on at `now`: deadlines passed, and follow-ups pending.
+    pub(crate) fn due(&self, now: i64) -> Vec<String> {
+        self.due
+            .iter()
+            .take_while(|(d, _)| *d <= now)
+            .map(|(_, k)| k.clone())
+            .chain(self.follow_ups.iter().cloned())
+            .collect()
+    }
+
+    /// How many alerts have a pending deadline.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.due.len()
+    }
+
+    fn clear(&mut self) {
+        *self = Self::default();
+    }
+}
+
 /// Escalates unclaimed alerts past their deadline until `shutdown`. Safe with any number
 /// of police service replicas: the state change is a compare-and-set, and its follow-ups
 /// (the national unit's copy, the event that tells the guardian) are idempotent and
-/// retried on every tick until recorded as done.
+/// retried on every tick until recorded as done. Deadlines come from a watch of the alerts
+/// bucket (every record once at start, then each change), never from listing it per tick.
 pub(crate) async fn escalate_loop(core: Arc<Core>, shutdown: impl std::future::Future<Output = ()> + Send) {
     let Ok(to) = AgencyId::parse(&core.alerts.escalate_to) else {
         tracing::error!("escalation target is not an agency id; escalation disabled");
         return;
     };
+    let own = format!("{to}.");
     let mut tick = tokio::time::interval(Duration::from_millis(core.alerts.tick_ms.max(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut index = DeadlineIndex::default();
     tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => return,
-            _ = tick.tick() => {
-                if let Err(e) = escalate_due(&core, &to).await {
-                    tracing::warn!(error = %e, "escalation check failed; retrying next tick");
+    'watch: loop {
+        let watch = match core.bus.alert_bucket().await {
+            Ok(b) => b.store().watch_with_history(">").await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let mut watch = match watch {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "alert watch for escalation failed; retrying");
+                tokio::select! {
+                    () = &mut shutdown => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue 'watch,
+                }
+            }
+        };
+        index.clear();
+        loop {
+            tokio::select! {
+                () = &mut shutdown => return,
+                e = watch.next() => {
+                    let Some(Ok(e)) = e else {
+                        tracing::warn!("alert watch for escalation ended; reopening");
+                        continue 'watch;
+                    };
+                    let record = match e.operation {
+                        async_nats::jetstream::kv::Operation::Put => serde_json::from_slice::<AlertRecord>(&e.value).ok(),
+                        _ => None,
+                    };
+                    index.update(&e.key, record.as_ref(), &core.alerts, &own);
+                }
+                _ = tick.tick() => {
+                    for key in index.due(now()) {
+                        if let Err(e) = escalate(&core, &to, &key).await {
+                            tracing::warn!(error = %e, "escalation failed; retrying next tick");
+                        }
+                    }
                 }
             }
         }
     }
 }
 
-async fn escalate_due(core: &Core, to: &AgencyId) -> Result<(), ApiError> {
+/// Escalates the alert under `key` if it is still open past its deadline, and records its
+/// follow-ups once done.
+async fn escalate(core: &Core, to: &AgencyId, key: &str) -> Result<(), ApiError> {
     let bucket = core.bus.alert_bucket().await?;
     let at = now();
-    let own = format!("{to}.");
-    for key in keys(bucket).await?.into_iter().filter(|k| !k.starts_with(&own)) {
-        let Some(v) = bucket.get::<AlertRecord>(&key).await? else {
-            continue;
-        };
-        let due = v.record.state == AlertState::Open && core.alerts.deadline(&v.record).is_some_and(|d| at >= d);
-        let pending_follow_up = matches!(v.record.state, AlertState::Escalated { .. })
-            && !v.record.history.iter().any(|(a, _, _)| a == "escalation notified");
-        if !due && !pending_follow_up {
-            continue;
-        }
-        if due {
-            let escalated = bucket
-                .modify::<AlertRecord>(
-                    &key,
-                    || None,
-                    |a| {
-                        if a.state != AlertState::Open {
-                            return false;
-                        }
-                        a.state = AlertState::Escalated { to: to.clone(), at };
-                        a.history.push((format!("escalated to {to}"), "henvis".into(), at));
-                        true
-                    },
-                )
-                .await?;
-            if !escalated.is_some_and(|e| matches!(e.record.state, AlertState::Escalated { .. })) {
-                continue; // claimed in the meantime
-            }
-        }
-        follow_up(core, to, &v.record, at).await?;
-        bucket
+    let Some(v) = bucket.get::<AlertRecord>(key).await? else {
+        return Ok(());
+    };
+    let due = v.record.state == AlertState::Open && core.alerts.deadline(&v.record).is_some_and(|d| at >= d);
+    let pending_follow_up = matches!(v.record.state, AlertState::Escalated { .. })
+        && !v.record.history.iter().any(|(a, _, _)| a == "escalation notified");
+    if !due && !pending_follow_up {
+        return Ok(());
+    }
+    if due {
+        let escalated = bucket
             .modify::<AlertRecord>(
-                &key,
+                key,
                 || None,
                 |a| {
-                    a.history.push(("escalation notified".into(), "henvis".into(), at));
+                    if a.state != AlertState::Open {
+                        return false;
+                    }
+                    a.state = AlertState::Escalated { to: to.clone(), at };
+                    a.history.push((format!("escalated to {to}"), "henvis".into(), at));
                     true
                 },
             )
             .await?;
-        tracing::info!(alert_id = %v.record.alert_id, district = %v.record.district, to = %to, "alert escalated");
+        if !escalated.is_some_and(|e| matches!(e.record.state, AlertState::Escalated { .. })) {
+            return Ok(()); // claimed in the meantime
+        }
     }
+    follow_up(core, to, &v.record, at).await?;
+    bucket
+        .modify::<AlertRecord>(
+            key,
+            || None,
+            |a| {
+                if a.history.iter().any(|(h, _, _)| h == "escalation notified") {
+                    return false;
+                }
+                a.history.push(("escalation notified".into(), "henvis".into(), at));
+                true
+            },
+        )
+        .await?;
+    tracing::info!(alert_id = %v.record.alert_id, district = %v.record.district, to = %to, "alert escalated");
     Ok(())
 }
 
@@ -504,4 +593,74 @@ async fn follow_up(core: &Core, to: &AgencyId, a: &AlertRecord, at: i64) -> Resu
         )
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(district: &str, id: &str, urgency: &str, raised_at: i64) -> AlertRecord {
+        AlertRecord {
+            alert_id: id.into(),
+            case_id: "case".into(),
+            kind: "child_missing".into(),
+            urgency: urgency.into(),
+            district: AgencyId::parse(district).unwrap(),
+            raised_at,
+            state: AlertState::Open,
+            escalated_from: None,
+            granted_classes: vec![],
+            history: vec![],
+        }
+    }
+
+    #[test]
+    fn the_deadline_index_yields_only_what_is_due_and_forgets_claimed_alerts() {
+        let config = AlertConfig {
+            urgent_deadline_secs: 60,
+            normal_deadline_secs: 0,
+            ..Default::default()
+        };
+        let own = "politi-nsk.";
+        let mut index = DeadlineIndex::default();
+        // 10,000 normal alerts never escalate and never enter the index
+        for i in 0..10_000 {
+            let a = alert("politi-fyn", &format!("n{i}"), "normal", 0);
+            index.update(&a.key(), Some(&a), &config, own);
+        }
+        assert_eq!(index.len(), 0);
+        let early = alert("politi-fyn", "u1", "urgent", 100);
+        let late = alert("politi-fyn", "u2", "urgent", 200);
+        for a in [&early, &late] {
+            index.update(&a.key(), Some(a), &config, own);
+        }
+        assert!(index.due(159).is_empty());
+        assert_eq!(index.due(160), vec![early.key()]);
+        assert_eq!(index.due(260).len(), 2);
+        // claimed: gone from the index
+        let mut claimed = early.clone();
+        claimed.state = AlertState::Claimed {
+            by: PersonId::parse("politi-fyn-kp1").unwrap(),
+            at: 120,
+        };
+        index.update(&claimed.key(), Some(&claimed), &config, own);
+        assert_eq!(index.due(260), vec![late.key()]);
+        // escalated, follow-up not yet recorded: pending until it is
+        let mut escalated = late.clone();
+        escalated.state = AlertState::Escalated {
+            to: AgencyId::parse("politi-nsk").unwrap(),
+            at: 261,
+        };
+        index.update(&escalated.key(), Some(&escalated), &config, own);
+        assert_eq!(index.due(0), vec![late.key()]);
+        escalated
+            .history
+            .push(("escalation notified".into(), "henvis".into(), 262));
+        index.update(&escalated.key(), Some(&escalated), &config, own);
+        assert!(index.due(i64::MAX).is_empty());
+        // the national unit's own copies are never escalated again
+        let copy = alert("politi-nsk", "u3", "urgent", 0);
+        index.update(&copy.key(), Some(&copy), &config, own);
+        assert!(index.due(i64::MAX).is_empty());
+    }
 }

@@ -52,11 +52,15 @@ impl Caller {
 /// Whether a sector service lets `principal` in at all: agencies and contact persons of
 /// the directory, and henvis services (for health and reflection). Administrators work
 /// through the router's tools, not the sector services.
-pub fn admit(dir: &Directory, principal: &Principal) -> bool {
+pub fn admit(dir: &Directory, principal: &Principal) -> Result<(), String> {
     match principal {
-        Principal::Agency(a) => dir.agency(a).is_some(),
-        Principal::Person(p) => dir.contact_person(p).is_some(),
-        Principal::Admin(_) => false,
-        Principal::Service(_) => true,
+        Principal::Agency(a) if dir.agency(a).is_none() => {
+            Err("client certificate names an agency unknown to the agency directory".into())
+        }
+        Principal::Person(p) if dir.contact_person(p).is_none() => {
+            Err("client certificate names a contact person unknown to the agency directory".into())
+        }
+        Principal::Admin(_) => Err("administrators do not use the sector services; use the administrator tools".into()),
+        _ => Ok(()),
     }
 }

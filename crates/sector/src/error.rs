@@ -20,6 +20,10 @@ pub enum ApiError {
     /// Something named does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// Something the request would create exists already (e.g. an idempotency key used for
+    /// a different request).
+    #[error("{0}")]
+    AlreadyExists(String),
     /// A workflow step is missing.
     #[error("{0}")]
     FailedPrecondition(String),
@@ -50,6 +54,7 @@ impl ApiError {
             ApiError::Unauthenticated(_) => Code::Unauthenticated,
             ApiError::PermissionDenied(_) => Code::PermissionDenied,
             ApiError::NotFound(_) => Code::NotFound,
+            ApiError::AlreadyExists(_) => Code::AlreadyExists,
             ApiError::FailedPrecondition(_) => Code::FailedPrecondition,
             ApiError::Unavailable(_) => Code::Unavailable,
             ApiError::Full(_) => Code::ResourceExhausted,

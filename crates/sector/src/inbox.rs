@@ -114,12 +114,20 @@ pub(crate) async fn open(
                         let _ = tx.send(Err(ApiError::field("ack.delivery_id", format!("an open delivery of this inbox; `{}` is not", ack.delivery_id)).into())).await;
                         break;
                     };
+                    // the sender's "received" first, then the acknowledgement to NATS: a
+                    // service killed between the two offers the delivery again, and the
+                    // status (idempotent per event and recipient) has already converged
+                    if let Err(e) = record_received(&core, &caller.agency, &o).await {
+                        tracing::warn!(agency = %caller.agency, event_id = %o.event_id, error = %e, "received status not stored; delivery offered again");
+                        open.insert(ack.delivery_id, o);
+                        let _ = tx.send(Err(ApiError::Unavailable("acknowledgement not recorded".into()).into())).await;
+                        break;
+                    }
                     if let Err(e) = o.message.double_ack().await {
                         tracing::warn!(agency = %caller.agency, seq = ack.delivery_id, error = %e, "ack not confirmed");
                         let _ = tx.send(Err(ApiError::Unavailable("acknowledgement not confirmed".into()).into())).await;
                         break;
                     }
-                    record_received(&core, &caller.agency, &o).await;
                     if tx.send(Ok(InboxResponse { kind: Some(inbox_response::Kind::AckConfirmed(AckConfirmed { delivery_id: ack.delivery_id })) })).await.is_err() {
                         break;
                     }
@@ -157,10 +165,10 @@ fn backoff(ack_wait: Duration, attempts: i64) -> Vec<Duration> {
         .collect()
 }
 
-/// Appends "received" to the sender's status of the event. Best effort: the delivery is
-/// already acknowledged; a lost status record shows the delivery as stored, not received.
-async fn record_received(core: &Core, recipient: &AgencyId, o: &Open) {
-    let Some(sender) = &o.sender else { return };
+/// Appends "received" to the sender's status of the event, before the delivery is
+/// acknowledged to NATS, so the closed loop cannot stay at "stored" after a crash.
+async fn record_received(core: &Core, recipient: &AgencyId, o: &Open) -> Result<(), henvis_bus::BusError> {
+    let Some(sender) = &o.sender else { return Ok(()) };
     let record = GetStatusResponse {
         event_id: o.event_id.clone(),
         routed: true,
@@ -173,15 +181,12 @@ async fn record_received(core: &Core, recipient: &AgencyId, o: &Open) {
         }],
     };
     let msg_id = format!("received:{}:{recipient}", o.event_id);
-    if let Err(e) = core
-        .bus
+    core.bus
         .publish_stored(
             status_subject(sender, &o.event_id),
             &msg_id,
             record.encode_to_vec().into(),
         )
         .await
-    {
-        tracing::warn!(agency = %recipient, event_id = %o.event_id, error = %e, "received status not stored");
-    }
+        .map(|_| ())
 }

@@ -14,7 +14,6 @@ mod profile;
 mod status;
 mod submit;
 mod typed;
-mod validate;
 
 use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -149,7 +148,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let sector = core.profile.sector;
-    let max = core.max_event_bytes * 4;
+    // the codec refuses requests over 256 KiB by name; the transport limit sits above it
+    let max = henvis_proto::codec::MAX_TRANSPORT_BYTES;
     let common = ReferralServiceServer::new(submit::Referrals(core.clone())).max_decoding_message_size(max);
     let mut names = vec![henvis_runtime::service_name::<ReferralServiceServer<submit::Referrals>>()];
     let (mut routes, typed_name) = typed::add(tonic::service::Routes::new(common), core.clone(), max);
@@ -160,7 +160,7 @@ pub async fn serve(
     // the police service also serves case alerts and escalates unclaimed ones
     if sector == Sector::Police {
         type A = henvis_proto::henvis::police::v1::alert_service_server::AlertServiceServer<alerts::Alerts>;
-        routes = routes.add_service(A::new(alerts::Alerts(core.clone())));
+        routes = routes.add_service(A::new(alerts::Alerts(core.clone())).max_decoding_message_size(max));
         names.push(henvis_runtime::service_name::<A>());
         background.push(tokio::spawn(alerts::escalate_loop(core.clone(), wait())));
     }

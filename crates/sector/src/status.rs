@@ -58,17 +58,35 @@ impl Fold {
     }
 }
 
-/// Reads the status of `event_id` as seen by its sender. Another agency's event reads as
-/// not routed: the subject is scoped to the caller, so nothing of it is visible.
-pub(crate) async fn get(core: &Core, caller: &Caller, event_id: &str) -> Result<GetStatusResponse, ApiError> {
-    let id = EventId::parse(event_id).map_err(|e| ApiError::field("event_id", e.expected))?;
+/// The answer for an event the caller did not send, and for one that does not exist: the
+/// same, so existence is not confirmed.
+fn no_event(caller: &Caller, id: &str) -> ApiError {
+    ApiError::NotFound(format!(
+        "event_id: no event `{id}` sent by `{}`; ask for the status of an event your agency submitted",
+        caller.agency
+    ))
+}
+
+/// The status records of `id` under the caller (every event has one from its Submit).
+async fn records(core: &Core, caller: &Caller, id: &str) -> Result<Vec<bytes::Bytes>, ApiError> {
     let records = tokio::time::timeout(
         std::time::Duration::from_secs(10),
         core.bus
-            .read_subject(STREAM_STATUS, &status_subject(&caller.agency, &id.to_string())),
+            .read_subject(STREAM_STATUS, &status_subject(&caller.agency, id)),
     )
     .await
     .map_err(|_| ApiError::Unavailable("status read timed out".into()))??;
+    if records.is_empty() {
+        return Err(no_event(caller, id));
+    }
+    Ok(records)
+}
+
+/// Reads the status of `event_id` as seen by its sender. Another agency's event is
+/// NOT_FOUND, exactly like an unknown one: the subject is scoped to the caller.
+pub(crate) async fn get(core: &Core, caller: &Caller, event_id: &str) -> Result<GetStatusResponse, ApiError> {
+    let id = EventId::parse(event_id).map_err(|e| ApiError::field("event_id", e.expected))?;
+    let records = records(core, caller, &id.to_string()).await?;
     let mut fold = Fold::default();
     for r in records {
         fold.add(&r)?;
@@ -88,6 +106,8 @@ pub(crate) async fn subscribe(
     let id = EventId::parse(event_id)
         .map_err(|e| ApiError::field("event_id", e.expected))?
         .to_string();
+    // not the caller's event (or none): refused before anything is followed
+    records(core, caller, &id).await?;
     let unavailable = |e: &dyn std::fmt::Display| ApiError::Unavailable(e.to_string());
     let stream = core
         .bus

@@ -11,10 +11,13 @@ use henvis_proto::henvis::broker::v1::{
     InboxResponse, Sender, StatusUpdate, SubmitRequest, SubmitResponse, SubscribeStatusRequest,
     referral_service_server::ReferralService,
 };
+use henvis_proto::henvis::events::v1::{Event, event::Kind};
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::{ApiError, Caller, Core, validate};
+use henvis_runtime::refusals::Refusal;
+
+use crate::{ApiError, Caller, Core};
 
 /// The common ReferralService of a sector service.
 pub struct Referrals(pub Arc<Core>);
@@ -38,6 +41,11 @@ impl Core {
             .ok_or(ApiError::Unauthenticated("no authenticated principal"))?;
         let caller = Caller::of(principal, &self.directory)?;
         if caller.sector != self.profile.sector {
+            henvis_runtime::refusals::record(
+                Refusal::WrongService,
+                &principal.to_string(),
+                "another sector's service",
+            );
             return Err(ApiError::PermissionDenied(format!(
                 "agency `{}` belongs to the {} sector; call the {} service",
                 caller.agency, caller.sector, caller.sector
@@ -64,17 +72,13 @@ impl Core {
     pub(crate) async fn submit(&self, caller: &Caller, req: SubmitRequest) -> Result<SubmitResponse, ApiError> {
         let key =
             IdempotencyKey::parse(&req.idempotency_key).map_err(|e| ApiError::field("idempotency_key", e.expected))?;
-        // a retry of a stored event, however late: the original answer, nothing new stored
-        if let Some((stored, _)) = self.bus.submitted(caller.agency.as_str(), key.as_str()).await? {
-            let (envelope, change) = Self::decode_stored(&stored)?;
-            return self.finish(caller, envelope, change, true).await;
-        }
         // a person calling as themself acts as themself: their certificate names them
         let mut req = req;
         if let Some(person) = &caller.person {
             if req.actor_id.is_empty() {
                 req.actor_id = person.to_string();
             } else if req.actor_id != person.as_str() {
+                forged(caller, "actor_id names another person");
                 return Err(ApiError::field(
                     "actor_id",
                     format!("the authenticated person `{person}` or empty"),
@@ -93,8 +97,16 @@ impl Core {
                 "the acting person's opaque id: 1 to 64 characters of [A-Za-z0-9._@-]",
             ));
         }
+        // a retry of a stored event, however late: the original answer, nothing new stored
+        // (a different request under a used key is refused, never answered as a retry)
+        if let Some((stored, _)) = self.bus.submitted(caller.agency.as_str(), key.as_str()).await? {
+            let (envelope, change) = Self::decode_stored(&stored)?;
+            same_request(req.event.as_ref(), &req.actor_id, &req.case_id, &envelope, &key)?;
+            return self.finish(caller, envelope, change, true).await;
+        }
         if let Some(s) = &req.sender {
             if !s.agency_id.is_empty() && s.agency_id != caller.agency.as_str() {
+                forged(caller, "sender.agency_id names another agency");
                 return Err(ApiError::field(
                     "sender.agency_id",
                     format!(
@@ -104,6 +116,7 @@ impl Core {
                 ));
             }
             if s.sector != 0 && s.sector != sector_number(caller.sector) {
+                forged(caller, "sender.sector names another sector");
                 return Err(ApiError::field(
                     "sender.sector",
                     format!("`{}` or unspecified", caller.sector),
@@ -133,16 +146,27 @@ impl Core {
                 self.profile.originates.join(", ")
             )));
         }
-        self.schema.check_required(&dynamic)?;
-        validate::references(&self.directory, &dynamic, "event")?;
+        self.schema
+            .validate(&dynamic, std::time::SystemTime::now(), &self.directory)?;
         let (case_id, existing) = self.case_for(&req.case_id, &mt).await?;
         let event_id = EventId::new_now();
         // workflow guards, against the case as it stands (a new case: nothing yet)
         let current = existing.map(|c| c.record).unwrap_or_else(CaseRecord::new);
-        henvis_policy::admit(&mt, &caller.agency, &current, &self.directory).map_err(|e| match e {
-            GuardError::MissingStep(m) => ApiError::FailedPrecondition(m),
-            GuardError::NotAllowed(m) => ApiError::PermissionDenied(m),
+        henvis_policy::admit(&mt, &caller.agency, &current, &self.directory).map_err(|e| {
+            let who = caller.agency.to_string();
+            match e {
+                GuardError::NotParticipant => {
+                    henvis_runtime::refusals::record(Refusal::Guard, &who, "not a participant of the named case");
+                    no_case(&case_id)
+                }
+                GuardError::MissingStep(m) => ApiError::FailedPrecondition(m),
+                GuardError::NotAllowed(m) => {
+                    henvis_runtime::refusals::record(Refusal::Guard, &who, "workflow guard");
+                    ApiError::PermissionDenied(m)
+                }
+            }
         })?;
+        self.check_references(caller, &event, &case_id, &current).await?;
         let change = henvis_convert::case_change(&event, &event_id.to_string())?;
 
         let envelope = Envelope {
@@ -179,18 +203,40 @@ impl Core {
             // the same key within the de-duplication window, whose record is not written
             // yet: by the attempt still in progress, or by the router once it routes the
             // event (should that attempt have failed). Answer with the stored event.
-            let (envelope, change) = self.await_record(caller, &key).await?;
-            return self.finish(caller, envelope, change, true).await;
+            let (original, change) = self.await_record(caller, &key).await?;
+            let actor = envelope
+                .sender
+                .as_ref()
+                .map(|s| s.actor_id.as_str())
+                .unwrap_or_default();
+            same_request(envelope.event.as_ref(), actor, &req.case_id, &original, &key)?;
+            return self.finish(caller, original, change, true).await;
         }
-        self.bus
-            .remember_submitted(
+        // the idempotency record, and the sender's first status record (which is also how
+        // GetStatus knows the event is the caller's before the router has routed it)
+        let submitted = GetStatusResponse {
+            event_id: envelope.event_id.clone(),
+            routed: false,
+            recipients: Vec::new(),
+        };
+        let encoded = envelope.encode_to_vec();
+        let status_id = format!("submitted:{}", envelope.event_id);
+        let (remembered, status) = tokio::join!(
+            self.bus.remember_submitted(
                 caller.agency.as_str(),
                 key.as_str(),
                 &envelope.event_id,
-                &envelope.encode_to_vec(),
+                &encoded,
                 stored.sequence,
+            ),
+            self.bus.publish_stored(
+                henvis_bus::status_subject(&caller.agency, &envelope.event_id),
+                &status_id,
+                submitted.encode_to_vec().into(),
             )
-            .await?;
+        );
+        remembered?;
+        status?;
         self.finish(caller, envelope, change, false).await
     }
 
@@ -239,8 +285,15 @@ impl Core {
             let stored_case = CaseId::parse(&envelope.case_id).map_err(|e| ApiError::Internal(e.to_string()))?;
             let opening = matches!(change, CaseChange::Opened { .. });
             let event_id = envelope.event_id.clone();
+            // the sender takes part in a case it opens from the first moment, so its own
+            // follow-ups are admitted before the router has routed the opening report
+            let sender = caller.agency.clone();
             self.bus
-                .modify_case(&stored_case, opening, |record| record.apply(&change, &event_id))
+                .modify_case(&stored_case, opening, |record| {
+                    let changed = record.apply(&change, &event_id);
+                    let joined = opening && record.add_participants([&sender]);
+                    changed || joined
+                })
                 .await?;
             if !opening {
                 let audit = serde_json::json!({
@@ -283,10 +336,90 @@ impl Core {
         let id = CaseId::parse(case_id).map_err(|e| ApiError::field("case_id", e.expected))?;
         match self.bus.case(&id).await? {
             Some(c) => Ok((id, Some(c))),
-            None => Err(ApiError::NotFound(format!(
-                "case_id: no case `{id}`; open one with `{OPENING_TYPE}` and no case id"
-            ))),
+            None => Err(no_case(&id)),
         }
+    }
+
+    /// References inside the event must point at something the sender may name: a consent
+    /// withdrawn must have been recorded in the case (and a recorded id not reused), a
+    /// referral answered must have been delivered to the responder in this case. The
+    /// refusal says only what the sender already knows.
+    async fn check_references(
+        &self,
+        caller: &Caller,
+        event: &Event,
+        case_id: &CaseId,
+        case: &CaseRecord,
+    ) -> Result<(), ApiError> {
+        match &event.kind {
+            Some(Kind::ConsentWithdrawn(w)) if !case.consents.iter().any(|c| c.id == w.consent_id) => {
+                Err(ApiError::NotFound(format!(
+                    "event.consent_withdrawn.consent_id: the case has no consent `{}`; withdraw an id recorded with `consent_recorded`",
+                    w.consent_id
+                )))
+            }
+            Some(Kind::ConsentRecorded(r)) if case.consents.iter().any(|c| c.id == r.consent_id) => {
+                Err(ApiError::AlreadyExists(format!(
+                    "event.consent_recorded.consent_id: `{}` is already used in this case; record a new consent under a new id",
+                    r.consent_id
+                )))
+            }
+            Some(Kind::ReferralResponse(r)) => {
+                let delivered = self
+                    .bus
+                    .delivered_to(caller.agency.as_str(), &r.in_response_to_event_id)
+                    .await?;
+                if delivered.is_some_and(|d| d.case_id == case_id.to_string()) {
+                    Ok(())
+                } else {
+                    Err(ApiError::NotFound(format!(
+                        "event.referral_response.in_response_to_event_id: no event `{}` of this case was delivered to `{}`; answer an event from your inbox",
+                        r.in_response_to_event_id, caller.agency
+                    )))
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The answer for a case that does not exist, and for one the caller takes no part in:
+/// the same, so it does not confirm that the case exists.
+fn no_case(id: &CaseId) -> ApiError {
+    ApiError::NotFound(format!(
+        "case_id: no case `{id}` you take part in; open one with `{OPENING_TYPE}` and no case id"
+    ))
+}
+
+/// Records a body that claims another identity than the certificate proves.
+fn forged(caller: &Caller, reason: &str) {
+    let who = caller
+        .person
+        .as_ref()
+        .map_or_else(|| caller.agency.to_string(), ToString::to_string);
+    henvis_runtime::refusals::record(Refusal::ForgedIdentity, &who, reason);
+}
+
+/// Whether a request under a used idempotency key is a true retry of the stored one: the
+/// same event, actor and case. Anything else is refused, so a client that reuses a key by
+/// mistake does not silently lose its second referral.
+fn same_request(
+    event: Option<&Event>,
+    actor_id: &str,
+    case_id: &str,
+    stored: &Envelope,
+    key: &IdempotencyKey,
+) -> Result<(), ApiError> {
+    let actor = stored.sender.as_ref().map(|s| s.actor_id.as_str()).unwrap_or_default();
+    let same = event == stored.event.as_ref() && actor_id == actor && (case_id.is_empty() || case_id == stored.case_id);
+    if same {
+        Ok(())
+    } else {
+        Err(ApiError::AlreadyExists(format!(
+            "idempotency_key: `{}` was already used for a different request (event `{}`); the body differs — send a new key for a new event, or the identical request to retry",
+            key.as_str(),
+            stored.event_id
+        )))
     }
 }
 

@@ -30,7 +30,7 @@ enum Command {
     /// creates the folder unless it exists.
     DevPki {
         /// The PKI folder.
-        #[arg(long, env = "HENVIS_PKI_DIR", default_value = ".local/pki")]
+        #[arg(long, env = "HENVIS_PKI_DIR", default_value = ".local/pki", global = true)]
         dir: PathBuf,
         #[command(subcommand)]
         action: Option<PkiAction>,
@@ -181,13 +181,28 @@ enum PkiAction {
 #[derive(clap::Args)]
 struct NatsConn {
     /// NATS server URL.
-    #[arg(long, env = "HENVIS_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long,
+        env = "HENVIS_NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        global = true
+    )]
     nats_url: String,
     /// The PKI folder holding the CA and the administrator's certificate and key.
-    #[arg(long = "nats-pki-dir", env = "HENVIS_PKI_DIR", default_value = ".local/pki")]
+    #[arg(
+        long = "nats-pki-dir",
+        env = "HENVIS_PKI_DIR",
+        default_value = ".local/pki",
+        global = true
+    )]
     pki_dir: PathBuf,
     /// The administrator, e.g. `henvis://admin/admin-1`.
-    #[arg(long = "admin", env = "HENVIS_ADMIN", default_value = "henvis://admin/admin-1")]
+    #[arg(
+        long = "admin",
+        env = "HENVIS_ADMIN",
+        default_value = "henvis://admin/admin-1",
+        global = true
+    )]
     admin: String,
 }
 
@@ -202,14 +217,14 @@ impl NatsConn {
 #[derive(clap::Args)]
 struct Conn {
     /// The sector service's address (host:port).
-    #[arg(long, env = "HENVIS_ENDPOINT", default_value = "127.0.0.1:50054")]
+    #[arg(long, env = "HENVIS_ENDPOINT", default_value = "127.0.0.1:50054", global = true)]
     endpoint: String,
     /// The PKI folder holding the CA and the caller's certificate and key.
-    #[arg(long, env = "HENVIS_PKI_DIR", default_value = ".local/pki")]
+    #[arg(long, env = "HENVIS_PKI_DIR", default_value = ".local/pki", global = true)]
     pki_dir: PathBuf,
     /// Who calls: the principal of the certificate to present, e.g.
     /// `henvis://agency/ngo-redbarnet` or `henvis://person/politi-koebenhavn-kp1`.
-    #[arg(long = "as", env = "HENVIS_AS")]
+    #[arg(long = "as", env = "HENVIS_AS", global = true)]
     principal: String,
 }
 
