@@ -103,7 +103,10 @@ async fn contact_persons_see_their_own_district_claims_at_once_and_fetch_details
     let (report, canaries) = canary::canary_event(
         &schema,
         "suspected_victim_reported",
-        &[("municipality_code", Value::String("101".into()))],
+        &[
+            ("municipality_code", Value::String("101".into())),
+            ("immediate_danger", Value::Bool(false)),
+        ],
     );
     let kbh = submit(&mut ngo, "kbh", "", report).await.unwrap();
     let (fyn_report, _) = canary::canary_event(
@@ -352,4 +355,156 @@ async fn an_unclaimed_urgent_alert_escalates_at_its_deadline_across_a_restart_an
     // exactly one escalation event, though every tick of the restarted service saw the alert
     let in_stream = d.subjects("IN", "henvis.in.police.alert_escalated.>").await.unwrap();
     assert_eq!(in_stream.values().sum::<usize>(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_in_immediate_danger_raises_an_urgent_alert_that_escalates_when_unclaimed() {
+    const DEADLINE: i64 = 2;
+    let d = Deployment::start_with(Options {
+        urgent_alert_deadline_secs: DEADLINE as u64,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let mut ngo = d.client(Sector::Ngo, "ngo-hopenow").await.unwrap();
+    let report = |danger: bool| Event {
+        kind: Some(event::Kind::SuspectedVictimReported(SuspectedVictimReported {
+            municipality_code: "746".into(),
+            observed_at: ts(now() - 60),
+            immediate_danger: danger,
+            ..Default::default()
+        })),
+    };
+    let danger = submit(&mut ngo, "danger", "", report(true)).await.unwrap();
+    let calm = submit(&mut ngo, "calm", "", report(false)).await.unwrap();
+    // Skanderborg belongs to Sydøstjyllands Politi
+    let mut kp = Person::new(&d, "politi-sydoestjylland-kp1").await;
+    let alerts = wait_for("both alerts", LIMIT, || {
+        let mut c = kp.client.clone();
+        let r = kp.req(ListAlertsRequest {});
+        async move {
+            let a = c.list_alerts(r).await.ok()?.into_inner().alerts;
+            (a.len() == 2).then_some(a)
+        }
+    })
+    .await
+    .unwrap();
+    let of = |id: &str| alerts.iter().find(|a| a.alert_id == id).unwrap().clone();
+    let (urgent, normal) = (of(&danger.event_id), of(&calm.event_id));
+    assert_eq!((urgent.urgency.as_str(), normal.urgency.as_str()), ("urgent", "normal"));
+    let deadline = urgent.deadline.expect("an urgent alert shows its deadline");
+    assert_eq!(deadline.seconds, urgent.raised_at.unwrap().seconds + DEADLINE);
+    assert!(normal.deadline.is_none(), "a normal alert has no deadline here");
+    // nobody claims it: it goes to the national unit
+    let nsk = Person::new(&d, "politi-nsk-kp1").await;
+    let copy = wait_for("the escalation to the national unit", LIMIT, || {
+        let mut c = nsk.client.clone();
+        let r = nsk.req(ListAlertsRequest {});
+        let id = danger.event_id.clone();
+        async move {
+            let a = c.list_alerts(r).await.ok()?.into_inner().alerts;
+            a.into_iter().find(|a| a.alert_id == id)
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(copy.escalated_from, "politi-sydoestjylland");
+    let list = kp.list().await;
+    assert_eq!(
+        list.iter().find(|a| a.alert_id == calm.event_id).unwrap().state,
+        AlertState::Open as i32,
+        "the normal alert stays with the district"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_police_service_does_constant_work_however_many_alerts_are_stored() {
+    use std::time::Duration;
+
+    use henvis_domain::{AgencyId, AlertRecord, AlertState as State};
+    const STORED: usize = 10_000;
+    let d = Deployment::start().await.unwrap();
+    // 10,000 stored alerts (normal ones, and urgent ones already claimed)
+    let bus = henvis_bus::Bus::connect(
+        &d.nats.url(),
+        "test-alerts",
+        Some(&henvis_bus::NatsIdentity::of(d.pki_dir(), &henvis_tests::test_admin())),
+    )
+    .await
+    .unwrap();
+    let bucket = bus.alert_bucket().await.unwrap();
+    let district = AgencyId::parse("politi-fyn").unwrap();
+    let records: Vec<AlertRecord> = (0..STORED)
+        .map(|i| {
+            let a = AlertRecord {
+                alert_id: format!("01a220ca-9ff4-760c-a2f6-{i:012}"),
+                case_id: "case".into(),
+                kind: "suspected_victim_reported".into(),
+                urgency: if i % 2 == 0 { "normal" } else { "urgent" }.into(),
+                district: district.clone(),
+                raised_at: now(),
+                state: if i % 2 == 0 {
+                    State::Open
+                } else {
+                    State::Claimed {
+                        by: henvis_domain::PersonId::parse("politi-fyn-kp1").unwrap(),
+                        at: now(),
+                    }
+                },
+                escalated_from: None,
+                granted_classes: vec![],
+                history: vec![],
+            };
+            a
+        })
+        .collect();
+    for chunk in records.chunks(500) {
+        futures::future::try_join_all(
+            chunk
+                .iter()
+                .map(|a| async move { bucket.create_if_absent(&a.key(), a).await }),
+        )
+        .await
+        .unwrap();
+    }
+    // the police service connected before the alerts were written; give it a fresh start
+    // so that it reads them all, then measure its NATS traffic while nothing happens
+    let mut d = d;
+    d.stop_sector(Sector::Police).await.unwrap();
+    d.start_sector(Sector::Police).await.unwrap();
+    let varz = || async {
+        let v: serde_json::Value = d.nats.varz().await.unwrap();
+        (
+            v["in_msgs"].as_u64().unwrap(),
+            v["out_msgs"].as_u64().unwrap(),
+            v["cpu"].as_f64().unwrap_or(0.0),
+        )
+    };
+    // settled once the restarted service's watch has read every stored alert: traffic
+    // falls to its idle level (measured over one-second windows, up to the usual limit)
+    wait_for(
+        "the police service to finish reading the stored alerts",
+        LIMIT,
+        || async {
+            let (a, b, _) = varz().await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let (c, e, _) = varz().await;
+            ((c - a) + (e - b) < 200).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    let (in0, out0, _) = varz().await;
+    let window = Duration::from_secs(5);
+    tokio::time::sleep(window).await;
+    let (in1, out1, cpu) = varz().await;
+    let per_sec = ((in1 - in0) + (out1 - out0)) as f64 / window.as_secs_f64();
+    println!(
+        "idle with {STORED} stored alerts: {per_sec:.1} NATS messages/s through the server (in {} out {}), nats-server cpu {cpu:.1} %",
+        in1 - in0,
+        out1 - out0
+    );
+    // before: every tick listed all 10,000 keys and read each (tens of thousands of
+    // messages a second); now only heartbeats and the router's idle fetches remain
+    assert!(per_sec < 100.0, "idle traffic grows with stored alerts: {per_sec:.1}/s");
 }

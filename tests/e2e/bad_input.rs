@@ -151,7 +151,7 @@ async fn submit_is_unavailable_while_nats_is_down_and_a_retry_succeeds_after() {
         let r = ngo.req(henvis_proto::henvis::broker::v1::SubmitRequest {
             idempotency_key: "during-outage".into(),
             event: Some(report("101")),
-            actor_id: "a".into(),
+            actor_id: "officer-7".into(),
             ..Default::default()
         });
         async move { ngo_inner.submit(r).await.err() }
@@ -166,7 +166,7 @@ async fn submit_is_unavailable_while_nats_is_down_and_a_retry_succeeds_after() {
         let r = ngo.req(henvis_proto::henvis::broker::v1::SubmitRequest {
             idempotency_key: "during-outage".into(),
             event: Some(report("101")),
-            actor_id: "a".into(),
+            actor_id: "officer-7".into(),
             ..Default::default()
         });
         async move { c.submit(r).await.ok() }

@@ -2,7 +2,7 @@
 //! `CANARY-<CLASS>-<n>`, so a test can tell, by class, what reached a recipient.
 
 use henvis_domain::Class;
-use henvis_policy::Schema;
+use henvis_policy::{Format, Schema};
 use henvis_proto::henvis::events::v1::Event;
 use prost::Message;
 use prost_reflect::{DynamicMessage, Kind, MessageDescriptor, ReflectMessage, Value};
@@ -32,6 +32,20 @@ pub fn canary_event_tagged(
     let mut ev = DynamicMessage::new(ev_desc);
     ev.set_field(&field, Value::Message(inner));
     (Event::decode(ev.encode_to_vec().as_slice()).unwrap(), canaries)
+}
+
+/// A valid value of a formatted string field.
+fn valid_value(format: Format) -> &'static str {
+    match format {
+        Format::AgencyId => "kommune-147",
+        Format::EventId => "01a220ca-9ff4-760c-a2f6-a965ae3eddc3",
+        Format::MunicipalityCode => "101",
+        Format::Country => "RO",
+        Format::Language => "ro",
+        Format::BirthDate => "2011-04-30",
+        Format::MessageType => "health_assessment_completed",
+        Format::Id | Format::Line | Format::Text => "c-matrix",
+    }
 }
 
 fn reference_value(name: &str) -> Option<Value> {
@@ -66,11 +80,26 @@ fn fill(
             msg.set_field(&f, v);
             continue;
         }
+        // a formatted string (a code, an id, a date) must be valid to pass validation: a
+        // valid value, no canary; free text carries canaries within its length bound
+        let bounds = schema.bounds_of(f.full_name());
+        if let Some(format) = bounds
+            .and_then(|b| b.format)
+            .filter(|f| !matches!(f, Format::Line | Format::Text))
+        {
+            let v = Value::String(valid_value(format).to_owned());
+            msg.set_field(&f, if f.is_list() { Value::List(vec![v]) } else { v });
+            continue;
+        }
+        let max_chars = bounds.map_or(usize::MAX, |b| b.max_chars as usize);
         let class = schema.class_of(&f).expect("classified");
         let mut one = || -> Option<Value> {
             match f.kind() {
                 Kind::String => {
                     let c = format!("CANARY{tag}-{}-{}#", class.as_str(), canaries.len());
+                    if c.chars().count() > max_chars {
+                        return None;
+                    }
                     canaries.push((c.clone(), class));
                     Some(Value::String(c))
                 }

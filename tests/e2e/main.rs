@@ -4,6 +4,7 @@
 mod alerts;
 mod bad_input;
 mod canary;
+mod corrections;
 mod delivery;
 mod matrix;
 mod order;

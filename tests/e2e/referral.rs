@@ -268,18 +268,40 @@ async fn a_recipients_response_closes_the_loop_and_a_stranger_cannot_answer() {
             reason: "will open a child protection case".into(),
         })),
     };
-    // a stranger who never received the referral cannot answer it
+    // a stranger who never received the referral cannot answer it: refused at Submit, as
+    // if the case did not exist, and nothing is stored
+    let before = d.stream_messages("IN").await.unwrap();
     let mut stranger = d.client(Sector::Social, "kommune-147").await.unwrap();
     let forged = submit(&mut stranger, "forged", &r.case_id, response(ReferralOutcome::Declined))
         .await
-        .unwrap();
-    let s = routed(&mut stranger, &forged.event_id).await;
-    assert!(
-        s.recipients.iter().all(|x| x.state == DeliveryState::Withheld as i32),
-        "{s:?}"
+        .unwrap_err();
+    assert_eq!(forged.code(), tonic::Code::NotFound, "{}", forged.message());
+    // an agency the case relates to, but to which the referral was not delivered, and an
+    // answer to an event that was never sent: refused naming the field
+    let mut region = d.client(Sector::Health, "region-hovedstaden").await.unwrap();
+    let e = submit(
+        &mut region,
+        "not-received",
+        &r.case_id,
+        response(ReferralOutcome::Declined),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{}", e.message());
+    assert!(e.message().contains("in_response_to_event_id"), "{}", e.message());
+    let mut nowhere = response(ReferralOutcome::Accepted);
+    if let Some(event::Kind::ReferralResponse(x)) = &mut nowhere.kind {
+        x.in_response_to_event_id = "01a220ca-9ff4-760c-a2f6-a965ae3eddc3".into();
+    }
+    let mut kbh = d.client(Sector::Social, "kommune-101").await.unwrap();
+    let e = submit(&mut kbh, "nowhere", &r.case_id, nowhere).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{}", e.message());
+    assert_eq!(
+        d.stream_messages("IN").await.unwrap(),
+        before,
+        "nothing refused was stored"
     );
 
-    let mut kbh = d.client(Sector::Social, "kommune-101").await.unwrap();
     let answer = submit(&mut kbh, "accept", &r.case_id, response(ReferralOutcome::Accepted))
         .await
         .unwrap();
@@ -296,7 +318,7 @@ async fn a_recipients_response_closes_the_loop_and_a_stranger_cannot_answer() {
             ("kommune-101", DeliveryState::Accepted as i32),
             ("politi-koebenhavn", DeliveryState::Stored as i32)
         ]),
-        "the forged decline changed nothing"
+        "the refused answers changed nothing"
     );
     // and the referrer receives the response itself
     let mut inbox = Inbox::open(&mut ngo).await;

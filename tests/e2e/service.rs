@@ -61,18 +61,49 @@ async fn health_and_reflection_are_served_by_every_service() {
         let Some(MessageResponse::ListServicesResponse(l)) = r.message_response else {
             panic!("a service list")
         };
-        let names: Vec<_> = l.service.into_iter().map(|s| s.name).collect();
-        assert!(
-            names.contains(&"henvis.broker.v1.ReferralService".to_owned()),
-            "{sector}: {names:?}"
-        );
-        assert!(
-            names
-                .iter()
-                .any(|n| n == &format!("henvis.{sector}.v1.{}Service", capitalised(sector))),
-            "{sector}: {names:?}"
-        );
+        let names: std::collections::BTreeSet<_> = l.service.into_iter().map(|s| s.name).collect();
+        // exactly what this port serves: its sector's typed service (and, on the police
+        // service, alerts), the common API, health and reflection v1 and v1alpha
+        let mut expected: std::collections::BTreeSet<String> = [
+            "henvis.broker.v1.ReferralService".to_owned(),
+            format!("henvis.{sector}.v1.{}Service", capitalised(sector)),
+            "grpc.health.v1.Health".to_owned(),
+            "grpc.reflection.v1.ServerReflection".to_owned(),
+            "grpc.reflection.v1alpha.ServerReflection".to_owned(),
+        ]
+        .into();
+        if sector == Sector::Police {
+            expected.insert("henvis.police.v1.AlertService".to_owned());
+        }
+        assert_eq!(names, expected, "{sector}");
     }
+    // the router's port: health and reflection only
+    let router = d.service_channel(d.router).await.unwrap();
+    let mut refl = ServerReflectionClient::new(router);
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut resp = refl
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(Ok(r)) = resp.next().await else {
+        panic!("reflection answered")
+    };
+    let Some(MessageResponse::ListServicesResponse(l)) = r.message_response else {
+        panic!("a service list")
+    };
+    let names: std::collections::BTreeSet<_> = l.service.into_iter().map(|s| s.name).collect();
+    let expected: std::collections::BTreeSet<String> = [
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ]
+    .map(str::to_owned)
+    .into();
+    assert_eq!(names, expected, "the router");
 }
 
 fn capitalised(s: Sector) -> String {

@@ -98,6 +98,7 @@ struct Node {
     child: Option<Child>,
     port: u16,
     cluster_port: u16,
+    monitor_port: u16,
     dir: tempfile::TempDir,
 }
 
@@ -136,6 +137,7 @@ impl NatsServer {
                 child: None,
                 port: free_port()?,
                 cluster_port: free_port()?,
+                monitor_port: free_port()?,
                 dir: tempfile::tempdir()?,
             });
         }
@@ -161,8 +163,9 @@ impl NatsServer {
         let n = &mut self.nodes[i];
         let conf = n.dir.path().join("nats.conf");
         let mut text = format!(
-            "listen: 127.0.0.1:{}\nserver_name: node-{i}\njetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n",
+            "listen: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\nserver_name: node-{i}\njetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n",
             n.port,
+            n.monitor_port,
             n.dir.path().join("js").display()
         );
         // client TLS and the shipped authorization, as in deploy/nats/
@@ -218,6 +221,19 @@ impl NatsServer {
             },
         )
         .await
+    }
+
+    /// The first node's monitoring `/varz` (message counts, CPU), over plain HTTP on
+    /// loopback.
+    pub async fn varz(&self) -> anyhow::Result<serde_json::Value> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.nodes[0].monitor_port)).await?;
+        tcp.write_all(b"GET /varz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").await?;
+        let mut raw = Vec::new();
+        tcp.read_to_end(&mut raw).await?;
+        let text = String::from_utf8_lossy(&raw);
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).context("an HTTP body")?;
+        Ok(serde_json::from_str(body)?)
     }
 
     /// The client URLs, comma-separated.

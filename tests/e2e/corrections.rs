@@ -1,0 +1,483 @@
+//! What an outside client and a review found, each checked through the real services:
+//! out-of-bounds values of every field kind of every event type, bodies that do not decode,
+//! oversized requests, reused idempotency keys, references that point nowhere, who may add
+//! to a case, what a refusal or a status reveals, and security refusals being counted.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, BufMut};
+use henvis_domain::Sector;
+use henvis_policy::{Format, Schema, TimeWindow};
+use henvis_proto::henvis::{
+    broker::v1::{GetStatusRequest, SubmitRequest},
+    events::v1::*,
+};
+use henvis_tests::Deployment;
+use prost::Message;
+use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, ReflectMessage, Value};
+use tonic::Code;
+
+use crate::{canary, report, routed, submit};
+
+fn sender_of(sector: Sector) -> &'static str {
+    match sector {
+        Sector::Police => "politi-koebenhavn",
+        Sector::Health => "region-hovedstaden",
+        Sector::Social => "kommune-101",
+        Sector::Ngo => "ngo-redbarnet",
+    }
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+fn timestamp(m: &prost_reflect::MessageDescriptor, seconds: i64, nanos: i32) -> Value {
+    let mut t = DynamicMessage::new(m.clone());
+    t.set_field_by_name("seconds", Value::I64(seconds));
+    t.set_field_by_name("nanos", Value::I32(nanos));
+    Value::Message(t)
+}
+
+/// Out-of-bounds values of one (non-list) field, each with the kind of bound it breaks.
+fn bad_items(schema: &Schema, f: &FieldDescriptor) -> Vec<(&'static str, Value)> {
+    let b = schema.bounds_of(f.full_name()).cloned().unwrap_or_default();
+    match f.kind() {
+        Kind::Enum(_) => vec![("enum", Value::EnumNumber(999))],
+        Kind::String => match b.format {
+            Some(Format::Line | Format::Text) => vec![
+                ("length", Value::String("x".repeat(b.max_chars as usize + 1))),
+                ("control", Value::String("a\u{0}b".into())),
+            ],
+            Some(_) => vec![("format", Value::String("not valid!".into()))],
+            None => vec![],
+        },
+        Kind::Uint32 => vec![("range", Value::U32(b.max + 1))],
+        Kind::Message(m) if m.full_name() == "google.protobuf.Timestamp" => {
+            let ahead = match b.time {
+                Some(TimeWindow::Planned) => 11 * 366 * 24 * 3600,
+                _ => 366 * 24 * 3600,
+            };
+            vec![
+                ("future", timestamp(&m, now_secs() + ahead, 0)),
+                ("1900", timestamp(&m, -2_208_988_800, 0)),
+                ("nanos", timestamp(&m, now_secs() - 60, -1)),
+            ]
+        }
+        _ => vec![],
+    }
+}
+
+/// Every mutation of `msg`'s fields (one level into henvis messages): the field path that
+/// must be named, the kind of bound, and the mutated message.
+fn mutations(schema: &Schema, msg: &DynamicMessage, path: &str, depth: usize) -> Vec<(String, String, DynamicMessage)> {
+    let mut out = Vec::new();
+    for f in msg.descriptor().fields() {
+        let field_path = format!("{path}.{}", f.name());
+        let nested = matches!(f.kind(), Kind::Message(ref m) if m.full_name().starts_with("henvis."));
+        if f.is_list() {
+            let b = schema.bounds_of(f.full_name()).cloned().unwrap_or_default();
+            if let Value::List(items) = msg.get_field(&f).into_owned()
+                && let Some(first) = items.first()
+            {
+                let mut m = msg.clone();
+                m.set_field(&f, Value::List(vec![first.clone(); b.max_items as usize + 1]));
+                out.push((field_path.clone(), "count".into(), m));
+                if nested && depth == 0 {
+                    if let Value::Message(inner) = first {
+                        for (p, kind, bad) in mutations(schema, inner, &format!("{field_path}[0]"), depth + 1) {
+                            let mut m = msg.clone();
+                            m.set_field(&f, Value::List(vec![Value::Message(bad)]));
+                            out.push((p, kind, m));
+                        }
+                    }
+                } else {
+                    for (kind, v) in bad_items(schema, &f) {
+                        let mut m = msg.clone();
+                        m.set_field(&f, Value::List(vec![v]));
+                        out.push((format!("{field_path}[0]"), kind.into(), m));
+                    }
+                }
+            }
+        } else if nested {
+            if depth == 0
+                && let Value::Message(inner) = msg.get_field(&f).into_owned()
+            {
+                for (p, kind, bad) in mutations(schema, &inner, &field_path, depth + 1) {
+                    let mut m = msg.clone();
+                    m.set_field(&f, Value::Message(bad));
+                    out.push((p, kind, m));
+                }
+            }
+        } else {
+            for (kind, v) in bad_items(schema, &f) {
+                let mut m = msg.clone();
+                m.set_field(&f, v);
+                out.push((field_path.clone(), kind.into(), m));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_type_and_field_kind_out_of_bounds_is_refused_naming_the_field() {
+    let d = Deployment::start().await.unwrap();
+    let schema = Schema::from_descriptor_set(henvis_proto::FILE_DESCRIPTOR_SET).unwrap();
+    let mut clients = std::collections::HashMap::new();
+    for sector in Sector::ALL {
+        clients.insert(sector, d.client(sector, sender_of(sector)).await.unwrap());
+    }
+    let before = d.stream_messages("IN").await.unwrap();
+    let some_case = uuid::Uuid::new_v4().to_string();
+    let mut by_kind: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut types = 0;
+    for mt in schema.message_types() {
+        if henvis_domain::SYSTEM_TYPES.contains(&mt.as_str()) {
+            continue;
+        }
+        let sector = Sector::ALL
+            .into_iter()
+            .find(|s| henvis_domain::originates(*s).contains(&mt.as_str()))
+            .unwrap();
+        types += 1;
+        let (valid, _) = canary::canary_event_tagged(&schema, mt.as_str(), "b", &[]);
+        let event =
+            DynamicMessage::decode(schema.event_descriptor().clone(), valid.encode_to_vec().as_slice()).unwrap();
+        schema
+            .validate(&event, SystemTime::now(), &d.directory)
+            .unwrap_or_else(|e| panic!("the unmutated `{mt}` is valid: {e}"));
+        let kind_field = schema.event_descriptor().get_field_by_name(mt.as_str()).unwrap();
+        let Value::Message(inner) = event.get_field(&kind_field).into_owned() else {
+            panic!("{mt}")
+        };
+        let case = if mt.as_str() == "suspected_victim_reported" {
+            ""
+        } else {
+            some_case.as_str()
+        };
+        for (i, (path, kind, bad)) in mutations(&schema, &inner, &format!("event.{mt}"), 0)
+            .into_iter()
+            .enumerate()
+        {
+            let mut ev = DynamicMessage::new(schema.event_descriptor().clone());
+            ev.set_field(&kind_field, Value::Message(bad));
+            let event = Event::decode(ev.encode_to_vec().as_slice()).unwrap();
+            let c = clients.get_mut(&sector).unwrap();
+            let e = submit(c, &format!("bad-{mt}-{i}"), case, event)
+                .await
+                .expect_err(&format!("{path} ({kind}) accepted"));
+            assert_eq!(e.code(), Code::InvalidArgument, "{path} ({kind}): {}", e.message());
+            assert!(
+                e.message().starts_with(&path),
+                "{path} ({kind}) names the field: {}",
+                e.message()
+            );
+            *by_kind.entry(kind).or_default() += 1;
+        }
+    }
+    assert_eq!(
+        d.stream_messages("IN").await.unwrap(),
+        before,
+        "nothing refused was stored"
+    );
+    let total: usize = by_kind.values().sum();
+    println!(
+        "bad-input matrix: {types} event types, {total} out-of-bounds submissions, each INVALID_ARGUMENT naming the field; by kind: {by_kind:?}; IN unchanged"
+    );
+    for kind in [
+        "enum", "length", "control", "format", "range", "future", "1900", "nanos", "count",
+    ] {
+        assert!(
+            by_kind.get(kind).copied().unwrap_or(0) > 0,
+            "the matrix covers `{kind}`"
+        );
+    }
+}
+
+/// Sends raw bytes as the body of a unary call and decodes nothing: for bodies no client
+/// generated from the protos would send.
+#[derive(Clone, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Vec<u8>, buf: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        buf.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(&mut self, buf: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        Ok(Some(buf.copy_to_bytes(buf.remaining()).to_vec()))
+    }
+}
+
+async fn raw_submit(ch: tonic::transport::Channel, body: Vec<u8>) -> tonic::Status {
+    let mut grpc = tonic::client::Grpc::new(ch);
+    grpc.ready().await.unwrap();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/henvis.broker.v1.ReferralService/Submit");
+    grpc.unary(tonic::Request::new(body), path, RawCodec).await.unwrap_err()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_and_oversized_bodies_are_the_clients_error_and_name_what_failed() {
+    let d = Deployment::start().await.unwrap();
+    let ch = d.channel_as(Sector::Ngo, "ngo-redbarnet").await.unwrap();
+    let before = d.stream_messages("IN").await.unwrap();
+    // garbage: a field key with a wire type that does not exist
+    let e = raw_submit(ch.clone(), vec![0x0f, 0xff, 0xff, 0xff]).await;
+    assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+    assert!(
+        e.message().contains("does not decode as a `SubmitRequest`"),
+        "{}",
+        e.message()
+    );
+    // invalid UTF-8 in a string field (idempotency_key, field 1)
+    let e = raw_submit(ch.clone(), vec![0x0a, 0x02, 0xff, 0xfe]).await;
+    assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+    assert!(
+        e.message().contains("idempotency_key"),
+        "names the field: {}",
+        e.message()
+    );
+    // over the 256 KiB request limit
+    let big = SubmitRequest {
+        idempotency_key: "big".into(),
+        actor_id: "a".repeat(300 * 1024),
+        ..Default::default()
+    };
+    let e = raw_submit(ch.clone(), big.encode_to_vec()).await;
+    assert_eq!(e.code(), Code::ResourceExhausted, "{}", e.message());
+    assert!(e.message().contains("262144 bytes"), "names the limit: {}", e.message());
+    assert_eq!(d.stream_messages("IN").await.unwrap(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_idempotency_key_with_another_body_is_refused_and_a_true_retry_answered() {
+    let d = Deployment::start().await.unwrap();
+    let mut ngo = d.client(Sector::Ngo, "ngo-redbarnet").await.unwrap();
+    let first = submit(&mut ngo, "k-1", "", report("101")).await.unwrap();
+    let again = submit(&mut ngo, "k-1", "", report("101")).await.unwrap();
+    assert!(again.duplicate && again.event_id == first.event_id);
+    let before = d.stream_messages("IN").await.unwrap();
+    let e = submit(&mut ngo, "k-1", "", report("147")).await.unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists, "{}", e.message());
+    assert!(
+        e.message().contains("`k-1`") && e.message().contains("differs"),
+        "{}",
+        e.message()
+    );
+    assert_eq!(
+        d.stream_messages("IN").await.unwrap(),
+        before,
+        "the second body was not stored"
+    );
+    // another agency may use the same key for its own event
+    let mut other = d.client(Sector::Ngo, "ngo-hopenow").await.unwrap();
+    let own = submit(&mut other, "k-1", "", report("147")).await.unwrap();
+    assert!(!own.duplicate && own.event_id != first.event_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn references_must_point_at_something_the_sender_may_name() {
+    let d = Deployment::start().await.unwrap();
+    let mut opener = d.client(Sector::Ngo, "ngo-hopenow").await.unwrap();
+    let opened = submit(&mut opener, "open", "", report("101")).await.unwrap();
+    let case = opened.case_id.clone();
+    let mut kbh = d.client(Sector::Social, "kommune-101").await.unwrap();
+    let appoint = Event {
+        kind: Some(event::Kind::GuardianAppointed(GuardianAppointed {
+            guardian_agency_id: "ngo-redbarnet".into(),
+            guardian_kind: GuardianKind::NgoSocialWorker as i32,
+            guardian_contact: String::new(),
+            appointed_at: Some(SystemTime::now().into()),
+        })),
+    };
+    submit(&mut kbh, "appoint", &case, appoint).await.unwrap();
+    let mut guardian = d.client(Sector::Ngo, "ngo-redbarnet").await.unwrap();
+    let before = d.stream_messages("IN").await.unwrap();
+    // withdrawing a consent never recorded
+    let withdraw = |id: &str| Event {
+        kind: Some(event::Kind::ConsentWithdrawn(ConsentWithdrawn {
+            consent_id: id.into(),
+            reason: String::new(),
+        })),
+    };
+    let e = submit(&mut guardian, "w-unknown", &case, withdraw("never"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{}", e.message());
+    assert!(
+        e.message().starts_with("event.consent_withdrawn.consent_id"),
+        "{}",
+        e.message()
+    );
+    // recording a consent id twice
+    let consent = |id: &str| Event {
+        kind: Some(event::Kind::ConsentRecorded(ConsentRecorded {
+            consent_id: id.into(),
+            recipient_sectors: vec![ConsentSector::Health as i32],
+            valid_from: Some(SystemTime::now().into()),
+            valid_until: Some((SystemTime::now() + Duration::from_secs(3600)).into()),
+            ..Default::default()
+        })),
+    };
+    submit(&mut guardian, "c1", &case, consent("c1")).await.unwrap();
+    let e = submit(&mut guardian, "c1-again", &case, consent("c1"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists, "{}", e.message());
+    // a validity period that ends before it starts
+    let mut backwards = consent("c2");
+    if let Some(event::Kind::ConsentRecorded(c)) = &mut backwards.kind {
+        c.valid_until = Some((SystemTime::now() - Duration::from_secs(3600)).into());
+    }
+    let e = submit(&mut guardian, "c2", &case, backwards).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+    assert!(
+        e.message().starts_with("event.consent_recorded.valid_until"),
+        "{}",
+        e.message()
+    );
+    // the recorded consent can be withdrawn
+    submit(&mut guardian, "w-c1", &case, withdraw("c1")).await.unwrap();
+    assert_eq!(
+        d.stream_messages("IN").await.unwrap(),
+        before + 2,
+        "only the valid consent and its withdrawal were stored"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agency_outside_a_case_cannot_add_to_it_or_learn_that_it_exists() {
+    let d = Deployment::start().await.unwrap();
+    let mut opener = d.client(Sector::Ngo, "ngo-redbarnet").await.unwrap();
+    let opened = submit(&mut opener, "open", "", report("101")).await.unwrap();
+    let missing = || Event {
+        kind: Some(event::Kind::ChildMissing(ChildMissing {
+            last_seen_at: Some((SystemTime::now() - Duration::from_secs(600)).into()),
+            risk: MissingRisk::High as i32,
+            ..Default::default()
+        })),
+    };
+    let before = d.stream_messages("IN").await.unwrap();
+    let mut stranger = d.client(Sector::Ngo, "ngo-hopenow").await.unwrap();
+    let on_case = submit(&mut stranger, "m1", &opened.case_id, missing())
+        .await
+        .unwrap_err();
+    let unknown_case = uuid::Uuid::new_v4().to_string();
+    let on_nothing = submit(&mut stranger, "m2", &unknown_case, missing()).await.unwrap_err();
+    assert_eq!(on_case.code(), Code::NotFound);
+    assert_eq!(
+        on_case.message().replace(&opened.case_id, "ID"),
+        on_nothing.message().replace(&unknown_case, "ID"),
+        "the same answer as for a case that does not exist"
+    );
+    assert_eq!(d.stream_messages("IN").await.unwrap(), before, "nothing stored");
+    // the opener, and an agency the case was routed to, may add to it
+    submit(&mut opener, "m3", &opened.case_id, missing()).await.unwrap();
+    routed(&mut opener, &opened.event_id).await;
+    let mut police = d.client(Sector::Police, "politi-koebenhavn").await.unwrap();
+    let update = Event {
+        kind: Some(event::Kind::InvestigationUpdate(InvestigationUpdate {
+            legal_provision: "straffeloven § 262 a".into(),
+            status: InvestigationStatus::Opened as i32,
+            ..Default::default()
+        })),
+    };
+    submit(&mut police, "i1", &opened.case_id, update).await.unwrap();
+
+    // GetStatus of another agency's event: NOT_FOUND, exactly as an unknown event
+    let theirs = stranger
+        .inner
+        .get_status(GetStatusRequest {
+            event_id: opened.event_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    let unknown_event = "01a220ca-9ff4-760c-a2f6-a965ae3eddc3";
+    let nothing = stranger
+        .inner
+        .get_status(GetStatusRequest {
+            event_id: unknown_event.into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(theirs.code(), Code::NotFound);
+    assert_eq!(
+        theirs.message().replace(&opened.event_id, "ID"),
+        nothing.message().replace(unknown_event, "ID")
+    );
+    // the sender sees its own event at once, routed or not
+    let own = opener
+        .inner
+        .get_status(GetStatusRequest {
+            event_id: opened.event_id.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(own.into_inner().event_id, opened.event_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_refusals_are_counted_and_the_router_port_says_what_it_serves() {
+    use henvis_runtime::refusals::counts;
+    let d = Deployment::start().await.unwrap();
+    let forged_before = counts().get("forged_identity").copied().unwrap_or(0);
+    let wrong_before = counts().get("wrong_service").copied().unwrap_or(0);
+    let mut ngo = d.client(Sector::Ngo, "ngo-redbarnet").await.unwrap();
+    let req = SubmitRequest {
+        idempotency_key: "forged".into(),
+        event: Some(report("101")),
+        sender: Some(henvis_proto::henvis::broker::v1::Sender {
+            agency_id: "ngo-hopenow".into(),
+            ..Default::default()
+        }),
+        actor_id: "a".into(),
+        ..Default::default()
+    };
+    let e = ngo.inner.submit(req).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let ch = d.channel_as(Sector::Health, "ngo-redbarnet").await.unwrap();
+    let mut wrong = henvis_proto::henvis::broker::v1::referral_service_client::ReferralServiceClient::new(ch);
+    let e = wrong
+        .get_status(GetStatusRequest {
+            event_id: "01a220ca-9ff4-760c-a2f6-a965ae3eddc3".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert!(counts().get("forged_identity").copied().unwrap_or(0) > forged_before);
+    assert!(counts().get("wrong_service").copied().unwrap_or(0) > wrong_before);
+    // an agency on the router's port is told what the port serves, not that it is unknown
+    let principal = d.principal("ngo-redbarnet").unwrap();
+    let ch = henvis_runtime::tls::connect_as(&d.router.to_string(), d.pki_dir(), &principal)
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(ch);
+    let e = health
+        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert!(e.message().contains("services and administrators"), "{}", e.message());
+    assert!(!e.message().contains("unknown"), "{}", e.message());
+}
