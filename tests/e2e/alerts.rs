@@ -435,27 +435,24 @@ async fn an_idle_police_service_does_constant_work_however_many_alerts_are_store
     let bucket = bus.alert_bucket().await.unwrap();
     let district = AgencyId::parse("politi-fyn").unwrap();
     let records: Vec<AlertRecord> = (0..STORED)
-        .map(|i| {
-            let a = AlertRecord {
-                alert_id: format!("01a220ca-9ff4-760c-a2f6-{i:012}"),
-                case_id: "case".into(),
-                kind: "suspected_victim_reported".into(),
-                urgency: if i % 2 == 0 { "normal" } else { "urgent" }.into(),
-                district: district.clone(),
-                raised_at: now(),
-                state: if i % 2 == 0 {
-                    State::Open
-                } else {
-                    State::Claimed {
-                        by: henvis_domain::PersonId::parse("politi-fyn-kp1").unwrap(),
-                        at: now(),
-                    }
-                },
-                escalated_from: None,
-                granted_classes: vec![],
-                history: vec![],
-            };
-            a
+        .map(|i| AlertRecord {
+            alert_id: format!("01a220ca-9ff4-760c-a2f6-{i:012}"),
+            case_id: "case".into(),
+            kind: "suspected_victim_reported".into(),
+            urgency: if i % 2 == 0 { "normal" } else { "urgent" }.into(),
+            district: district.clone(),
+            raised_at: now(),
+            state: if i % 2 == 0 {
+                State::Open
+            } else {
+                State::Claimed {
+                    by: henvis_domain::PersonId::parse("politi-fyn-kp1").unwrap(),
+                    at: now(),
+                }
+            },
+            escalated_from: None,
+            granted_classes: vec![],
+            history: vec![],
         })
         .collect();
     for chunk in records.chunks(500) {
