@@ -549,6 +549,76 @@ async fn the_reconciler_finds_and_redrives_deliveries_deleted_behind_the_brokers
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reconciler_redrives_a_lost_referral_response_to_the_referrer() {
+    use henvis_proto::henvis::events::v1::{Event, ReferralOutcome, ReferralResponse, event};
+    let d = Deployment::start().await.unwrap();
+    let mut ngo = d.client(Sector::Ngo, "ngo-hopenow").await.unwrap();
+    let r = submit(&mut ngo, "refer", "", report("101")).await.unwrap();
+    crate::routed(&mut ngo, &r.event_id).await;
+    let mut kbh = d.client(Sector::Social, "kommune-101").await.unwrap();
+    let response = Event {
+        kind: Some(event::Kind::ReferralResponse(ReferralResponse {
+            in_response_to_event_id: r.event_id.clone(),
+            outcome: ReferralOutcome::Accepted as i32,
+            reason: String::new(),
+        })),
+    };
+    let answer = submit(&mut kbh, "accept", &r.case_id, response).await.unwrap();
+    crate::routed(&mut kbh, &answer.event_id).await;
+    // the response's delivery to the referrer is lost behind the broker's back
+    let js = d.jetstream().await.unwrap();
+    let out = js.get_stream("OUT").await.unwrap();
+    let mut deleted = 0;
+    for seq in 1..=out.get_info().await.unwrap().state.last_sequence {
+        let Ok(m) = out.get_raw_message(seq).await else {
+            continue;
+        };
+        if m.subject.as_str() == "henvis.out.ngo-hopenow.referral_response" {
+            assert!(out.delete_message(seq).await.unwrap());
+            deleted += 1;
+        }
+    }
+    assert_eq!(deleted, 1, "the response's delivery was really deleted");
+    let config = henvis_router::RouterConfig {
+        nats_url: d.nats.url(),
+        rules: None,
+        directory: None,
+        duplicate_window_secs: 600,
+        stream_replicas: 1,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        pki_dir: d.pki_dir().to_owned(),
+        retention_secs: 30 * 24 * 3600,
+        expiry_warning_secs: 3 * 24 * 3600,
+        expiry_scan_secs: 3600,
+    };
+    let router = henvis_router::build(&config).await.unwrap();
+    let found = router.reconcile(false).await.unwrap();
+    assert!(
+        found
+            .missing
+            .contains(&(answer.event_id.clone(), "ngo-hopenow".to_owned())),
+        "{found:?}"
+    );
+    let fixed = router.reconcile(true).await.unwrap();
+    assert_eq!(
+        (fixed.redriven, fixed.no_longer_entitled),
+        (1, 0),
+        "decided with the referral's sender, as the router did"
+    );
+    assert!(router.reconcile(false).await.unwrap().missing.is_empty());
+    // the referrer receives the answer
+    let mut inbox = crate::Inbox::open(&mut ngo).await;
+    let got = loop {
+        let delivery = inbox.next_delivery().await;
+        if delivery.envelope.as_ref().unwrap().message_type == "referral_response" {
+            break delivery;
+        }
+        inbox.ack(delivery.delivery_id).await;
+    };
+    assert_eq!(got.envelope.unwrap().event_id, answer.event_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unacknowledged_delivery_raises_an_administrator_alert_before_it_expires() {
     // retention 60 s, warning 58 s before expiry: a delivery 2 s old is about to expire
     let d = Deployment::start_with(Options {

@@ -231,6 +231,31 @@ async fn agencies_dropping_streams_and_a_killed_sector_service_lose_and_duplicat
     assert_eq!(acked.len(), referrals);
     assert_eq!(dead, 0, "nothing dead-lettered");
     c.assert_exactly_once();
+    // the closed loop converged: every delivery acknowledged (OUT is empty) reads as
+    // received for its sender, the SIGKILLed service's included ("received" is stored
+    // before the acknowledgement to NATS)
+    use henvis_proto::henvis::broker::v1::{DeliveryState, GetStatusResponse};
+    use prost::Message;
+    let mut received: BTreeSet<(String, String)> = BTreeSet::new();
+    for (_, payload) in d.read_all("STATUS", "henvis.status.>").await.unwrap() {
+        let rec = GetStatusResponse::decode(payload).unwrap();
+        for r in rec.recipients {
+            if r.state >= DeliveryState::Received as i32 && r.state != DeliveryState::Withheld as i32 {
+                received.insert((rec.event_id.clone(), r.recipient_agency_id));
+            }
+        }
+    }
+    let stuck: Vec<_> = intended.iter().filter(|k| !received.contains(*k)).collect();
+    println!(
+        "closed loop: {} of {} deliveries read as received",
+        intended.len() - stuck.len(),
+        intended.len()
+    );
+    assert!(
+        stuck.is_empty(),
+        "acknowledged but never received: {:?}",
+        &stuck[..stuck.len().min(5)]
+    );
     assert!(
         total(|s| s.drops) >= referrals / 5,
         "the agencies dropped their streams often"
