@@ -346,24 +346,23 @@ fn long_run() {
         started.elapsed()
     );
     let started = std::time::Instant::now();
-    let (mut parsed, mut refused) = (0u64, 0u64);
     let ops = proptest::collection::vec((any::<usize>(), any::<u8>(), any::<u8>()), 1..4);
-    let counts = std::cell::RefCell::new((&mut parsed, &mut refused));
+    let counts = std::cell::RefCell::new((0u64, 0u64));
     TestRunner::new(config())
         .run(&ops, |ops| {
             let text = String::from_utf8_lossy(&mutate(DEFAULT_RULES.as_bytes().to_vec(), &ops)).into_owned();
             let mut c = counts.borrow_mut();
             match RuleSet::from_toml("fuzz.toml", &text, schema(), dir()) {
-                Ok(_) => *c.0 += 1,
+                Ok(_) => c.0 += 1,
                 Err(e) => {
                     assert!(!e.to_string().is_empty());
-                    *c.1 += 1;
+                    c.1 += 1;
                 }
             }
             Ok(())
         })
         .unwrap();
-    drop(counts);
+    let (parsed, refused) = counts.into_inner();
     println!(
         "mutated rule files: {} inputs, {parsed} still a valid rule set, {refused} refused with a message, in {:.0?}",
         parsed + refused,
