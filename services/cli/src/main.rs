@@ -225,12 +225,15 @@ struct Conn {
     /// Who calls: the principal of the certificate to present, e.g.
     /// `henvis://agency/ngo-redbarnet` or `henvis://person/politi-koebenhavn-kp1`.
     #[arg(long = "as", env = "HENVIS_AS", global = true)]
-    principal: String,
+    principal: Option<String>,
 }
 
 impl Conn {
     async fn channel(&self) -> anyhow::Result<tonic::transport::Channel> {
-        let principal = Principal::from_uri(&self.principal)?;
+        let uri = self.principal.as_deref().context(
+            "say who calls with `--as <principal>` (or HENVIS_AS), e.g. `--as henvis://agency/ngo-redbarnet`",
+        )?;
+        let principal = Principal::from_uri(uri)?;
         let addr = self
             .endpoint
             .trim_start_matches("https://")
@@ -504,4 +507,51 @@ async fn alerts(conn: Conn, action: AlertAction) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_options_are_accepted_before_or_after_the_action() {
+        for args in [
+            &["henvis", "dev-pki", "--dir", "X", "revoke", "henvis://agency/ngo-a"][..],
+            &["henvis", "dev-pki", "revoke", "henvis://agency/ngo-a", "--dir", "X"],
+            &[
+                "henvis",
+                "alerts",
+                "--as",
+                "henvis://person/p",
+                "--endpoint",
+                "h:1",
+                "list",
+            ],
+            &[
+                "henvis",
+                "alerts",
+                "list",
+                "--as",
+                "henvis://person/p",
+                "--endpoint",
+                "h:1",
+            ],
+        ] {
+            assert!(Cli::try_parse_from(args).is_ok(), "{args:?}");
+        }
+        let Ok(Cli {
+            command: Command::DevPki { dir, .. },
+        }) = Cli::try_parse_from(["henvis", "dev-pki", "revoke", "henvis://agency/ngo-a", "--dir", "X"])
+        else {
+            panic!("dev-pki")
+        };
+        assert_eq!(dir, std::path::PathBuf::from("X"));
+    }
 }
