@@ -338,6 +338,15 @@ async fn the_nats_server_refuses_a_sector_service_everything_beyond_its_own_sect
     let mut ngo = d.client(Sector::Ngo, "ngo-redbarnet").await.unwrap();
     let r = crate::submit(&mut ngo, "nats-1", "", report("101")).await.unwrap();
     crate::routed(&mut ngo, &r.event_id).await;
+    // and a police agency's own submission, whose idempotency record holds its envelope
+    let mut kbh_police = d.client(Sector::Police, "politi-koebenhavn").await.unwrap();
+    crate::submit(&mut kbh_police, "police-1", "", report("101"))
+        .await
+        .unwrap();
+    let police_record = henvis_bus::idempotency_record_key("politi-koebenhavn", "police-1");
+    let direct_get = format!("$JS.API.DIRECT.GET.KV_henvis_idempotency.$KV.henvis_idempotency.{police_record}");
+    let msg_get_body = format!(r#"{{"last_by_subj":"$KV.henvis_idempotency.{police_record}"}}"#);
+    let ngo_service = Principal::Service("ngo".into());
     let in_before = d.stream_messages("IN").await.unwrap();
     let health = Principal::Service("health".into());
     let mut attempts = 0;
@@ -392,10 +401,26 @@ async fn the_nats_server_refuses_a_sector_service_everything_beyond_its_own_sect
             "$JS.API.STREAM.MSG.GET.IN",
             r#"{"seq":1}"#,
         ),
+        (
+            "the NGO service reads a police agency's idempotency record (its envelope) directly",
+            &ngo_service,
+            direct_get.as_str(),
+            "",
+        ),
+        (
+            "the NGO service reads a police agency's idempotency record from the leader",
+            &ngo_service,
+            "$JS.API.STREAM.MSG.GET.KV_henvis_idempotency",
+            msg_get_body.as_str(),
+        ),
     ] {
         attempts += 1;
         let (c, errors) = nats_as(&d, who).await;
-        let answer = tokio::time::timeout(Duration::from_secs(2), c.request(subject, body.into())).await;
+        let answer = tokio::time::timeout(
+            Duration::from_secs(2),
+            c.request(subject.to_owned(), body.to_owned().into()),
+        )
+        .await;
         let got_data = matches!(&answer, Ok(Ok(m)) if !m.payload.is_empty() && !String::from_utf8_lossy(&m.payload).contains("error"));
         accepted += usize::from(got_data);
         tried.push(format!("{what} -> {}", refused(&errors, "a refusal").await));
@@ -420,6 +445,25 @@ async fn the_nats_server_refuses_a_sector_service_everything_beyond_its_own_sect
     accepted += usize::from(stored);
     tried.push(format!(
         "health publishes to the police inbound subjects -> {}",
+        refused(&errors, "a refusal").await
+    ));
+
+    // 3b. the NGO service overwrites a police agency's idempotency record
+    attempts += 1;
+    let (c, errors) = nats_as(&d, &ngo_service).await;
+    let js = async_nats::jetstream::new(c);
+    let overwritten = match js
+        .publish(format!("$KV.henvis_idempotency.{police_record}"), "{}".into())
+        .await
+    {
+        Ok(ack) => tokio::time::timeout(Duration::from_secs(2), ack)
+            .await
+            .is_ok_and(|a| a.is_ok()),
+        Err(_) => false,
+    };
+    accepted += usize::from(overwritten);
+    tried.push(format!(
+        "the NGO service overwrites a police agency's idempotency record -> {}",
         refused(&errors, "a refusal").await
     ));
 

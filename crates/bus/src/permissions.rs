@@ -25,15 +25,11 @@ pub fn sector_permissions(sector: Sector, agencies: &[AgencyId]) -> (Vec<String>
         format!("{AUDIT_PREFIX}.case.>"),
         audit_admin_subject(),
         format!("$KV.{BUCKET_CASES}.>"),
-        format!("$KV.{BUCKET_IDEMPOTENCY}.>"),
         "$JS.API.INFO".to_owned(),
         "$JS.API.STREAM.INFO.*".to_owned(),
-        // leader reads of records (a retry is answered from the idempotency record, never
-        // from IN)
+        // leader reads of case records
         format!("$JS.API.STREAM.MSG.GET.KV_{BUCKET_CASES}"),
-        format!("$JS.API.STREAM.MSG.GET.KV_{BUCKET_IDEMPOTENCY}"),
         format!("$JS.API.DIRECT.GET.KV_{BUCKET_CASES}.>"),
-        format!("$JS.API.DIRECT.GET.KV_{BUCKET_IDEMPOTENCY}.>"),
         // decisions about a case (for the guardian), read with ordered consumers
         format!("$JS.API.CONSUMER.CREATE.{STREAM_AUDIT}.*.{AUDIT_PREFIX}.decision.>"),
     ];
@@ -86,6 +82,12 @@ pub fn sector_permissions(sector: Sector, agencies: &[AgencyId]) -> (Vec<String>
         publish.push(format!("$JS.ACK.{STREAM_OUT}.{consumer}.>"));
         publish.push(format!(
             "$JS.API.CONSUMER.CREATE.{STREAM_STATUS}.*.{STATUS_PREFIX}.{a}.>"
+        ));
+        // its own idempotency records only (they hold its stored envelopes): a retry is
+        // answered from them, never from IN, and never from another agency's records
+        publish.push(format!("$KV.{BUCKET_IDEMPOTENCY}.{a}.>"));
+        publish.push(format!(
+            "$JS.API.DIRECT.GET.KV_{BUCKET_IDEMPOTENCY}.$KV.{BUCKET_IDEMPOTENCY}.{a}.>"
         ));
         // what was delivered to it (a referral response must answer one of those)
         publish.push(format!(

@@ -1,7 +1,8 @@
 //! The idempotency record of a submitted event, kept for days: written by the sector service
 //! that stored the event and, should that service have failed before writing it, by the
 //! router that routed it. It holds the stored envelope, so answering a retry never needs a
-//! read of IN (which sector services may not do).
+//! read of IN (which sector services may not do); keyed `<agency>.<sha256 of the key>`, so
+//! NATS permissions give each sector service its own agencies' records and no others.
 
 use crate::{Bus, BusError, idempotency_record_key};
 
@@ -38,18 +39,20 @@ impl Bus {
             .await
     }
 
-    /// The envelope `agency`'s `key` stored, if any (leader read).
+    /// The envelope `agency`'s `key` stored, if any. A direct get of the record's own
+    /// subject, which NATS permissions scope to the agency's records: a sector service can
+    /// read the records of its own agencies only.
     pub async fn submitted(&self, agency: &str, key: &str) -> Result<Option<(Vec<u8>, u64)>, BusError> {
-        let Some(v) = self
+        let Some(record) = self
             .idempotency_bucket()
             .await?
-            .get::<Submitted>(&idempotency_record_key(agency, key))
+            .get_scoped::<Submitted>(&idempotency_record_key(agency, key))
             .await?
         else {
             return Ok(None);
         };
-        let envelope = hex::decode(&v.record.envelope_hex)
-            .map_err(|e| BusError::Other(format!("idempotency record of `{}`: {e}", v.record.event_id)))?;
-        Ok(Some((envelope, v.record.in_sequence)))
+        let envelope = hex::decode(&record.envelope_hex)
+            .map_err(|e| BusError::Other(format!("idempotency record of `{}`: {e}", record.event_id)))?;
+        Ok(Some((envelope, record.in_sequence)))
     }
 }
