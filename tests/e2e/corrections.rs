@@ -481,3 +481,130 @@ async fn security_refusals_are_counted_and_the_router_port_says_what_it_serves()
     assert!(e.message().contains("services and administrators"), "{}", e.message());
     assert!(!e.message().contains("unknown"), "{}", e.message());
 }
+
+/// An envelope as a sector service would store it, claiming `sender`.
+fn forged_envelope(
+    sender: &str,
+    sector: i32,
+    case_id: &str,
+    event: Event,
+) -> henvis_proto::henvis::broker::v1::Envelope {
+    let mt = match &event.kind {
+        Some(event::Kind::SuspectedVictimReported(_)) => "suspected_victim_reported",
+        Some(event::Kind::GuardianAppointed(_)) => "guardian_appointed",
+        Some(event::Kind::ActionPlanUpdated(_)) => "action_plan_updated",
+        _ => "child_missing",
+    };
+    henvis_proto::henvis::broker::v1::Envelope {
+        event_id: henvis_domain::EventId::new_now().to_string(),
+        idempotency_key: format!("forged-{}", uuid::Uuid::new_v4()),
+        message_type: mt.into(),
+        sender: Some(henvis_proto::henvis::broker::v1::Sender {
+            agency_id: sender.into(),
+            sector,
+            actor_id: "x".into(),
+            person_id: String::new(),
+        }),
+        case_id: case_id.into(),
+        submitted_at: Some(SystemTime::now().into()),
+        event: Some(event),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_published_into_in_behind_the_checks_are_not_routed_but_kept_with_an_alert() {
+    use henvis_proto::henvis::broker::v1::Sector as Pb;
+    let d = Deployment::start().await.unwrap();
+    let mut opener = d.client(Sector::Ngo, "ngo-hopenow").await.unwrap();
+    let opened = submit(&mut opener, "open", "", report("101")).await.unwrap();
+    routed(&mut opener, &opened.event_id).await;
+    let mut kbh = d.client(Sector::Social, "kommune-101").await.unwrap();
+    let appoint = |who: &str| Event {
+        kind: Some(event::Kind::GuardianAppointed(GuardianAppointed {
+            guardian_agency_id: who.into(),
+            guardian_kind: GuardianKind::NgoSocialWorker as i32,
+            guardian_contact: String::new(),
+            appointed_at: Some(SystemTime::now().into()),
+        })),
+    };
+    submit(&mut kbh, "appoint", &opened.case_id, appoint("ngo-redbarnet"))
+        .await
+        .unwrap();
+    let plan = Event {
+        kind: Some(event::Kind::ActionPlanUpdated(ActionPlanUpdated {
+            plan_version: 1,
+            ..Default::default()
+        })),
+    };
+    let case = opened.case_id.clone();
+    // what a compromised NGO service could publish with its own NATS rights
+    let forged = [
+        (
+            "an agency of another sector (the municipality)",
+            forged_envelope("kommune-101", Pb::Social as i32, &case, report("101")),
+            "suspected_victim_reported",
+        ),
+        (
+            "a type the NGO sector never originates",
+            forged_envelope("ngo-hopenow", Pb::Ngo as i32, &case, appoint("ngo-hopenow")),
+            "guardian_appointed",
+        ),
+        (
+            "a guardian's plan from an NGO that is not the guardian",
+            forged_envelope("ngo-hopenow", Pb::Ngo as i32, &case, plan),
+            "action_plan_updated",
+        ),
+    ];
+    let ngo_service = henvis_domain::Principal::Service("ngo".into());
+    let nc = henvis_tests::connect_as(&d.nats.url(), d.pki_dir(), &ngo_service)
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(nc);
+    let dead_before = d.stream_messages("DEAD").await.unwrap();
+    let mut ids = Vec::new();
+    for (what, env, mt) in &forged {
+        let subject = format!("henvis.in.ngo.{mt}.{case}");
+        js.publish(subject, env.encode_to_vec().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap_or_else(|e| panic!("{what}: the NGO service may publish under its sector: {e}"));
+        ids.push(env.event_id.clone());
+    }
+    // each is kept in the dead letters with an administrator alert …
+    let dead = henvis_tests::wait_for(
+        "the forged events in the dead letters",
+        Duration::from_secs(30),
+        || async {
+            let n = d.stream_messages("DEAD").await.ok()?;
+            (n >= dead_before + forged.len() as u64).then_some(n)
+        },
+    )
+    .await
+    .unwrap();
+    let alerts = d.read_all("AUDIT", "henvis.audit.admin").await.unwrap();
+    let unroutable = alerts
+        .iter()
+        .filter(|(_, p)| String::from_utf8_lossy(p).contains("unroutable_event"))
+        .count();
+    assert!(
+        unroutable >= forged.len(),
+        "an administrator alert for each: {unroutable}"
+    );
+    // … and none was delivered to anyone
+    let js_admin = d.jetstream().await.unwrap();
+    let out = js_admin.get_stream("OUT").await.unwrap();
+    for seq in 1..=out.get_info().await.unwrap().state.last_sequence {
+        let Ok(m) = out.get_raw_message(seq).await else {
+            continue;
+        };
+        let delivery = henvis_proto::henvis::broker::v1::Delivery::decode(m.payload).unwrap();
+        let id = delivery.envelope.unwrap().event_id;
+        assert!(!ids.contains(&id), "a forged event was delivered");
+    }
+    println!(
+        "forged into IN: {} published, dead letters {} (from {dead_before}), delivered 0",
+        forged.len(),
+        dead
+    );
+}

@@ -69,6 +69,12 @@ pub fn case_of_inbound_subject(subject: &str) -> Option<CaseId> {
     CaseId::parse(case).ok()
 }
 
+/// Whether an inbound subject is the one a sector service of `sector` would have used for
+/// an event of type `mt` about `case`.
+pub fn inbound_subject_matches(subject: &str, sector: Sector, mt: &MessageType, case: &CaseId) -> bool {
+    subject == inbound_subject(sector, mt, case)
+}
+
 /// The reply-subject prefix of a principal's NATS connection: it may subscribe to its own
 /// replies only (`_INBOX_service_police.>`), never to another's.
 pub fn inbox_prefix(principal: &henvis_domain::Principal) -> String {

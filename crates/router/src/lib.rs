@@ -259,7 +259,7 @@ impl Router {
                 None => Ok(()),
             }
         };
-        match self.route(&m.payload, in_sequence).await {
+        match self.route(m.subject.as_str(), &m.payload, in_sequence).await {
             Ok(()) => {
                 if let Err(e) = routed().await {
                     tracing::warn!(error = %e, seq = in_sequence, "routing order not recorded; will route again");

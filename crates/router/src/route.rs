@@ -130,10 +130,22 @@ impl Router {
     }
 
     /// Routes one stored envelope and returns once everything it produced is stored.
-    pub(crate) async fn route(&self, payload: &[u8], in_sequence: u64) -> Result<(), RouteError> {
+    pub(crate) async fn route(&self, subject: &str, payload: &[u8], in_sequence: u64) -> Result<(), RouteError> {
         let env = Envelope::decode(payload).map_err(|_| RouteError::Poison("undecodable envelope"))?;
         let event = env.event.as_ref().ok_or(RouteError::Poison("envelope without event"))?;
         let facts = self.facts(&env).await?;
+        // what Submit checked, again: a sector service may publish only under its own
+        // sector, so an envelope claiming an agency of another sector, a type that sector
+        // never originates, or another type or case than its subject was not written by
+        // the sector service that checked it
+        if !henvis_bus::inbound_subject_matches(subject, facts.sector, &facts.mt, &facts.case_id)
+            || !henvis_domain::originates(facts.sector).contains(&facts.mt.as_str())
+        {
+            tracing::warn!(event_id = %env.event_id, subject, "envelope does not match its inbound subject or sector");
+            return Err(RouteError::Poison(
+                "envelope does not match its subject, sector or type",
+            ));
+        }
         let Facts {
             event_bytes,
             mt,
@@ -152,6 +164,17 @@ impl Router {
             .bus
             .modify_case(case_id, opening, |r| r.apply(&change, &env.event_id))
             .await?;
+        // the workflow guards, again (the opening report makes its sender a participant)
+        if let Some(c) = &case {
+            let mut record = c.record.clone();
+            if opening {
+                record.add_participants([sender_id]);
+            }
+            if let Err(e) = henvis_policy::admit(mt, sender_id, &record, &self.directory) {
+                tracing::warn!(event_id = %env.event_id, case_id = %case_id, guard = ?e, "stored event fails a workflow guard");
+                return Err(RouteError::Poison("event fails a workflow guard"));
+            }
+        }
         let referral = &facts.referral;
         let rules = self.rules.current();
         let empty = CaseRecord::new();
