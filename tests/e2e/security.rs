@@ -483,6 +483,36 @@ async fn the_nats_server_refuses_a_sector_service_everything_beyond_its_own_sect
         refused(&errors, "a refusal").await
     ));
 
+    // 4b. not even the router or an administrator may delete or purge the audit or the
+    //     submitted events
+    let audit_before = d.stream_messages("AUDIT").await.unwrap();
+    let router = Principal::Service("router".into());
+    let admin = henvis_tests::test_admin();
+    for (who, name) in [(&router, "the router"), (&admin, "an administrator")] {
+        for (op, stream) in [
+            ("DELETE", "AUDIT"),
+            ("PURGE", "AUDIT"),
+            ("DELETE", "IN"),
+            ("PURGE", "IN"),
+        ] {
+            attempts += 1;
+            let (c, errors) = nats_as(&d, who).await;
+            let subject = format!("$JS.API.STREAM.{op}.{stream}");
+            let answer = tokio::time::timeout(Duration::from_secs(2), c.request(subject, "".into())).await;
+            let done = matches!(&answer, Ok(Ok(m)) if String::from_utf8_lossy(&m.payload).contains("\"success\":true"));
+            accepted += usize::from(done);
+            tried.push(format!(
+                "{name}: {op} {stream} -> {}",
+                refused(&errors, "a refusal").await
+            ));
+        }
+    }
+    assert_eq!(
+        d.stream_messages("AUDIT").await.unwrap(),
+        audit_before,
+        "the audit is intact"
+    );
+
     // 5. a plain TCP connection to NATS
     attempts += 1;
     let plain = tokio::time::timeout(Duration::from_secs(5), async_nats::connect(d.nats.url())).await;
