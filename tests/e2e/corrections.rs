@@ -608,3 +608,64 @@ async fn events_published_into_in_behind_the_checks_are_not_routed_but_kept_with
         dead
     );
 }
+
+fn router_config(d: &Deployment, replicas: usize) -> henvis_router::RouterConfig {
+    henvis_router::RouterConfig {
+        nats_url: d.nats.url(),
+        rules: None,
+        directory: None,
+        duplicate_window_secs: 600,
+        stream_replicas: replicas,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        pki_dir: d.pki_dir().to_owned(),
+        retention_secs: 30 * 24 * 3600,
+        expiry_warning_secs: 3 * 24 * 3600,
+        expiry_scan_secs: 3600,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_weaker_existing_stream_or_one_replica_on_a_cluster_refuses_to_start() {
+    let d = Deployment::start().await.unwrap();
+    // an operator recreates the dead-letter stream in memory
+    let js = d.jetstream().await.unwrap();
+    let dead = js
+        .get_stream("DEAD")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .config
+        .clone();
+    js.delete_stream("DEAD").await.unwrap();
+    js.create_stream(async_nats::jetstream::stream::Config {
+        storage: async_nats::jetstream::stream::StorageType::Memory,
+        ..dead
+    })
+    .await
+    .unwrap();
+    let e = henvis_router::build(&router_config(&d, 1))
+        .await
+        .err()
+        .expect("refused");
+    let text = format!("{e:#}");
+    assert!(
+        text.contains("stream `DEAD` exists with a weaker configuration") && text.contains("Memory"),
+        "{text}"
+    );
+    drop(d);
+    // a cluster with one replica per stream
+    let d = Deployment::start_with(henvis_tests::Options {
+        nats_nodes: 3,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let e = henvis_router::build(&router_config(&d, 1))
+        .await
+        .err()
+        .expect("refused");
+    assert!(format!("{e:#}").contains("HENVIS_STREAM_REPLICAS=3"), "{e:#}");
+    henvis_router::build(&router_config(&d, 3)).await.unwrap();
+}

@@ -36,6 +36,68 @@ impl Default for Topology {
     }
 }
 
+/// The differences of an existing stream from the wanted configuration: those that weaken
+/// a guarantee, and those that are only reported.
+pub fn compare(wanted: &Config, existing: &Config) -> (Vec<String>, Vec<String>) {
+    let mut weaker = Vec::new();
+    let mut softer = Vec::new();
+    if existing.num_replicas < wanted.num_replicas {
+        weaker.push(format!(
+            "{} replica(s) (expected {})",
+            existing.num_replicas, wanted.num_replicas
+        ));
+    }
+    if existing.storage != wanted.storage {
+        weaker.push(format!(
+            "{:?} storage (expected {:?})",
+            existing.storage, wanted.storage
+        ));
+    }
+    if wanted.deny_delete && !existing.deny_delete {
+        weaker.push("message delete allowed (expected deny_delete)".into());
+    }
+    if wanted.deny_purge && !existing.deny_purge {
+        weaker.push("purge allowed (expected deny_purge)".into());
+    }
+    if existing.retention != wanted.retention {
+        weaker.push(format!(
+            "{:?} retention (expected {:?})",
+            existing.retention, wanted.retention
+        ));
+    }
+    if existing.discard != wanted.discard {
+        weaker.push(format!(
+            "discard {:?} (expected {:?}: nothing old is evicted)",
+            existing.discard, wanted.discard
+        ));
+    }
+    if existing.subjects != wanted.subjects {
+        weaker.push(format!(
+            "subjects {:?} (expected {:?})",
+            existing.subjects, wanted.subjects
+        ));
+    }
+    if existing.max_age != wanted.max_age {
+        softer.push(format!(
+            "max_age {:?} (configured {:?})",
+            existing.max_age, wanted.max_age
+        ));
+    }
+    if existing.max_bytes != wanted.max_bytes {
+        softer.push(format!(
+            "max_bytes {} (configured {})",
+            existing.max_bytes, wanted.max_bytes
+        ));
+    }
+    if existing.duplicate_window != wanted.duplicate_window {
+        softer.push(format!(
+            "duplicate_window {:?} (configured {:?})",
+            existing.duplicate_window, wanted.duplicate_window
+        ));
+    }
+    (weaker, softer)
+}
+
 impl Topology {
     fn stream(&self, name: &str, prefix: &str, retention: RetentionPolicy) -> Config {
         Config {
@@ -84,13 +146,42 @@ impl Topology {
         ]
     }
 
-    /// Creates every stream and bucket that does not exist yet.
+    /// Creates every stream and bucket that does not exist yet. Refuses to start on a
+    /// cluster with one replica, and on an existing stream weaker than this topology asks
+    /// for (fewer replicas, memory storage, delete or purge allowed where they must not
+    /// be, another retention or discard policy); reports softer differences (limits, ages,
+    /// the duplicate window) in the log.
     pub async fn ensure(&self, bus: &Bus) -> Result<(), BusError> {
         let js: &jetstream::Context = bus.jetstream();
+        if bus.client().server_info().cluster.is_some() && self.replicas < 3 {
+            return Err(BusError::Other(format!(
+                "NATS is a cluster but streams would have {} replica(s): set HENVIS_STREAM_REPLICAS=3 (or more)",
+                self.replicas
+            )));
+        }
         for cfg in self.streams() {
-            js.get_or_create_stream(cfg)
+            let mut stream = js
+                .get_or_create_stream(cfg.clone())
                 .await
                 .map_err(|e| BusError::Unavailable(e.to_string()))?;
+            let existing = stream
+                .info()
+                .await
+                .map_err(|e| BusError::Unavailable(e.to_string()))?
+                .config
+                .clone();
+            let (weaker, softer) = compare(&cfg, &existing);
+            if !weaker.is_empty() {
+                return Err(BusError::Other(format!(
+                    "stream `{}` exists with a weaker configuration: {}; migrate it (e.g. `nats stream edit {}`) or start with matching settings",
+                    cfg.name,
+                    weaker.join(", "),
+                    cfg.name
+                )));
+            }
+            if !softer.is_empty() {
+                tracing::warn!(stream = %cfg.name, differences = %softer.join(", "), "existing stream differs from the configured topology");
+            }
         }
         if js.get_key_value(BUCKET_IDEMPOTENCY).await.is_err() {
             js.create_key_value(kv::Config {
@@ -148,5 +239,31 @@ impl Topology {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_weaker_existing_stream_is_named_and_softer_differences_only_reported() {
+        let t = Topology {
+            replicas: 3,
+            ..Default::default()
+        };
+        let wanted = t.streams().into_iter().find(|c| c.name == STREAM_AUDIT).unwrap();
+        assert_eq!(compare(&wanted, &wanted), (vec![], vec![]));
+        let weak = Config {
+            num_replicas: 1,
+            deny_purge: false,
+            storage: StorageType::Memory,
+            duplicate_window: Duration::from_secs(1),
+            ..wanted.clone()
+        };
+        let (weaker, softer) = compare(&wanted, &weak);
+        assert_eq!(weaker.len(), 3, "{weaker:?}");
+        assert!(weaker[0].contains("1 replica(s) (expected 3)"));
+        assert_eq!(softer.len(), 1, "{softer:?}");
     }
 }

@@ -141,7 +141,10 @@ pub(crate) async fn subscribe(
                     }
                     // send once caught up with what was stored when the stream opened
                     let caught_up = m.info().map(|i| i.pending == 0).unwrap_or(true);
-                    if position > resume_after && caught_up {
+                    // the sender's own "submitted" record says nothing yet: the first
+                    // update is the router's decision
+                    let nothing_yet = !fold.routed && fold.by_recipient.is_empty();
+                    if position > resume_after && caught_up && !nothing_yet {
                         let u = StatusUpdate { position, kind: Some(status_update::Kind::Status(fold.status(&id))) };
                         if tx.send(Ok(u)).await.is_err() { break; }
                     }
