@@ -804,3 +804,107 @@ async fn an_event_the_router_can_never_route_is_kept_in_the_dead_letters_with_an
     assert_eq!(alert["reason"], "undecodable envelope");
     drain(&d).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deliveries_stream_full_for_longer_than_the_duplicate_window_still_delivers_each_once() {
+    const N: usize = 24;
+    const WINDOW: u64 = 2;
+    let pad = 100;
+    // the municipality's copy (published first) carries the health concerns, the police
+    // district's does not: sized so that OUT fills between the two deliveries of an event
+    let report = |_: &str| {
+        use henvis_proto::henvis::events::v1::{Event, SuspectedVictimReported, event};
+        Event {
+            kind: Some(event::Kind::SuspectedVictimReported(SuspectedVictimReported {
+                municipality_code: "101".into(),
+                observed_at: Some(prost_types::Timestamp {
+                    seconds: 1_790_000_000,
+                    nanos: 0,
+                }),
+                health_concerns: "h".repeat(pad),
+                ..Default::default()
+            })),
+        }
+    };
+    let d = Deployment::start_with(Options {
+        stream_max_bytes: 16 * 1024,
+        duplicate_window_secs: WINDOW,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let mut ngo = d.client(Sector::Ngo, "ngo-redbarnet").await.unwrap();
+    let mut submitted = BTreeSet::new();
+    for i in 0..N {
+        let r = submit(&mut ngo, &format!("long-full-{i}"), "", report("101"))
+            .await
+            .unwrap();
+        submitted.insert(r.event_id);
+    }
+    wait_for("OUT to fill", crate::LIMIT, || async {
+        let alerts = d.read_all("AUDIT", "henvis.audit.admin").await.ok()?;
+        alerts
+            .iter()
+            .any(|(_, b)| String::from_utf8_lossy(b).contains("stream_full"))
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    // OUT stays full for several duplicate windows while the router retries the events
+    // it holds back (some of them with one of their two deliveries already stored)
+    let full_since = Instant::now();
+    // an event with one of its two deliveries stored when OUT filled: the one whose other
+    // delivery is retried after the duplicate window
+    let mut per_event: BTreeMap<String, usize> = BTreeMap::new();
+    let out = d.jetstream().await.unwrap().get_stream("OUT").await.unwrap();
+    for seq in 1..=out.get_info().await.unwrap().state.last_sequence {
+        let Ok(m) = out.get_raw_message(seq).await else {
+            continue;
+        };
+        let delivery = Delivery::decode(m.payload).unwrap();
+        *per_event.entry(delivery.envelope.unwrap().event_id).or_default() += 1;
+    }
+    let partial = per_event.values().filter(|n| **n == 1).count();
+    assert!(
+        partial > 0,
+        "OUT filled between the two deliveries of an event: {per_event:?}"
+    );
+    let held = Duration::from_secs(WINDOW * 6);
+    wait_for("OUT to have been full for six duplicate windows", held * 2, || async {
+        (full_since.elapsed() >= held).then_some(())
+    })
+    .await
+    .unwrap();
+    let take = |sector: Sector, agency: &'static str| {
+        let d = &d;
+        async move {
+            let mut c = d.client(sector, agency).await.unwrap();
+            let mut inbox = crate::Inbox::open(&mut c).await;
+            let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+            while seen.len() < N {
+                let del = inbox.next_delivery().await;
+                *seen.entry(del.envelope.unwrap().event_id).or_default() += 1;
+                inbox.ack(del.delivery_id).await;
+            }
+            // anything more waiting would be a duplicate
+            let extra = inbox.deliveries_before_heartbeat().await;
+            (seen, extra)
+        }
+    };
+    let ((municipality, extra_m), (police, extra_p)) = tokio::join!(
+        take(Sector::Social, "kommune-101"),
+        take(Sector::Police, "politi-koebenhavn")
+    );
+    for (seen, extra) in [(&municipality, extra_m), (&police, extra_p)] {
+        assert_eq!(seen.keys().cloned().collect::<BTreeSet<_>>(), submitted);
+        assert!(seen.values().all(|n| *n == 1), "{seen:?}");
+        assert_eq!(extra, 0, "no duplicate waits behind");
+    }
+    // every event routed, and nothing left over in OUT: no late duplicate either
+    drain(&d).await;
+    assert_eq!(d.stream_messages("OUT").await.unwrap(), 0);
+    println!(
+        "deliveries stream full for {:?} (duplicate window {WINDOW} s), {partial} event(s) with one of two deliveries stored: {N} referrals, each delivered once to each of its 2 recipients",
+        full_since.elapsed()
+    );
+}

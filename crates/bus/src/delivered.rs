@@ -14,15 +14,40 @@ pub struct Delivered {
     pub sender: String,
     /// Its message type.
     pub message_type: String,
+    /// Whether the delivery is stored in OUT (set once its publish was acknowledged): a
+    /// later attempt, however late, never publishes it again.
+    #[serde(default)]
+    pub published: bool,
 }
 
 impl Bus {
-    /// Marks that `event_id` was delivered to `recipient` (kept if marked before).
-    pub async fn mark_delivered(&self, recipient: &str, event_id: &str, mark: &Delivered) -> Result<(), BusError> {
+    /// Marks that `event_id` is being delivered to `recipient`, unless marked before;
+    /// returns the earlier mark if there is one (a redelivered or re-driven event).
+    pub async fn mark_delivered(
+        &self,
+        recipient: &str,
+        event_id: &str,
+        mark: &Delivered,
+    ) -> Result<Option<Delivered>, BusError> {
+        let bucket = self.delivered_bucket().await?;
+        let key = delivered_key(recipient, event_id);
+        if bucket.create_new(&key, mark).await? {
+            return Ok(None);
+        }
+        Ok(bucket.get::<Delivered>(&key).await?.map(|v| v.record))
+    }
+
+    /// Records that the delivery of `event_id` to `recipient` is stored in OUT.
+    pub async fn mark_published(&self, recipient: &str, event_id: &str) -> Result<(), BusError> {
         self.delivered_bucket()
             .await?
-            .create_if_absent(&delivered_key(recipient, event_id), mark)
+            .modify::<Delivered>(
+                &delivered_key(recipient, event_id),
+                || None,
+                |d| !std::mem::replace(&mut d.published, true),
+            )
             .await
+            .map(|_| ())
     }
 
     /// The mark of `event_id`'s delivery to `recipient`, if it was delivered.

@@ -77,6 +77,17 @@ impl JsonBucket {
         }
     }
 
+    /// Stores `record` under `key` unless the key already holds one (which is kept);
+    /// returns whether it stored it.
+    pub async fn create_new<T: Serialize>(&self, key: &str, record: &T) -> Result<bool, BusError> {
+        let value = serde_json::to_vec(record).map_err(|e| BusError::Other(e.to_string()))?;
+        match self.store.create(key, value.into()).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
     /// Stores `record` under `key` unless the key already holds one (which is kept): one
     /// round trip, for records written once.
     pub async fn create_if_absent<T: Serialize>(&self, key: &str, record: &T) -> Result<(), BusError> {

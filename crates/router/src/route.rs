@@ -238,20 +238,31 @@ impl Router {
         }
         // what each recipient received, before it can receive it: a referral response is
         // admitted only for an event delivered to the responder
+        // (an earlier mark says whether an earlier attempt already stored the delivery: then
+        // it is never published again, however long after the duplicate window)
         let mark = henvis_bus::Delivered {
             case_id: env.case_id.clone(),
             sender: sender_id.to_string(),
             message_type: mt.to_string(),
+            published: false,
         };
         let marks = futures::future::try_join_all(
             decision
                 .recipients
                 .iter()
                 .map(|r| self.bus.mark_delivered(r.agency.as_str(), &env.event_id, &mark)),
-        );
-        marks.await?;
+        )
+        .await?;
+        let already: std::collections::HashSet<&AgencyId> = decision
+            .recipients
+            .iter()
+            .zip(&marks)
+            .filter(|(_, m)| m.as_ref().is_some_and(|m| m.published))
+            .map(|(r, _)| &r.agency)
+            .collect();
 
         let mut acks = Vec::with_capacity(decision.recipients.len() + 1);
+        let mut delivery_acks = Vec::with_capacity(decision.recipients.len());
         // the event as redacted for each district the routes alert: an alert's details
         let mut alert_details: Vec<(&henvis_policy::Recipient, Vec<u8>)> = Vec::new();
         for r in &decision.recipients {
@@ -266,8 +277,13 @@ impl Router {
                     .unwrap_or_default();
                 alert_details.push((r, details));
             }
-            let msg_id = format!("{}:{}:{}", env.event_id, r.agency, decision.rule_set_version);
-            acks.push(
+            if already.contains(&r.agency) {
+                continue;
+            }
+            // one identity per (event, recipient), whatever the rule set deciding it
+            let msg_id = format!("{}:{}", env.event_id, r.agency);
+            delivery_acks.push((
+                &r.agency,
                 self.bus
                     .publish(
                         outbound_subject(&r.agency, mt),
@@ -275,7 +291,7 @@ impl Router {
                         delivery.encode_to_vec().into(),
                     )
                     .await?,
-            );
+            ));
         }
         // closed loop: the referral's sender sees the responder's outcome
         if let Some((referrer, answered, outcome)) = &referral {
@@ -326,6 +342,27 @@ impl Router {
             in_sequence,
         );
         let stored = async {
+            // every delivery OUT accepted is marked published, even when another was
+            // refused (a full OUT): the retry publishes only what is still missing
+            let mut first_error = None;
+            let mut published = Vec::new();
+            for (agency, ack) in delivery_acks {
+                match ack.await {
+                    Ok(_) => published.push(agency),
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            futures::future::try_join_all(
+                published
+                    .iter()
+                    .map(|a| self.bus.mark_published(a.as_str(), &env.event_id)),
+            )
+            .await?;
+            if let Some(e) = first_error {
+                return Err(e);
+            }
             for ack in acks {
                 ack.await?;
             }
