@@ -68,6 +68,10 @@ async fn lost_responses_and_retries_after_the_duplicate_window_store_each_referr
         ids.len()
     );
     assert_eq!((ids.len(), stored), (N, N), "each referral stored exactly once");
+    // the proof is only as good as its faults: responses were really lost, and retries
+    // really answered from the idempotency record (after the window)
+    assert!(lost > 0, "no response was lost");
+    assert!(retried_duplicates > 0, "no retry was answered from the record");
 }
 
 /// A size of a fault test: `$name` when set (the soak variant), else `default`.
@@ -540,6 +544,7 @@ async fn the_reconciler_finds_and_redrives_deliveries_deleted_behind_the_brokers
         fixed.redriven,
         after.missing.len()
     );
+    assert!(deleted > 0, "deliveries were really deleted");
     assert_eq!(
         (found.missing.len(), fixed.redriven, after.missing.len()),
         (deleted, deleted, 0)

@@ -279,14 +279,20 @@ async fn a_consent_withdrawal_governs_every_referral_decided_after_it_with_two_r
         .await
         .unwrap();
 
-    // many referrals of the case in flight from several clients, while the guardian withdraws
+    // many referrals of the case in flight from several clients, while the guardian
+    // withdraws; each client then sends a few more once the withdrawal is acknowledged
+    let (withdrawn, withdrawn_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     for worker in 0..4 {
         let mut region = d.client(Sector::Health, "region-hovedstaden").await.unwrap();
         let case = case.clone();
+        let mut withdrawn_rx = withdrawn_rx.clone();
         tasks.push(tokio::spawn(async move {
             let mut acked = Vec::new();
-            for i in 0..IN_FLIGHT / 4 {
+            for i in 0..IN_FLIGHT / 4 + 5 {
+                if i == IN_FLIGHT / 4 {
+                    let _ = withdrawn_rx.wait_for(|w| *w).await;
+                }
                 // sent after the withdrawal was acknowledged ⇒ acknowledged after it
                 let sent = std::time::Instant::now();
                 let r = submit(&mut region, &format!("race-{worker}-{i}"), &case, health_assessment())
@@ -297,12 +303,21 @@ async fn a_consent_withdrawal_governs_every_referral_decided_after_it_with_two_r
             acked
         }));
     }
-    let wait_some = wait_for("some referrals in flight", LIMIT, || async {
-        (d.stream_messages("IN").await.ok()? > 10).then_some(())
+    // withdraw once some referrals are decided and more are in flight, so that decisions
+    // fall on both sides of the withdrawal
+    let decision_subject = format!("henvis.audit.decision.{case}");
+    let decided = || async {
+        let subjects = d.subjects("AUDIT", &decision_subject).await.ok()?;
+        Some(subjects.values().sum::<usize>())
+    };
+    let baseline = decided().await.unwrap_or(0);
+    let wait_some = wait_for("some referrals decided, more in flight", LIMIT, || async {
+        (decided().await? >= baseline + 5).then_some(())
     });
     wait_some.await.unwrap();
     submit(&mut guardian, "withdraw", &case, withdraw("c1")).await.unwrap();
     let withdrawn_at = std::time::Instant::now();
+    let _ = withdrawn.send(true);
     let mut acked = Vec::new();
     for t in tasks {
         acked.extend(t.await.unwrap());
@@ -365,8 +380,14 @@ async fn a_consent_withdrawal_governs_every_referral_decided_after_it_with_two_r
         "withdrawal race: {} referrals, decisions before the withdrawal {before}, after {after}, after resting on the withdrawn consent {violations}; sent after the withdrawal was acknowledged {late}, delivered on consent {late_delivered}",
         acked.len()
     );
-    assert_eq!(acked.len(), IN_FLIGHT);
+    assert_eq!(acked.len(), IN_FLIGHT + 20);
     assert_eq!((violations, late_delivered), (0, 0));
+    // the race was real: decisions on both sides of the withdrawal, and referrals sent
+    // after it was acknowledged
+    assert!(
+        before > 0 && after > 0 && late > 0,
+        "before {before}, after {after}, late {late}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
