@@ -16,7 +16,7 @@ use async_nats::{
 use bytes::Bytes;
 
 pub use names::*;
-pub use permissions::{nats_authorization, nats_user, sector_permissions};
+pub use permissions::{denied_to_everyone, nats_authorization, nats_user, permissions_markdown, sector_permissions};
 pub use topology::Topology;
 
 /// A failure talking to NATS, by kind, so callers map it to a status by type.

@@ -156,10 +156,51 @@ pub fn nats_authorization(dir: &Directory, admins: &[PersonId]) -> String {
     out
 }
 
+/// What each principal may do over NATS, as a Markdown table for docs/SECURITY.md (between
+/// its `permissions` markers; a test checks that the two agree). A sector service's
+/// per-agency rights are shown once, with `<agency>` for each of its agencies.
+pub fn permissions_markdown() -> String {
+    let mut out = String::from(
+        "| principal | may publish (and call the JetStream API on) | may subscribe to |\n| --- | --- | --- |\n",
+    );
+    let code = |v: &[String]| v.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ");
+    let deny = code(&denied_to_everyone());
+    out.push_str(&format!(
+        "| router, administrators | everything except {deny} | everything |\n"
+    ));
+    #[allow(clippy::unwrap_used)] // a constant, valid id
+    let placeholder = AgencyId::parse("agency-placeholder").unwrap();
+    for sector in Sector::ALL {
+        let (publish, subscribe) = sector_permissions(sector, std::slice::from_ref(&placeholder));
+        let publish: Vec<String> = publish
+            .iter()
+            .map(|p| p.replace("agency-placeholder", "<agency>"))
+            .collect();
+        out.push_str(&format!(
+            "| {sector} service | {}; never {deny} | {} |\n",
+            code(&publish),
+            code(&subscribe)
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn the_security_doc_lists_the_permissions_the_code_generates() {
+        let doc = include_str!("../../../docs/SECURITY.md");
+        let begin = "<!-- permissions:begin (generated: `henvis nats-auth --markdown`) -->\n";
+        let start = doc.find(begin).map(|i| i + begin.len()).unwrap();
+        let end = doc.find("<!-- permissions:end -->").unwrap();
+        assert!(
+            doc[start..end] == permissions_markdown(),
+            "docs/SECURITY.md's permission table differs from the code: run `henvis nats-auth --markdown`"
+        );
+    }
 
     #[test]
     fn the_deploy_configuration_is_what_the_code_generates() {

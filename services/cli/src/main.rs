@@ -42,6 +42,10 @@ enum Command {
         /// administrator when none is given.
         #[arg(long = "admin")]
         admins: Vec<String>,
+        /// Print what each principal may do as the Markdown table of docs/SECURITY.md
+        /// instead.
+        #[arg(long)]
+        markdown: bool,
     },
     /// Submits an example `suspected_victim_reported` event (test data only).
     ReportExample {
@@ -281,7 +285,11 @@ fn dev_pki(dir: &std::path::Path, action: Option<PkiAction>) -> anyhow::Result<(
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::DevPki { dir, action } => dev_pki(&dir, action),
-        Command::NatsAuth { admins } => {
+        Command::NatsAuth { markdown: true, .. } => {
+            print!("{}", henvis_bus::permissions_markdown());
+            Ok(())
+        }
+        Command::NatsAuth { admins, .. } => {
             let admins = if admins.is_empty() {
                 henvis_pki::DEV_ADMINS.iter().map(|a| (*a).to_owned()).collect()
             } else {
