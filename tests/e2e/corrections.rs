@@ -17,7 +17,7 @@ use prost::Message;
 use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, ReflectMessage, Value};
 use tonic::Code;
 
-use crate::{canary, report, routed, submit};
+use crate::{LIMIT, canary, report, routed, submit};
 
 fn sender_of(sector: Sector) -> &'static str {
     match sector {
@@ -668,4 +668,53 @@ async fn a_weaker_existing_stream_or_one_replica_on_a_cluster_refuses_to_start()
         .expect("refused");
     assert!(format!("{e:#}").contains("HENVIS_STREAM_REPLICAS=3"), "{e:#}");
     henvis_router::build(&router_config(&d, 3)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_the_route_certificate_cannot_join_the_cluster() {
+    let mut d = Deployment::start_with(henvis_tests::Options {
+        nats_nodes: 3,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let peers = |v: &serde_json::Value| -> std::collections::BTreeSet<String> {
+        v["routes"]
+            .as_array()
+            .map(|r| {
+                r.iter()
+                    .filter_map(|x| x["remote_id"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let formed = henvis_tests::wait_for("the three nodes to route to each other", LIMIT, || async {
+        let p = peers(&d.nats.monitor(0, "/routez").await.ok()?);
+        (p.len() == 2).then_some(p)
+    })
+    .await
+    .unwrap();
+    // a fourth server whose route certificate comes from another CA
+    let stranger_pki = tempfile::tempdir().unwrap();
+    henvis_pki::DevPki::create(stranger_pki.path(), &d.directory).unwrap();
+    let i = d.nats.spawn_stranger(stranger_pki.path()).unwrap();
+    henvis_tests::wait_for("the stranger to run", LIMIT, || async {
+        d.nats.monitor(i, "/varz").await.ok()
+    })
+    .await
+    .unwrap();
+    // it keeps trying; over several of its attempts nobody routes to it
+    let mut checks = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(6);
+    while std::time::Instant::now() < deadline {
+        let own = peers(&d.nats.monitor(i, "/routez").await.unwrap());
+        let node0 = peers(&d.nats.monitor(0, "/routez").await.unwrap());
+        assert!(own.is_empty(), "the stranger joined: {own:?}");
+        assert_eq!(node0, formed, "the cluster's routes changed");
+        checks += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!(
+        "cluster route TLS: the stranger node (another CA) got 0 routes in {checks} checks over 6 s; the cluster kept its 2 peers per node"
+    );
 }

@@ -107,6 +107,9 @@ struct Node {
 pub struct NatsServer {
     nodes: Vec<Node>,
     pki: PathBuf,
+    /// The PKI whose nats-server certificate the nodes present on their routes (the
+    /// deployment's unless a test swaps it for a stranger's).
+    route_pki: Option<PathBuf>,
 }
 
 /// The test's administrator, who checks behind the services' back.
@@ -144,6 +147,7 @@ impl NatsServer {
         let mut s = Self {
             nodes,
             pki: pki.to_owned(),
+            route_pki: None,
         };
         for i in 0..n {
             s.spawn_node(i)?;
@@ -178,10 +182,17 @@ impl NatsServer {
         );
         text += include_str!("../../deploy/nats/auth.conf");
         if routes.len() > 1 {
+            // routes over mutual TLS, with the nats-server's own certificate as the one
+            // authorised route identity (as in deploy/nats/cluster-route.conf)
+            let route_pki = self.route_pki.as_deref().unwrap_or(&self.pki);
+            let route_service = route_pki.join("service");
             text += &format!(
-                "cluster {{\n  name: henvis-test\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
+                "cluster {{\n  name: henvis-test\n  listen: 127.0.0.1:{}\n  routes: [{}]\n  tls {{\n    cert_file: \"{}\"\n    key_file: \"{}\"\n    ca_file: \"{}\"\n    verify_and_map: true\n    timeout: 5\n  }}\n  authorization {{\n    user: \"CN=henvis://service/nats\"\n  }}\n}}\n",
                 n.cluster_port,
-                routes.join(", ")
+                routes.join(", "),
+                route_service.join("nats.pem").display(),
+                route_service.join("nats.key").display(),
+                route_pki.join("ca.pem").display()
             );
         }
         std::fs::write(&conf, text)?;
@@ -221,6 +232,37 @@ impl NatsServer {
             },
         )
         .await
+    }
+
+    /// Adds a node that presents the route certificate of another PKI (a stranger's CA) and
+    /// tries to join the cluster; returns its index.
+    pub fn spawn_stranger(&mut self, stranger_pki: &Path) -> anyhow::Result<usize> {
+        self.nodes.push(Node {
+            child: None,
+            port: free_port()?,
+            cluster_port: free_port()?,
+            monitor_port: free_port()?,
+            dir: tempfile::tempdir()?,
+        });
+        let i = self.nodes.len() - 1;
+        self.route_pki = Some(stranger_pki.to_owned());
+        let spawned = self.spawn_node(i);
+        self.route_pki = None;
+        spawned?;
+        Ok(i)
+    }
+
+    /// A node's monitoring endpoint, plain HTTP on loopback (e.g. `/routez`).
+    pub async fn monitor(&self, i: usize, path: &str) -> anyhow::Result<serde_json::Value> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.nodes[i].monitor_port)).await?;
+        tcp.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+            .await?;
+        let mut raw = Vec::new();
+        tcp.read_to_end(&mut raw).await?;
+        let text = String::from_utf8_lossy(&raw);
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).context("an HTTP body")?;
+        Ok(serde_json::from_str(body)?)
     }
 
     /// The first node's monitoring `/varz` (message counts, CPU), over plain HTTP on
