@@ -17,16 +17,7 @@ use prost::Message;
 use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, ReflectMessage, Value};
 use tonic::Code;
 
-use crate::{LIMIT, canary, report, routed, submit};
-
-fn sender_of(sector: Sector) -> &'static str {
-    match sector {
-        Sector::Police => "politi-koebenhavn",
-        Sector::Health => "region-hovedstaden",
-        Sector::Social => "kommune-101",
-        Sector::Ngo => "ngo-redbarnet",
-    }
-}
+use crate::{LIMIT, canary, matrix::sender_of, report, routed, submit};
 
 fn now_secs() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
@@ -609,21 +600,6 @@ async fn events_published_into_in_behind_the_checks_are_not_routed_but_kept_with
     );
 }
 
-fn router_config(d: &Deployment, replicas: usize) -> henvis_router::RouterConfig {
-    henvis_router::RouterConfig {
-        nats_url: d.nats.url(),
-        rules: None,
-        directory: None,
-        duplicate_window_secs: 600,
-        stream_replicas: replicas,
-        listen: "127.0.0.1:0".parse().unwrap(),
-        pki_dir: d.pki_dir().to_owned(),
-        retention_secs: 30 * 24 * 3600,
-        expiry_warning_secs: 3 * 24 * 3600,
-        expiry_scan_secs: 3600,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_weaker_existing_stream_or_one_replica_on_a_cluster_refuses_to_start() {
     let d = Deployment::start().await.unwrap();
@@ -645,10 +621,7 @@ async fn a_weaker_existing_stream_or_one_replica_on_a_cluster_refuses_to_start()
     })
     .await
     .unwrap();
-    let e = henvis_router::build(&router_config(&d, 1))
-        .await
-        .err()
-        .expect("refused");
+    let e = henvis_router::build(&d.router_config(1)).await.err().expect("refused");
     let text = format!("{e:#}");
     assert!(
         text.contains("stream `DEAD` exists with a weaker configuration") && text.contains("Memory"),
@@ -662,12 +635,9 @@ async fn a_weaker_existing_stream_or_one_replica_on_a_cluster_refuses_to_start()
     })
     .await
     .unwrap();
-    let e = henvis_router::build(&router_config(&d, 1))
-        .await
-        .err()
-        .expect("refused");
+    let e = henvis_router::build(&d.router_config(1)).await.err().expect("refused");
     assert!(format!("{e:#}").contains("HENVIS_STREAM_REPLICAS=3"), "{e:#}");
-    henvis_router::build(&router_config(&d, 3)).await.unwrap();
+    henvis_router::build(&d.router_config(3)).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -519,19 +519,7 @@ async fn the_reconciler_finds_and_redrives_deliveries_deleted_behind_the_brokers
             deleted += 1;
         }
     }
-    let config = henvis_router::RouterConfig {
-        nats_url: d.nats.url(),
-        rules: None,
-        directory: None,
-        duplicate_window_secs: 600,
-        stream_replicas: 1,
-        listen: "127.0.0.1:0".parse().unwrap(),
-        pki_dir: d.pki_dir().to_owned(),
-        retention_secs: 30 * 24 * 3600,
-        expiry_warning_secs: 3 * 24 * 3600,
-        expiry_scan_secs: 3600,
-    };
-    let router = henvis_router::build(&config).await.unwrap();
+    let router = henvis_router::build(&d.router_config(1)).await.unwrap();
     let found = router.reconcile(false).await.unwrap();
     let fixed = router.reconcile(true).await.unwrap();
     let after = router.reconcile(false).await.unwrap();
@@ -584,19 +572,7 @@ async fn the_reconciler_redrives_a_lost_referral_response_to_the_referrer() {
         }
     }
     assert_eq!(deleted, 1, "the response's delivery was really deleted");
-    let config = henvis_router::RouterConfig {
-        nats_url: d.nats.url(),
-        rules: None,
-        directory: None,
-        duplicate_window_secs: 600,
-        stream_replicas: 1,
-        listen: "127.0.0.1:0".parse().unwrap(),
-        pki_dir: d.pki_dir().to_owned(),
-        retention_secs: 30 * 24 * 3600,
-        expiry_warning_secs: 3 * 24 * 3600,
-        expiry_scan_secs: 3600,
-    };
-    let router = henvis_router::build(&config).await.unwrap();
+    let router = henvis_router::build(&d.router_config(1)).await.unwrap();
     let found = router.reconcile(false).await.unwrap();
     assert!(
         found
@@ -706,6 +682,22 @@ async fn a_full_stream_refuses_new_submissions_keeps_the_old_and_alerts() {
     println!("stream full after {at} referrals: RESOURCE_EXHAUSTED, nothing evicted, administrator alerted");
 }
 
+/// An agency reads and acknowledges its inbox until it has seen `n` distinct events;
+/// returns how often it saw each, and how many more deliveries wait behind them (up to the
+/// next heartbeat: anything more would be a duplicate).
+async fn take_deliveries(d: &Deployment, sector: Sector, agency: &str, n: usize) -> (BTreeMap<String, usize>, usize) {
+    let mut c = d.client(sector, agency).await.unwrap();
+    let mut inbox = crate::Inbox::open(&mut c).await;
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    while seen.len() < n {
+        let del = inbox.next_delivery().await;
+        *seen.entry(del.envelope.unwrap().event_id).or_default() += 1;
+        inbox.ack(del.delivery_id).await;
+    }
+    let extra = inbox.deliveries_before_heartbeat().await;
+    (seen, extra)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_deliveries_stream_holds_events_back_alerts_and_delivers_once_there_is_room() {
     const N: usize = 24;
@@ -747,23 +739,9 @@ async fn a_full_deliveries_stream_holds_events_back_alerts_and_delivers_once_the
     let waiting_in_out = d.stream_messages("OUT").await.unwrap();
     // the agencies take their deliveries (both at once: each one's backlog waits for room
     // the other makes); the held-back events are routed
-    let take = |sector: Sector, agency: &'static str| {
-        let d = &d;
-        async move {
-            let mut c = d.client(sector, agency).await.unwrap();
-            let mut inbox = crate::Inbox::open(&mut c).await;
-            let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-            while seen.len() < N {
-                let del = inbox.next_delivery().await;
-                *seen.entry(del.envelope.unwrap().event_id).or_default() += 1;
-                inbox.ack(del.delivery_id).await;
-            }
-            seen
-        }
-    };
-    let (municipality, police) = tokio::join!(
-        take(Sector::Social, "kommune-101"),
-        take(Sector::Police, "politi-koebenhavn")
+    let ((municipality, _), (police, _)) = tokio::join!(
+        take_deliveries(&d, Sector::Social, "kommune-101", N),
+        take_deliveries(&d, Sector::Police, "politi-koebenhavn", N)
     );
     let mut per_recipient = Vec::new();
     for seen in [municipality, police] {
@@ -880,25 +858,9 @@ async fn a_deliveries_stream_full_for_longer_than_the_duplicate_window_still_del
     })
     .await
     .unwrap();
-    let take = |sector: Sector, agency: &'static str| {
-        let d = &d;
-        async move {
-            let mut c = d.client(sector, agency).await.unwrap();
-            let mut inbox = crate::Inbox::open(&mut c).await;
-            let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-            while seen.len() < N {
-                let del = inbox.next_delivery().await;
-                *seen.entry(del.envelope.unwrap().event_id).or_default() += 1;
-                inbox.ack(del.delivery_id).await;
-            }
-            // anything more waiting would be a duplicate
-            let extra = inbox.deliveries_before_heartbeat().await;
-            (seen, extra)
-        }
-    };
     let ((municipality, extra_m), (police, extra_p)) = tokio::join!(
-        take(Sector::Social, "kommune-101"),
-        take(Sector::Police, "politi-koebenhavn")
+        take_deliveries(&d, Sector::Social, "kommune-101", N),
+        take_deliveries(&d, Sector::Police, "politi-koebenhavn", N)
     );
     for (seen, extra) in [(&municipality, extra_m), (&police, extra_p)] {
         assert_eq!(seen.keys().cloned().collect::<BTreeSet<_>>(), submitted);

@@ -24,7 +24,7 @@ fn ev(kind: event::Kind) -> Event {
 
 // Senders the case relates to (its police district, region and municipality) and the NGO that
 // becomes guardian: an agency outside a case cannot add to it at all.
-fn sender_of(sector: Sector) -> &'static str {
+pub(crate) fn sender_of(sector: Sector) -> &'static str {
     match sector {
         Sector::Police => "politi-koebenhavn",
         Sector::Health => "region-hovedstaden",

@@ -14,10 +14,6 @@ use crate::{routed, submit};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_reflection_are_served_by_every_service() {
-    use tonic_reflection::pb::v1::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-    };
     let d = Deployment::start().await.unwrap();
     let router = d.service_channel(d.router).await.unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(router);
@@ -45,23 +41,7 @@ async fn health_and_reflection_are_served_by_every_service() {
             s.status,
             tonic_health::pb::health_check_response::ServingStatus::Serving as i32
         );
-        let mut refl = ServerReflectionClient::new(ch);
-        let req = ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(MessageRequest::ListServices(String::new())),
-        };
-        let mut resp = refl
-            .server_reflection_info(tokio_stream::iter(vec![req]))
-            .await
-            .unwrap()
-            .into_inner();
-        let Some(Ok(r)) = resp.next().await else {
-            panic!("reflection answered")
-        };
-        let Some(MessageResponse::ListServicesResponse(l)) = r.message_response else {
-            panic!("a service list")
-        };
-        let names: std::collections::BTreeSet<_> = l.service.into_iter().map(|s| s.name).collect();
+        let names = listed_services(ch).await;
         // exactly what this port serves: its sector's typed service (and, on the police
         // service, alerts), the common API, health and reflection v1 and v1alpha
         let mut expected: std::collections::BTreeSet<String> = [
@@ -78,13 +58,28 @@ async fn health_and_reflection_are_served_by_every_service() {
         assert_eq!(names, expected, "{sector}");
     }
     // the router's port: health and reflection only
-    let router = d.service_channel(d.router).await.unwrap();
-    let mut refl = ServerReflectionClient::new(router);
+    let names = listed_services(d.service_channel(d.router).await.unwrap()).await;
+    let expected: std::collections::BTreeSet<String> = [
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ]
+    .map(str::to_owned)
+    .into();
+    assert_eq!(names, expected, "the router");
+}
+
+/// The services a port lists through gRPC reflection (v1).
+async fn listed_services(ch: tonic::transport::Channel) -> std::collections::BTreeSet<String> {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
     let req = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
-    let mut resp = refl
+    let mut resp = ServerReflectionClient::new(ch)
         .server_reflection_info(tokio_stream::iter(vec![req]))
         .await
         .unwrap()
@@ -95,15 +90,7 @@ async fn health_and_reflection_are_served_by_every_service() {
     let Some(MessageResponse::ListServicesResponse(l)) = r.message_response else {
         panic!("a service list")
     };
-    let names: std::collections::BTreeSet<_> = l.service.into_iter().map(|s| s.name).collect();
-    let expected: std::collections::BTreeSet<String> = [
-        "grpc.health.v1.Health",
-        "grpc.reflection.v1.ServerReflection",
-        "grpc.reflection.v1alpha.ServerReflection",
-    ]
-    .map(str::to_owned)
-    .into();
-    assert_eq!(names, expected, "the router");
+    l.service.into_iter().map(|s| s.name).collect()
 }
 
 fn capitalised(s: Sector) -> String {

@@ -622,6 +622,24 @@ impl Deployment {
         Ok(addr)
     }
 
+    /// The configuration of one more router on this deployment's NATS (for tests that run
+    /// reconciliation or start-up checks themselves), with `replicas` per stream.
+    pub fn router_config(&self, replicas: usize) -> henvis_router::RouterConfig {
+        henvis_router::RouterConfig {
+            nats_url: self.nats.url(),
+            rules: None,
+            directory: None,
+            duplicate_window_secs: 600,
+            stream_replicas: replicas,
+            #[allow(clippy::unwrap_used)] // a constant address
+            listen: "127.0.0.1:0".parse().unwrap(),
+            pki_dir: self.pki_dir().to_owned(),
+            retention_secs: 30 * 24 * 3600,
+            expiry_warning_secs: 3 * 24 * 3600,
+            expiry_scan_secs: 3600,
+        }
+    }
+
     /// The PKI folder of the deployment (CA, revocation list, every certificate).
     pub fn pki_dir(&self) -> &Path {
         self._creds.path()
