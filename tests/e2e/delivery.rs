@@ -136,6 +136,17 @@ async fn killing_the_router_again_and_again_under_load_loses_and_duplicates_noth
         .collect();
     points.sort_unstable();
     let mut killed_under_load = 0;
+    // while each router is down a new rule set is published (same routes, a new version):
+    // the events it was routing are redelivered to a router deciding under another version,
+    // and must still reach each recipient once
+    let admin = henvis_bus::Bus::connect(
+        &d.nats.url(),
+        "test-admin",
+        Some(&henvis_bus::NatsIdentity::of(d.pki_dir(), &henvis_tests::test_admin())),
+    )
+    .await
+    .unwrap();
+    let mut versions = 0;
     for point in points {
         load_reaches(&acked, &failed, point).await;
         let from = wait_for("the router to consume", Duration::from_secs(60), &ack_floor)
@@ -153,6 +164,15 @@ async fn killing_the_router_again_and_again_under_load_loses_and_duplicates_noth
         .unwrap();
         router.kill9();
         killed_under_load += usize::from(acked.lock().unwrap().len() + *failed.lock().unwrap() < referrals);
+        versions += 1;
+        let text = henvis_router::DEFAULT_RULES.replacen(
+            "version = \"2026-11-28.1\"",
+            &format!("version = \"crash-{versions}\""),
+            1,
+        );
+        henvis_router::publish_rules(&admin, &d.directory, "crash.toml", &text, "admin-1")
+            .await
+            .unwrap();
         router = RouterProcess::spawn(&d.nats.url(), 600, d.pki_dir()).unwrap();
     }
     for l in load {
@@ -166,7 +186,7 @@ async fn killing_the_router_again_and_again_under_load_loses_and_duplicates_noth
     let failed = *failed.lock().unwrap();
     let c = count(&d, &acked).await;
     println!(
-        "router crash (seed {seed}): {kills} SIGKILLs ({killed_under_load} under load); referrals attempted {referrals}, acknowledged {}, unknown outcome {failed}; {c}",
+        "router crash (seed {seed}): {kills} SIGKILLs ({killed_under_load} under load), a new rule set published during each ({versions} versions); referrals attempted {referrals}, acknowledged {}, unknown outcome {failed}; {c}",
         acked.len()
     );
     assert_eq!(killed_under_load, kills, "every kill landed while the load was running");
