@@ -467,6 +467,28 @@ async fn the_nats_server_refuses_a_sector_service_everything_beyond_its_own_sect
         refused(&errors, "a refusal").await
     ));
 
+    // 3c. the NGO service records, as the municipality, that it accepted the NGO's referral
+    attempts += 1;
+    let (c, errors) = nats_as(&d, &ngo_service).await;
+    let js = async_nats::jetstream::new(c);
+    let forged_status = match js
+        .publish(
+            format!("henvis.status.ngo-redbarnet.{}.kommune-101", r.event_id),
+            "x".into(),
+        )
+        .await
+    {
+        Ok(ack) => tokio::time::timeout(Duration::from_secs(2), ack)
+            .await
+            .is_ok_and(|a| a.is_ok()),
+        Err(_) => false,
+    };
+    accepted += usize::from(forged_status);
+    tried.push(format!(
+        "the NGO service writes a status record as the municipality -> {}",
+        refused(&errors, "a refusal").await
+    ));
+
     // 4. the health service changes a stream's configuration (to allow purging the audit)
     attempts += 1;
     let (c, errors) = nats_as(&d, &health).await;

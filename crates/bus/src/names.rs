@@ -109,9 +109,33 @@ pub fn inbox_consumer(agency: &AgencyId) -> String {
     format!("inbox-{agency}")
 }
 
-/// Status records of one event, kept under its sender.
-pub fn status_subject(sender: &AgencyId, event_id: &str) -> String {
-    format!("{STATUS_PREFIX}.{sender}.{event_id}")
+/// The writer token of status records the router writes.
+pub const ROUTER_WRITER: &str = "router";
+
+/// A status record of one event, kept under its sender, with its writer as the last token:
+/// [`ROUTER_WRITER`], the sender itself (its Submit), or the recipient that received it.
+/// NATS permissions let a sector service write only under its own agencies' tokens.
+pub fn status_subject(sender: &AgencyId, event_id: &str, writer: &str) -> String {
+    format!("{STATUS_PREFIX}.{sender}.{event_id}.{writer}")
+}
+
+/// Every status record of one event.
+pub fn status_filter(sender: &AgencyId, event_id: &str) -> String {
+    format!("{STATUS_PREFIX}.{sender}.{event_id}.*")
+}
+
+/// The writer of a status record, from its subject.
+pub fn status_writer(subject: &str) -> Option<&str> {
+    let rest = subject.strip_prefix(STATUS_PREFIX)?.strip_prefix('.')?;
+    let mut tokens = rest.split('.');
+    let (_sender, _event, writer) = (tokens.next()?, tokens.next()?, tokens.next()?);
+    tokens.next().is_none().then_some(writer)
+}
+
+/// Whether a status record's writer may speak for `recipient`: the router for anyone, any
+/// other writer only for itself (an agency records that *it* received something).
+pub fn status_writer_may_speak_for(writer: &str, recipient: &str) -> bool {
+    writer == ROUTER_WRITER || writer == recipient
 }
 
 /// Routing decisions about one case in the audit stream.

@@ -20,8 +20,7 @@ pub fn sector_permissions(sector: Sector, agencies: &[AgencyId]) -> (Vec<String>
     let mut publish = vec![
         // its own sector's submissions only
         format!("{IN_PREFIX}.{sector}.>"),
-        // "received" status for any sender; case changes and administrator alerts
-        format!("{STATUS_PREFIX}.>"),
+        // case changes and administrator alerts (status records: per agency, below)
         format!("{AUDIT_PREFIX}.case.>"),
         audit_admin_subject(),
         format!("$KV.{BUCKET_CASES}.>"),
@@ -83,6 +82,8 @@ pub fn sector_permissions(sector: Sector, agencies: &[AgencyId]) -> (Vec<String>
         publish.push(format!(
             "$JS.API.CONSUMER.CREATE.{STREAM_STATUS}.*.{STATUS_PREFIX}.{a}.>"
         ));
+        // status records written as itself only (its Submit, its receipts), for any sender
+        publish.push(format!("{STATUS_PREFIX}.*.*.{a}"));
         // its own idempotency records only (they hold its stored envelopes): a retry is
         // answered from them, never from IN, and never from another agency's records
         publish.push(format!("$KV.{BUCKET_IDEMPOTENCY}.{a}.>"));

@@ -56,11 +56,12 @@ impl Router {
         }
         // what the router decided and what recipients acknowledged
         let mut states: BTreeMap<String, BTreeMap<String, i32>> = BTreeMap::new();
-        for (_, payload) in self
+        for (subject, payload) in self
             .bus
             .read_messages(STREAM_STATUS, &format!("{STATUS_PREFIX}.>"))
             .await?
         {
+            let writer = henvis_bus::status_writer(&subject).unwrap_or_default().to_owned();
             // the sender's "submitted" record says nothing about a decision
             let Ok(rec) = GetStatusResponse::decode(payload) else {
                 continue;
@@ -69,7 +70,10 @@ impl Router {
                 continue;
             }
             let entry = states.entry(rec.event_id).or_default();
-            for r in rec.recipients.into_iter().filter(|r| !r.recipient_agency_id.is_empty()) {
+            for r in rec.recipients.into_iter().filter(|r| {
+                !r.recipient_agency_id.is_empty()
+                    && henvis_bus::status_writer_may_speak_for(&writer, &r.recipient_agency_id)
+            }) {
                 let s = entry.entry(r.recipient_agency_id).or_default();
                 *s = (*s).max(r.state);
             }

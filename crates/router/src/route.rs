@@ -1,7 +1,7 @@
 //! Routing one stored event: apply its case change, decide, audit, check the case did not
 //! change meanwhile, then deliver the redacted copies and the sender's status.
 
-use henvis_bus::{VersionedCase, audit_decision_subject, outbound_subject, status_subject};
+use henvis_bus::{ROUTER_WRITER, VersionedCase, audit_decision_subject, outbound_subject, status_subject};
 use henvis_domain::{AgencyId, AlertRecord, AlertState, CaseChange, CaseId, CaseRecord};
 use henvis_policy::{Decision, DecisionInput, decide, redact};
 use henvis_proto::henvis::{
@@ -316,7 +316,11 @@ impl Router {
                 let id = format!("response:{answered}:{sender_id}:{}", env.event_id);
                 acks.push(
                     self.bus
-                        .publish(status_subject(referrer, answered), &id, record.encode_to_vec().into())
+                        .publish(
+                            status_subject(referrer, answered, ROUTER_WRITER),
+                            &id,
+                            record.encode_to_vec().into(),
+                        )
                         .await?,
                 );
             }
@@ -326,7 +330,7 @@ impl Router {
         acks.push(
             self.bus
                 .publish(
-                    status_subject(sender_id, &env.event_id),
+                    status_subject(sender_id, &env.event_id, ROUTER_WRITER),
                     &status_id,
                     status.encode_to_vec().into(),
                 )

@@ -183,7 +183,7 @@ async fn record_received(core: &Core, recipient: &AgencyId, o: &Open) -> Result<
     let msg_id = format!("received:{}:{recipient}", o.event_id);
     core.bus
         .publish_stored(
-            status_subject(sender, &o.event_id),
+            status_subject(sender, &o.event_id, recipient.as_str()),
             &msg_id,
             record.encode_to_vec().into(),
         )

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use futures::StreamExt;
-use henvis_bus::{STREAM_STATUS, status_subject};
+use henvis_bus::{STREAM_STATUS, status_filter, status_writer, status_writer_may_speak_for};
 use henvis_domain::EventId;
 use henvis_proto::henvis::broker::v1::{GetStatusResponse, Heartbeat, RecipientStatus, StatusUpdate, status_update};
 use prost::Message;
@@ -23,10 +23,17 @@ struct Fold {
 }
 
 impl Fold {
-    fn add(&mut self, record: &[u8]) -> Result<(), ApiError> {
+    /// Adds one record, written by `writer` (its subject's last token): entries a writer may
+    /// not speak for (another agency's receipt) are ignored.
+    fn add(&mut self, subject: &str, record: &[u8]) -> Result<(), ApiError> {
         let rec = GetStatusResponse::decode(record).map_err(|e| ApiError::Internal(format!("status record: {e}")))?;
-        self.routed |= rec.routed;
-        for s in rec.recipients {
+        let writer = status_writer(subject).unwrap_or_default();
+        self.routed |= rec.routed && writer == henvis_bus::ROUTER_WRITER;
+        for s in rec
+            .recipients
+            .into_iter()
+            .filter(|s| status_writer_may_speak_for(writer, &s.recipient_agency_id))
+        {
             // withheld entries without a recipient are told apart by their rule
             let key = (
                 s.recipient_agency_id.clone(),
@@ -67,12 +74,13 @@ fn no_event(caller: &Caller, id: &str) -> ApiError {
     ))
 }
 
-/// The status records of `id` under the caller (every event has one from its Submit).
-async fn records(core: &Core, caller: &Caller, id: &str) -> Result<Vec<bytes::Bytes>, ApiError> {
+/// The status records of `id` under the caller (every event has one from its Submit), with
+/// their subjects.
+async fn records(core: &Core, caller: &Caller, id: &str) -> Result<Vec<(String, bytes::Bytes)>, ApiError> {
     let records = tokio::time::timeout(
         std::time::Duration::from_secs(10),
         core.bus
-            .read_subject(STREAM_STATUS, &status_subject(&caller.agency, id)),
+            .read_messages(STREAM_STATUS, &status_filter(&caller.agency, id)),
     )
     .await
     .map_err(|_| ApiError::Unavailable("status read timed out".into()))??;
@@ -88,8 +96,8 @@ pub(crate) async fn get(core: &Core, caller: &Caller, event_id: &str) -> Result<
     let id = EventId::parse(event_id).map_err(|e| ApiError::field("event_id", e.expected))?;
     let records = records(core, caller, &id.to_string()).await?;
     let mut fold = Fold::default();
-    for r in records {
-        fold.add(&r)?;
+    for (subject, r) in records {
+        fold.add(&subject, &r)?;
     }
     Ok(fold.status(&id.to_string()))
 }
@@ -118,7 +126,7 @@ pub(crate) async fn subscribe(
     let consumer = stream
         .create_consumer(pull::OrderedConfig {
             name: Some(henvis_bus::reader_name()),
-            filter_subject: status_subject(&caller.agency, &id),
+            filter_subject: status_filter(&caller.agency, &id),
             deliver_policy: DeliverPolicy::All,
             ..Default::default()
         })
@@ -136,7 +144,7 @@ pub(crate) async fn subscribe(
                 m = records.next() => {
                     let Some(Ok(m)) = m else { break };
                     let position = m.info().map(|i| i.stream_sequence).unwrap_or(0);
-                    if fold.add(&m.payload).is_err() {
+                    if fold.add(m.subject.as_str(), &m.payload).is_err() {
                         continue;
                     }
                     // send once caught up with what was stored when the stream opened
@@ -157,4 +165,58 @@ pub(crate) async fn subscribe(
         }
     });
     Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+}
+
+#[cfg(test)]
+mod tests {
+    use henvis_proto::henvis::broker::v1::DeliveryState;
+
+    use super::*;
+
+    fn record(recipient: &str, state: DeliveryState) -> Vec<u8> {
+        GetStatusResponse {
+            event_id: "e".into(),
+            routed: true,
+            recipients: vec![RecipientStatus {
+                recipient_agency_id: recipient.into(),
+                state: state as i32,
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn a_writer_speaks_only_for_itself_and_only_the_router_routes() {
+        let mut fold = Fold::default();
+        // the sender's own first record says nothing about routing
+        fold.add("henvis.status.ngo-a.e.ngo-a", &record("", DeliveryState::Stored))
+            .unwrap();
+        assert!(!fold.routed);
+        fold.add(
+            "henvis.status.ngo-a.e.router",
+            &record("kommune-101", DeliveryState::Stored),
+        )
+        .unwrap();
+        // another agency forges the municipality's acceptance: ignored
+        fold.add(
+            "henvis.status.ngo-a.e.ngo-b",
+            &record("kommune-101", DeliveryState::Accepted),
+        )
+        .unwrap();
+        fold.add(
+            "henvis.status.ngo-a.e.kommune-101",
+            &record("kommune-101", DeliveryState::Received),
+        )
+        .unwrap();
+        let s = fold.status("e");
+        assert!(s.routed);
+        let states: Vec<_> = s
+            .recipients
+            .iter()
+            .filter(|r| !r.recipient_agency_id.is_empty())
+            .map(|r| (r.recipient_agency_id.as_str(), r.state))
+            .collect();
+        assert_eq!(states, [("kommune-101", DeliveryState::Received as i32)]);
+    }
 }

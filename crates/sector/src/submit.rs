@@ -230,7 +230,7 @@ impl Core {
                 stored.sequence,
             ),
             self.bus.publish_stored(
-                henvis_bus::status_subject(&caller.agency, &envelope.event_id),
+                henvis_bus::status_subject(&caller.agency, &envelope.event_id, caller.agency.as_str()),
                 &status_id,
                 submitted.encode_to_vec().into(),
             )
