@@ -702,6 +702,26 @@ async fn a_full_stream_refuses_new_submissions_keeps_the_old_and_alerts() {
     println!("stream full after {at} referrals: RESOURCE_EXHAUSTED, nothing evicted, administrator alerted");
 }
 
+/// Submits `n` opening reports from one NGO; returns their event ids.
+async fn submit_referrals(
+    d: &Deployment,
+    n: usize,
+    key: &str,
+    event: impl Fn() -> henvis_proto::henvis::events::v1::Event,
+) -> BTreeSet<String> {
+    let mut ngo = d.client(Sector::Ngo, "ngo-redbarnet").await.unwrap();
+    let mut submitted = BTreeSet::new();
+    for i in 0..n {
+        submitted.insert(
+            submit(&mut ngo, &format!("{key}-{i}"), "", event())
+                .await
+                .unwrap()
+                .event_id,
+        );
+    }
+    submitted
+}
+
 /// An agency reads and acknowledges its inbox until it has seen `n` distinct events;
 /// returns how often it saw each, and how many more deliveries wait behind them (up to the
 /// next heartbeat: anything more would be a duplicate).
@@ -727,16 +747,9 @@ async fn a_full_deliveries_stream_holds_events_back_alerts_and_delivers_once_the
     })
     .await
     .unwrap();
-    let mut ngo = d.client(Sector::Ngo, "ngo-redbarnet").await.unwrap();
-    let mut submitted = BTreeSet::new();
-    for i in 0..N {
-        // each referral makes two deliveries (municipality, police district): OUT fills
-        // long before IN does
-        let r = submit(&mut ngo, &format!("out-full-{i}"), "", report("101"))
-            .await
-            .unwrap();
-        submitted.insert(r.event_id);
-    }
+    // each referral makes two deliveries (municipality, police district): OUT fills long
+    // before IN does
+    let submitted = submit_referrals(&d, N, "out-full", || report("101")).await;
     let admin_alerts = || async {
         let alerts: Vec<serde_json::Value> = d
             .read_all("AUDIT", "henvis.audit.admin")
@@ -815,7 +828,7 @@ async fn a_deliveries_stream_full_for_longer_than_the_duplicate_window_still_del
     let pad = 100;
     // the municipality's copy (published first) carries the health concerns, the police
     // district's does not: sized so that OUT fills between the two deliveries of an event
-    let report = |_: &str| {
+    let padded = || {
         use henvis_proto::henvis::events::v1::{Event, SuspectedVictimReported, event};
         Event {
             kind: Some(event::Kind::SuspectedVictimReported(SuspectedVictimReported {
@@ -836,14 +849,7 @@ async fn a_deliveries_stream_full_for_longer_than_the_duplicate_window_still_del
     })
     .await
     .unwrap();
-    let mut ngo = d.client(Sector::Ngo, "ngo-redbarnet").await.unwrap();
-    let mut submitted = BTreeSet::new();
-    for i in 0..N {
-        let r = submit(&mut ngo, &format!("long-full-{i}"), "", report("101"))
-            .await
-            .unwrap();
-        submitted.insert(r.event_id);
-    }
+    let submitted = submit_referrals(&d, N, "long-full", padded).await;
     wait_for("OUT to fill", crate::LIMIT, || async {
         let alerts = d.read_all("AUDIT", "henvis.audit.admin").await.ok()?;
         alerts

@@ -426,68 +426,38 @@ async fn the_nats_server_refuses_a_sector_service_everything_beyond_its_own_sect
         tried.push(format!("{what} -> {}", refused(&errors, "a refusal").await));
     }
 
-    // 3. the health service publishes into the police sector's inbound subjects
-    attempts += 1;
-    let (c, errors) = nats_as(&d, &health).await;
-    let js = async_nats::jetstream::new(c);
-    let stored = match js
-        .publish(
-            "henvis.in.police.report.0196f3a0-7b5c-7cc0-8000-000000000001",
-            "x".into(),
-        )
-        .await
-    {
-        Ok(ack) => tokio::time::timeout(Duration::from_secs(2), ack)
-            .await
-            .is_ok_and(|a| a.is_ok()),
-        Err(_) => false,
-    };
-    accepted += usize::from(stored);
-    tried.push(format!(
-        "health publishes to the police inbound subjects -> {}",
-        refused(&errors, "a refusal").await
-    ));
-
-    // 3b. the NGO service overwrites a police agency's idempotency record
-    attempts += 1;
-    let (c, errors) = nats_as(&d, &ngo_service).await;
-    let js = async_nats::jetstream::new(c);
-    let overwritten = match js
-        .publish(format!("$KV.henvis_idempotency.{police_record}"), "{}".into())
-        .await
-    {
-        Ok(ack) => tokio::time::timeout(Duration::from_secs(2), ack)
-            .await
-            .is_ok_and(|a| a.is_ok()),
-        Err(_) => false,
-    };
-    accepted += usize::from(overwritten);
-    tried.push(format!(
-        "the NGO service overwrites a police agency's idempotency record -> {}",
-        refused(&errors, "a refusal").await
-    ));
-
-    // 3c. the NGO service records, as the municipality, that it accepted the NGO's referral
-    attempts += 1;
-    let (c, errors) = nats_as(&d, &ngo_service).await;
-    let js = async_nats::jetstream::new(c);
-    let forged_status = match js
-        .publish(
+    // 3. stored publishes beyond a service's own rights: into the police sector's
+    //    inbound subjects, over a police agency's idempotency record, a status record as
+    //    the municipality
+    for (what, who, subject) in [
+        (
+            "health publishes to the police inbound subjects",
+            &health,
+            "henvis.in.police.report.0196f3a0-7b5c-7cc0-8000-000000000001".to_owned(),
+        ),
+        (
+            "the NGO service overwrites a police agency's idempotency record",
+            &ngo_service,
+            format!("$KV.henvis_idempotency.{police_record}"),
+        ),
+        (
+            "the NGO service writes a status record as the municipality",
+            &ngo_service,
             format!("henvis.status.ngo-redbarnet.{}.kommune-101", r.event_id),
-            "x".into(),
-        )
-        .await
-    {
-        Ok(ack) => tokio::time::timeout(Duration::from_secs(2), ack)
-            .await
-            .is_ok_and(|a| a.is_ok()),
-        Err(_) => false,
-    };
-    accepted += usize::from(forged_status);
-    tried.push(format!(
-        "the NGO service writes a status record as the municipality -> {}",
-        refused(&errors, "a refusal").await
-    ));
+        ),
+    ] {
+        attempts += 1;
+        let (c, errors) = nats_as(&d, who).await;
+        let js = async_nats::jetstream::new(c);
+        let stored = match js.publish(subject, "x".into()).await {
+            Ok(ack) => tokio::time::timeout(Duration::from_secs(2), ack)
+                .await
+                .is_ok_and(|a| a.is_ok()),
+            Err(_) => false,
+        };
+        accepted += usize::from(stored);
+        tried.push(format!("{what} -> {}", refused(&errors, "a refusal").await));
+    }
 
     // 4. the health service changes a stream's configuration (to allow purging the audit)
     attempts += 1;

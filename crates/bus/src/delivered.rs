@@ -3,7 +3,7 @@
 //! (a subject-scoped direct get), which is how Submit checks that a `referral_response`
 //! answers an event the responder actually received, without reading anyone's statuses.
 
-use crate::{Bus, BusError, names::delivered_key};
+use crate::{Bus, BusError, Versioned, names::delivered_key};
 
 /// What the router remembers of a delivery.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -21,28 +21,43 @@ pub struct Delivered {
 }
 
 impl Bus {
-    /// Marks that `event_id` is being delivered to `recipient`, unless marked before;
-    /// returns the earlier mark if there is one (a redelivered or re-driven event).
+    /// Marks that `event_id` is being delivered to `recipient`, unless marked before, and
+    /// returns the mark as stored (an earlier one for a redelivered or re-driven event),
+    /// with its revision for [`mark_published`](Self::mark_published).
     pub async fn mark_delivered(
         &self,
         recipient: &str,
         event_id: &str,
         mark: &Delivered,
-    ) -> Result<Option<Delivered>, BusError> {
+    ) -> Result<Versioned<Delivered>, BusError> {
         let bucket = self.delivered_bucket().await?;
         let key = delivered_key(recipient, event_id);
-        if bucket.create_new(&key, mark).await? {
-            return Ok(None);
+        if let Some(revision) = bucket.create_new(&key, mark).await? {
+            return Ok(Versioned {
+                record: mark.clone(),
+                revision,
+            });
         }
-        Ok(bucket.get::<Delivered>(&key).await?.map(|v| v.record))
+        bucket
+            .get::<Delivered>(&key)
+            .await?
+            .ok_or_else(|| BusError::Unavailable(format!("delivery mark `{key}` vanished")))
     }
 
-    /// Records that the delivery of `event_id` to `recipient` is stored in OUT.
-    pub async fn mark_published(&self, recipient: &str, event_id: &str) -> Result<(), BusError> {
+    /// Records that the delivery of `event_id` to `recipient` is stored in OUT, starting
+    /// from the mark as [`mark_delivered`](Self::mark_delivered) returned it (one write
+    /// unless someone changed it meanwhile).
+    pub async fn mark_published(
+        &self,
+        recipient: &str,
+        event_id: &str,
+        known: Versioned<Delivered>,
+    ) -> Result<(), BusError> {
         self.delivered_bucket()
             .await?
-            .modify::<Delivered>(
+            .modify_from::<Delivered>(
                 &delivered_key(recipient, event_id),
+                Some(Some(known)),
                 || None,
                 |d| !std::mem::replace(&mut d.published, true),
             )

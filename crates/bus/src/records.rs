@@ -78,12 +78,12 @@ impl JsonBucket {
     }
 
     /// Stores `record` under `key` unless the key already holds one (which is kept);
-    /// returns whether it stored it.
-    pub async fn create_new<T: Serialize>(&self, key: &str, record: &T) -> Result<bool, BusError> {
+    /// returns the revision it stored it at, or `None` when the key held a record.
+    pub async fn create_new<T: Serialize>(&self, key: &str, record: &T) -> Result<Option<u64>, BusError> {
         let value = serde_json::to_vec(record).map_err(|e| BusError::Other(e.to_string()))?;
         match self.store.create(key, value.into()).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
+            Ok(revision) => Ok(Some(revision)),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
             Err(e) => Err(unavailable(e)),
         }
     }
@@ -91,12 +91,7 @@ impl JsonBucket {
     /// Stores `record` under `key` unless the key already holds one (which is kept): one
     /// round trip, for records written once.
     pub async fn create_if_absent<T: Serialize>(&self, key: &str, record: &T) -> Result<(), BusError> {
-        let value = serde_json::to_vec(record).map_err(|e| BusError::Other(e.to_string()))?;
-        match self.store.create(key, value.into()).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(()),
-            Err(e) => Err(unavailable(e)),
-        }
+        self.create_new(key, record).await.map(|_| ())
     }
 
     /// Applies `change` with compare-and-set, retrying on conflict. When the key is absent

@@ -183,31 +183,32 @@ impl Topology {
                 tracing::warn!(stream = %cfg.name, differences = %softer.join(", "), "existing stream differs from the configured topology");
             }
         }
-        if js.get_key_value(BUCKET_IDEMPOTENCY).await.is_err() {
-            js.create_key_value(kv::Config {
-                bucket: BUCKET_IDEMPOTENCY.to_owned(),
-                description: "submitted idempotency keys per agency, kept for days".to_owned(),
-                history: 1,
-                max_age: self.idempotency_ttl,
-                storage: StorageType::File,
-                num_replicas: self.replicas,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| BusError::Unavailable(e.to_string()))?;
-        }
-        if js.get_key_value(BUCKET_DELIVERED).await.is_err() {
-            js.create_key_value(kv::Config {
-                bucket: BUCKET_DELIVERED.to_owned(),
-                description: "which events were delivered to which agency (for referral responses)".to_owned(),
-                history: 1,
-                max_age: self.max_age,
-                storage: StorageType::File,
-                num_replicas: self.replicas,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        // written once per key and expiring: idempotency records, delivery marks
+        for (bucket, description, max_age) in [
+            (
+                BUCKET_IDEMPOTENCY,
+                "submitted idempotency keys per agency, kept for days",
+                self.idempotency_ttl,
+            ),
+            (
+                BUCKET_DELIVERED,
+                "which events were delivered to which agency (for referral responses)",
+                self.max_age,
+            ),
+        ] {
+            if js.get_key_value(bucket).await.is_err() {
+                js.create_key_value(kv::Config {
+                    bucket: bucket.to_owned(),
+                    description: description.to_owned(),
+                    history: 1,
+                    max_age,
+                    storage: StorageType::File,
+                    num_replicas: self.replicas,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| BusError::Unavailable(e.to_string()))?;
+            }
         }
         for (bucket, description) in [
             (BUCKET_CASES, "henvis case records, keyed by pseudonymous case id"),

@@ -166,10 +166,13 @@ impl Router {
             .await?;
         // the workflow guards, again (the opening report makes its sender a participant)
         if let Some(c) = &case {
-            let mut record = c.record.clone();
-            if opening {
-                record.add_participants([sender_id]);
-            }
+            let record = if opening {
+                let mut r = c.record.clone();
+                r.add_participants([sender_id]);
+                std::borrow::Cow::Owned(r)
+            } else {
+                std::borrow::Cow::Borrowed(&c.record)
+            };
             if let Err(e) = henvis_policy::admit(mt, sender_id, &record, &self.directory) {
                 tracing::warn!(event_id = %env.event_id, case_id = %case_id, guard = ?e, "stored event fails a workflow guard");
                 return Err(RouteError::Poison("event fails a workflow guard"));
@@ -253,19 +256,12 @@ impl Router {
                 .map(|r| self.bus.mark_delivered(r.agency.as_str(), &env.event_id, &mark)),
         )
         .await?;
-        let already: std::collections::HashSet<&AgencyId> = decision
-            .recipients
-            .iter()
-            .zip(&marks)
-            .filter(|(_, m)| m.as_ref().is_some_and(|m| m.published))
-            .map(|(r, _)| &r.agency)
-            .collect();
 
         let mut acks = Vec::with_capacity(decision.recipients.len() + 1);
         let mut delivery_acks = Vec::with_capacity(decision.recipients.len());
         // the event as redacted for each district the routes alert: an alert's details
         let mut alert_details: Vec<(&henvis_policy::Recipient, Vec<u8>)> = Vec::new();
-        for r in &decision.recipients {
+        for (r, mark) in decision.recipients.iter().zip(marks) {
             let delivery = self.delivery_for(&env, event_bytes, r, &decision.rule_set_version)?;
             if r.alert.is_some()
                 && self.directory.agency(&r.agency).map(|a| a.sector) == Some(henvis_domain::Sector::Police)
@@ -277,13 +273,14 @@ impl Router {
                     .unwrap_or_default();
                 alert_details.push((r, details));
             }
-            if already.contains(&r.agency) {
+            if mark.record.published {
                 continue;
             }
             // one identity per (event, recipient), whatever the rule set deciding it
             let msg_id = format!("{}:{}", env.event_id, r.agency);
             delivery_acks.push((
                 &r.agency,
+                mark,
                 self.bus
                     .publish(
                         outbound_subject(&r.agency, mt),
@@ -350,20 +347,15 @@ impl Router {
             // refused (a full OUT): the retry publishes only what is still missing
             let mut first_error = None;
             let mut published = Vec::new();
-            for (agency, ack) in delivery_acks {
+            for (agency, mark, ack) in delivery_acks {
                 match ack.await {
-                    Ok(_) => published.push(agency),
+                    Ok(_) => published.push(self.bus.mark_published(agency.as_str(), &env.event_id, mark)),
                     Err(e) => {
                         first_error.get_or_insert(e);
                     }
                 }
             }
-            futures::future::try_join_all(
-                published
-                    .iter()
-                    .map(|a| self.bus.mark_published(a.as_str(), &env.event_id)),
-            )
-            .await?;
+            futures::future::try_join_all(published).await?;
             if let Some(e) = first_error {
                 return Err(e);
             }

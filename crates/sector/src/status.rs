@@ -114,8 +114,6 @@ pub(crate) async fn subscribe(
     let id = EventId::parse(event_id)
         .map_err(|e| ApiError::field("event_id", e.expected))?
         .to_string();
-    // not the caller's event (or none): refused before anything is followed
-    records(core, caller, &id).await?;
     let unavailable = |e: &dyn std::fmt::Display| ApiError::Unavailable(e.to_string());
     let stream = core
         .bus
@@ -132,6 +130,11 @@ pub(crate) async fn subscribe(
         })
         .await
         .map_err(|e| unavailable(&e))?;
+    // every event of the caller has a record from its Submit: none means not the caller's
+    // event (or none at all), refused before anything is followed
+    if consumer.cached_info().num_pending == 0 {
+        return Err(no_event(caller, &id));
+    }
     let mut records = consumer.messages().await.map_err(|e| unavailable(&e))?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<StatusUpdate, Status>>(16);
     let heartbeat_every = core.heartbeat;

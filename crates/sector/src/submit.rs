@@ -185,11 +185,9 @@ impl Core {
         };
         let msg_id = format!("{}:{}", caller.agency, key.as_str());
         let subject = inbound_subject(self.profile.sector, &mt, &case_id);
-        let stored = match self
-            .bus
-            .publish_stored(subject, &msg_id, envelope.encode_to_vec().into())
-            .await
-        {
+        // encoded once: stored in IN and, below, in the idempotency record
+        let encoded = bytes::Bytes::from(envelope.encode_to_vec());
+        let stored = match self.bus.publish_stored(subject, &msg_id, encoded.clone()).await {
             Ok(s) => s,
             Err(BusError::Full(e)) => {
                 // nothing old is evicted; administrators must know at once
@@ -219,7 +217,6 @@ impl Core {
             routed: false,
             recipients: Vec::new(),
         };
-        let encoded = envelope.encode_to_vec();
         let status_id = format!("submitted:{}", envelope.event_id);
         let (remembered, status) = tokio::join!(
             self.bus.remember_submitted(
