@@ -573,7 +573,7 @@ async fn events_published_into_in_behind_the_checks_are_not_routed_but_kept_with
     )
     .await
     .unwrap();
-    let alerts = d.read_all("AUDIT", "henvis.audit.admin").await.unwrap();
+    let alerts = d.read_all("AUDIT", "henvis.audit.admin.>").await.unwrap();
     let unroutable = alerts
         .iter()
         .filter(|(_, p)| String::from_utf8_lossy(p).contains("unroutable_event"))

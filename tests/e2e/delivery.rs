@@ -331,7 +331,7 @@ async fn a_delivery_never_acknowledged_goes_to_the_dead_letters_with_an_administ
         Delivery::decode(dead[0].1.clone()).unwrap().envelope.unwrap().event_id,
         r.event_id
     );
-    let alerts = d.read_all("AUDIT", "henvis.audit.admin").await.unwrap();
+    let alerts = d.read_all("AUDIT", "henvis.audit.admin.>").await.unwrap();
     let alert: serde_json::Value = serde_json::from_slice(&alerts[0].1).unwrap();
     assert_eq!(
         (alert["kind"].as_str(), alert["agency"].as_str()),
@@ -635,7 +635,7 @@ async fn an_unacknowledged_delivery_raises_an_administrator_alert_before_it_expi
     crate::routed(&mut ngo, &r.event_id).await;
     let alerts = wait_for("the expiry alerts", Duration::from_secs(30), || async {
         let alerts: Vec<serde_json::Value> = d
-            .read_all("AUDIT", "henvis.audit.admin")
+            .read_all("AUDIT", "henvis.audit.admin.>")
             .await
             .ok()?
             .into_iter()
@@ -689,7 +689,7 @@ async fn a_full_stream_refuses_new_submissions_keeps_the_old_and_alerts() {
     assert_eq!(again.event_id, first.event_id);
     assert_eq!(d.stream_messages("IN").await.unwrap() as usize, at);
     let alerts: Vec<serde_json::Value> = d
-        .read_all("AUDIT", "henvis.audit.admin")
+        .read_all("AUDIT", "henvis.audit.admin.>")
         .await
         .unwrap()
         .into_iter()
@@ -752,7 +752,7 @@ async fn a_full_deliveries_stream_holds_events_back_alerts_and_delivers_once_the
     let submitted = submit_referrals(&d, N, "out-full", || report("101")).await;
     let admin_alerts = || async {
         let alerts: Vec<serde_json::Value> = d
-            .read_all("AUDIT", "henvis.audit.admin")
+            .read_all("AUDIT", "henvis.audit.admin.>")
             .await
             .ok()?
             .into_iter()
@@ -814,7 +814,7 @@ async fn an_event_the_router_can_never_route_is_kept_in_the_dead_letters_with_an
     })
     .await
     .unwrap();
-    let alerts = d.read_all("AUDIT", "henvis.audit.admin").await.unwrap();
+    let alerts = d.read_all("AUDIT", "henvis.audit.admin.>").await.unwrap();
     let alert: serde_json::Value = serde_json::from_slice(&alerts[0].1).unwrap();
     assert_eq!(alert["kind"], "unroutable_event");
     assert_eq!(alert["reason"], "undecodable envelope");
@@ -851,7 +851,7 @@ async fn a_deliveries_stream_full_for_longer_than_the_duplicate_window_still_del
     .unwrap();
     let submitted = submit_referrals(&d, N, "long-full", padded).await;
     wait_for("OUT to fill", crate::LIMIT, || async {
-        let alerts = d.read_all("AUDIT", "henvis.audit.admin").await.ok()?;
+        let alerts = d.read_all("AUDIT", "henvis.audit.admin.>").await.ok()?;
         alerts
             .iter()
             .any(|(_, b)| String::from_utf8_lossy(b).contains("stream_full"))

@@ -305,7 +305,7 @@ async fn a_consent_withdrawal_governs_every_referral_decided_after_it_with_two_r
     }
     // withdraw once some referrals are decided and more are in flight, so that decisions
     // fall on both sides of the withdrawal
-    let decision_subject = format!("henvis.audit.decision.{case}");
+    let decision_subject = format!("henvis.audit.decision.{case}.router");
     let decided = || async {
         let subjects = d.subjects("AUDIT", &decision_subject).await.ok()?;
         Some(subjects.values().sum::<usize>())

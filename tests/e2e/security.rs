@@ -321,6 +321,50 @@ async fn nats_as(
     (client, errors)
 }
 
+/// How a probe of NATS rights is made.
+#[derive(Debug, Clone, Copy)]
+enum Probe {
+    /// A JetStream publish; accepted when stored.
+    Store,
+    /// A key-value purge marker; accepted when stored.
+    Purge,
+    /// A request; accepted when answered with data.
+    Request,
+}
+
+/// One attempt over its own connection: the line to print and whether it was accepted.
+async fn probe(d: &Deployment, what: &str, who: &Principal, kind: Probe, subject: &str, body: &str) -> (String, bool) {
+    let (c, errors) = nats_as(d, who).await;
+    let accepted = match kind {
+        Probe::Store | Probe::Purge => {
+            let js = async_nats::jetstream::new(c.clone());
+            let mut headers = async_nats::HeaderMap::new();
+            if matches!(kind, Probe::Purge) {
+                headers.insert("KV-Operation", "PURGE");
+                headers.insert("Nats-Rollup", "sub");
+            }
+            match js
+                .publish_with_headers(subject.to_owned(), headers, body.to_owned().into())
+                .await
+            {
+                Ok(ack) => tokio::time::timeout(Duration::from_secs(2), ack)
+                    .await
+                    .is_ok_and(|a| a.is_ok()),
+                Err(_) => false,
+            }
+        }
+        Probe::Request => {
+            let answer = tokio::time::timeout(
+                Duration::from_secs(2),
+                c.request(subject.to_owned(), body.to_owned().into()),
+            )
+            .await;
+            matches!(&answer, Ok(Ok(m)) if !m.payload.is_empty() && !String::from_utf8_lossy(&m.payload).contains("error"))
+        }
+    };
+    (format!("{what} -> {}", refused(&errors, what).await), accepted)
+}
+
 async fn refused(errors: &std::sync::Arc<std::sync::Mutex<Vec<String>>>, what: &str) -> String {
     wait_for(what, LIMIT, || async {
         let e = errors.lock().unwrap();
@@ -504,6 +548,104 @@ async fn the_nats_server_refuses_a_sector_service_everything_beyond_its_own_sect
         audit_before,
         "the audit is intact"
     );
+
+    // 4c. every sector service against every other agency and sector: nothing a router
+    //     decision rests on, nothing written as someone else, nothing of the audit read
+    let dir = henvis_domain::Directory::denmark().unwrap();
+    let first = |s: Sector| dir.agencies_in(s).next().unwrap().id.clone();
+    let case = r.case_id.clone();
+    let mut probes: Vec<(String, Principal, Probe, String, String)> = Vec::new();
+    for sector in Sector::ALL {
+        let me = Principal::Service(sector.to_string());
+        for other in Sector::ALL.into_iter().filter(|o| *o != sector) {
+            let them = first(other);
+            probes.push((
+                format!("{sector} publishes into IN as the {other} sector"),
+                me.clone(),
+                Probe::Store,
+                format!("henvis.in.{other}.suspected_victim_reported.{case}"),
+                String::new(),
+            ));
+            probes.push((
+                format!("{sector} asks the router for a case's decisions as {them}"),
+                me.clone(),
+                Probe::Request,
+                henvis_bus::decisions_query_subject(&them),
+                format!(r#"{{"case_id":"{case}"}}"#),
+            ));
+            probes.push((
+                format!("{sector} writes a case audit record as {them}"),
+                me.clone(),
+                Probe::Store,
+                format!("henvis.audit.case.{case}.{them}"),
+                String::new(),
+            ));
+            probes.push((
+                format!("{sector} writes an administrator alert as the {other} service"),
+                me.clone(),
+                Probe::Store,
+                henvis_bus::audit_admin_subject(other.as_str()),
+                String::new(),
+            ));
+            probes.push((
+                format!("{sector} reads an idempotency record of {them}"),
+                me.clone(),
+                Probe::Request,
+                format!(
+                    "$JS.API.DIRECT.GET.KV_henvis_idempotency.$KV.henvis_idempotency.{}",
+                    henvis_bus::idempotency_record_key(them.as_str(), "police-1")
+                ),
+                String::new(),
+            ));
+        }
+        for (what, kind, subject, body) in [
+            ("writes a case record", Probe::Store, format!("$KV.henvis_cases.{case}"), String::new()),
+            ("purges a case record", Probe::Purge, format!("$KV.henvis_cases.{case}"), String::new()),
+            (
+                "writes a case audit record as the router",
+                Probe::Store,
+                format!("henvis.audit.case.{case}.router"),
+                String::new(),
+            ),
+            (
+                "writes a routing decision",
+                Probe::Store,
+                henvis_bus::audit_decision_subject(&henvis_domain::CaseId::parse(&case).unwrap()),
+                String::new(),
+            ),
+            (
+                "writes an administrator alert as the router",
+                Probe::Store,
+                henvis_bus::audit_admin_subject("router"),
+                String::new(),
+            ),
+            (
+                "reads the audit's decisions with a consumer",
+                Probe::Request,
+                "$JS.API.CONSUMER.CREATE.AUDIT.spy.henvis.audit.decision.>".to_owned(),
+                r#"{"stream_name":"AUDIT","config":{"name":"spy","filter_subject":"henvis.audit.decision.>","ack_policy":"none"}}"#.to_owned(),
+            ),
+            (
+                "reads the audit by sequence",
+                Probe::Request,
+                "$JS.API.STREAM.MSG.GET.AUDIT".to_owned(),
+                r#"{"seq":1}"#.to_owned(),
+            ),
+        ] {
+            probes.push((format!("{sector} {what}"), me.clone(), kind, subject, body));
+        }
+    }
+    let outcomes = futures::future::join_all(
+        probes
+            .iter()
+            .map(|(what, who, kind, subject, body)| probe(&d, what, who, *kind, subject, body)),
+    )
+    .await;
+    for (line, ok) in outcomes {
+        attempts += 1;
+        accepted += usize::from(ok);
+        tried.push(line);
+    }
 
     // 5. a plain TCP connection to NATS
     attempts += 1;

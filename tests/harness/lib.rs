@@ -187,7 +187,7 @@ impl NatsServer {
             let route_pki = self.route_pki.as_deref().unwrap_or(&self.pki);
             let route_service = route_pki.join("service");
             text += &format!(
-                "cluster {{\n  name: henvis-test\n  listen: 127.0.0.1:{}\n  routes: [{}]\n  tls {{\n    cert_file: \"{}\"\n    key_file: \"{}\"\n    ca_file: \"{}\"\n    verify_and_map: true\n    timeout: 5\n  }}\n  authorization {{\n    user: \"CN=henvis://service/nats\"\n  }}\n}}\n",
+                "cluster {{\n  name: henvis-test\n  listen: 127.0.0.1:{}\n  routes: [{}]\n  tls {{\n    cert_file: \"{}\"\n    key_file: \"{}\"\n    ca_file: \"{}\"\n    verify_and_map: true\n    timeout: 5\n  }}\n  authorization {{\n    user: \"henvis://service/nats\"\n  }}\n}}\n",
                 n.cluster_port,
                 routes.join(", "),
                 route_service.join("nats.pem").display(),
@@ -770,7 +770,7 @@ impl Deployment {
 
     /// The audit records of one case, oldest first, as JSON.
     pub async fn audit(&self, case_id: &str) -> anyhow::Result<Vec<(u64, serde_json::Value)>> {
-        let records = self.read_all("AUDIT", &format!("henvis.audit.*.{case_id}")).await?;
+        let records = self.read_all("AUDIT", &format!("henvis.audit.*.{case_id}.*")).await?;
         records
             .into_iter()
             .map(|(seq, b)| Ok((seq, serde_json::from_slice(&b)?)))

@@ -5,6 +5,7 @@
 
 mod names;
 mod permissions;
+mod queries;
 mod topology;
 
 use std::time::Duration;
@@ -17,6 +18,7 @@ use bytes::Bytes;
 
 pub use names::*;
 pub use permissions::{denied_to_everyone, nats_authorization, nats_user, permissions_markdown, sector_permissions};
+pub use queries::{DECISIONS_PAGE, DecisionsAnswer, DecisionsQuery};
 pub use topology::Topology;
 
 /// A failure talking to NATS, by kind, so callers map it to a status by type.
@@ -193,10 +195,10 @@ impl Bus {
             .await
     }
 
-    /// Writes a `stream_full` administrator alert: `stream` refused a message from `by` (an
-    /// agency id or a service name). At most one per stream, writer and minute, however
-    /// often the writer retries.
-    pub async fn alert_stream_full(&self, stream: &str, by: &str) {
+    /// Writes a `stream_full` administrator alert as `writer` ([`ROUTER_WRITER`] or a sector
+    /// service's sector): `stream` refused a message from `by` (an agency id or a service
+    /// name). At most one per stream, writer and minute, however often the writer retries.
+    pub async fn alert_stream_full(&self, writer: &str, stream: &str, by: &str) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -204,7 +206,7 @@ impl Bus {
         let alert = serde_json::json!({ "kind": "stream_full", "stream": stream, "by": by, "at_unix": now });
         let id = format!("full:{stream}:{by}:{}", now / 60);
         if let Err(e) = self
-            .publish_stored(audit_admin_subject(), &id, alert.to_string().into())
+            .publish_stored(audit_admin_subject(writer), &id, alert.to_string().into())
             .await
         {
             tracing::error!(stream, error = %e, "stream-full alert not stored");
@@ -271,5 +273,5 @@ pub use order::CaseTurn;
 mod delivered;
 pub use delivered::Delivered;
 mod submitted;
-pub use submitted::Submitted;
+pub use submitted::{Opening, Submitted};
 mod read;

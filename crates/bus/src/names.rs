@@ -29,9 +29,15 @@ pub fn dead_inbound_subject() -> String {
     format!("{DEAD_PREFIX}.router.inbound")
 }
 
-/// Administrator alerts in the audit stream (dead letters, expiring deliveries).
-pub fn audit_admin_subject() -> String {
-    format!("{AUDIT_PREFIX}.admin")
+/// Administrator alerts in the audit stream (dead letters, expiring deliveries, full
+/// streams), each under its writer: [`ROUTER_WRITER`] or a sector service's sector.
+pub fn audit_admin_subject(writer: &str) -> String {
+    format!("{AUDIT_PREFIX}.admin.{writer}")
+}
+
+/// Every administrator alert, whoever wrote it.
+pub fn audit_admin_filter() -> String {
+    format!("{AUDIT_PREFIX}.admin.>")
 }
 
 /// Key-value bucket of case records, keyed by case id.
@@ -138,24 +144,51 @@ pub fn status_writer_may_speak_for(writer: &str, recipient: &str) -> bool {
     writer == ROUTER_WRITER || writer == recipient
 }
 
-/// Routing decisions about one case in the audit stream.
+/// Routing decisions about one case in the audit stream (written by the router only).
 pub fn audit_decision_subject(case: &CaseId) -> String {
-    format!("{AUDIT_PREFIX}.decision.{case}")
+    format!("{AUDIT_PREFIX}.decision.{case}.{ROUTER_WRITER}")
 }
 
-/// Changes to one case (guardian, consent, never-disclose, return) in the audit stream.
-pub fn audit_case_subject(case: &CaseId) -> String {
-    format!("{AUDIT_PREFIX}.case.{case}")
+/// What happened to one case in the audit stream, under its writer: changes of the case
+/// record (guardian, consent, never-disclose, return) by [`ROUTER_WRITER`], the steps a
+/// police district took on the case's alerts by that district's agency id.
+pub fn audit_case_subject(case: &CaseId, writer: &str) -> String {
+    format!("{AUDIT_PREFIX}.case.{case}.{writer}")
 }
 
-/// Everything audited about one case.
+/// Every case's audit records written by `writer`: what a police district may append.
+pub fn audit_case_subject_pattern(writer: &AgencyId) -> String {
+    format!("{AUDIT_PREFIX}.case.*.{writer}")
+}
+
+/// Everything audited about one case, whoever wrote it.
 pub fn audit_case_filter(case: &CaseId) -> String {
-    format!("{AUDIT_PREFIX}.*.{case}")
+    format!("{AUDIT_PREFIX}.*.{case}.*")
 }
 
 /// Rule set changes in the audit stream.
 pub fn audit_rules_subject() -> String {
     format!("{AUDIT_PREFIX}.rules")
+}
+
+/// Prefix of the requests the router answers for sector services.
+pub const QUERY_PREFIX: &str = "henvis.query";
+
+/// A request for a case's routing decisions, on behalf of `agency` (the subject names the
+/// asker, and NATS permissions let a sector service ask only as its own agencies).
+pub fn decisions_query_subject(agency: &AgencyId) -> String {
+    format!("{QUERY_PREFIX}.decisions.{agency}")
+}
+
+/// Every request for a case's decisions (the router's subscription).
+pub fn decisions_query_filter() -> String {
+    format!("{QUERY_PREFIX}.decisions.*")
+}
+
+/// The agency a decisions request is made for, from its subject.
+pub fn decisions_query_asker(subject: &str) -> Option<AgencyId> {
+    let rest = subject.strip_prefix(QUERY_PREFIX)?.strip_prefix(".decisions.")?;
+    AgencyId::parse(rest).ok()
 }
 
 /// Key-value bucket of idempotency keys: `<agency>.<sha256 of the key>` → the event.
@@ -165,6 +198,12 @@ pub const BUCKET_IDEMPOTENCY: &str = "henvis_idempotency";
 pub fn idempotency_record_key(agency: &str, key: &str) -> String {
     use sha2::Digest as _;
     format!("{agency}.{}", hex::encode(sha2::Sha256::digest(key.as_bytes())))
+}
+
+/// The key of the record that `agency` opened `case` (kept with its idempotency records:
+/// only its own sector service reads or writes it), `<agency>.opened.<case>`.
+pub fn opening_record_key(agency: &str, case: &CaseId) -> String {
+    format!("{agency}.opened.{case}")
 }
 
 /// Key-value bucket of delivery marks, keyed `<recipient>.<event id>`.

@@ -9,10 +9,12 @@ use henvis_domain::{AgencyId, Directory, PersonId, Principal, Sector};
 
 use crate::names::*;
 
-/// The NATS user name of a principal: its certificate's subject (RFC 2253), which
-/// nats-server matches with `verify_and_map`.
+/// The NATS user name of a principal: the URI subject alternative name of its certificate,
+/// the same name gRPC authenticates (`verify_and_map` tries a certificate's URI SANs before
+/// its subject; no user is named after a subject, so a certificate whose URI names no
+/// henvis user is refused whatever its common name says).
 pub fn nats_user(principal: &Principal) -> String {
-    format!("CN={}", principal.uri())
+    principal.uri()
 }
 
 /// What a sector service may publish (including JetStream API requests) and subscribe to.
@@ -20,17 +22,15 @@ pub fn sector_permissions(sector: Sector, agencies: &[AgencyId]) -> (Vec<String>
     let mut publish = vec![
         // its own sector's submissions only
         format!("{IN_PREFIX}.{sector}.>"),
-        // case changes and administrator alerts (status records: per agency, below)
-        format!("{AUDIT_PREFIX}.case.>"),
-        audit_admin_subject(),
-        format!("$KV.{BUCKET_CASES}.>"),
+        // administrator alerts as itself (status records and case audit: per agency, below)
+        audit_admin_subject(sector.as_str()),
         "$JS.API.INFO".to_owned(),
         "$JS.API.STREAM.INFO.*".to_owned(),
-        // leader reads of case records
+        // leader reads of case records (for the workflow guards at Submit); only the router
+        // writes them, and no sector service reads the audit: a case's decisions are asked
+        // of the router, which answers only the case's guardian
         format!("$JS.API.STREAM.MSG.GET.KV_{BUCKET_CASES}"),
         format!("$JS.API.DIRECT.GET.KV_{BUCKET_CASES}.>"),
-        // decisions about a case (for the guardian), read with ordered consumers
-        format!("$JS.API.CONSUMER.CREATE.{STREAM_AUDIT}.*.{AUDIT_PREFIX}.decision.>"),
     ];
     // creating a stream or bucket that exists with the same configuration is a no-op; a
     // different one is refused by the server, and no update, purge or delete is allowed
@@ -48,10 +48,8 @@ pub fn sector_permissions(sector: Sector, agencies: &[AgencyId]) -> (Vec<String>
     ] {
         publish.push(format!("$JS.API.STREAM.CREATE.KV_{bucket}"));
     }
-    for stream in [STREAM_STATUS, STREAM_AUDIT] {
-        for op in ["MSG.NEXT", "INFO", "DELETE"] {
-            publish.push(format!("$JS.API.CONSUMER.{op}.{stream}.*"));
-        }
+    for op in ["MSG.NEXT", "INFO", "DELETE"] {
+        publish.push(format!("$JS.API.CONSUMER.{op}.{STREAM_STATUS}.*"));
     }
     if sector == Sector::Police {
         // case alerts: the bucket, its watches and key listings; the alerted events as the
@@ -68,6 +66,10 @@ pub fn sector_permissions(sector: Sector, agencies: &[AgencyId]) -> (Vec<String>
             publish.push(format!("$JS.API.CONSUMER.{op}.KV_{BUCKET_ALERTS}.*"));
         }
         publish.push(format!("$JS.FC.KV_{BUCKET_ALERTS}.>"));
+        // the steps a district took on a case's alerts, in the case's audit, as itself
+        for a in agencies {
+            publish.push(audit_case_subject_pattern(a));
+        }
     }
     // each of its agencies: the inbox consumer (only with its own filter) and its status
     for a in agencies {
@@ -90,6 +92,9 @@ pub fn sector_permissions(sector: Sector, agencies: &[AgencyId]) -> (Vec<String>
         publish.push(format!(
             "$JS.API.DIRECT.GET.KV_{BUCKET_IDEMPOTENCY}.$KV.{BUCKET_IDEMPOTENCY}.{a}.>"
         ));
+        // a case's routing decisions, asked of the router as itself (answered for the
+        // case's guardian only)
+        publish.push(decisions_query_subject(a));
         // what was delivered to it (a referral response must answer one of those)
         publish.push(format!(
             "$JS.API.DIRECT.GET.KV_{BUCKET_DELIVERED}.$KV.{BUCKET_DELIVERED}.{a}.>"

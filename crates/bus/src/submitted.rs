@@ -4,7 +4,20 @@
 //! read of IN (which sector services may not do); keyed `<agency>.<sha256 of the key>`, so
 //! NATS permissions give each sector service its own agencies' records and no others.
 
-use crate::{Bus, BusError, idempotency_record_key};
+use henvis_domain::CaseId;
+
+use crate::{Bus, BusError, idempotency_record_key, opening_record_key};
+
+/// That an agency opened a case whose opening report the router may not have routed yet:
+/// the case record (which only the router writes) does not exist until it has, and the
+/// sender's own follow-ups are admitted from this in the meantime.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Opening {
+    /// The opening report's event id.
+    pub event_id: String,
+    /// The municipality the case belongs to.
+    pub municipality_code: String,
+}
 
 /// What a retry with the same key is answered with.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -54,5 +67,21 @@ impl Bus {
         let envelope = hex::decode(&record.envelope_hex)
             .map_err(|e| BusError::Other(format!("idempotency record of `{}`: {e}", record.event_id)))?;
         Ok(Some((envelope, record.in_sequence)))
+    }
+
+    /// Records that `agency` opened `case` (kept if recorded already).
+    pub async fn remember_opening(&self, agency: &str, case: &CaseId, opening: &Opening) -> Result<(), BusError> {
+        self.idempotency_bucket()
+            .await?
+            .create_if_absent(&opening_record_key(agency, case), opening)
+            .await
+    }
+
+    /// Whether `agency` opened `case`, from its own records only.
+    pub async fn opening(&self, agency: &str, case: &CaseId) -> Result<Option<Opening>, BusError> {
+        self.idempotency_bucket()
+            .await?
+            .get_scoped::<Opening>(&opening_record_key(agency, case))
+            .await
     }
 }

@@ -119,6 +119,22 @@ pub enum CaseChange {
     NeverDiscloseReplaced(Vec<NeverDisclose>),
 }
 
+impl CaseChange {
+    /// A data-free name of the change, for the audit.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Opened { .. } => "opened",
+            Self::GuardianAppointed(_) => "guardian_appointed",
+            Self::AgeAssessed { .. } => "age_assessed",
+            Self::ReturnAssessed { .. } => "return_assessed",
+            Self::ConsentRecorded(_) => "consent_recorded",
+            Self::ConsentWithdrawn(_) => "consent_withdrawn",
+            Self::NeverDiscloseReplaced(_) => "never_disclose_replaced",
+        }
+    }
+}
+
 /// What henvis keeps about a case.
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct CaseRecord {
@@ -222,6 +238,29 @@ impl CaseRecord {
         *self != before
     }
 
+    /// Whether the record already shows the change event `event_id` makes (or a newer one
+    /// of the same field): how a sector service knows the router has applied it.
+    pub fn reflects(&self, change: &CaseChange, event_id: &str) -> bool {
+        let applied = |field: &str| {
+            self.applied
+                .iter()
+                .any(|(f, last)| f == field && last.as_str() >= event_id)
+        };
+        match change {
+            CaseChange::None => true,
+            CaseChange::Opened { .. } => self.municipality_code.is_some(),
+            CaseChange::GuardianAppointed(_) => applied("guardian"),
+            CaseChange::AgeAssessed { .. } => applied("age"),
+            CaseChange::ReturnAssessed { .. } => applied("return"),
+            CaseChange::NeverDiscloseReplaced(_) => applied("never_disclose"),
+            CaseChange::ConsentRecorded(c) => self.consents.iter().any(|x| x.id == c.id),
+            CaseChange::ConsentWithdrawn(id) => {
+                let mut named = self.consents.iter().filter(|c| &c.id == id).peekable();
+                named.peek().is_some() && named.all(|c| c.withdrawn)
+            }
+        }
+    }
+
     /// Adds participants; returns whether any was new.
     pub fn add_participants<'a>(&mut self, agencies: impl IntoIterator<Item = &'a AgencyId>) -> bool {
         let mut changed = false;
@@ -238,6 +277,48 @@ mod tests {
 
     fn id(s: &str) -> AgencyId {
         AgencyId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn a_record_reflects_a_change_once_applied_and_not_before() {
+        let mut c = CaseRecord::new();
+        let consent = Consent {
+            id: "c1".into(),
+            agencies: BTreeSet::new(),
+            sectors: BTreeSet::new(),
+            message_types: BTreeSet::new(),
+            valid_from: 0,
+            valid_until: 10,
+            withdrawn: false,
+            recorded_by_event: "01".into(),
+        };
+        let changes = [
+            (
+                CaseChange::Opened {
+                    municipality_code: "101".into(),
+                },
+                "01",
+            ),
+            (CaseChange::GuardianAppointed(id("ngo-a1")), "02"),
+            (CaseChange::AgeAssessed { child: false }, "03"),
+            (
+                CaseChange::ReturnAssessed {
+                    reception_confirmed: true,
+                },
+                "04",
+            ),
+            (CaseChange::ConsentRecorded(consent), "05"),
+            (CaseChange::ConsentWithdrawn("c1".into()), "06"),
+            (CaseChange::NeverDiscloseReplaced(Vec::new()), "07"),
+        ];
+        for (change, event) in &changes {
+            assert!(!c.reflects(change, event), "{} before it is applied", change.name());
+            c.apply(change, event);
+            assert!(c.reflects(change, event), "{} once applied", change.name());
+        }
+        // an older event of a field a newer one has set is reflected (it never applies)
+        assert!(c.reflects(&CaseChange::GuardianAppointed(id("ngo-old")), "01"));
+        assert!(!c.reflects(&CaseChange::GuardianAppointed(id("ngo-new")), "09"));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
-use henvis_bus::{Bus, MAX_DELIVERIES_ADVISORY, STREAM_OUT, audit_admin_subject, dead_subject};
+use henvis_bus::{Bus, MAX_DELIVERIES_ADVISORY, ROUTER_WRITER, STREAM_OUT, audit_admin_subject, dead_subject};
 use henvis_domain::AgencyId;
 use henvis_proto::henvis::broker::v1::Delivery;
 use prost::Message;
@@ -100,7 +100,7 @@ async fn dead_letter(core: &Core, a: &Advisory) -> Result<(), ApiError> {
     });
     core.bus
         .publish_stored(
-            audit_admin_subject(),
+            audit_admin_subject(ROUTER_WRITER),
             &format!("dead-alert:{}", a.stream_seq),
             alert.to_string().into(),
         )
@@ -165,7 +165,7 @@ async fn warn_expiring(core: &Core) -> Result<(), ApiError> {
         });
         core.bus
             .publish_stored(
-                audit_admin_subject(),
+                audit_admin_subject(ROUTER_WRITER),
                 &format!("expiring:{seq}"),
                 alert.to_string().into(),
             )

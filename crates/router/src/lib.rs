@@ -8,6 +8,7 @@
 
 mod audit;
 mod dead_letters;
+mod decisions;
 mod reconcile;
 mod route;
 mod rules;
@@ -152,9 +153,10 @@ pub async fn serve(
     let reload = router.clone().follow_rules(wait());
     let dead = tokio::spawn(dead_letters::run(router.keeper.clone(), wait()));
     let expiry = tokio::spawn(dead_letters::watch_expiry(router.keeper.clone(), wait()));
+    let questions = tokio::spawn(decisions::serve(router.clone(), wait()));
     let routing = router.run(wait());
     let (a, b, c) = tokio::join!(grpc, routing, reload);
-    let _ = tokio::join!(dead, expiry);
+    let _ = tokio::join!(dead, expiry, questions);
     a.and(b).and(c)
 }
 
@@ -282,7 +284,11 @@ impl Router {
                     .await;
                 let alerted = self
                     .bus
-                    .publish_stored(henvis_bus::audit_admin_subject(), &id, alert.to_string().into())
+                    .publish_stored(
+                        henvis_bus::audit_admin_subject(henvis_bus::ROUTER_WRITER),
+                        &id,
+                        alert.to_string().into(),
+                    )
                     .await;
                 if kept.is_ok() && alerted.is_ok() && routed().await.is_ok() {
                     let _ = m.ack_with(AckKind::Term).await;
@@ -298,7 +304,13 @@ impl Router {
                 // the deliveries (or status, audit) stream is full: nothing is evicted, the
                 // event waits in IN and is routed once agencies have taken their deliveries
                 tracing::error!(error = %e, seq = in_sequence, "an output stream is full; will retry");
-                self.bus.alert_stream_full(henvis_bus::STREAM_OUT, "router").await;
+                self.bus
+                    .alert_stream_full(
+                        henvis_bus::ROUTER_WRITER,
+                        henvis_bus::STREAM_OUT,
+                        henvis_bus::ROUTER_WRITER,
+                    )
+                    .await;
                 let _ = m.ack_with(AckKind::Nak(Some(FULL_PAUSE))).await;
             }
         }

@@ -6,7 +6,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use henvis_bus::{STATUS_PREFIX, STREAM_IN, STREAM_OUT, STREAM_STATUS, audit_admin_subject, outbound_subject};
+use henvis_bus::{
+    ROUTER_WRITER, STATUS_PREFIX, STREAM_IN, STREAM_OUT, STREAM_STATUS, audit_admin_subject, outbound_subject,
+};
 use henvis_domain::CaseRecord;
 use henvis_policy::decide;
 use henvis_proto::henvis::broker::v1::{Delivery, DeliveryState, Envelope, GetStatusResponse};
@@ -147,7 +149,7 @@ impl Router {
         let alert = serde_json::json!({ "kind": "delivery_redriven", "event_id": env.event_id, "agency": agency, "rule_set_version": decision.rule_set_version });
         self.bus
             .publish_stored(
-                audit_admin_subject(),
+                audit_admin_subject(ROUTER_WRITER),
                 &format!("redrive-alert:{}:{agency}:{pass}", env.event_id),
                 alert.to_string().into(),
             )

@@ -156,27 +156,59 @@ impl Router {
         } = &facts;
         let (event_bytes, mt, sender_id, case_id, at) = (event_bytes.as_slice(), mt, sender_id, case_id, *at);
 
-        // the same change the sector service applied at submit; idempotent
+        // The router is the only writer of case records: each event's change is applied
+        // here, in the case's order of events, after the workflow guards held against the
+        // case as it stood before it (the opening report makes its sender a participant).
         let change =
             henvis_convert::case_change(event, &env.event_id).map_err(|_| RouteError::Poison("invalid case change"))?;
         let opening = matches!(change, CaseChange::Opened { .. });
-        let mut case = self
-            .bus
-            .modify_case(case_id, opening, |r| r.apply(&change, &env.event_id))
-            .await?;
-        // the workflow guards, again (the opening report makes its sender a participant)
-        if let Some(c) = &case {
-            let record = if opening {
-                let mut r = c.record.clone();
-                r.add_participants([sender_id]);
-                std::borrow::Cow::Owned(r)
-            } else {
-                std::borrow::Cow::Borrowed(&c.record)
+        let mut case = self.bus.case(case_id).await?;
+        {
+            let mut before = match &case {
+                Some(c) => std::borrow::Cow::Borrowed(&c.record),
+                None if opening => std::borrow::Cow::Owned(CaseRecord::new()),
+                None => {
+                    tracing::warn!(event_id = %env.event_id, case_id = %case_id, "stored event of a case that does not exist");
+                    return Err(RouteError::Poison("event of a case that does not exist"));
+                }
             };
-            if let Err(e) = henvis_policy::admit(mt, sender_id, &record, &self.directory) {
+            if opening {
+                before.to_mut().add_participants([sender_id]);
+            }
+            if let Err(e) = henvis_policy::admit(mt, sender_id, &before, &self.directory) {
                 tracing::warn!(event_id = %env.event_id, case_id = %case_id, guard = ?e, "stored event fails a workflow guard");
                 return Err(RouteError::Poison("event fails a workflow guard"));
             }
+        }
+        let unapplied = case.as_ref().is_none_or(|c| {
+            !c.record.reflects(&change, &env.event_id) || (opening && !c.record.participants.contains(sender_id))
+        });
+        if change != CaseChange::None && unapplied {
+            case = self
+                .bus
+                .modify_case(case_id, opening, |r| {
+                    let changed = r.apply(&change, &env.event_id);
+                    let joined = opening && r.add_participants([sender_id]);
+                    changed || joined
+                })
+                .await?;
+        }
+        if change != CaseChange::None && !opening {
+            let record = serde_json::json!({
+                "kind": "case_change",
+                "event_id": env.event_id,
+                "case_id": env.case_id,
+                "message_type": env.message_type,
+                "by": sender_id.as_str(),
+                "change": change.name(),
+            });
+            self.bus
+                .publish_stored(
+                    henvis_bus::audit_case_subject(case_id, ROUTER_WRITER),
+                    &format!("case-change:{}", env.event_id),
+                    record.to_string().into(),
+                )
+                .await?;
         }
         let referral = &facts.referral;
         let rules = self.rules.current();

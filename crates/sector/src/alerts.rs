@@ -297,7 +297,7 @@ impl AlertService for Alerts {
         self.0
             .bus
             .publish_stored(
-                audit_case_subject(&case),
+                audit_case_subject(&case, district.as_str()),
                 &format!("read:{}", uuid::Uuid::new_v4()),
                 receipt.to_string().into(),
             )
@@ -367,7 +367,7 @@ async fn audit_step(
     });
     core.bus
         .publish_stored(
-            audit_case_subject(&case),
+            audit_case_subject(&case, a.district.as_str()),
             &format!("{kind}:{}", uuid::Uuid::new_v4()),
             record.to_string().into(),
         )

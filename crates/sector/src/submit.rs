@@ -3,7 +3,7 @@
 use std::{pin::Pin, sync::Arc};
 
 use futures::Stream;
-use henvis_bus::{BusError, STREAM_IN, VersionedCase, audit_case_subject, inbound_subject};
+use henvis_bus::{BusError, STREAM_IN, inbound_subject};
 use henvis_domain::{CaseChange, CaseId, CaseRecord, EventId, IdempotencyKey, MessageType};
 use henvis_policy::{GuardError, OPENING_TYPE};
 use henvis_proto::henvis::broker::v1::{
@@ -148,10 +148,10 @@ impl Core {
         }
         self.schema
             .validate(&dynamic, std::time::SystemTime::now(), &self.directory)?;
-        let (case_id, existing) = self.case_for(&req.case_id, &mt).await?;
+        let (case_id, existing) = self.case_for(caller, &req.case_id, &mt).await?;
         let event_id = EventId::new_now();
         // workflow guards, against the case as it stands (a new case: nothing yet)
-        let current = existing.map(|c| c.record).unwrap_or_else(CaseRecord::new);
+        let current = existing.unwrap_or_else(CaseRecord::new);
         henvis_policy::admit(&mt, &caller.agency, &current, &self.directory).map_err(|e| {
             let who = caller.agency.to_string();
             match e {
@@ -192,7 +192,9 @@ impl Core {
             Err(BusError::Full(e)) => {
                 // nothing old is evicted; administrators must know at once
                 tracing::error!(agency = %caller.agency, "submitted-events stream full; submission refused");
-                self.bus.alert_stream_full(STREAM_IN, caller.agency.as_str()).await;
+                self.bus
+                    .alert_stream_full(self.profile.sector.as_str(), STREAM_IN, caller.agency.as_str())
+                    .await;
                 return Err(BusError::Full(e).into());
             }
             Err(e) => return Err(e.into()),
@@ -278,36 +280,29 @@ impl Core {
         // The case record changes before Submit answers: a consent withdrawal (or any other
         // change) acknowledged to its sender governs every submission acknowledged after it.
         // The router applies the same change idempotently if this write is lost.
-        if change != CaseChange::None {
-            let stored_case = CaseId::parse(&envelope.case_id).map_err(|e| ApiError::Internal(e.to_string()))?;
-            let opening = matches!(change, CaseChange::Opened { .. });
-            let event_id = envelope.event_id.clone();
-            // the sender takes part in a case it opens from the first moment, so its own
-            // follow-ups are admitted before the router has routed the opening report
-            let sender = caller.agency.clone();
-            self.bus
-                .modify_case(&stored_case, opening, |record| {
-                    let changed = record.apply(&change, &event_id);
-                    let joined = opening && record.add_participants([&sender]);
-                    changed || joined
-                })
-                .await?;
-            if !opening {
-                let audit = serde_json::json!({
-                    "kind": "case_change",
-                    "event_id": envelope.event_id,
-                    "case_id": envelope.case_id,
-                    "message_type": envelope.message_type,
-                    "by": caller.agency.as_str(),
-                    "change": change_name(&change),
-                });
+        // Only the router writes case records, applying each change in the case's order of
+        // events: an event stored after this one is decided with this change in force (a
+        // consent withdrawal above all), whenever the router gets to it. Before answering,
+        // Submit waits a little for the router to have applied it, so that what the answer
+        // makes possible (the guardian's first consent after an appointment) is admitted at
+        // once; an opening report instead lets its sender add to the case at once.
+        match &change {
+            CaseChange::None => {}
+            CaseChange::Opened { municipality_code } => {
+                let case = CaseId::parse(&envelope.case_id).map_err(|e| ApiError::Internal(e.to_string()))?;
+                let opening = henvis_bus::Opening {
+                    event_id: envelope.event_id.clone(),
+                    municipality_code: municipality_code.clone(),
+                };
                 self.bus
-                    .publish_stored(
-                        audit_case_subject(&stored_case),
-                        &format!("case-change:{}", envelope.event_id),
-                        audit.to_string().into(),
-                    )
+                    .remember_opening(caller.agency.as_str(), &case, &opening)
                     .await?;
+            }
+            _ => {
+                let case = CaseId::parse(&envelope.case_id).map_err(|e| ApiError::Internal(e.to_string()))?;
+                if !self.applied(&case, &change, &envelope.event_id).await? {
+                    tracing::warn!(event_id = %envelope.event_id, case_id = %case, change = change.name(), "case change not yet applied by the router; answered anyway (it takes effect in the case's order)");
+                }
             }
         }
         tracing::info!(agency = %caller.agency, event_id = %envelope.event_id, case_id = %envelope.case_id, message_type = %envelope.message_type, duplicate, "event stored");
@@ -318,9 +313,37 @@ impl Core {
         })
     }
 
+    /// Waits until the router has applied `change` of event `event_id` to the case record,
+    /// at most [`CASE_CHANGE_WAIT`]; whether it has.
+    async fn applied(&self, case: &CaseId, change: &CaseChange, event_id: &str) -> Result<bool, ApiError> {
+        let deadline = tokio::time::Instant::now() + CASE_CHANGE_WAIT;
+        let mut pause = std::time::Duration::from_millis(5);
+        loop {
+            if self
+                .bus
+                .case(case)
+                .await?
+                .is_some_and(|c| c.record.reflects(change, event_id))
+            {
+                return Ok(true);
+            }
+            if tokio::time::Instant::now() + pause > deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_millis(100));
+        }
+    }
+
     /// The case an event belongs to: a new id for an opening report without a case id,
-    /// else the named case, which must exist.
-    async fn case_for(&self, case_id: &str, mt: &MessageType) -> Result<(CaseId, Option<VersionedCase>), ApiError> {
+    /// else the named case, which must exist (as the router recorded it, or as the caller
+    /// opened it moments ago and the router has not routed yet).
+    async fn case_for(
+        &self,
+        caller: &Caller,
+        case_id: &str,
+        mt: &MessageType,
+    ) -> Result<(CaseId, Option<CaseRecord>), ApiError> {
         if case_id.is_empty() {
             if mt.as_str() != OPENING_TYPE {
                 return Err(ApiError::field(
@@ -331,8 +354,33 @@ impl Core {
             return Ok((CaseId::new_random(), None));
         }
         let id = CaseId::parse(case_id).map_err(|e| ApiError::field("case_id", e.expected))?;
-        match self.bus.case(&id).await? {
-            Some(c) => Ok((id, Some(c))),
+        if let Some(c) = self.bus.case(&id).await? {
+            return Ok((id, Some(c.record)));
+        }
+        let opened = self.bus.opening(caller.agency.as_str(), &id).await?;
+        if opened.is_none() {
+            // a case opened moments ago by another agency (which told the caller its id)
+            // exists once the router has routed its opening report: wait a little for it
+            let deadline = tokio::time::Instant::now() + CASE_APPEAR_WAIT;
+            while tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                if let Some(c) = self.bus.case(&id).await? {
+                    return Ok((id, Some(c.record)));
+                }
+            }
+        }
+        match opened {
+            Some(o) => {
+                let mut record = CaseRecord::new();
+                record.apply(
+                    &CaseChange::Opened {
+                        municipality_code: o.municipality_code,
+                    },
+                    &o.event_id,
+                );
+                record.add_participants([&caller.agency]);
+                Ok((id, Some(record)))
+            }
             None => Err(no_case(&id)),
         }
     }
@@ -420,20 +468,6 @@ fn same_request(
     }
 }
 
-/// A data-free name of a case change, for the audit.
-fn change_name(c: &CaseChange) -> &'static str {
-    match c {
-        CaseChange::None => "none",
-        CaseChange::Opened { .. } => "opened",
-        CaseChange::GuardianAppointed(_) => "guardian_appointed",
-        CaseChange::AgeAssessed { .. } => "age_assessed",
-        CaseChange::ReturnAssessed { .. } => "return_assessed",
-        CaseChange::ConsentRecorded(_) => "consent_recorded",
-        CaseChange::ConsentWithdrawn(_) => "consent_withdrawn",
-        CaseChange::NeverDiscloseReplaced(_) => "never_disclose_replaced",
-    }
-}
-
 /// How long a duplicate submit waits for the first attempt's idempotency record.
 const DUPLICATE_RECORD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -484,3 +518,7 @@ impl ReferralService for Referrals {
         ))
     }
 }
+/// How long Submit waits for the router to apply its event's case change.
+const CASE_CHANGE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long Submit waits for a named case that does not exist (yet) before refusing.
+const CASE_APPEAR_WAIT: std::time::Duration = std::time::Duration::from_secs(2);

@@ -395,7 +395,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Admin { nats } => {
             let bus = nats.connect().await?;
             for record in bus
-                .read_subject(henvis_bus::STREAM_AUDIT, &henvis_bus::audit_admin_subject())
+                .read_subject(henvis_bus::STREAM_AUDIT, &henvis_bus::audit_admin_filter())
                 .await?
             {
                 println!("{}", String::from_utf8_lossy(&record));

@@ -1,0 +1,154 @@
+//! The guardian's view of a case's routing decisions, answered for the sector services
+//! (which have no read rights on the audit): the router reads the case's decisions from the
+//! audit and gives them to the agency the request is made for only if it is the case's
+//! guardian. Every router answers (a queue group), so any one of them suffices.
+
+use std::{collections::HashSet, sync::Arc};
+
+use futures::StreamExt;
+use henvis_bus::{
+    DECISIONS_PAGE, DecisionsAnswer, DecisionsQuery, STREAM_AUDIT, audit_decision_subject, decisions_query_asker,
+    decisions_query_filter,
+};
+use henvis_domain::{AuditDecision, CaseId};
+
+use crate::Router;
+
+/// Answers decisions requests until `shutdown`.
+pub(crate) async fn serve(router: Arc<Router>, shutdown: impl std::future::Future<Output = ()> + Send) {
+    tokio::pin!(shutdown);
+    loop {
+        let mut requests = match router
+            .bus
+            .client()
+            .queue_subscribe(decisions_query_filter(), "henvis-decisions".into())
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "decisions requests unavailable; retrying");
+                tokio::select! {
+                    () = &mut shutdown => return,
+                    () = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        loop {
+            tokio::select! {
+                () = &mut shutdown => return,
+                m = requests.next() => {
+                    let Some(m) = m else { break };
+                    let Some(reply) = m.reply.clone() else { continue };
+                    let answer = answer(&router, &m.subject, &m.payload).await;
+                    let body = serde_json::to_vec(&answer).unwrap_or_default();
+                    if let Err(e) = router.bus.client().publish(reply, body.into()).await {
+                        tracing::warn!(error = %e, "decisions answer not sent");
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn answer(router: &Router, subject: &str, payload: &[u8]) -> DecisionsAnswer {
+    let (Some(asker), Ok(query)) = (
+        decisions_query_asker(subject),
+        serde_json::from_slice::<DecisionsQuery>(payload),
+    ) else {
+        return DecisionsAnswer::NoCase;
+    };
+    let Ok(case) = CaseId::parse(&query.case_id) else {
+        return DecisionsAnswer::NoCase;
+    };
+    let record = match router.bus.case(&case).await {
+        Ok(Some(c)) => c.record,
+        Ok(None) => return DecisionsAnswer::NoCase,
+        Err(e) => {
+            tracing::warn!(error = %e, case_id = %case, "case record unreadable for a decisions request");
+            return DecisionsAnswer::Unavailable;
+        }
+    };
+    if record.guardian.as_ref() != Some(&asker) {
+        henvis_runtime::refusals::record(
+            henvis_runtime::refusals::Refusal::Guard,
+            asker.as_str(),
+            "decisions of a case it is not the guardian of",
+        );
+        return DecisionsAnswer::NotGuardian;
+    }
+    let records = match router
+        .bus
+        .read_subject(STREAM_AUDIT, &audit_decision_subject(&case))
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, case_id = %case, "audit unreadable for a decisions request");
+            return DecisionsAnswer::Unavailable;
+        }
+    };
+    let records: Vec<AuditDecision> = records.iter().filter_map(|r| serde_json::from_slice(r).ok()).collect();
+    page(records, query.offset)
+}
+
+/// The surviving decisions (voided ones left out) from `offset`, one page.
+fn page(records: Vec<AuditDecision>, offset: usize) -> DecisionsAnswer {
+    let voided: HashSet<(String, u64)> = records
+        .iter()
+        .filter(|r| r.kind == "routing_decision_voided")
+        .map(|r| (r.event_id.clone(), r.case_revision))
+        .collect();
+    let surviving: Vec<AuditDecision> = records
+        .into_iter()
+        .filter(|r| r.kind == "routing_decision" && !voided.contains(&(r.event_id.clone(), r.case_revision)))
+        .collect();
+    let end = (offset + DECISIONS_PAGE).min(surviving.len());
+    let decisions = surviving.get(offset..end).map(<[_]>::to_vec).unwrap_or_default();
+    DecisionsAnswer::Decisions {
+        decisions,
+        next: (end < surviving.len()).then_some(end),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(kind: &str, event: &str, revision: u64) -> AuditDecision {
+        AuditDecision {
+            kind: kind.into(),
+            event_id: event.into(),
+            case_id: "c".into(),
+            message_type: String::new(),
+            sender: String::new(),
+            actor: String::new(),
+            rule_set_version: String::new(),
+            case_revision: revision,
+            decided_at: 0,
+            payload_sha256: String::new(),
+            delivered: Vec::new(),
+            withheld: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn voided_decisions_are_left_out_and_pages_follow_each_other() {
+        let mut records = vec![
+            record("routing_decision", "e0", 1),
+            record("routing_decision_voided", "e0", 1),
+            record("routing_decision", "e0", 2),
+        ];
+        records.extend((1..=DECISIONS_PAGE + 5).map(|i| record("routing_decision", &format!("e{i}"), 2)));
+        let DecisionsAnswer::Decisions { decisions, next } = page(records.clone(), 0) else {
+            panic!("decisions")
+        };
+        assert_eq!(decisions.len(), DECISIONS_PAGE);
+        assert_eq!((decisions[0].event_id.as_str(), decisions[0].case_revision), ("e0", 2));
+        assert_eq!(next, Some(DECISIONS_PAGE));
+        let DecisionsAnswer::Decisions { decisions, next } = page(records, DECISIONS_PAGE) else {
+            panic!("decisions")
+        };
+        assert_eq!(decisions.len(), 6);
+        assert_eq!(next, None);
+    }
+}
