@@ -12,6 +12,7 @@ use henvis_domain::Sector;
 use henvis_proto::henvis::broker::v1::{Delivery, SubmitRequest};
 use henvis_tests::{Deployment, Options, RouterProcess, wait_for};
 use prost::Message;
+use tonic::Code;
 
 use crate::{report, submit};
 
@@ -899,5 +900,120 @@ async fn a_deliveries_stream_full_for_longer_than_the_duplicate_window_still_del
     println!(
         "deliveries stream full for {:?} (duplicate window {WINDOW} s), {partial} event(s) with one of two deliveries stored: {N} referrals, each delivered once to each of its 2 recipients",
         full_since.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agency_past_its_share_of_in_is_refused_alone_and_nothing_of_it_is_stored() {
+    const QUOTA: i64 = 5;
+    let d = Deployment::start_with(Options {
+        agency_quota: QUOTA,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let mut flooding = d.client(Sector::Ngo, "ngo-redbarnet").await.unwrap();
+    let mut stored = Vec::new();
+    for i in 0..QUOTA {
+        stored.push(
+            submit(&mut flooding, &format!("share-{i}"), "", report("101"))
+                .await
+                .unwrap(),
+        );
+    }
+    let in_before = d.stream_messages("IN").await.unwrap();
+    let refused = submit(&mut flooding, "share-over", "", report("101"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.message().contains("ngo-redbarnet") && refused.message().contains("HENVIS_AGENCY_QUOTA"),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(d.stream_messages("IN").await.unwrap(), in_before, "nothing stored");
+    // a retry of a stored submission is still answered, from its record
+    let retry = submit(&mut flooding, "share-0", "", report("101")).await.unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.event_id, stored[0].event_id);
+    // everyone else goes on: another agency of the same sector, and another sector
+    let mut other_ngo = d.client(Sector::Ngo, "ngo-hopenow").await.unwrap();
+    let mut police = d.client(Sector::Police, "politi-koebenhavn").await.unwrap();
+    let mut others = 0;
+    for i in 0..QUOTA {
+        submit(&mut other_ngo, &format!("other-{i}"), "", report("101"))
+            .await
+            .unwrap();
+        submit(&mut police, &format!("police-{i}"), "", report("101"))
+            .await
+            .unwrap();
+        others += 2;
+    }
+    let alerted = wait_for("a share alert for the agency", crate::LIMIT, || async {
+        let alerts = d.read_all("AUDIT", "henvis.audit.admin.>").await.ok()?;
+        alerts
+            .iter()
+            .filter_map(|(_, b)| serde_json::from_slice::<serde_json::Value>(b).ok())
+            .find(|a| a["kind"] == "stream_full" && a["stream"] == "QUOTA" && a["by"] == "ngo-redbarnet")
+    })
+    .await
+    .unwrap();
+    println!(
+        "agency share of IN {QUOTA}: {} stored, the next refused RESOURCE_EXHAUSTED with nothing stored; \
+         {others} submissions of two other agencies stored meanwhile; alert {alerted}",
+        stored.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absent_recipient_fills_only_its_own_share_of_out_and_everyone_else_is_delivered() {
+    const SHARE: i64 = 3;
+    const N: usize = 10;
+    let d = Deployment::start_with(Options {
+        recipient_share: SHARE,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    // København's municipality takes nothing while its referrals arrive
+    let held = submit_referrals(&d, N, "absent", || report("101")).await;
+    // its police district takes all of them at once: it is not held back by the municipality
+    let (police, _) = take_deliveries(&d, Sector::Police, "politi-koebenhavn", N).await;
+    assert_eq!(police.keys().cloned().collect::<BTreeSet<_>>(), held);
+    wait_for("the municipality's share of OUT full", crate::LIMIT, || async {
+        let subjects = d.subjects("OUT", "henvis.out.kommune-101.>").await.ok()?;
+        (subjects.values().sum::<usize>() == SHARE as usize).then_some(())
+    })
+    .await
+    .unwrap();
+    // another municipality's referrals flow meanwhile
+    let flowing = submit_referrals(&d, N, "present", || report("751")).await;
+    let (aarhus, _) = take_deliveries(&d, Sector::Social, "kommune-751", N).await;
+    assert_eq!(aarhus.keys().cloned().collect::<BTreeSet<_>>(), flowing);
+    let waiting = d.subjects("OUT", "henvis.out.kommune-101.>").await.unwrap();
+    assert_eq!(
+        waiting.values().sum::<usize>(),
+        SHARE as usize,
+        "never more than its share"
+    );
+    let alerts = d.read_all("AUDIT", "henvis.audit.admin.>").await.unwrap();
+    let named = alerts
+        .iter()
+        .filter_map(|(_, b)| serde_json::from_slice::<serde_json::Value>(b).ok())
+        .filter(|a| a["kind"] == "stream_full" && a["stream"] == "OUT" && a["by"] == "kommune-101")
+        .count();
+    assert!(named > 0, "an administrator alert names the recipient");
+    // once it comes back, it gets every referral, each once
+    let (municipality, extra) = take_deliveries(&d, Sector::Social, "kommune-101", N).await;
+    assert_eq!(municipality.keys().cloned().collect::<BTreeSet<_>>(), held);
+    assert!(municipality.values().all(|n| *n == 1), "{municipality:?}");
+    assert_eq!(extra, 0);
+    println!(
+        "recipient share of OUT {SHARE}: the absent municipality held {SHARE} in OUT and the rest in IN \
+         ({named} alert(s) naming it); meanwhile its police district took {} and another municipality {}; \
+         on return it took {} of {N}, each once",
+        police.len(),
+        aarhus.len(),
+        municipality.len()
     );
 }

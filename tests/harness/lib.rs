@@ -478,6 +478,10 @@ pub struct Options {
     pub expiry_warning_secs: u64,
     /// Byte limit of IN and OUT.
     pub stream_max_bytes: i64,
+    /// Each agency's share of IN (units).
+    pub agency_quota: i64,
+    /// Each recipient's share of OUT (deliveries per message type).
+    pub recipient_share: i64,
 }
 
 impl Default for Options {
@@ -492,6 +496,8 @@ impl Default for Options {
             retention_secs: 30 * 24 * 3600,
             expiry_warning_secs: 3 * 24 * 3600,
             stream_max_bytes: 1 << 30,
+            agency_quota: henvis_bus::Topology::default().agency_quota,
+            recipient_share: henvis_bus::Topology::default().recipient_share,
         }
     }
 }
@@ -545,6 +551,8 @@ impl Deployment {
             stream_replicas: if self.options.nats_nodes > 1 { 3 } else { 1 },
             retention_secs: self.options.retention_secs,
             stream_max_bytes: self.options.stream_max_bytes,
+            agency_quota: self.options.agency_quota,
+            recipient_share: self.options.recipient_share,
             alerts: henvis_sector::AlertConfig {
                 urgent_deadline_secs: self.options.urgent_alert_deadline_secs,
                 normal_deadline_secs: 0,
@@ -586,6 +594,8 @@ impl Deployment {
             ("HENVIS_DUPLICATE_WINDOW_SECS", o.duplicate_window_secs.to_string()),
             ("HENVIS_RETENTION_SECS", o.retention_secs.to_string()),
             ("HENVIS_STREAM_MAX_BYTES", o.stream_max_bytes.to_string()),
+            ("HENVIS_AGENCY_QUOTA", o.agency_quota.to_string()),
+            ("HENVIS_RECIPIENT_SHARE", o.recipient_share.to_string()),
             (
                 "HENVIS_STREAM_REPLICAS",
                 if o.nats_nodes > 1 { "3" } else { "1" }.to_owned(),

@@ -213,6 +213,29 @@ impl Bus {
         }
     }
 
+    /// Takes the units an event of `bytes` costs from `agency`'s share of IN; false when its
+    /// share is used up (the server refuses the unit past the limit; nothing is evicted).
+    pub async fn take_quota(&self, agency: &henvis_domain::AgencyId, bytes: usize) -> Result<bool, BusError> {
+        let units = bytes.div_ceil(QUOTA_UNIT_BYTES).max(1);
+        let mut acks = Vec::with_capacity(units);
+        for _ in 0..units {
+            acks.push(
+                self.js
+                    .publish(quota_subject(agency), Bytes::new())
+                    .await
+                    .map_err(publish_error)?,
+            );
+        }
+        for ack in acks {
+            match ack.await.map_err(publish_error) {
+                Ok(_) => {}
+                Err(BusError::Full(_)) => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
     /// The bucket of alerted events, redacted for their district.
     pub async fn alert_details_bucket(&self) -> Result<&records::JsonBucket, BusError> {
         self.alert_details

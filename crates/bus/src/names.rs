@@ -40,6 +40,20 @@ pub fn audit_admin_filter() -> String {
     format!("{AUDIT_PREFIX}.admin.>")
 }
 
+/// Stream of per-agency submission units: each agency's share of IN.
+pub const STREAM_QUOTA: &str = "QUOTA";
+
+/// Prefix of the quota stream's subjects.
+pub const QUOTA_PREFIX: &str = "henvis.quota";
+
+/// Bytes of an event one quota unit covers (an event takes one unit per started unit).
+pub const QUOTA_UNIT_BYTES: usize = 16 * 1024;
+
+/// The subject of an agency's quota units.
+pub fn quota_subject(agency: &AgencyId) -> String {
+    format!("{QUOTA_PREFIX}.{agency}")
+}
+
 /// Key-value bucket of case records, keyed by case id.
 pub const BUCKET_CASES: &str = "henvis_cases";
 /// The router's durable consumer on IN.

@@ -34,7 +34,14 @@ pub fn sector_permissions(sector: Sector, agencies: &[AgencyId]) -> (Vec<String>
     ];
     // creating a stream or bucket that exists with the same configuration is a no-op; a
     // different one is refused by the server, and no update, purge or delete is allowed
-    for stream in [STREAM_IN, STREAM_OUT, STREAM_STATUS, STREAM_AUDIT, STREAM_DEAD] {
+    for stream in [
+        STREAM_IN,
+        STREAM_OUT,
+        STREAM_STATUS,
+        STREAM_AUDIT,
+        STREAM_DEAD,
+        STREAM_QUOTA,
+    ] {
         publish.push(format!("$JS.API.STREAM.CREATE.{stream}"));
     }
     for bucket in [
@@ -84,6 +91,8 @@ pub fn sector_permissions(sector: Sector, agencies: &[AgencyId]) -> (Vec<String>
         publish.push(format!(
             "$JS.API.CONSUMER.CREATE.{STREAM_STATUS}.*.{STATUS_PREFIX}.{a}.>"
         ));
+        // its share of IN, taken before each submission
+        publish.push(quota_subject(a));
         // status records written as itself only (its Submit, its receipts), for any sender
         publish.push(format!("{STATUS_PREFIX}.*.*.{a}"));
         // its own idempotency records only (they hold its stored envelopes): a retry is

@@ -22,6 +22,13 @@ pub struct Topology {
     pub duplicate_window: Duration,
     /// How long an idempotency key is remembered beyond the de-duplication window.
     pub idempotency_ttl: Duration,
+    /// Each agency's share of IN: units ([`QUOTA_UNIT_BYTES`] of an event, started) it may
+    /// submit within `max_age`, the time IN keeps them; past it, its Submit is refused and
+    /// nobody else's.
+    pub agency_quota: i64,
+    /// Each recipient's share of OUT: deliveries of one message type waiting for it; past
+    /// it, its further deliveries wait in IN and nobody else's.
+    pub recipient_share: i64,
 }
 
 impl Default for Topology {
@@ -32,6 +39,8 @@ impl Default for Topology {
             max_age: Duration::from_secs(30 * 24 * 3600),
             duplicate_window: Duration::from_secs(10 * 60),
             idempotency_ttl: Duration::from_secs(7 * 24 * 3600),
+            agency_quota: 10_000,
+            recipient_share: 10_000,
         }
     }
 }
@@ -89,6 +98,15 @@ pub fn compare(wanted: &Config, existing: &Config) -> (Vec<String>, Vec<String>)
             existing.max_bytes, wanted.max_bytes
         ));
     }
+    if existing.max_messages_per_subject != wanted.max_messages_per_subject {
+        softer.push(format!(
+            "max_messages_per_subject {} (configured {})",
+            existing.max_messages_per_subject, wanted.max_messages_per_subject
+        ));
+    }
+    if wanted.discard_new_per_subject && !existing.discard_new_per_subject {
+        weaker.push("discard_new_per_subject off (expected on: a share is refused, never evicted)".into());
+    }
     if existing.duplicate_window != wanted.duplicate_window {
         softer.push(format!(
             "duplicate_window {:?} (configured {:?})",
@@ -134,7 +152,18 @@ impl Topology {
             },
             Config {
                 max_bytes: self.max_bytes,
+                // per recipient and type: one absent recipient cannot fill OUT for all
+                max_messages_per_subject: self.recipient_share.max(1),
+                discard_new_per_subject: true,
                 ..self.stream(STREAM_OUT, OUT_PREFIX, RetentionPolicy::WorkQueue)
+            },
+            // one subject per agency, one message per unit submitted, kept as long as IN
+            // keeps the events: the server refuses the unit past the agency's share
+            Config {
+                max_messages_per_subject: self.agency_quota.max(1),
+                discard_new_per_subject: true,
+                duplicate_window: Duration::from_secs(1),
+                ..self.stream(STREAM_QUOTA, QUOTA_PREFIX, RetentionPolicy::Limits)
             },
             self.stream(STREAM_STATUS, STATUS_PREFIX, RetentionPolicy::Limits),
             // dead letters are kept until an administrator has dealt with them

@@ -224,7 +224,8 @@ impl Router {
                     deliver_policy: DeliverPolicy::All,
                     // what a crashed router held is offered to the others after this
                     ack_wait: ACK_WAIT,
-                    max_ack_pending: 1000,
+                    // events held for absent recipients wait here too; room for many
+                    max_ack_pending: 20_000,
                     ..Default::default()
                 },
             )
@@ -300,6 +301,17 @@ impl Router {
                 tracing::warn!(error = %e, seq = in_sequence, "routing failed; will retry");
                 let _ = m.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
             }
+            Err(route::RouteError::Held(recipient)) => {
+                // the recipient's share of OUT is full (it is not taking its deliveries):
+                // the event waits in IN, longer each time, and nobody else's deliveries do
+                let attempt = m.info().map(|i| i.delivered).unwrap_or(1).clamp(1, 100) as u32;
+                let pause = (FULL_PAUSE * attempt).min(HELD_PAUSE_MAX);
+                tracing::warn!(recipient = %recipient, seq = in_sequence, pause_secs = pause.as_secs(), "a recipient's share of the deliveries stream is full; the event waits");
+                self.bus
+                    .alert_stream_full(henvis_bus::ROUTER_WRITER, henvis_bus::STREAM_OUT, recipient.as_str())
+                    .await;
+                let _ = m.ack_with(AckKind::Nak(Some(pause))).await;
+            }
             Err(route::RouteError::Full(e)) => {
                 // the deliveries (or status, audit) stream is full: nothing is evicted, the
                 // event waits in IN and is routed once agencies have taken their deliveries
@@ -323,6 +335,8 @@ const ACK_WAIT: Duration = Duration::from_secs(10);
 const ORDER_PAUSE: Duration = Duration::from_millis(100);
 /// Pause before routing an event again after an output stream was full.
 const FULL_PAUSE: Duration = Duration::from_secs(5);
+/// Longest pause before routing again an event held for a recipient whose share is full.
+const HELD_PAUSE_MAX: Duration = Duration::from_secs(15);
 /// Pause before opening the consumer again after NATS went away.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
 /// Events routed concurrently by one router.

@@ -61,6 +61,9 @@ pub(crate) enum RouteError {
     Retry(String),
     /// A stream refused what the event produced because it is full; the event waits in IN.
     Full(String),
+    /// OUT refused a delivery to this recipient: its share (or OUT) is full. Everything
+    /// else the event produced is stored; the event waits in IN for this recipient only.
+    Held(henvis_domain::AgencyId),
 }
 
 impl From<henvis_bus::BusError> for RouteError {
@@ -382,19 +385,22 @@ impl Router {
             for (agency, mark, ack) in delivery_acks {
                 match ack.await {
                     Ok(_) => published.push(self.bus.mark_published(agency.as_str(), &env.event_id, mark)),
+                    Err(henvis_bus::BusError::Full(_)) => {
+                        first_error.get_or_insert(RouteError::Held(agency.clone()));
+                    }
                     Err(e) => {
-                        first_error.get_or_insert(e);
+                        first_error.get_or_insert(e.into());
                     }
                 }
             }
             futures::future::try_join_all(published).await?;
-            if let Some(e) = first_error {
-                return Err(e);
-            }
             for ack in acks {
                 ack.await?;
             }
-            Ok::<(), henvis_bus::BusError>(())
+            match first_error {
+                Some(e) => Err(e),
+                None => Ok::<(), RouteError>(()),
+            }
         };
         let (remembered, stored) = tokio::join!(remembered, stored);
         remembered?;

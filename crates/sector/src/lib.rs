@@ -74,6 +74,16 @@ pub struct SectorConfig {
     /// Replicas of every stream and bucket when created (1 for one server, 3 in a cluster).
     #[arg(long, env = "HENVIS_STREAM_REPLICAS", default_value_t = 1)]
     pub stream_replicas: usize,
+    /// Each agency's share of IN: events (one per started 16 KiB) it may submit within the
+    /// retention time; past it, its Submit answers RESOURCE_EXHAUSTED and nobody else's
+    /// (set when the streams are created).
+    #[arg(long, env = "HENVIS_AGENCY_QUOTA", default_value_t = 10_000)]
+    pub agency_quota: i64,
+    /// Each recipient's share of OUT: deliveries of one message type waiting for it; past
+    /// it, its further deliveries wait in IN and nobody else's (set when the streams are
+    /// created).
+    #[arg(long, env = "HENVIS_RECIPIENT_SHARE", default_value_t = 10_000)]
+    pub recipient_share: i64,
     /// Police alert escalation (used by the police service only).
     #[command(flatten)]
     pub alerts: AlertConfig,
@@ -87,6 +97,7 @@ pub struct Core {
     schema: Schema,
     tls: Arc<henvis_runtime::tls::TlsServer>,
     max_event_bytes: usize,
+    agency_quota: i64,
     ack_wait: Duration,
     inbox_max_attempts: i64,
     inbox_window: usize,
@@ -122,6 +133,8 @@ pub async fn build(sector: Sector, config: &SectorConfig) -> anyhow::Result<Arc<
         replicas: config.stream_replicas.max(1),
         max_age: Duration::from_secs(config.retention_secs.max(60)),
         max_bytes: config.stream_max_bytes,
+        agency_quota: config.agency_quota,
+        recipient_share: config.recipient_share,
         ..Default::default()
     }
     .ensure(&bus)
@@ -133,6 +146,7 @@ pub async fn build(sector: Sector, config: &SectorConfig) -> anyhow::Result<Arc<
         schema,
         tls,
         max_event_bytes: config.max_event_bytes,
+        agency_quota: config.agency_quota,
         ack_wait: Duration::from_secs(config.ack_wait_secs.max(1)),
         inbox_max_attempts: config.inbox_max_attempts.max(1),
         inbox_window: config.inbox_window.clamp(1, 1000),

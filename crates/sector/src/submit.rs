@@ -187,6 +187,23 @@ impl Core {
         let subject = inbound_subject(self.profile.sector, &mt, &case_id);
         // encoded once: stored in IN and, below, in the idempotency record
         let encoded = bytes::Bytes::from(envelope.encode_to_vec());
+        // the agency's share of IN: one agency cannot fill it for everyone
+        if !self.bus.take_quota(&caller.agency, encoded.len()).await? {
+            tracing::warn!(agency = %caller.agency, "agency's share of the submitted-events stream used up; submission refused");
+            self.bus
+                .alert_stream_full(
+                    self.profile.sector.as_str(),
+                    henvis_bus::STREAM_QUOTA,
+                    caller.agency.as_str(),
+                )
+                .await;
+            return Err(ApiError::Full(format!(
+                "agency `{}` has submitted its share of events for the retention period ({} units of up to {} KiB); nothing was stored, and other agencies are not affected: ask an administrator to raise HENVIS_AGENCY_QUOTA",
+                caller.agency,
+                self.agency_quota,
+                henvis_bus::QUOTA_UNIT_BYTES / 1024
+            )));
+        }
         let stored = match self.bus.publish_stored(subject, &msg_id, encoded.clone()).await {
             Ok(s) => s,
             Err(BusError::Full(e)) => {
