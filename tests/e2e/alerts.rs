@@ -428,7 +428,7 @@ async fn an_idle_police_service_does_constant_work_however_many_alerts_are_store
     let bus = henvis_bus::Bus::connect(
         &d.nats.url(),
         "test-alerts",
-        Some(&henvis_bus::NatsIdentity::of(d.pki_dir(), &henvis_tests::test_admin())),
+        Some(&henvis_bus::NatsIdentity::of(d.pki_dir(), &henvis_tests::inspector())),
     )
     .await
     .unwrap();

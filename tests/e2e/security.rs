@@ -635,6 +635,63 @@ async fn the_nats_server_refuses_a_sector_service_everything_beyond_its_own_sect
             probes.push((format!("{sector} {what}"), me.clone(), kind, subject, body));
         }
     }
+    // the router never submits; an administrator publishes rule sets and reads the audit,
+    // nothing more
+    let admin = henvis_tests::test_admin();
+    let router = Principal::Service("router".into());
+    for (what, who, kind, subject, body) in [
+        (
+            "the router publishes into IN",
+            &router,
+            Probe::Store,
+            format!("henvis.in.ngo.suspected_victim_reported.{case}"),
+            String::new(),
+        ),
+        (
+            "an administrator publishes into IN",
+            &admin,
+            Probe::Store,
+            format!("henvis.in.ngo.suspected_victim_reported.{case}"),
+            String::new(),
+        ),
+        (
+            "an administrator writes a case record",
+            &admin,
+            Probe::Store,
+            format!("$KV.henvis_cases.{case}"),
+            String::new(),
+        ),
+        (
+            "an administrator writes a delivery",
+            &admin,
+            Probe::Store,
+            "henvis.out.kommune-101.suspected_victim_reported".to_owned(),
+            String::new(),
+        ),
+        (
+            "an administrator writes a routing decision",
+            &admin,
+            Probe::Store,
+            henvis_bus::audit_decision_subject(&henvis_domain::CaseId::parse(&case).unwrap()),
+            String::new(),
+        ),
+        (
+            "an administrator reads IN by sequence",
+            &admin,
+            Probe::Request,
+            "$JS.API.STREAM.MSG.GET.IN".to_owned(),
+            r#"{"seq":1}"#.to_owned(),
+        ),
+        (
+            "an administrator reads an agency's deliveries with a consumer",
+            &admin,
+            Probe::Request,
+            "$JS.API.CONSUMER.CREATE.OUT.spy.henvis.out.kommune-101.>".to_owned(),
+            r#"{"stream_name":"OUT","config":{"name":"spy","filter_subject":"henvis.out.kommune-101.>","ack_policy":"explicit"}}"#.to_owned(),
+        ),
+    ] {
+        probes.push((what.to_owned(), who.clone(), kind, subject, body));
+    }
     let outcomes = futures::future::join_all(
         probes
             .iter()

@@ -118,6 +118,12 @@ pub fn test_admin() -> Principal {
     Principal::Admin(henvis_domain::PersonId::parse(henvis_pki::DEV_ADMINS[0]).unwrap())
 }
 
+/// Who tests check behind the services' back as: the router, whose rights are the widest
+/// there are (administrators may only publish rule sets and read the audit).
+pub fn inspector() -> Principal {
+    Principal::Service("router".into())
+}
+
 /// Connects to a comma-separated list of server URLs over TLS as `principal` (the NATS
 /// user its certificate maps to).
 pub async fn connect_as(urls: &str, pki: &Path, principal: &Principal) -> anyhow::Result<async_nats::Client> {
@@ -225,7 +231,7 @@ impl NatsServer {
             || {
                 let url = url.clone();
                 async move {
-                    let c = connect_as(&url, &self.pki, &test_admin()).await.ok()?;
+                    let c = connect_as(&url, &self.pki, &inspector()).await.ok()?;
                     let js = async_nats::jetstream::new(c);
                     js.query_account().await.ok().map(|_| ())
                 }
@@ -706,7 +712,7 @@ impl Deployment {
     /// A JetStream context on the deployment's server, for checks behind the services.
     pub async fn jetstream(&self) -> anyhow::Result<async_nats::jetstream::Context> {
         Ok(async_nats::jetstream::new(
-            connect_as(&self.nats.url(), self.pki_dir(), &test_admin()).await?,
+            connect_as(&self.nats.url(), self.pki_dir(), &inspector()).await?,
         ))
     }
 

@@ -17,7 +17,10 @@ use async_nats::{
 use bytes::Bytes;
 
 pub use names::*;
-pub use permissions::{denied_to_everyone, nats_authorization, nats_user, permissions_markdown, sector_permissions};
+pub use permissions::{
+    admin_permissions, denied_to_everyone, nats_authorization, nats_user, permissions_markdown, router_denied,
+    sector_permissions,
+};
 pub use queries::{DECISIONS_PAGE, DecisionsAnswer, DecisionsQuery};
 pub use topology::Topology;
 
