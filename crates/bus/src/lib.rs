@@ -3,6 +3,7 @@
 //!
 //! It moves bytes and knows no policy: callers hand it encoded messages and ids.
 
+mod audit;
 mod names;
 mod permissions;
 mod queries;
@@ -206,12 +207,13 @@ impl Bus {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or_default();
-        let alert = serde_json::json!({ "kind": "stream_full", "stream": stream, "by": by, "at_unix": now });
+        let alert = henvis_domain::AuditRecord::StreamFull {
+            stream: stream.to_owned(),
+            by: by.to_owned(),
+            at_unix: now,
+        };
         let id = format!("full:{stream}:{by}:{}", now / 60);
-        if let Err(e) = self
-            .publish_stored(audit_admin_subject(writer), &id, alert.to_string().into())
-            .await
-        {
+        if let Err(e) = self.audit(writer, &id, &alert).await {
             tracing::error!(stream, error = %e, "stream-full alert not stored");
         }
     }

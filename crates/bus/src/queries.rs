@@ -80,5 +80,58 @@ impl Bus {
     }
 }
 
+impl Bus {
+    /// Answers decisions requests with `answer(asker, query)` until `shutdown` (every
+    /// router in one queue group, so one of them answers each). A request whose subject or
+    /// body does not parse is answered `NoCase` without calling `answer`.
+    pub async fn answer_decisions<F, Fut>(&self, shutdown: impl std::future::Future<Output = ()> + Send, answer: F)
+    where
+        F: Fn(AgencyId, DecisionsQuery) -> Fut,
+        Fut: std::future::Future<Output = DecisionsAnswer>,
+    {
+        use futures::StreamExt;
+        tokio::pin!(shutdown);
+        loop {
+            let mut requests = match self
+                .client()
+                .queue_subscribe(crate::decisions_query_filter(), "henvis-decisions".into())
+                .await
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "decisions requests unavailable; retrying");
+                    tokio::select! {
+                        () = &mut shutdown => return,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            };
+            loop {
+                tokio::select! {
+                    () = &mut shutdown => return,
+                    m = requests.next() => {
+                        let Some(m) = m else { break };
+                        let Some(reply) = m.reply.clone() else { continue };
+                        let asker = crate::decisions_query_asker(&m.subject);
+                        let query = serde_json::from_slice::<DecisionsQuery>(&m.payload).ok();
+                        let result = match (asker, query) {
+                            (Some(asker), Some(query)) => answer(asker, query).await,
+                            _ => DecisionsAnswer::NoCase,
+                        };
+                        match serde_json::to_vec(&result) {
+                            Ok(body) => {
+                                if let Err(e) = self.client().publish(reply, body.into()).await {
+                                    tracing::warn!(error = %e, "decisions answer not sent");
+                                }
+                            }
+                            Err(e) => tracing::error!(error = %e, "decisions answer not encodable; not sent"),
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// How long a sector service waits for the router's answer.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);

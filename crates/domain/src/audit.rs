@@ -1,12 +1,179 @@
-//! The audit record of a routing decision. Ids, classes, rules, legal bases, consent ids
-//! and a payload hash: never the child's data. The router writes it; the guardian's and
-//! administrators' views read it.
+//! Every record henvis appends to its audit, one typed enum ([`AuditRecord`], tagged by
+//! `kind` in JSON), written through one function of the bus. Ids, codes, classes, rules,
+//! legal bases, consent ids and hashes: never the child's data.
 
-/// A routing decision, or the voiding of one (`kind`).
+/// One record of the audit.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AuditRecord {
+    /// The router decided who receives an event, with what.
+    RoutingDecision(AuditDecision),
+    /// A decision the case changed under before anything was delivered; decided again.
+    RoutingDecisionVoided(VoidedDecision),
+    /// The router applied a case change from a stored event.
+    CaseChange {
+        /// The event.
+        event_id: String,
+        /// Its case.
+        case_id: String,
+        /// Its type.
+        message_type: String,
+        /// The sending agency.
+        by: String,
+        /// The change, by name (`CaseChange::name`).
+        change: String,
+    },
+    /// A police contact person read an alert's details.
+    AlertDetailsRead {
+        /// The alert.
+        alert_id: String,
+        /// Its case.
+        case_id: String,
+        /// The district.
+        district: String,
+        /// The person.
+        person: String,
+        /// The classes the details carried.
+        classes: Vec<String>,
+        /// When, unix seconds.
+        at: i64,
+    },
+    /// A contact person claimed an alert.
+    AlertClaimed(AlertStepRecord),
+    /// A contact person handed an alert over to another.
+    AlertHandedOver(AlertStepRecord),
+    /// A stream (or an agency's share of it) refused a message: administrators must act.
+    StreamFull {
+        /// The stream (`QUOTA` for an agency's share of IN).
+        stream: String,
+        /// The agency or service refused.
+        by: String,
+        /// When, unix seconds.
+        at_unix: u64,
+    },
+    /// A stored message the router can never route, kept in DEAD.
+    UnroutableEvent {
+        /// Its sequence in IN.
+        in_sequence: u64,
+        /// Why, as a fixed phrase.
+        reason: String,
+    },
+    /// A delivery offered too often without acknowledgement, moved to DEAD.
+    DeliveryDeadLettered {
+        /// The recipient.
+        agency: String,
+        /// The event.
+        event_id: String,
+        /// Its type.
+        message_type: String,
+        /// Its sequence in OUT.
+        out_sequence: u64,
+        /// How often it was offered.
+        attempts: u64,
+    },
+    /// A delivery about to expire unacknowledged.
+    DeliveryExpiring {
+        /// The recipient.
+        agency: String,
+        /// The event.
+        event_id: String,
+        /// Its sequence in OUT.
+        out_sequence: u64,
+        /// Its age.
+        age_secs: u64,
+        /// Time left.
+        expires_in_secs: u64,
+    },
+    /// Reconciliation delivered again what was missing.
+    DeliveryRedriven {
+        /// The event.
+        event_id: String,
+        /// The recipient.
+        agency: String,
+        /// The rule set that decided.
+        rule_set_version: String,
+    },
+    /// An administrator published a rule set.
+    RuleSetPublished {
+        /// Its version.
+        rule_set_version: String,
+        /// SHA-256 of its text.
+        sha256: String,
+        /// Its tests, all passed.
+        tests: usize,
+        /// Who published it.
+        by: String,
+        /// The rules bucket revision.
+        revision: u64,
+    },
+}
+
+/// What an audit record is about, which decides where it is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditScope<'a> {
+    /// A case's routing decisions (written by the router only).
+    Decisions(&'a str),
+    /// What happened to a case otherwise (changes, alert steps).
+    Case(&'a str),
+    /// Administrators' attention.
+    Admin,
+    /// Rule sets.
+    Rules,
+}
+
+impl AuditRecord {
+    /// Where the record is kept.
+    pub fn scope(&self) -> AuditScope<'_> {
+        match self {
+            Self::RoutingDecision(d) => AuditScope::Decisions(&d.case_id),
+            Self::RoutingDecisionVoided(v) => AuditScope::Decisions(&v.case_id),
+            Self::CaseChange { case_id, .. } | Self::AlertDetailsRead { case_id, .. } => AuditScope::Case(case_id),
+            Self::AlertClaimed(s) | Self::AlertHandedOver(s) => AuditScope::Case(&s.case_id),
+            Self::StreamFull { .. }
+            | Self::UnroutableEvent { .. }
+            | Self::DeliveryDeadLettered { .. }
+            | Self::DeliveryExpiring { .. }
+            | Self::DeliveryRedriven { .. } => AuditScope::Admin,
+            Self::RuleSetPublished { .. } => AuditScope::Rules,
+        }
+    }
+}
+
+/// A step a contact person took on an alert.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AlertStepRecord {
+    /// The alert.
+    pub alert_id: String,
+    /// Its case.
+    pub case_id: String,
+    /// The district.
+    pub district: String,
+    /// Who took the step.
+    pub person: String,
+    /// Whom it was handed to, for a hand-over.
+    #[serde(default)]
+    pub to: Option<String>,
+    /// When, unix seconds.
+    pub at: i64,
+}
+
+/// The voiding of a decision.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VoidedDecision {
+    /// The event.
+    pub event_id: String,
+    /// Its case.
+    pub case_id: String,
+    /// Its type.
+    #[serde(default)]
+    pub message_type: String,
+    /// The case revision the voided decision rested on.
+    pub case_revision: u64,
+}
+
+/// A routing decision.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AuditDecision {
-    /// `routing_decision` or `routing_decision_voided`.
-    pub kind: String,
     /// The event.
     pub event_id: String,
     /// Its case.
@@ -72,4 +239,44 @@ pub struct AuditWithheld {
     pub reason: String,
     /// A data-free explanation.
     pub explanation: String,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn records_are_tagged_by_kind_and_read_back_as_written() {
+        let records = [
+            AuditRecord::RoutingDecisionVoided(VoidedDecision {
+                event_id: "e".into(),
+                case_id: "c".into(),
+                message_type: "t".into(),
+                case_revision: 3,
+            }),
+            AuditRecord::StreamFull {
+                stream: "OUT".into(),
+                by: "kommune-101".into(),
+                at_unix: 1,
+            },
+            AuditRecord::AlertClaimed(AlertStepRecord {
+                alert_id: "a".into(),
+                case_id: "c".into(),
+                district: "politi-fyn".into(),
+                person: "p".into(),
+                to: None,
+                at: 2,
+            }),
+        ];
+        let kinds = ["routing_decision_voided", "stream_full", "alert_claimed"];
+        for (r, kind) in records.iter().zip(kinds) {
+            let json: serde_json::Value = serde_json::to_value(r).unwrap();
+            assert_eq!(json["kind"], kind);
+            assert_eq!(&serde_json::from_value::<AuditRecord>(json).unwrap(), r);
+        }
+        assert_eq!(records[0].scope(), AuditScope::Decisions("c"));
+        assert_eq!(records[1].scope(), AuditScope::Admin);
+        assert_eq!(records[2].scope(), AuditScope::Case("c"));
+    }
 }

@@ -18,7 +18,9 @@ pub use sector::Sector;
 
 mod audit;
 mod case;
-pub use audit::{AuditDecision, AuditRecipient, AuditWithheld};
+pub use audit::{
+    AlertStepRecord, AuditDecision, AuditRecipient, AuditRecord, AuditScope, AuditWithheld, VoidedDecision,
+};
 pub use case::{CaseChange, CaseRecord, Consent, NeverDisclose, Shielded};
 
 mod profile;

@@ -1,7 +1,7 @@
 //! Audit and status records of routing decisions: ids, classes, rules, legal bases, consent
 //! ids and a payload hash, never the child's data.
 
-use henvis_domain::{AuditDecision, AuditRecipient, AuditWithheld, ClassSet};
+use henvis_domain::{AuditDecision, AuditRecipient, AuditRecord, AuditWithheld, ClassSet, VoidedDecision};
 use henvis_policy::Decision;
 use henvis_proto::henvis::broker::v1::{DeliveryState, Envelope, GetStatusResponse, RecipientStatus};
 use sha2::{Digest, Sha256};
@@ -17,9 +17,8 @@ pub(crate) fn decision_record(
     case_revision: u64,
     at: i64,
     event_bytes: &[u8],
-) -> Vec<u8> {
-    let record = AuditDecision {
-        kind: "routing_decision".to_owned(),
+) -> AuditRecord {
+    AuditRecord::RoutingDecision(AuditDecision {
         event_id: env.event_id.clone(),
         case_id: env.case_id.clone(),
         message_type: env.message_type.clone(),
@@ -52,27 +51,17 @@ pub(crate) fn decision_record(
                 explanation: w.reason.describe().to_owned(),
             })
             .collect(),
-    };
-    serde_json::to_vec(&record).unwrap_or_default()
+    })
 }
 
 /// The audit record that voids a decision whose case changed before it was delivered.
-pub(crate) fn void_record(env: &Envelope, case_revision: u64) -> Vec<u8> {
-    let record = AuditDecision {
-        kind: "routing_decision_voided".to_owned(),
+pub(crate) fn void_record(env: &Envelope, case_revision: u64) -> AuditRecord {
+    AuditRecord::RoutingDecisionVoided(VoidedDecision {
         event_id: env.event_id.clone(),
         case_id: env.case_id.clone(),
         message_type: env.message_type.clone(),
-        sender: String::new(),
-        actor: String::new(),
-        rule_set_version: String::new(),
         case_revision,
-        decided_at: 0,
-        payload_sha256: String::new(),
-        delivered: Vec::new(),
-        withheld: Vec::new(),
-    };
-    serde_json::to_vec(&record).unwrap_or_default()
+    })
 }
 
 /// The sender's view of a decision: stored per recipient, withheld with the reason only

@@ -8,8 +8,8 @@
 use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
-use henvis_bus::{Bus, MAX_DELIVERIES_ADVISORY, ROUTER_WRITER, STREAM_OUT, audit_admin_subject, dead_subject};
-use henvis_domain::AgencyId;
+use henvis_bus::{Bus, MAX_DELIVERIES_ADVISORY, ROUTER_WRITER, STREAM_OUT, dead_subject};
+use henvis_domain::{AgencyId, AuditRecord};
 use henvis_proto::henvis::broker::v1::Delivery;
 use prost::Message;
 
@@ -90,20 +90,15 @@ async fn dead_letter(core: &Core, a: &Advisory) -> Result<(), ApiError> {
     core.bus
         .publish_stored(dead_subject(&agency, &mt), &format!("dead:{}", a.stream_seq), m.payload)
         .await?;
-    let alert = serde_json::json!({
-        "kind": "delivery_dead_lettered",
-        "agency": agency.as_str(),
-        "event_id": event_id,
-        "message_type": mt,
-        "out_sequence": a.stream_seq,
-        "attempts": a.deliveries,
-    });
+    let alert = AuditRecord::DeliveryDeadLettered {
+        agency: agency.to_string(),
+        event_id: event_id.clone(),
+        message_type: mt.to_string(),
+        out_sequence: a.stream_seq,
+        attempts: a.deliveries,
+    };
     core.bus
-        .publish_stored(
-            audit_admin_subject(ROUTER_WRITER),
-            &format!("dead-alert:{}", a.stream_seq),
-            alert.to_string().into(),
-        )
+        .audit(ROUTER_WRITER, &format!("dead-alert:{}", a.stream_seq), &alert)
         .await?;
     out.delete_message(a.stream_seq).await.map_err(anyhow::Error::from)?;
     tracing::warn!(agency = %agency, event_id = %event_id, attempts = a.deliveries, "delivery moved to the dead-letter stream");
@@ -155,20 +150,15 @@ async fn warn_expiring(core: &Core) -> Result<(), ApiError> {
             .and_then(|d| d.envelope)
             .map(|e| e.event_id)
             .unwrap_or_default();
-        let alert = serde_json::json!({
-            "kind": "delivery_expiring",
-            "agency": agency,
-            "event_id": event_id,
-            "out_sequence": seq,
-            "age_secs": age.as_secs(),
-            "expires_in_secs": core.retention.saturating_sub(age).as_secs(),
-        });
+        let alert = AuditRecord::DeliveryExpiring {
+            agency,
+            event_id,
+            out_sequence: seq,
+            age_secs: age.as_secs(),
+            expires_in_secs: core.retention.saturating_sub(age).as_secs(),
+        };
         core.bus
-            .publish_stored(
-                audit_admin_subject(ROUTER_WRITER),
-                &format!("expiring:{seq}"),
-                alert.to_string().into(),
-            )
+            .audit(ROUTER_WRITER, &format!("expiring:{seq}"), &alert)
             .await?;
     }
     Ok(())

@@ -5,58 +5,20 @@
 
 use std::{collections::HashSet, sync::Arc};
 
-use futures::StreamExt;
-use henvis_bus::{
-    DECISIONS_PAGE, DecisionsAnswer, DecisionsQuery, STREAM_AUDIT, audit_decision_subject, decisions_query_asker,
-    decisions_query_filter,
-};
-use henvis_domain::{AuditDecision, CaseId};
+use henvis_bus::{DECISIONS_PAGE, DecisionsAnswer, DecisionsQuery, audit_decision_subject};
+use henvis_domain::{AgencyId, AuditDecision, AuditRecord, CaseId};
 
 use crate::Router;
 
 /// Answers decisions requests until `shutdown`.
 pub(crate) async fn serve(router: Arc<Router>, shutdown: impl std::future::Future<Output = ()> + Send) {
-    tokio::pin!(shutdown);
-    loop {
-        let mut requests = match router
-            .bus
-            .client()
-            .queue_subscribe(decisions_query_filter(), "henvis-decisions".into())
-            .await
-        {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "decisions requests unavailable; retrying");
-                tokio::select! {
-                    () = &mut shutdown => return,
-                    () = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
-                }
-            }
-        };
-        loop {
-            tokio::select! {
-                () = &mut shutdown => return,
-                m = requests.next() => {
-                    let Some(m) = m else { break };
-                    let Some(reply) = m.reply.clone() else { continue };
-                    let answer = answer(&router, &m.subject, &m.payload).await;
-                    let body = serde_json::to_vec(&answer).unwrap_or_default();
-                    if let Err(e) = router.bus.client().publish(reply, body.into()).await {
-                        tracing::warn!(error = %e, "decisions answer not sent");
-                    }
-                }
-            }
-        }
-    }
+    router
+        .bus
+        .answer_decisions(shutdown, |asker, query| answer(&router, asker, query))
+        .await;
 }
 
-async fn answer(router: &Router, subject: &str, payload: &[u8]) -> DecisionsAnswer {
-    let (Some(asker), Ok(query)) = (
-        decisions_query_asker(subject),
-        serde_json::from_slice::<DecisionsQuery>(payload),
-    ) else {
-        return DecisionsAnswer::NoCase;
-    };
+async fn answer(router: &Router, asker: AgencyId, query: DecisionsQuery) -> DecisionsAnswer {
     let Ok(case) = CaseId::parse(&query.case_id) else {
         return DecisionsAnswer::NoCase;
     };
@@ -76,31 +38,31 @@ async fn answer(router: &Router, subject: &str, payload: &[u8]) -> DecisionsAnsw
         );
         return DecisionsAnswer::NotGuardian;
     }
-    let records = match router
-        .bus
-        .read_subject(STREAM_AUDIT, &audit_decision_subject(&case))
-        .await
-    {
+    let records = match router.bus.audit_records(&audit_decision_subject(&case)).await {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, case_id = %case, "audit unreadable for a decisions request");
             return DecisionsAnswer::Unavailable;
         }
     };
-    let records: Vec<AuditDecision> = records.iter().filter_map(|r| serde_json::from_slice(r).ok()).collect();
     page(records, query.offset)
 }
 
 /// The surviving decisions (voided ones left out) from `offset`, one page.
-fn page(records: Vec<AuditDecision>, offset: usize) -> DecisionsAnswer {
+fn page(records: Vec<AuditRecord>, offset: usize) -> DecisionsAnswer {
     let voided: HashSet<(String, u64)> = records
         .iter()
-        .filter(|r| r.kind == "routing_decision_voided")
-        .map(|r| (r.event_id.clone(), r.case_revision))
+        .filter_map(|r| match r {
+            AuditRecord::RoutingDecisionVoided(v) => Some((v.event_id.clone(), v.case_revision)),
+            _ => None,
+        })
         .collect();
     let surviving: Vec<AuditDecision> = records
         .into_iter()
-        .filter(|r| r.kind == "routing_decision" && !voided.contains(&(r.event_id.clone(), r.case_revision)))
+        .filter_map(|r| match r {
+            AuditRecord::RoutingDecision(d) if !voided.contains(&(d.event_id.clone(), d.case_revision)) => Some(d),
+            _ => None,
+        })
         .collect();
     let end = (offset + DECISIONS_PAGE).min(surviving.len());
     let decisions = surviving.get(offset..end).map(<[_]>::to_vec).unwrap_or_default();
@@ -114,9 +76,16 @@ fn page(records: Vec<AuditDecision>, offset: usize) -> DecisionsAnswer {
 mod tests {
     use super::*;
 
-    fn record(kind: &str, event: &str, revision: u64) -> AuditDecision {
-        AuditDecision {
-            kind: kind.into(),
+    fn record(kind: &str, event: &str, revision: u64) -> AuditRecord {
+        if kind == "routing_decision_voided" {
+            return AuditRecord::RoutingDecisionVoided(henvis_domain::VoidedDecision {
+                event_id: event.into(),
+                case_id: "c".into(),
+                message_type: String::new(),
+                case_revision: revision,
+            });
+        }
+        AuditRecord::RoutingDecision(AuditDecision {
             event_id: event.into(),
             case_id: "c".into(),
             message_type: String::new(),
@@ -128,7 +97,7 @@ mod tests {
             payload_sha256: String::new(),
             delivered: Vec::new(),
             withheld: Vec::new(),
-        }
+        })
     }
 
     #[test]

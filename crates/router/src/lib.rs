@@ -277,20 +277,15 @@ impl Router {
                 // never dropped silently: kept in DEAD with an administrator alert first
                 tracing::error!(reason = why, seq = in_sequence, "inbound message cannot be routed");
                 let id = format!("poison:{in_sequence}");
-                let alert =
-                    serde_json::json!({ "kind": "unroutable_event", "in_sequence": in_sequence, "reason": why });
+                let alert = henvis_domain::AuditRecord::UnroutableEvent {
+                    in_sequence,
+                    reason: why.to_owned(),
+                };
                 let kept = self
                     .bus
                     .publish_stored(henvis_bus::dead_inbound_subject(), &id, m.payload.clone())
                     .await;
-                let alerted = self
-                    .bus
-                    .publish_stored(
-                        henvis_bus::audit_admin_subject(henvis_bus::ROUTER_WRITER),
-                        &id,
-                        alert.to_string().into(),
-                    )
-                    .await;
+                let alerted = self.bus.audit(henvis_bus::ROUTER_WRITER, &id, &alert).await;
                 if kept.is_ok() && alerted.is_ok() && routed().await.is_ok() {
                     let _ = m.ack_with(AckKind::Term).await;
                 } else {

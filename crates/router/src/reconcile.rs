@@ -6,9 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use henvis_bus::{
-    ROUTER_WRITER, STATUS_PREFIX, STREAM_IN, STREAM_OUT, STREAM_STATUS, audit_admin_subject, outbound_subject,
-};
+use henvis_bus::{ROUTER_WRITER, STATUS_PREFIX, STREAM_IN, STREAM_OUT, STREAM_STATUS, outbound_subject};
 use henvis_domain::CaseRecord;
 use henvis_policy::decide;
 use henvis_proto::henvis::broker::v1::{Delivery, DeliveryState, Envelope, GetStatusResponse};
@@ -146,12 +144,16 @@ impl Router {
         self.bus
             .publish_stored(outbound_subject(&r.agency, mt), &id, delivery.encode_to_vec().into())
             .await?;
-        let alert = serde_json::json!({ "kind": "delivery_redriven", "event_id": env.event_id, "agency": agency, "rule_set_version": decision.rule_set_version });
+        let alert = henvis_domain::AuditRecord::DeliveryRedriven {
+            event_id: env.event_id.clone(),
+            agency: agency.to_string(),
+            rule_set_version: decision.rule_set_version.clone(),
+        };
         self.bus
-            .publish_stored(
-                audit_admin_subject(ROUTER_WRITER),
+            .audit(
+                ROUTER_WRITER,
                 &format!("redrive-alert:{}:{agency}:{pass}", env.event_id),
-                alert.to_string().into(),
+                &alert,
             )
             .await?;
         Ok(true)

@@ -1,8 +1,8 @@
 //! Routing one stored event: apply its case change, decide, audit, check the case did not
 //! change meanwhile, then deliver the redacted copies and the sender's status.
 
-use henvis_bus::{ROUTER_WRITER, VersionedCase, audit_decision_subject, outbound_subject, status_subject};
-use henvis_domain::{AgencyId, AlertRecord, AlertState, CaseChange, CaseId, CaseRecord};
+use henvis_bus::{ROUTER_WRITER, VersionedCase, outbound_subject, status_subject};
+use henvis_domain::{AgencyId, AlertRecord, AlertState, AuditRecord, CaseChange, CaseId, CaseRecord};
 use henvis_policy::{Decision, DecisionInput, decide, redact};
 use henvis_proto::henvis::{
     broker::v1::{Delivery, DeliveryState, Envelope, GetStatusResponse, RecipientStatus},
@@ -197,20 +197,15 @@ impl Router {
                 .await?;
         }
         if change != CaseChange::None && !opening {
-            let record = serde_json::json!({
-                "kind": "case_change",
-                "event_id": env.event_id,
-                "case_id": env.case_id,
-                "message_type": env.message_type,
-                "by": sender_id.as_str(),
-                "change": change.name(),
-            });
+            let record = AuditRecord::CaseChange {
+                event_id: env.event_id.clone(),
+                case_id: env.case_id.clone(),
+                message_type: env.message_type.clone(),
+                by: sender_id.to_string(),
+                change: change.name().to_owned(),
+            };
             self.bus
-                .publish_stored(
-                    henvis_bus::audit_case_subject(case_id, ROUTER_WRITER),
-                    &format!("case-change:{}", env.event_id),
-                    record.to_string().into(),
-                )
+                .audit(ROUTER_WRITER, &format!("case-change:{}", env.event_id), &record)
                 .await?;
         }
         let referral = &facts.referral;
@@ -223,10 +218,8 @@ impl Router {
             let input = facts.input(record);
             let decision = decide(&rules, &self.directory, &input);
             let audit_id = format!("decision:{}:{}:{revision}", env.event_id, decision.rule_set_version);
-            let record_bytes = audit::decision_record(&env, &decision, revision, at, event_bytes);
-            self.bus
-                .publish_stored(audit_decision_subject(case_id), &audit_id, record_bytes.into())
-                .await?;
+            let record = audit::decision_record(&env, &decision, revision, at, event_bytes);
+            self.bus.audit(ROUTER_WRITER, &audit_id, &record).await?;
             // Fence: a change of the case acknowledged before this decision's audit record
             // (a consent withdrawal above all) must govern it. Read the case again from the
             // leader; if it changed in a way that changes the decision, void and redo.
@@ -250,11 +243,7 @@ impl Router {
             }
             let void_id = format!("void:{}:{revision}", env.event_id);
             self.bus
-                .publish_stored(
-                    audit_decision_subject(case_id),
-                    &void_id,
-                    audit::void_record(&env, revision).into(),
-                )
+                .audit(ROUTER_WRITER, &void_id, &audit::void_record(&env, revision))
                 .await?;
             tracing::info!(event_id = %env.event_id, case_id = %case_id, "case changed during the decision; deciding again");
             case = now;

@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::Context as _;
 use futures::StreamExt;
-use henvis_bus::{BUCKET_RULES, Bus, RULES_KEY, audit_rules_subject};
+use henvis_bus::{BUCKET_RULES, Bus, RULES_KEY};
 use henvis_domain::Directory;
 use henvis_policy::{RuleSet, Schema};
 use sha2::{Digest, Sha256};
@@ -127,19 +127,14 @@ pub async fn publish_rules(
     henvis_bus::Topology::default().ensure(bus).await?;
     let store = bus.jetstream().get_key_value(BUCKET_RULES).await?;
     let revision = store.put(RULES_KEY, text.to_owned().into()).await?;
-    let audit = serde_json::json!({
-        "kind": "rule_set_published",
-        "rule_set_version": rules.version(),
-        "sha256": hex::encode(Sha256::digest(text.as_bytes())),
-        "tests": rules.test_count(),
-        "by": by,
-        "revision": revision,
-    });
-    bus.publish_stored(
-        audit_rules_subject(),
-        &format!("rules:{revision}"),
-        audit.to_string().into(),
-    )
-    .await?;
+    let audit = henvis_domain::AuditRecord::RuleSetPublished {
+        rule_set_version: rules.version().to_owned(),
+        sha256: hex::encode(Sha256::digest(text.as_bytes())),
+        tests: rules.test_count(),
+        by: by.to_owned(),
+        revision,
+    };
+    bus.audit(henvis_bus::ROUTER_WRITER, &format!("rules:{revision}"), &audit)
+        .await?;
     Ok((rules.version().to_owned(), rules.test_count()))
 }

@@ -8,9 +8,10 @@
 use std::{pin::Pin, sync::Arc, time::Duration};
 
 use futures::{Stream, StreamExt};
-use henvis_bus::{audit_case_subject, inbound_subject};
+use henvis_bus::inbound_subject;
 use henvis_domain::{
-    AgencyId, AlertRecord, AlertState, CaseId, Class, ClassSet, EventId, MessageType, PersonId, Sector,
+    AgencyId, AlertRecord, AlertState, AlertStepRecord, AuditRecord, CaseId, Class, ClassSet, EventId, MessageType,
+    PersonId, Sector,
 };
 use henvis_proto::henvis::{
     broker::v1::{Envelope, Heartbeat, Sender},
@@ -219,7 +220,7 @@ impl AlertService for Alerts {
         })
         .await?;
         tracing::info!(person = %person, alert_id = %v.record.alert_id, "alert claimed");
-        audit_step(&self.0, &v.record, "alert_claimed", &person, None).await?;
+        audit_step(&self.0, &v.record, AuditRecord::AlertClaimed, &person, None).await?;
         Ok(Response::new(to_pb(&v.record, v.revision, &self.0.alerts)))
     }
 
@@ -242,7 +243,7 @@ impl AlertService for Alerts {
             _ => Err("only the contact person who claimed the alert may hand it over".to_owned()),
         })
         .await?;
-        audit_step(&self.0, &v.record, "alert_handed_over", &person, Some(&to)).await?;
+        audit_step(&self.0, &v.record, AuditRecord::AlertHandedOver, &person, Some(&to)).await?;
         Ok(Response::new(to_pb(&v.record, v.revision, &self.0.alerts)))
     }
 
@@ -284,23 +285,18 @@ impl AlertService for Alerts {
         let redacted = henvis_policy::redact(&self.0.schema, &event_bytes, granted).map_err(ApiError::from)?;
         let event = Event::decode(redacted.event.as_slice()).map_err(|e| ApiError::Internal(e.to_string()))?;
         let case = CaseId::parse(&a.case_id).map_err(|e| ApiError::Internal(e.to_string()))?;
-        let receipt = serde_json::json!({
-            "kind": "alert_details_read",
-            "alert_id": a.alert_id,
-            "case_id": a.case_id,
-            "district": district.as_str(),
-            "person": person.as_str(),
-            "classes": a.granted_classes,
-            "at": now(),
-        });
+        let receipt = AuditRecord::AlertDetailsRead {
+            alert_id: a.alert_id.clone(),
+            case_id: case.to_string(),
+            district: district.to_string(),
+            person: person.to_string(),
+            classes: a.granted_classes.clone(),
+            at: now(),
+        };
         // the read receipt is stored before the details leave
         self.0
             .bus
-            .publish_stored(
-                audit_case_subject(&case, district.as_str()),
-                &format!("read:{}", uuid::Uuid::new_v4()),
-                receipt.to_string().into(),
-            )
+            .audit(district.as_str(), &format!("read:{}", uuid::Uuid::new_v4()), &receipt)
             .await
             .map_err(ApiError::from)?;
         tracing::info!(person = %person, alert_id = %a.alert_id, "alert details read");
@@ -347,30 +343,24 @@ async fn transition(
     }
 }
 
-/// Records a step taken on an alert in the case's audit.
+/// Records a step taken on an alert in the case's audit, as the alert's district.
 async fn audit_step(
     core: &Core,
     a: &AlertRecord,
-    kind: &str,
+    step: fn(AlertStepRecord) -> AuditRecord,
     by: &PersonId,
     to: Option<&PersonId>,
 ) -> Result<(), ApiError> {
-    let case = CaseId::parse(&a.case_id).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let record = serde_json::json!({
-        "kind": kind,
-        "alert_id": a.alert_id,
-        "case_id": a.case_id,
-        "district": a.district.as_str(),
-        "person": by.as_str(),
-        "to": to.map(PersonId::as_str),
-        "at": now(),
+    let record = step(AlertStepRecord {
+        alert_id: a.alert_id.clone(),
+        case_id: a.case_id.clone(),
+        district: a.district.to_string(),
+        person: by.to_string(),
+        to: to.map(ToString::to_string),
+        at: now(),
     });
     core.bus
-        .publish_stored(
-            audit_case_subject(&case, a.district.as_str()),
-            &format!("{kind}:{}", uuid::Uuid::new_v4()),
-            record.to_string().into(),
-        )
+        .audit(a.district.as_str(), &format!("step:{}", uuid::Uuid::new_v4()), &record)
         .await?;
     Ok(())
 }
