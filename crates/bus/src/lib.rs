@@ -4,9 +4,11 @@
 //! It moves bytes and knows no policy: callers hand it encoded messages and ids.
 
 mod audit;
+mod inbound;
 mod names;
 mod permissions;
 mod queries;
+mod stored;
 mod topology;
 
 use std::time::Duration;
@@ -17,6 +19,7 @@ use async_nats::{
 };
 use bytes::Bytes;
 
+pub use inbound::{InboxConsumer, Offered, RoutingConsumer};
 pub use names::*;
 pub use permissions::{
     admin_permissions, denied_to_everyone, nats_authorization, nats_user, permissions_markdown, router_denied,
@@ -294,7 +297,9 @@ fn publish_error(e: jetstream::context::PublishError) -> BusError {
 mod cases;
 mod records;
 pub use cases::VersionedCase;
-pub use records::{JsonBucket, Versioned};
+pub use read::Followed;
+pub use records::{Change, JsonBucket, Versioned};
+pub use stored::{MaxDeliveries, StoredMessage};
 mod details;
 mod order;
 pub use order::CaseTurn;

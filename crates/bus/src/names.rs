@@ -119,6 +119,13 @@ pub fn outbound_subject(agency: &AgencyId, mt: &MessageType) -> String {
     format!("{OUT_PREFIX}.{agency}.{mt}")
 }
 
+/// The recipient and message type of a delivery, from its subject.
+pub fn outbound_parts(subject: &str) -> Option<(&str, &str)> {
+    let rest = subject.strip_prefix(OUT_PREFIX)?.strip_prefix('.')?;
+    let (recipient, mt) = rest.split_once('.')?;
+    (!mt.contains('.')).then_some((recipient, mt))
+}
+
 /// Every delivery to `agency`.
 pub fn outbound_filter(agency: &AgencyId) -> String {
     format!("{OUT_PREFIX}.{agency}.>")

@@ -1,4 +1,4 @@
-//! Reading every message of one subject, oldest first.
+//! Reading every message of one subject, oldest first; and following one as it grows.
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use bytes::Bytes;
@@ -47,4 +47,58 @@ impl Bus {
         }
         Ok(out)
     }
+
+    /// Follows `filter` in `stream`: how many messages are stored now, then each of them
+    /// and every later one, in order.
+    pub async fn follow(
+        &self,
+        stream: &str,
+        filter: &str,
+    ) -> Result<
+        (
+            u64,
+            impl futures::Stream<Item = Result<Followed, BusError>> + Unpin + use<>,
+        ),
+        BusError,
+    > {
+        let unavailable = |e: &dyn std::fmt::Display| BusError::Unavailable(e.to_string());
+        let stream = self.jetstream().get_stream(stream).await.map_err(|e| unavailable(&e))?;
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                name: Some(crate::reader_name()),
+                filter_subject: filter.to_owned(),
+                deliver_policy: DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let stored = consumer.cached_info().num_pending;
+        let messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
+        Ok((
+            stored,
+            messages.map(|m| {
+                let m = m.map_err(|e| BusError::Unavailable(e.to_string()))?;
+                let info = m.info().map(|i| (i.stream_sequence, i.pending)).unwrap_or((0, 0));
+                Ok(Followed {
+                    subject: m.subject.to_string(),
+                    payload: m.payload.clone(),
+                    sequence: info.0,
+                    caught_up: info.1 == 0,
+                })
+            }),
+        ))
+    }
+}
+
+/// A message of a followed subject.
+#[derive(Debug, Clone)]
+pub struct Followed {
+    /// Its subject.
+    pub subject: String,
+    /// Its payload.
+    pub payload: Bytes,
+    /// Its stream sequence.
+    pub sequence: u64,
+    /// Whether it is the last message stored when it was read.
+    pub caught_up: bool,
 }

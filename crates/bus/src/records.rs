@@ -28,6 +28,19 @@ fn unavailable(e: impl std::fmt::Display) -> BusError {
     BusError::Unavailable(e.to_string())
 }
 
+/// One change of a watched bucket.
+#[derive(Debug, Clone)]
+pub struct Change<T> {
+    /// The key.
+    pub key: String,
+    /// The record as it is now; `None` when deleted, purged or unreadable.
+    pub record: Option<T>,
+    /// The bucket revision of the change.
+    pub revision: u64,
+    /// Changes still behind this one when the watch started (0: caught up).
+    pub behind: u64,
+}
+
 impl JsonBucket {
     pub(crate) async fn open(js: &jetstream::Context, bucket: &str) -> Result<Self, BusError> {
         let store = js.get_key_value(bucket).await.map_err(unavailable)?;
@@ -39,9 +52,44 @@ impl JsonBucket {
         })
     }
 
-    /// The underlying store (for watches and key listings).
+    /// The underlying store.
     pub fn store(&self) -> &kv::Store {
         &self.store
+    }
+
+    /// Every key of the bucket.
+    pub async fn keys(&self) -> Result<Vec<String>, BusError> {
+        use futures::TryStreamExt;
+        self.store
+            .keys()
+            .await
+            .map_err(unavailable)?
+            .try_collect()
+            .await
+            .map_err(unavailable)
+    }
+
+    /// The current record of every key under `filter` (wildcards allowed), then every
+    /// change, as typed records.
+    pub async fn watch<T: DeserializeOwned>(
+        &self,
+        filter: &str,
+    ) -> Result<impl futures::Stream<Item = Result<Change<T>, BusError>> + Unpin + use<T>, BusError> {
+        use futures::StreamExt;
+        let watch = self.store.watch_with_history(filter).await.map_err(unavailable)?;
+        Ok(watch.map(|e| {
+            let e = e.map_err(unavailable)?;
+            let record = match e.operation {
+                kv::Operation::Put => serde_json::from_slice(&e.value).ok(),
+                kv::Operation::Delete | kv::Operation::Purge => None,
+            };
+            Ok(Change {
+                key: e.key,
+                record,
+                revision: e.revision,
+                behind: e.delta,
+            })
+        }))
     }
 
     /// Reads a record from the stream leader (`STREAM.MSG.GET`), never a lagging replica.

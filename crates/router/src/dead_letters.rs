@@ -8,7 +8,7 @@
 use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
-use henvis_bus::{Bus, MAX_DELIVERIES_ADVISORY, ROUTER_WRITER, STREAM_OUT, dead_subject};
+use henvis_bus::{Bus, MaxDeliveries, ROUTER_WRITER, STREAM_OUT, dead_subject, outbound_parts};
 use henvis_domain::{AgencyId, AuditRecord};
 use henvis_proto::henvis::broker::v1::Delivery;
 use prost::Message;
@@ -27,21 +27,9 @@ pub(crate) struct Keeper {
 type Core = Keeper;
 type ApiError = anyhow::Error;
 
-#[derive(serde::Deserialize)]
-struct Advisory {
-    consumer: String,
-    stream_seq: u64,
-    deliveries: u64,
-}
-
 /// Handles max-deliveries advisories until `shutdown`.
 pub(crate) async fn run(core: Arc<Core>, shutdown: impl std::future::Future<Output = ()> + Send) {
-    let mut advisories = match core
-        .bus
-        .client()
-        .queue_subscribe(MAX_DELIVERIES_ADVISORY, "henvis-dead-letters".into())
-        .await
-    {
+    let mut advisories = match core.bus.max_deliveries_advisories("henvis-dead-letters").await {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "dead-letter advisories unavailable");
@@ -52,35 +40,24 @@ pub(crate) async fn run(core: Arc<Core>, shutdown: impl std::future::Future<Outp
     loop {
         tokio::select! {
             () = &mut shutdown => return,
-            m = advisories.next() => {
-                let Some(m) = m else { return };
-                match serde_json::from_slice::<Advisory>(&m.payload) {
-                    Ok(a) => {
-                        if let Err(e) = dead_letter(&core, &a).await {
-                            tracing::error!(seq = a.stream_seq, error = %e, "dead letter not moved; it stays in the inbox stream");
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "unreadable max-deliveries advisory"),
+            a = advisories.next() => {
+                let Some(a) = a else { return };
+                if let Err(e) = dead_letter(&core, &a).await {
+                    tracing::error!(seq = a.stream_seq, error = %e, "dead letter not moved; it stays in the inbox stream");
                 }
             }
         }
     }
 }
 
-async fn dead_letter(core: &Core, a: &Advisory) -> Result<(), ApiError> {
+async fn dead_letter(core: &Core, a: &MaxDeliveries) -> Result<(), ApiError> {
     let Some(agency) = a.consumer.strip_prefix("inbox-").and_then(|s| AgencyId::parse(s).ok()) else {
         return Ok(());
     };
-    let out = core
-        .bus
-        .jetstream()
-        .get_stream(STREAM_OUT)
-        .await
-        .map_err(anyhow::Error::from)?;
-    let Ok(m) = out.get_raw_message(a.stream_seq).await else {
+    let Some(m) = core.bus.stored_message(STREAM_OUT, a.stream_seq).await? else {
         return Ok(()); // already moved by an earlier advisory
     };
-    let mt = m.subject.split('.').nth(3).unwrap_or("unknown").to_owned();
+    let mt = outbound_parts(&m.subject).map_or("unknown", |(_, mt)| mt).to_owned();
     let delivery = Delivery::decode(m.payload.clone()).ok();
     let event_id = delivery
         .as_ref()
@@ -100,7 +77,7 @@ async fn dead_letter(core: &Core, a: &Advisory) -> Result<(), ApiError> {
     core.bus
         .audit(ROUTER_WRITER, &format!("dead-alert:{}", a.stream_seq), &alert)
         .await?;
-    out.delete_message(a.stream_seq).await.map_err(anyhow::Error::from)?;
+    core.bus.delete_stored(STREAM_OUT, a.stream_seq).await?;
     tracing::warn!(agency = %agency, event_id = %event_id, attempts = a.deliveries, "delivery moved to the dead-letter stream");
     Ok(())
 }
@@ -125,26 +102,21 @@ pub(crate) async fn watch_expiry(core: Arc<Core>, shutdown: impl std::future::Fu
 }
 
 async fn warn_expiring(core: &Core) -> Result<(), ApiError> {
-    let unavailable = |e: &dyn std::fmt::Display| anyhow::anyhow!("{e}");
-    let out = core
-        .bus
-        .jetstream()
-        .get_stream(STREAM_OUT)
-        .await
-        .map_err(|e| unavailable(&e))?;
-    let state = out.get_info().await.map_err(|e| unavailable(&e))?.state;
+    let (first, last) = core.bus.stored_range(STREAM_OUT).await?;
     let warn_age = core.retention.saturating_sub(core.expiry_warning);
     let now = std::time::SystemTime::now();
-    for seq in state.first_sequence..=state.last_sequence {
-        let Ok(m) = out.get_raw_message(seq).await else {
+    for seq in first..=last {
+        let Some(m) = core.bus.stored_message(STREAM_OUT, seq).await? else {
             continue;
         };
-        let stored: std::time::SystemTime = m.time.into();
-        let age = now.duration_since(stored).unwrap_or_default();
+        let age = now.duration_since(m.stored_at).unwrap_or_default();
         if age < warn_age {
             break;
         }
-        let agency = m.subject.split('.').nth(2).unwrap_or_default().to_owned();
+        let agency = outbound_parts(&m.subject)
+            .map(|(a, _)| a)
+            .unwrap_or_default()
+            .to_owned();
         let event_id = Delivery::decode(m.payload)
             .ok()
             .and_then(|d| d.envelope)

@@ -16,12 +16,8 @@ mod rules;
 use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use async_nats::jetstream::{
-    AckKind,
-    consumer::{AckPolicy, DeliverPolicy, pull},
-};
 use futures::StreamExt;
-use henvis_bus::{Bus, ROUTER_CONSUMER, STREAM_IN};
+use henvis_bus::{Bus, Offered, RoutingConsumer};
 use henvis_domain::Directory;
 use henvis_policy::Schema;
 use std::collections::HashMap;
@@ -171,7 +167,17 @@ impl Router {
         tokio::pin!(shutdown);
         // the consumer is opened again whenever NATS goes away and comes back
         'consume: loop {
-            let mut messages = match self.open_consumer().await {
+            let mut messages = match self
+                .bus
+                .routing_consumer(RoutingConsumer {
+                    batch: IN_FLIGHT,
+                    // what a crashed router held is offered to the others after this
+                    ack_wait: ACK_WAIT,
+                    // events held for absent recipients wait here too; room for many
+                    max_ack_pending: 20_000,
+                })
+                .await
+            {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::warn!(error = %e, "router consumer unavailable; retrying");
@@ -193,7 +199,7 @@ impl Router {
                             Some(Err(e)) => { tracing::warn!(error = %e, "router consumer error"); continue; }
                             None => continue 'consume,
                         };
-                        let case = henvis_bus::case_of_inbound_subject(m.subject.as_str())
+                        let case = henvis_bus::case_of_inbound_subject(m.subject())
                             .map(|c| c.to_string())
                             .unwrap_or_default();
                         let lock = case_locks.entry(case).or_default().clone();
@@ -213,44 +219,24 @@ impl Router {
         Ok(())
     }
 
-    async fn open_consumer(&self) -> anyhow::Result<async_nats::jetstream::consumer::pull::Stream> {
-        let stream = self.bus.jetstream().get_stream(STREAM_IN).await?;
-        let consumer = stream
-            .get_or_create_consumer(
-                ROUTER_CONSUMER,
-                pull::Config {
-                    durable_name: Some(ROUTER_CONSUMER.to_owned()),
-                    ack_policy: AckPolicy::Explicit,
-                    deliver_policy: DeliverPolicy::All,
-                    // what a crashed router held is offered to the others after this
-                    ack_wait: ACK_WAIT,
-                    // events held for absent recipients wait here too; room for many
-                    max_ack_pending: 20_000,
-                    ..Default::default()
-                },
-            )
-            .await?;
-        Ok(consumer.stream().max_messages_per_batch(IN_FLIGHT).messages().await?)
-    }
-
     /// Routes one inbound message and acknowledges it only when everything is stored.
-    async fn handle(&self, m: async_nats::jetstream::Message) {
-        let in_sequence = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+    async fn handle(&self, m: Offered) {
+        let in_sequence = m.sequence();
         // per-case order across router replicas: wait while an earlier event of the case
         // has not been routed (by this router or another)
-        let case = henvis_bus::case_of_inbound_subject(m.subject.as_str());
+        let case = henvis_bus::case_of_inbound_subject(m.subject());
         let turn = match &case {
             None => None,
             Some(case) => match self.bus.turn_of_case(case, in_sequence).await {
                 Ok(Some(turn)) => Some((case, turn)),
                 Ok(None) => {
                     tracing::debug!(case_id = %case, seq = in_sequence, "an earlier event of the case is pending; waiting");
-                    let _ = m.ack_with(AckKind::Nak(Some(ORDER_PAUSE))).await;
+                    m.retry_after(ORDER_PAUSE).await;
                     return;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, seq = in_sequence, "routing order unknown; will retry");
-                    let _ = m.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                    m.retry_after(Duration::from_secs(1)).await;
                     return;
                 }
             },
@@ -262,14 +248,14 @@ impl Router {
                 None => Ok(()),
             }
         };
-        match self.route(m.subject.as_str(), &m.payload, in_sequence).await {
+        match self.route(m.subject(), m.payload(), in_sequence).await {
             Ok(()) => {
                 if let Err(e) = routed().await {
                     tracing::warn!(error = %e, seq = in_sequence, "routing order not recorded; will route again");
-                    let _ = m.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                    m.retry_after(Duration::from_secs(1)).await;
                     return;
                 }
-                if let Err(e) = m.double_ack().await {
+                if let Err(e) = m.done().await {
                     tracing::warn!(error = %e, "ack not confirmed; the event will be redelivered and de-duplicated");
                 }
             }
@@ -283,29 +269,29 @@ impl Router {
                 };
                 let kept = self
                     .bus
-                    .publish_stored(henvis_bus::dead_inbound_subject(), &id, m.payload.clone())
+                    .publish_stored(henvis_bus::dead_inbound_subject(), &id, m.payload().clone())
                     .await;
                 let alerted = self.bus.audit(henvis_bus::ROUTER_WRITER, &id, &alert).await;
                 if kept.is_ok() && alerted.is_ok() && routed().await.is_ok() {
-                    let _ = m.ack_with(AckKind::Term).await;
+                    m.finish_unroutable().await;
                 } else {
-                    let _ = m.ack_with(AckKind::Nak(Some(FULL_PAUSE))).await;
+                    m.retry_after(FULL_PAUSE).await;
                 }
             }
             Err(route::RouteError::Retry(e)) => {
                 tracing::warn!(error = %e, seq = in_sequence, "routing failed; will retry");
-                let _ = m.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                m.retry_after(Duration::from_secs(1)).await;
             }
             Err(route::RouteError::Held(recipient)) => {
                 // the recipient's share of OUT is full (it is not taking its deliveries):
                 // the event waits in IN, longer each time, and nobody else's deliveries do
-                let attempt = m.info().map(|i| i.delivered).unwrap_or(1).clamp(1, 100) as u32;
+                let attempt = m.attempt().clamp(1, 100) as u32;
                 let pause = (FULL_PAUSE * attempt).min(HELD_PAUSE_MAX);
                 tracing::warn!(recipient = %recipient, seq = in_sequence, pause_secs = pause.as_secs(), "a recipient's share of the deliveries stream is full; the event waits");
                 self.bus
                     .alert_stream_full(henvis_bus::ROUTER_WRITER, henvis_bus::STREAM_OUT, recipient.as_str())
                     .await;
-                let _ = m.ack_with(AckKind::Nak(Some(pause))).await;
+                m.retry_after(pause).await;
             }
             Err(route::RouteError::Full(e)) => {
                 // the deliveries (or status, audit) stream is full: nothing is evicted, the
@@ -318,7 +304,7 @@ impl Router {
                         henvis_bus::ROUTER_WRITER,
                     )
                     .await;
-                let _ = m.ack_with(AckKind::Nak(Some(FULL_PAUSE))).await;
+                m.retry_after(FULL_PAUSE).await;
             }
         }
     }

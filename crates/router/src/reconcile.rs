@@ -40,15 +40,16 @@ pub struct Report {
 impl Router {
     /// Reconciles IN, STATUS and OUT; with `redrive`, stores every missing delivery again.
     pub async fn reconcile(&self, redrive: bool) -> anyhow::Result<Report> {
-        let js = self.bus.jetstream();
         let mut report = Report::default();
         // what reached each inbox and is still there
-        let out = js.get_stream(STREAM_OUT).await?;
-        let out_last = out.get_info().await?.state.last_sequence;
+        let (out_first, out_last) = self.bus.stored_range(STREAM_OUT).await?;
         let mut in_inbox = BTreeSet::new();
-        for seq in 1..=out_last {
-            if let Ok(m) = out.get_raw_message(seq).await {
-                let recipient = m.subject.split('.').nth(2).unwrap_or_default().to_owned();
+        for seq in out_first..=out_last {
+            if let Some(m) = self.bus.stored_message(STREAM_OUT, seq).await? {
+                let recipient = henvis_bus::outbound_parts(&m.subject)
+                    .map(|(r, _)| r)
+                    .unwrap_or_default()
+                    .to_owned();
                 if let Some(env) = Delivery::decode(m.payload).ok().and_then(|d| d.envelope) {
                     in_inbox.insert((env.event_id, recipient));
                 }
@@ -79,10 +80,9 @@ impl Router {
             }
         }
         // every stored event
-        let stream = js.get_stream(STREAM_IN).await?;
-        let last = stream.get_info().await?.state.last_sequence;
-        for seq in 1..=last {
-            let Ok(m) = stream.get_raw_message(seq).await else {
+        let (first, last) = self.bus.stored_range(STREAM_IN).await?;
+        for seq in first..=last {
+            let Some(m) = self.bus.stored_message(STREAM_IN, seq).await? else {
                 continue;
             };
             let Ok(env) = Envelope::decode(m.payload.clone()) else {

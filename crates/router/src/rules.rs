@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::Context as _;
 use futures::StreamExt;
-use henvis_bus::{BUCKET_RULES, Bus, RULES_KEY};
+use henvis_bus::Bus;
 use henvis_domain::Directory;
 use henvis_policy::{RuleSet, Schema};
 use sha2::{Digest, Sha256};
@@ -27,9 +27,8 @@ pub struct ActiveRules(RwLock<Arc<RuleSet>>);
 impl ActiveRules {
     /// The published set if there is one, else the file, else the shipped default.
     pub(crate) async fn load(bus: &Bus, file: Option<&Path>, schema: &Schema, dir: &Directory) -> anyhow::Result<Self> {
-        let store = bus.jetstream().get_key_value(BUCKET_RULES).await?;
-        if let Some(text) = store.get(RULES_KEY).await? {
-            match RuleSet::from_toml("published rule set", &String::from_utf8_lossy(&text), schema, dir) {
+        if let Some(text) = bus.published_rules().await? {
+            match RuleSet::from_toml("published rule set", &text, schema, dir) {
                 Ok(r) => return Ok(Self(RwLock::new(Arc::new(r)))),
                 Err(e) => tracing::error!(error = %e, "published rule set refused; using the configured file"),
             }
@@ -69,16 +68,7 @@ impl Router {
         tokio::pin!(shutdown);
         // watched again whenever NATS goes away and comes back
         loop {
-            let watch = async {
-                self.bus
-                    .jetstream()
-                    .get_key_value(BUCKET_RULES)
-                    .await?
-                    .watch(RULES_KEY)
-                    .await
-                    .map_err(anyhow::Error::from)
-            };
-            let mut updates = match watch.await {
+            let mut updates = match self.bus.watch_rules().await {
                 Ok(u) => u,
                 Err(e) => {
                     tracing::warn!(error = %e, "rules watch unavailable; retrying");
@@ -92,12 +82,12 @@ impl Router {
                 tokio::select! {
                     () = &mut shutdown => return Ok(()),
                     u = updates.next() => {
-                        let entry = match u {
-                            Some(Ok(e)) => e,
+                        let text = match u {
+                            Some(Ok(t)) => t,
                             Some(Err(e)) => { tracing::warn!(error = %e, "rules watch error"); continue; }
                             None => break,
                         };
-                        match RuleSet::from_toml("published rule set", &String::from_utf8_lossy(&entry.value), &self.schema, &self.directory) {
+                        match RuleSet::from_toml("published rule set", &text, &self.schema, &self.directory) {
                             Ok(r) if r.version() == self.rules.current().version() => {}
                             Ok(r) => {
                                 tracing::info!(rule_set_version = %r.version(), tests = r.test_count(), "rule set reloaded");
@@ -125,8 +115,7 @@ pub async fn publish_rules(
     let schema = Schema::from_descriptor_set(henvis_proto::FILE_DESCRIPTOR_SET)?;
     let rules = RuleSet::from_toml(file, text, &schema, dir)?;
     henvis_bus::Topology::default().ensure(bus).await?;
-    let store = bus.jetstream().get_key_value(BUCKET_RULES).await?;
-    let revision = store.put(RULES_KEY, text.to_owned().into()).await?;
+    let revision = bus.put_rules(text).await?;
     let audit = henvis_domain::AuditRecord::RuleSetPublished {
         rule_set_version: rules.version().to_owned(),
         sha256: hex::encode(Sha256::digest(text.as_bytes())),

@@ -140,10 +140,9 @@ impl AlertService for Alerts {
         let open_now = keys(bucket).await?.iter().filter(|k| k.starts_with(&prefix)).count();
         // the district's current alerts first (last value per key), then every change
         let mut watch = bucket
-            .store()
-            .watch_with_history(format!("{district}.*"))
+            .watch::<AlertRecord>(&format!("{district}.*"))
             .await
-            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+            .map_err(ApiError::from)?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<AlertUpdate, Status>>(64);
         let core = self.0.clone();
         tracing::info!(person = %person, district = %district, "alert stream opened");
@@ -167,11 +166,11 @@ impl AlertService for Alerts {
                     e = watch.next() => {
                         let Some(Ok(e)) = e else { break };
                         if e.revision > resume_after
-                            && let Ok(a) = serde_json::from_slice::<AlertRecord>(&e.value) {
-                                let update = AlertUpdate { kind: Some(alert_update::Kind::Alert(to_pb(&a, e.revision, &core.alerts))) };
+                            && let Some(a) = &e.record {
+                                let update = AlertUpdate { kind: Some(alert_update::Kind::Alert(to_pb(a, e.revision, &core.alerts))) };
                                 if tx.send(Ok(update)).await.is_err() { break; }
                             }
-                        if !caught_up && e.delta == 0 {
+                        if !caught_up && e.behind == 0 {
                             caught_up = true;
                             if tx.send(Ok(AlertUpdate { kind: Some(alert_update::Kind::CaughtUp(true)) })).await.is_err() { break; }
                         }
@@ -366,11 +365,7 @@ async fn audit_step(
 }
 
 async fn keys(bucket: &henvis_bus::JsonBucket) -> Result<Vec<String>, ApiError> {
-    use futures::TryStreamExt;
-    match bucket.store().keys().await {
-        Ok(k) => k.try_collect().await.map_err(|e| ApiError::Unavailable(e.to_string())),
-        Err(e) => Err(ApiError::Unavailable(e.to_string())),
-    }
+    Ok(bucket.keys().await?)
 }
 
 /// The deadlines of open alerts in order, and the escalations whose follow-ups are not
@@ -443,7 +438,7 @@ pub(crate) async fn escalate_loop(core: Arc<Core>, shutdown: impl std::future::F
     tokio::pin!(shutdown);
     'watch: loop {
         let watch = match core.bus.alert_bucket().await {
-            Ok(b) => b.store().watch_with_history(">").await.map_err(|e| e.to_string()),
+            Ok(b) => b.watch::<AlertRecord>(">").await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         let mut watch = match watch {
@@ -465,11 +460,7 @@ pub(crate) async fn escalate_loop(core: Arc<Core>, shutdown: impl std::future::F
                         tracing::warn!("alert watch for escalation ended; reopening");
                         continue 'watch;
                     };
-                    let record = match e.operation {
-                        async_nats::jetstream::kv::Operation::Put => serde_json::from_slice::<AlertRecord>(&e.value).ok(),
-                        _ => None,
-                    };
-                    index.update(&e.key, record.as_ref(), &core.alerts, &own);
+                    index.update(&e.key, e.record.as_ref(), &core.alerts, &own);
                 }
                 _ = tick.tick() => {
                     for key in index.due(now()) {

@@ -8,12 +8,8 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use async_nats::jetstream::{
-    self, AckKind,
-    consumer::{AckPolicy, DeliverPolicy, pull},
-};
 use futures::StreamExt;
-use henvis_bus::{STREAM_OUT, inbox_consumer, outbound_filter, status_subject};
+use henvis_bus::{InboxConsumer, Offered, status_subject};
 use henvis_domain::AgencyId;
 use henvis_proto::henvis::broker::v1::{
     AckConfirmed, Delivery, DeliveryState, GetStatusResponse, Heartbeat, InboxRequest, InboxResponse, RecipientStatus,
@@ -26,7 +22,7 @@ use tonic::{Status, Streaming};
 use crate::{ApiError, Caller, Core, submit::BoxStream};
 
 struct Open {
-    message: jetstream::Message,
+    message: Offered,
     sender: Option<AgencyId>,
     event_id: String,
 }
@@ -36,41 +32,21 @@ pub(crate) async fn open(
     caller: Caller,
     mut requests: Streaming<InboxRequest>,
 ) -> Result<BoxStream<InboxResponse>, ApiError> {
-    let stream = core
+    let window = core.inbox_window;
+    // offered again after ack_wait, then less and less often; after the last attempt the
+    // delivery goes to the dead-letter stream (the router's dead_letters.rs)
+    let mut messages = core
         .bus
-        .jetstream()
-        .get_stream(STREAM_OUT)
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    let name = inbox_consumer(&caller.agency);
-    let consumer: jetstream::consumer::Consumer<pull::Config> = stream
-        .get_or_create_consumer(
-            &name,
-            pull::Config {
-                durable_name: Some(name.clone()),
-                filter_subject: outbound_filter(&caller.agency),
-                ack_policy: AckPolicy::Explicit,
-                deliver_policy: DeliverPolicy::All,
+        .inbox(
+            &caller.agency,
+            &InboxConsumer {
+                window,
                 ack_wait: core.ack_wait,
-                // offered again after ack_wait, then less and less often; after the last
-                // attempt the delivery goes to the dead-letter stream (dead_letters.rs)
-                max_deliver: core.inbox_max_attempts,
+                max_attempts: core.inbox_max_attempts,
                 backoff: backoff(core.ack_wait, core.inbox_max_attempts),
-                max_ack_pending: 1000,
-                ..Default::default()
             },
         )
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    let window = core.inbox_window;
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(window)
-        .heartbeat(Duration::from_secs(5))
-        .expires(Duration::from_secs(30))
-        .messages()
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        .await?;
     let (tx, rx) = mpsc::channel::<Result<InboxResponse, Status>>(window);
     tracing::info!(agency = %caller.agency, "inbox opened");
     tokio::spawn(async move {
@@ -85,8 +61,8 @@ pub(crate) async fn open(
                         Ok(m) => m,
                         Err(e) => { tracing::warn!(agency = %caller.agency, error = %e, "inbox consumer error"); continue; }
                     };
-                    let Ok(info) = m.info().map(|i| (i.stream_sequence, i.delivered)) else { continue };
-                    let mut delivery = match Delivery::decode(m.payload.clone()) {
+                    let info = (m.sequence(), m.attempt());
+                    let mut delivery = match Delivery::decode(m.payload().clone()) {
                         Ok(d) => d,
                         Err(e) => {
                             // never silently drop: leave it unacked for an administrator to see
@@ -123,7 +99,7 @@ pub(crate) async fn open(
                         let _ = tx.send(Err(ApiError::Unavailable("acknowledgement not recorded".into()).into())).await;
                         break;
                     }
-                    if let Err(e) = o.message.double_ack().await {
+                    if let Err(e) = o.message.done().await {
                         tracing::warn!(agency = %caller.agency, seq = ack.delivery_id, error = %e, "ack not confirmed");
                         let _ = tx.send(Err(ApiError::Unavailable("acknowledgement not confirmed".into()).into())).await;
                         break;
@@ -143,12 +119,12 @@ pub(crate) async fn open(
         // the client went away: offer what it did not acknowledge again at once, and what
         // was fetched for it but not sent. A plain NAK would wait out the consumer's back-off;
         // an explicit (tiny) delay overrides it.
-        let again = AckKind::Nak(Some(Duration::from_millis(1)));
+        let again = Duration::from_millis(1);
         for o in open.into_values() {
-            let _ = o.message.ack_with(again).await;
+            o.message.retry_after(again).await;
         }
         while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::ZERO, messages.next()).await {
-            let _ = m.ack_with(again).await;
+            m.retry_after(again).await;
         }
         tracing::info!(agency = %caller.agency, "inbox closed");
     });

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 
-use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use futures::StreamExt;
 use henvis_bus::{STREAM_STATUS, status_filter, status_writer, status_writer_may_speak_for};
 use henvis_domain::EventId;
@@ -114,28 +113,15 @@ pub(crate) async fn subscribe(
     let id = EventId::parse(event_id)
         .map_err(|e| ApiError::field("event_id", e.expected))?
         .to_string();
-    let unavailable = |e: &dyn std::fmt::Display| ApiError::Unavailable(e.to_string());
-    let stream = core
+    let (stored, mut records) = core
         .bus
-        .jetstream()
-        .get_stream(STREAM_STATUS)
-        .await
-        .map_err(|e| unavailable(&e))?;
-    let consumer = stream
-        .create_consumer(pull::OrderedConfig {
-            name: Some(henvis_bus::reader_name()),
-            filter_subject: status_filter(&caller.agency, &id),
-            deliver_policy: DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| unavailable(&e))?;
+        .follow(STREAM_STATUS, &status_filter(&caller.agency, &id))
+        .await?;
     // every event of the caller has a record from its Submit: none means not the caller's
     // event (or none at all), refused before anything is followed
-    if consumer.cached_info().num_pending == 0 {
+    if stored == 0 {
         return Err(no_event(caller, &id));
     }
-    let mut records = consumer.messages().await.map_err(|e| unavailable(&e))?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<StatusUpdate, Status>>(16);
     let heartbeat_every = core.heartbeat;
     tokio::spawn(async move {
@@ -146,12 +132,12 @@ pub(crate) async fn subscribe(
             tokio::select! {
                 m = records.next() => {
                     let Some(Ok(m)) = m else { break };
-                    let position = m.info().map(|i| i.stream_sequence).unwrap_or(0);
-                    if fold.add(m.subject.as_str(), &m.payload).is_err() {
+                    let position = m.sequence;
+                    if fold.add(&m.subject, &m.payload).is_err() {
                         continue;
                     }
                     // send once caught up with what was stored when the stream opened
-                    let caught_up = m.info().map(|i| i.pending == 0).unwrap_or(true);
+                    let caught_up = m.caught_up;
                     // the sender's own "submitted" record says nothing yet: the first
                     // update is the router's decision
                     let nothing_yet = !fold.routed && fold.by_recipient.is_empty();

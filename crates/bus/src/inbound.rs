@@ -1,0 +1,157 @@
+//! The durable consumers henvis works through, and the handle of a message offered by one:
+//! the routers' consumer of submitted events on IN (shared, so each event goes to one
+//! router) and each agency's inbox consumer on OUT (only its own deliveries).
+
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    AckKind,
+    consumer::{AckPolicy, DeliverPolicy, pull},
+};
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+
+use crate::{Bus, BusError, ROUTER_CONSUMER, STREAM_IN, STREAM_OUT, inbox_consumer, outbound_filter};
+
+/// How an agency's inbox consumer behaves.
+#[derive(Debug, Clone)]
+pub struct InboxConsumer {
+    /// Deliveries fetched ahead.
+    pub window: usize,
+    /// How long an offered delivery may stay unacknowledged before it is offered again.
+    pub ack_wait: Duration,
+    /// Offers before the delivery is given up (and dead-lettered by the router).
+    pub max_attempts: i64,
+    /// Pauses between offers nobody acknowledged, one per attempt.
+    pub backoff: Vec<Duration>,
+}
+
+/// How the routers' consumer of IN behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct RoutingConsumer {
+    /// Events fetched at once.
+    pub batch: usize,
+    /// How long an unacknowledged event stays with one router before another gets it.
+    pub ack_wait: Duration,
+    /// Events in flight across all routers, those waiting for a retry included.
+    pub max_ack_pending: i64,
+}
+
+/// A message offered by a durable consumer: a submitted event handed to a router, or a
+/// delivery offered to an agency's inbox.
+pub struct Offered(async_nats::jetstream::Message);
+
+impl Offered {
+    /// Its subject.
+    pub fn subject(&self) -> &str {
+        self.0.subject.as_str()
+    }
+
+    /// Its payload.
+    pub fn payload(&self) -> &Bytes {
+        &self.0.payload
+    }
+
+    /// Its sequence in its stream (0 if unknown).
+    pub fn sequence(&self) -> u64 {
+        self.0.info().map(|i| i.stream_sequence).unwrap_or(0)
+    }
+
+    /// How often it has been handed out, this time included.
+    pub fn attempt(&self) -> i64 {
+        self.0.info().map(|i| i.delivered).unwrap_or(1)
+    }
+
+    /// Acknowledged (everything it produced is stored, or the agency took it), and the
+    /// acknowledgement confirmed by the server.
+    pub async fn done(&self) -> Result<(), BusError> {
+        self.0
+            .double_ack()
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))
+    }
+
+    /// Handed out again after `pause` (to this router or another).
+    pub async fn retry_after(&self, pause: Duration) {
+        if let Err(e) = self.0.ack_with(AckKind::Nak(Some(pause))).await {
+            tracing::warn!(error = %e, "negative acknowledgement not sent; the event comes back after the ack wait");
+        }
+    }
+
+    /// Never handed out again (it is kept in DEAD with an alert first).
+    pub async fn finish_unroutable(&self) {
+        if let Err(e) = self.0.ack_with(AckKind::Term).await {
+            tracing::warn!(error = %e, "termination not sent; the event comes back and is dead-lettered again (idempotent)");
+        }
+    }
+}
+
+impl Bus {
+    /// The routers' consumer of IN, created on first use.
+    pub async fn routing_consumer(
+        &self,
+        how: RoutingConsumer,
+    ) -> Result<impl Stream<Item = Result<Offered, BusError>> + Unpin, BusError> {
+        let unavailable = |e: &dyn std::fmt::Display| BusError::Unavailable(e.to_string());
+        let stream = self.js.get_stream(STREAM_IN).await.map_err(|e| unavailable(&e))?;
+        let consumer = stream
+            .get_or_create_consumer(
+                ROUTER_CONSUMER,
+                pull::Config {
+                    durable_name: Some(ROUTER_CONSUMER.to_owned()),
+                    ack_policy: AckPolicy::Explicit,
+                    deliver_policy: DeliverPolicy::All,
+                    ack_wait: how.ack_wait,
+                    max_ack_pending: how.max_ack_pending,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(how.batch)
+            .messages()
+            .await
+            .map_err(|e| unavailable(&e))?;
+        Ok(messages.map(|m| m.map(Offered).map_err(|e| BusError::Unavailable(e.to_string()))))
+    }
+
+    /// The deliveries for `agency`, from its durable inbox consumer on OUT (created on
+    /// first use with `how`; only its own deliveries).
+    pub async fn inbox(
+        &self,
+        agency: &henvis_domain::AgencyId,
+        how: &InboxConsumer,
+    ) -> Result<impl Stream<Item = Result<Offered, BusError>> + Unpin + use<>, BusError> {
+        let unavailable = |e: &dyn std::fmt::Display| BusError::Unavailable(e.to_string());
+        let stream = self.js.get_stream(STREAM_OUT).await.map_err(|e| unavailable(&e))?;
+        let name = inbox_consumer(agency);
+        let consumer = stream
+            .get_or_create_consumer(
+                &name,
+                pull::Config {
+                    durable_name: Some(name.clone()),
+                    filter_subject: outbound_filter(agency),
+                    ack_policy: AckPolicy::Explicit,
+                    deliver_policy: DeliverPolicy::All,
+                    ack_wait: how.ack_wait,
+                    max_deliver: how.max_attempts,
+                    backoff: how.backoff.clone(),
+                    max_ack_pending: 1000,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(how.window)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+            .map_err(|e| unavailable(&e))?;
+        Ok(messages.map(|m| m.map(Offered).map_err(|e| BusError::Unavailable(e.to_string()))))
+    }
+}
