@@ -188,3 +188,39 @@ fn the_shipped_nats_configurations_are_valid_for_the_pinned_server() {
         assert!(out.status.success(), "{conf}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_stops_within_its_grace_with_an_inbox_open_and_the_delivery_comes_back() {
+    let mut d = Deployment::start().await.unwrap();
+    let mut ngo = d.client(Sector::Ngo, "ngo-redbarnet").await.unwrap();
+    let r = submit(&mut ngo, "grace-1", "", crate::report("101")).await.unwrap();
+    routed(&mut ngo, &r.event_id).await;
+    // the municipality's system holds its inbox open and does not acknowledge
+    let mut municipality = d.client(Sector::Social, "kommune-101").await.unwrap();
+    let mut inbox = crate::Inbox::open(&mut municipality).await;
+    let first = inbox.next_delivery().await;
+    assert_eq!(first.envelope.as_ref().unwrap().event_id, r.event_id);
+    // the service is asked to stop: it does, the open stream notwithstanding
+    let limit = henvis_runtime::SHUTDOWN_GRACE + std::time::Duration::from_secs(20);
+    let started = std::time::Instant::now();
+    tokio::time::timeout(limit, d.stop_sector(Sector::Social))
+        .await
+        .expect("the service stops within its grace")
+        .unwrap();
+    let took = started.elapsed();
+    drop(inbox);
+    // and the unacknowledged delivery is offered again by the next one
+    d.start_sector(Sector::Social).await.unwrap();
+    let mut municipality = d.client(Sector::Social, "kommune-101").await.unwrap();
+    let mut inbox = crate::Inbox::open(&mut municipality).await;
+    let again = inbox.next_delivery().await;
+    assert_eq!(again.envelope.as_ref().unwrap().event_id, r.event_id);
+    assert!(again.attempt >= 2, "offered again: attempt {}", again.attempt);
+    inbox.ack(again.delivery_id).await;
+    println!(
+        "stopped with an inbox open in {:.1} s (grace {} s); the delivery offered again, attempt {}",
+        took.as_secs_f64(),
+        henvis_runtime::SHUTDOWN_GRACE.as_secs(),
+        again.attempt
+    );
+}

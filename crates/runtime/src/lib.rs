@@ -94,10 +94,13 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)
     Ok((l, a))
 }
 
+/// How long in-flight calls may run on after shutdown was asked for.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// Serves `routes` plus the standard health service (reporting `serving` for each of
 /// `service_names` and the whole server) and server reflection over henvis' descriptors,
 /// over mutual TLS only, until `shutdown` resolves; then stops accepting and lets in-flight
-/// calls finish. Every request is authenticated by its client certificate first; handlers
+/// calls finish for at most [`SHUTDOWN_GRACE`] before closing what is still open. Every request is authenticated by its client certificate first; handlers
 /// find the caller's [`Principal`] in the request extensions.
 pub async fn serve_grpc(
     listener: TcpListener,
@@ -165,12 +168,36 @@ pub async fn serve_grpc(
         let mut rx = stopped;
         let _ = rx.wait_for(|s| *s).await;
     }));
-    let served = tonic::transport::Server::builder()
+    // the shutdown signal, seen by the server (stop accepting, drain) and by the bound
+    let (asked, _) = tokio::sync::watch::channel(false);
+    let (drain, bound) = (asked.subscribe(), asked.subscribe());
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = asked.send(true);
+    });
+    let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .layer(tonic::service::InterceptorLayer::new(authenticate))
         .add_routes(routes)
-        .serve_with_incoming_shutdown(tls.incoming(listener), shutdown)
-        .await;
+        .serve_with_incoming_shutdown(tls.incoming(listener), async move {
+            let mut rx = drain;
+            let _ = rx.wait_for(|s| *s).await;
+        });
+    // in-flight calls get SHUTDOWN_GRACE to finish; long-lived streams (inboxes, alert and
+    // status subscriptions) are then closed, their unacknowledged deliveries offered again
+    let served = tokio::select! {
+        r = server => r,
+        () = async move {
+            let mut rx = bound;
+            if rx.wait_for(|s| *s).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!(grace_secs = SHUTDOWN_GRACE.as_secs(), "calls still open after the shutdown grace; closed");
+            Ok(())
+        }
+    };
     let _ = stop.send(true);
     let _ = watcher.await;
     served?;
