@@ -9,6 +9,7 @@
 mod audit;
 mod dead_letters;
 mod decisions;
+mod plan;
 mod reconcile;
 mod route;
 mod rules;

@@ -6,13 +6,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use henvis_bus::{ROUTER_WRITER, STATUS_PREFIX, STREAM_IN, STREAM_OUT, STREAM_STATUS, outbound_subject};
+use henvis_bus::{ROUTER_WRITER, STATUS_PREFIX, STREAM_IN, STREAM_OUT, STREAM_STATUS};
 use henvis_domain::CaseRecord;
-use henvis_policy::decide;
 use henvis_proto::henvis::broker::v1::{Delivery, DeliveryState, Envelope, GetStatusResponse};
 use prost::Message;
 
-use crate::Router;
+use crate::{Router, plan};
 
 /// What a reconciliation found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -131,23 +130,25 @@ impl Router {
             .await?
             .map(|c| c.record)
             .unwrap_or_else(CaseRecord::new);
+        // the same plan the router executes, for the case and rules as they are now
         let rules = self.rules.current();
-        let decision = decide(&rules, &self.directory, &facts.input(&case));
-        let (event_bytes, mt) = (&facts.event_bytes, &facts.mt);
-        let Some(r) = decision.recipients.iter().find(|r| r.agency.as_str() == agency) else {
+        let ctx = plan::Context {
+            schema: &self.schema,
+            directory: &self.directory,
+            rules: &rules,
+        };
+        let p = plan::plan(&ctx, &env, &facts, &case, 0).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let Some(d) = p.deliveries.iter().find(|d| d.agency.as_str() == agency) else {
             return Ok(false);
         };
-        let delivery = self
-            .delivery_for(&env, event_bytes, r, &decision.rule_set_version)
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
         let id = format!("redrive:{}:{agency}:{pass}", env.event_id);
         self.bus
-            .publish_stored(outbound_subject(&r.agency, mt), &id, delivery.encode_to_vec().into())
+            .publish_stored(d.subject.clone(), &id, d.delivery.encode_to_vec().into())
             .await?;
         let alert = henvis_domain::AuditRecord::DeliveryRedriven {
             event_id: env.event_id.clone(),
             agency: agency.to_string(),
-            rule_set_version: decision.rule_set_version.clone(),
+            rule_set_version: p.decision.rule_set_version.clone(),
         };
         self.bus
             .audit(

@@ -1,16 +1,17 @@
-//! Routing one stored event: apply its case change, decide, audit, check the case did not
-//! change meanwhile, then deliver the redacted copies and the sender's status.
+//! Routing one stored event: the facts of its event, then its plan (plan.rs) executed
+//! against the bus — the case change applied, the decision audited and fenced (the case
+//! must not have changed under it), then the redacted deliveries, statuses and alerts.
 
-use henvis_bus::{ROUTER_WRITER, VersionedCase, outbound_subject, status_subject};
-use henvis_domain::{AgencyId, AlertRecord, AlertState, AuditRecord, CaseChange, CaseId, CaseRecord};
-use henvis_policy::{Decision, DecisionInput, decide, redact};
-use henvis_proto::henvis::{
-    broker::v1::{Delivery, DeliveryState, Envelope, GetStatusResponse, RecipientStatus},
-    events::v1::{Event, ReferralOutcome, event::Kind},
-};
+use henvis_bus::{ROUTER_WRITER, VersionedCase};
+use henvis_domain::{AgencyId, CaseChange, CaseId, CaseRecord};
+use henvis_policy::{DecisionInput, decide};
+use henvis_proto::henvis::{broker::v1::Envelope, events::v1::event::Kind};
 use prost::Message;
 
-use crate::{Router, audit};
+use crate::{
+    Router, audit,
+    plan::{self, Context, Plan},
+};
 
 /// How often a decision is redone because the case changed under it before giving up
 /// (the event is then redelivered).
@@ -73,10 +74,6 @@ impl From<henvis_bus::BusError> for RouteError {
             e => RouteError::Retry(e.to_string()),
         }
     }
-}
-
-fn class_numbers(s: henvis_domain::ClassSet) -> Vec<i32> {
-    s.iter().map(|c| c as i32).collect()
 }
 
 impl Router {
@@ -149,84 +146,52 @@ impl Router {
                 "envelope does not match its subject, sector or type",
             ));
         }
-        let Facts {
-            event_bytes,
-            mt,
-            sender: sender_id,
-            case_id,
-            at,
-            ..
-        } = &facts;
-        let (event_bytes, mt, sender_id, case_id, at) = (event_bytes.as_slice(), mt, sender_id, case_id, *at);
+        let rules = self.rules.current();
+        let ctx = Context {
+            schema: &self.schema,
+            directory: &self.directory,
+            rules: &rules,
+        };
+        let case_id = &facts.case_id;
 
         // The router is the only writer of case records: each event's change is applied
         // here, in the case's order of events, after the workflow guards held against the
-        // case as it stood before it (the opening report makes its sender a participant).
-        let change =
-            henvis_convert::case_change(event, &env.event_id).map_err(|_| RouteError::Poison("invalid case change"))?;
-        let opening = matches!(change, CaseChange::Opened { .. });
+        // case as it stood before it.
         let mut case = self.bus.case(case_id).await?;
-        {
-            let mut before = match &case {
-                Some(c) => std::borrow::Cow::Borrowed(&c.record),
-                None if opening => std::borrow::Cow::Owned(CaseRecord::new()),
-                None => {
-                    tracing::warn!(event_id = %env.event_id, case_id = %case_id, "stored event of a case that does not exist");
-                    return Err(RouteError::Poison("event of a case that does not exist"));
-                }
-            };
-            if opening {
-                before.to_mut().add_participants([sender_id]);
-            }
-            if let Err(e) = henvis_policy::admit(mt, sender_id, &before, &self.directory) {
-                tracing::warn!(event_id = %env.event_id, case_id = %case_id, guard = ?e, "stored event fails a workflow guard");
-                return Err(RouteError::Poison("event fails a workflow guard"));
-            }
-        }
+        let change = plan::case_step(&ctx, event, &env, &facts, case.as_ref().map(|c| &c.record)).inspect_err(|e| {
+            tracing::warn!(event_id = %env.event_id, case_id = %case_id, reason = ?e, "stored event cannot be routed on its case");
+        })?;
+        let opening = matches!(change, CaseChange::Opened { .. });
         let unapplied = case.as_ref().is_none_or(|c| {
-            !c.record.reflects(&change, &env.event_id) || (opening && !c.record.participants.contains(sender_id))
+            !c.record.reflects(&change, &env.event_id) || (opening && !c.record.participants.contains(&facts.sender))
         });
         if change != CaseChange::None && unapplied {
             case = self
                 .bus
                 .modify_case(case_id, opening, |r| {
                     let changed = r.apply(&change, &env.event_id);
-                    let joined = opening && r.add_participants([sender_id]);
+                    let joined = opening && r.add_participants([&facts.sender]);
                     changed || joined
                 })
                 .await?;
         }
-        if change != CaseChange::None && !opening {
-            let record = AuditRecord::CaseChange {
-                event_id: env.event_id.clone(),
-                case_id: env.case_id.clone(),
-                message_type: env.message_type.clone(),
-                by: sender_id.to_string(),
-                change: change.name().to_owned(),
-            };
-            self.bus
-                .audit(ROUTER_WRITER, &format!("case-change:{}", env.event_id), &record)
-                .await?;
+        if let Some((id, record)) = plan::case_change_record(&env, &facts, &change) {
+            self.bus.audit(ROUTER_WRITER, &id, &record).await?;
         }
-        let referral = &facts.referral;
-        let rules = self.rules.current();
-        let empty = CaseRecord::new();
 
-        let mut decided: Option<Decision> = None;
+        let empty = CaseRecord::new();
+        let mut planned: Option<Plan> = None;
         for _ in 0..MAX_REDECIDE {
             let (record, revision) = case.as_ref().map_or((&empty, 0), |c| (&c.record, c.revision));
-            let input = facts.input(record);
-            let decision = decide(&rules, &self.directory, &input);
-            let audit_id = format!("decision:{}:{}:{revision}", env.event_id, decision.rule_set_version);
-            let record = audit::decision_record(&env, &decision, revision, at, event_bytes);
-            self.bus.audit(ROUTER_WRITER, &audit_id, &record).await?;
+            let p = plan::plan(&ctx, &env, &facts, record, revision)?;
+            self.bus.audit(ROUTER_WRITER, &p.audit.0, &p.audit.1).await?;
             // Fence: a change of the case acknowledged before this decision's audit record
             // (a consent withdrawal above all) must govern it. Read the case again from the
             // leader; if it changed in a way that changes the decision, void and redo.
             let now: Option<VersionedCase> = self.bus.case(case_id).await?;
             let now_revision = now.as_ref().map_or(0, |c| c.revision);
             if now_revision == revision {
-                decided = Some(decision);
+                planned = Some(p);
                 break;
             }
             let again = decide(
@@ -234,33 +199,43 @@ impl Router {
                 &self.directory,
                 &DecisionInput {
                     case: now.as_ref().map_or(&empty, |c| &c.record),
-                    ..input
+                    ..facts.input(record)
                 },
             );
-            if again.recipients == decision.recipients {
-                decided = Some(decision);
+            if again.recipients == p.decision.recipients {
+                planned = Some(p);
                 break;
             }
-            let void_id = format!("void:{}:{revision}", env.event_id);
             self.bus
-                .audit(ROUTER_WRITER, &void_id, &audit::void_record(&env, revision))
+                .audit(
+                    ROUTER_WRITER,
+                    &format!("void:{}:{revision}", env.event_id),
+                    &audit::void_record(&env, revision),
+                )
                 .await?;
             tracing::info!(event_id = %env.event_id, case_id = %case_id, "case changed during the decision; deciding again");
             case = now;
         }
-        let decision = decided.ok_or_else(|| RouteError::Retry("case kept changing during the decision".into()))?;
+        let p = planned.ok_or_else(|| RouteError::Retry("case kept changing during the decision".into()))?;
+        self.execute(&env, payload, in_sequence, &facts, case.as_ref(), p).await
+    }
 
+    /// Stores everything a plan produces; returns once all of it is stored. Every record
+    /// under a deterministic id, so executing a plan again stores nothing twice.
+    async fn execute(
+        &self,
+        env: &Envelope,
+        payload: &[u8],
+        in_sequence: u64,
+        facts: &Facts,
+        case: Option<&VersionedCase>,
+        p: Plan,
+    ) -> Result<(), RouteError> {
         // the sender and every recipient take part in the case, recorded before anything is
         // delivered so a recipient's answer is never refused as coming from an outsider
-        let participants: Vec<AgencyId> = std::iter::once(sender_id.clone())
-            .chain(decision.recipients.iter().map(|r| r.agency.clone()))
-            .collect();
-        if case
-            .as_ref()
-            .is_some_and(|c| participants.iter().any(|p| !c.record.participants.contains(p)))
-        {
+        if case.is_some_and(|c| p.participants.iter().any(|a| !c.record.participants.contains(a))) {
             self.bus
-                .modify_case(case_id, false, |r| r.add_participants(&participants))
+                .modify_case(&facts.case_id, false, |r| r.add_participants(&p.participants))
                 .await?;
         }
         // what each recipient received, before it can receive it: a referral response is
@@ -269,98 +244,41 @@ impl Router {
         // it is never published again, however long after the duplicate window)
         let mark = henvis_bus::Delivered {
             case_id: env.case_id.clone(),
-            sender: sender_id.to_string(),
-            message_type: mt.to_string(),
+            sender: facts.sender.to_string(),
+            message_type: facts.mt.to_string(),
             published: false,
         };
         let marks = futures::future::try_join_all(
-            decision
-                .recipients
+            p.deliveries
                 .iter()
-                .map(|r| self.bus.mark_delivered(r.agency.as_str(), &env.event_id, &mark)),
+                .map(|d| self.bus.mark_delivered(d.agency.as_str(), &env.event_id, &mark)),
         )
         .await?;
-
-        let mut acks = Vec::with_capacity(decision.recipients.len() + 1);
-        let mut delivery_acks = Vec::with_capacity(decision.recipients.len());
-        // the event as redacted for each district the routes alert: an alert's details
-        let mut alert_details: Vec<(&henvis_policy::Recipient, Vec<u8>)> = Vec::new();
-        for (r, mark) in decision.recipients.iter().zip(marks) {
-            let delivery = self.delivery_for(&env, event_bytes, r, &decision.rule_set_version)?;
-            if r.alert.is_some()
-                && self.directory.agency(&r.agency).map(|a| a.sector) == Some(henvis_domain::Sector::Police)
-            {
-                let details = delivery
-                    .envelope
-                    .as_ref()
-                    .map(|e| e.encode_to_vec())
-                    .unwrap_or_default();
-                alert_details.push((r, details));
-            }
+        let mut delivery_acks = Vec::with_capacity(p.deliveries.len());
+        for (d, mark) in p.deliveries.iter().zip(marks) {
             if mark.record.published {
                 continue;
             }
-            // one identity per (event, recipient), whatever the rule set deciding it
-            let msg_id = format!("{}:{}", env.event_id, r.agency);
             delivery_acks.push((
-                &r.agency,
+                &d.agency,
                 mark,
                 self.bus
-                    .publish(
-                        outbound_subject(&r.agency, mt),
-                        &msg_id,
-                        delivery.encode_to_vec().into(),
-                    )
+                    .publish(d.subject.clone(), &d.msg_id, d.delivery.encode_to_vec().into())
                     .await?,
             ));
         }
-        // closed loop: the referral's sender sees the responder's outcome
-        if let Some((referrer, answered, outcome)) = &referral {
-            let state = match ReferralOutcome::try_from(*outcome) {
-                Ok(ReferralOutcome::Accepted) => Some(DeliveryState::Accepted),
-                Ok(ReferralOutcome::Declined) => Some(DeliveryState::Declined),
-                Ok(ReferralOutcome::Completed) => Some(DeliveryState::Completed),
-                _ => None,
-            };
-            if let Some(state) = state {
-                let record = GetStatusResponse {
-                    event_id: answered.clone(),
-                    routed: true,
-                    recipients: vec![RecipientStatus {
-                        recipient_agency_id: sender_id.to_string(),
-                        state: state as i32,
-                        reason: String::new(),
-                        at: env.submitted_at,
-                        rule_id: String::new(),
-                    }],
-                };
-                let id = format!("response:{answered}:{sender_id}:{}", env.event_id);
-                acks.push(
-                    self.bus
-                        .publish(
-                            status_subject(referrer, answered, ROUTER_WRITER),
-                            &id,
-                            record.encode_to_vec().into(),
-                        )
-                        .await?,
-                );
-            }
+        let mut acks = Vec::with_capacity(p.statuses.len());
+        for s in &p.statuses {
+            acks.push(
+                self.bus
+                    .publish(s.subject.clone(), &s.msg_id, s.record.encode_to_vec().into())
+                    .await?,
+            );
         }
-        let status = audit::status_record(&env.event_id, &decision);
-        let status_id = format!("routed:{}:{}", env.event_id, decision.rule_set_version);
-        acks.push(
-            self.bus
-                .publish(
-                    status_subject(sender_id, &env.event_id, ROUTER_WRITER),
-                    &status_id,
-                    status.encode_to_vec().into(),
-                )
-                .await?,
-        );
         // the sender's idempotency record, should the sector service have failed to write it
         // (the event is in IN either way), alongside the acknowledgements
         let remembered = self.bus.remember_submitted(
-            sender_id.as_str(),
+            facts.sender.as_str(),
             &env.idempotency_key,
             &env.event_id,
             payload,
@@ -394,33 +312,20 @@ impl Router {
         let (remembered, stored) = tokio::join!(remembered, stored);
         remembered?;
         stored?;
-        // police case alerts the routes raise: state in the alerts bucket, created once
-        for (r, details) in alert_details {
-            let alert = AlertRecord {
-                alert_id: env.event_id.clone(),
-                case_id: env.case_id.clone(),
-                kind: env.message_type.clone(),
-                urgency: r.alert.map(|u| u.as_str()).unwrap_or("normal").to_owned(),
-                district: r.agency.clone(),
-                raised_at: at,
-                state: AlertState::Open,
-                escalated_from: None,
-                granted_classes: r.classes.iter().map(|c| c.as_str().to_owned()).collect(),
-                history: vec![("raised".to_owned(), "router".to_owned(), at)],
-            };
-            let key = alert.key();
-            // the details a contact person may fetch: the event as redacted for the district,
-            // stored before the alert exists (the police service never reads IN)
-            self.bus.store_alert_details(&key, &details).await?;
-            self.bus.alert_bucket().await?.create_if_absent(&key, &alert).await?;
+        // police case alerts the routes raise: the details a contact person may fetch (the
+        // event as redacted for the district) stored before the alert exists, each once
+        for a in &p.alerts {
+            let key = a.alert.key();
+            self.bus.store_alert_details(&key, &a.details).await?;
+            self.bus.alert_bucket().await?.create_if_absent(&key, &a.alert).await?;
         }
         tracing::info!(
             event_id = %env.event_id,
-            case_id = %case_id,
-            message_type = %mt,
-            delivered = decision.recipients.len(),
-            withheld = decision.withheld.len(),
-            rule_set_version = %decision.rule_set_version,
+            case_id = %facts.case_id,
+            message_type = %facts.mt,
+            delivered = p.decision.recipients.len(),
+            withheld = p.decision.withheld.len(),
+            rule_set_version = %p.decision.rule_set_version,
             "event routed"
         );
         Ok(())
@@ -428,37 +333,6 @@ impl Router {
 }
 
 impl Router {
-    /// The delivery of `env` to one recipient: a fresh copy with only its granted fields.
-    pub(crate) fn delivery_for(
-        &self,
-        env: &Envelope,
-        event_bytes: &[u8],
-        r: &henvis_policy::Recipient,
-        rule_set_version: &str,
-    ) -> Result<Delivery, RouteError> {
-        let redacted =
-            redact(&self.schema, event_bytes, r.classes).map_err(|_| RouteError::Poison("undecodable event"))?;
-        let event =
-            Event::decode(redacted.event.as_slice()).map_err(|_| RouteError::Poison("undecodable redacted event"))?;
-        Ok(Delivery {
-            delivery_id: 0,
-            envelope: Some(Envelope {
-                event_id: env.event_id.clone(),
-                idempotency_key: String::new(),
-                message_type: env.message_type.clone(),
-                sender: env.sender.clone(),
-                case_id: env.case_id.clone(),
-                submitted_at: env.submitted_at,
-                event: Some(event),
-            }),
-            granted_classes: class_numbers(r.classes),
-            withheld_classes: class_numbers(redacted.withheld),
-            rule_ids: r.rule_ids.clone(),
-            rule_set_version: rule_set_version.to_owned(),
-            attempt: 0,
-        })
-    }
-
     /// The sender of referral `event_id`, if it was delivered to `responder` (its delivery
     /// mark).
     pub(crate) async fn referral_sender(
