@@ -264,6 +264,16 @@ mod tests {
         rules: RuleSet,
     }
 
+    impl World {
+        fn ctx(&self) -> Context<'_> {
+            Context {
+                schema: &self.schema,
+                directory: &self.directory,
+                rules: &self.rules,
+            }
+        }
+    }
+
     fn world() -> World {
         let schema = Schema::from_descriptor_set(henvis_proto::FILE_DESCRIPTOR_SET).unwrap();
         let directory = Directory::denmark().unwrap();
@@ -350,11 +360,7 @@ mod tests {
     #[test]
     fn every_message_type_plans_one_redacted_delivery_per_recipient_and_an_audit_that_matches() {
         let w = world();
-        let ctx = Context {
-            schema: &w.schema,
-            directory: &w.directory,
-            rules: &w.rules,
-        };
+        let ctx = w.ctx();
         let mut planned = 0;
         let mut deliveries = 0;
         for mt in w.schema.message_types() {
@@ -407,11 +413,7 @@ mod tests {
     #[test]
     fn immediate_danger_makes_the_police_alert_urgent_and_a_referral_response_closes_the_loop() {
         let w = world();
-        let ctx = Context {
-            schema: &w.schema,
-            directory: &w.directory,
-            rules: &w.rules,
-        };
+        let ctx = w.ctx();
         let report = MessageType::parse("suspected_victim_reported").unwrap();
         let ngo = id("ngo-redbarnet");
         let (env, mut facts) = envelope(&w, &report, &ngo);
@@ -438,11 +440,7 @@ mod tests {
     #[test]
     fn a_consent_withdrawn_between_two_plans_removes_the_recipient_it_entitled() {
         let w = world();
-        let ctx = Context {
-            schema: &w.schema,
-            directory: &w.directory,
-            rules: &w.rules,
-        };
+        let ctx = w.ctx();
         let findings = MessageType::parse("health_assessment_completed").unwrap();
         let hospital = w.directory.agencies_in(Sector::Health).next().unwrap().id.clone();
         let (env, facts) = envelope(&w, &findings, &hospital);
@@ -475,11 +473,7 @@ mod tests {
     #[test]
     fn the_case_step_refuses_an_unknown_case_and_a_failed_guard_and_opens_a_new_one() {
         let w = world();
-        let ctx = Context {
-            schema: &w.schema,
-            directory: &w.directory,
-            rules: &w.rules,
-        };
+        let ctx = w.ctx();
         let plan_type = MessageType::parse("action_plan_updated").unwrap();
         let ngo = id("ngo-hopenow");
         let (env, facts) = envelope(&w, &plan_type, &ngo);
