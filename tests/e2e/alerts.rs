@@ -439,7 +439,11 @@ async fn an_idle_police_service_does_constant_work_however_many_alerts_are_store
             alert_id: format!("01a220ca-9ff4-760c-a2f6-{i:012}"),
             case_id: "case".into(),
             kind: "suspected_victim_reported".into(),
-            urgency: if i % 2 == 0 { "normal" } else { "urgent" }.into(),
+            urgency: if i % 2 == 0 {
+                henvis_domain::Urgency::Normal
+            } else {
+                henvis_domain::Urgency::Urgent
+            },
             district: district.clone(),
             raised_at: now(),
             state: if i % 2 == 0 {

@@ -3,6 +3,37 @@
 
 use crate::{AgencyId, PersonId};
 
+/// How urgent a police alert is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Urgency {
+    /// Within the working day.
+    Normal,
+    /// Now; escalated when unclaimed.
+    Urgent,
+}
+
+impl Urgency {
+    /// The lowercase name (rule files, records, the API).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Urgency::Normal => "normal",
+            Urgency::Urgent => "urgent",
+        }
+    }
+}
+
+impl std::str::FromStr for Urgency {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "normal" => Ok(Urgency::Normal),
+            "urgent" => Ok(Urgency::Urgent),
+            other => Err(format!("urgency `{other}`: expected `normal` or `urgent`")),
+        }
+    }
+}
+
 /// Where an alert stands.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case", tag = "state")]
@@ -34,8 +65,8 @@ pub struct AlertRecord {
     pub case_id: String,
     /// The message type that raised it (e.g. `child_missing`).
     pub kind: String,
-    /// `normal` or `urgent`.
-    pub urgency: String,
+    /// How urgent.
+    pub urgency: Urgency,
     /// The police agency whose contact persons see it.
     pub district: AgencyId,
     /// When it was raised (the event's submission), unix seconds.

@@ -54,6 +54,16 @@ impl Class {
     }
 }
 
+impl std::str::FromStr for Class {
+    type Err = String;
+    /// Parses the upper-case name used in rule files and records.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s).ok_or_else(|| {
+            format!("class `{s}`: expected one of BASIC, IDENTITY, LOCATION, HEALTH, SOCIAL, EXPLOITATION, CRIMINAL")
+        })
+    }
+}
+
 impl fmt::Display for Class {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -114,6 +124,15 @@ impl ClassSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_class_reads_back_from_its_name_and_serde_agrees() {
+        for c in Class::ALL {
+            assert_eq!(c.as_str().parse::<Class>(), Ok(c));
+            assert_eq!(serde_json::to_value(c).unwrap(), serde_json::json!(c.as_str()));
+        }
+        assert!("basic".parse::<Class>().is_err());
+    }
 
     #[test]
     fn set_operations_agree_with_membership() {

@@ -27,4 +27,4 @@ mod profile;
 pub use profile::{SYSTEM_TYPES, originates};
 
 mod alert;
-pub use alert::{AlertRecord, AlertState};
+pub use alert::{AlertRecord, AlertState, Urgency};

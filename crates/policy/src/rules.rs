@@ -236,14 +236,8 @@ pub enum AppliesTo {
     Adult,
 }
 
-/// How urgent a police alert is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Urgency {
-    /// Within the working day.
-    Normal,
-    /// Now; escalated when unclaimed.
-    Urgent,
-}
+/// How urgent a police alert is (kept in the domain's alert records).
+pub use henvis_domain::Urgency;
 
 impl Route {
     /// The alert this route raises for an event whose set BASIC flags are `flags`.
@@ -251,16 +245,6 @@ impl Route {
         match (&self.alert, &self.urgent_when) {
             (Some(_), Some(f)) if flags.contains(f) => Some(Urgency::Urgent),
             (a, _) => *a,
-        }
-    }
-}
-
-impl Urgency {
-    /// The lowercase name used in rule files.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Urgency::Normal => "normal",
-            Urgency::Urgent => "urgent",
         }
     }
 }

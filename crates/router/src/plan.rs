@@ -6,7 +6,9 @@
 //! reconciliation decides through the same function. Unit tests below run without NATS.
 
 use henvis_bus::{ROUTER_WRITER, outbound_subject, status_subject};
-use henvis_domain::{AgencyId, AlertRecord, AlertState, AuditRecord, CaseChange, CaseRecord, Directory, Sector};
+use henvis_domain::{
+    AgencyId, AlertRecord, AlertState, AuditRecord, CaseChange, CaseRecord, Directory, Sector, Urgency,
+};
 use henvis_policy::{Decision, RuleSet, Schema, decide, redact};
 use henvis_proto::henvis::{
     broker::v1::{Delivery, DeliveryState, Envelope, GetStatusResponse, RecipientStatus},
@@ -153,7 +155,7 @@ pub(crate) fn plan(
                     alert_id: env.event_id.clone(),
                     case_id: env.case_id.clone(),
                     kind: env.message_type.clone(),
-                    urgency: r.alert.map(|u| u.as_str()).unwrap_or("normal").to_owned(),
+                    urgency: r.alert.unwrap_or(Urgency::Normal),
                     district: r.agency.clone(),
                     raised_at: facts.at,
                     state: AlertState::Open,
@@ -421,9 +423,9 @@ mod tests {
         let normal = plan(&ctx, &env, &facts, &case, 1).unwrap();
         facts.flags = vec!["immediate_danger".into()];
         let urgent = plan(&ctx, &env, &facts, &case, 1).unwrap();
-        let urgency = |p: &Plan| p.alerts.iter().map(|a| a.alert.urgency.clone()).collect::<Vec<_>>();
-        assert_eq!(urgency(&normal), vec!["normal"]);
-        assert_eq!(urgency(&urgent), vec!["urgent"]);
+        let urgency = |p: &Plan| p.alerts.iter().map(|a| a.alert.urgency).collect::<Vec<_>>();
+        assert_eq!(urgency(&normal), vec![Urgency::Normal]);
+        assert_eq!(urgency(&urgent), vec![Urgency::Urgent]);
         assert_eq!(urgent.alerts[0].alert.district, id("politi-koebenhavn"));
 
         let response = MessageType::parse("referral_response").unwrap();

@@ -11,7 +11,7 @@ use futures::{Stream, StreamExt};
 use henvis_bus::inbound_subject;
 use henvis_domain::{
     AgencyId, AlertRecord, AlertState, AlertStepRecord, AuditRecord, CaseId, Class, ClassSet, EventId, MessageType,
-    PersonId, Sector,
+    PersonId, Sector, Urgency,
 };
 use henvis_proto::henvis::{
     broker::v1::{Envelope, Heartbeat, Sender},
@@ -70,7 +70,7 @@ fn ts(secs: i64) -> Option<prost_types::Timestamp> {
 impl AlertConfig {
     /// The escalation deadline of an alert, if it has one.
     fn deadline(&self, a: &AlertRecord) -> Option<i64> {
-        let secs = if a.urgency == "urgent" {
+        let secs = if a.urgency == Urgency::Urgent {
             self.urgent_deadline_secs
         } else {
             self.normal_deadline_secs
@@ -100,7 +100,7 @@ fn to_pb(a: &AlertRecord, revision: u64, config: &AlertConfig) -> Alert {
         alert_id: a.alert_id.clone(),
         case_id: a.case_id.clone(),
         kind: a.kind.clone(),
-        urgency: a.urgency.clone(),
+        urgency: a.urgency.as_str().to_owned(),
         district_agency_id: a.district.to_string(),
         raised_at: ts(a.raised_at),
         state: state as i32,
@@ -278,7 +278,7 @@ impl AlertService for Alerts {
         let granted: ClassSet = a
             .granted_classes
             .iter()
-            .filter_map(|n| Class::ALL.into_iter().find(|c| c.as_str() == n))
+            .filter_map(|n| n.parse::<Class>().ok())
             .collect();
         let event_bytes = env.event.as_ref().map(Message::encode_to_vec).unwrap_or_default();
         let redacted = henvis_policy::redact(&self.0.schema, &event_bytes, granted).map_err(ApiError::from)?;
@@ -585,7 +585,7 @@ mod tests {
             alert_id: id.into(),
             case_id: "case".into(),
             kind: "child_missing".into(),
-            urgency: urgency.into(),
+            urgency: urgency.parse().unwrap(),
             district: AgencyId::parse(district).unwrap(),
             raised_at,
             state: AlertState::Open,

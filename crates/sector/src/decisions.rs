@@ -10,7 +10,7 @@ use crate::{ApiError, Caller, Core};
 fn numbers(names: &[String]) -> Vec<i32> {
     names
         .iter()
-        .filter_map(|n| Class::ALL.into_iter().find(|c| c.as_str() == n))
+        .filter_map(|n| n.parse::<Class>().ok())
         .map(|c| c as i32)
         .collect()
 }

@@ -171,12 +171,16 @@ pub async fn serve(
     tracing::info!(%sector, addr = ?listener.local_addr().ok(), "sector service listening");
     let wait = henvis_runtime::fan_out(shutdown);
     let mut background = Vec::new();
-    // the police service also serves case alerts and escalates unclaimed ones
-    if sector == Sector::Police {
-        type A = henvis_proto::henvis::police::v1::alert_service_server::AlertServiceServer<alerts::Alerts>;
-        routes = routes.add_service(A::new(alerts::Alerts(core.clone())).max_decoding_message_size(max));
-        names.push(henvis_runtime::service_name::<A>());
-        background.push(tokio::spawn(alerts::escalate_loop(core.clone(), wait())));
+    // what the sector's profile adds (the police service: case alerts and their escalation)
+    for extra in core.profile.extras {
+        match extra {
+            profile::Extra::CaseAlerts => {
+                type A = henvis_proto::henvis::police::v1::alert_service_server::AlertServiceServer<alerts::Alerts>;
+                routes = routes.add_service(A::new(alerts::Alerts(core.clone())).max_decoding_message_size(max));
+                names.push(henvis_runtime::service_name::<A>());
+                background.push(tokio::spawn(alerts::escalate_loop(core.clone(), wait())));
+            }
+        }
     }
     let dir = core.directory.clone();
     let admit: henvis_runtime::Admit = Arc::new(move |p| auth::admit(&dir, p));

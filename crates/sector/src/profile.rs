@@ -2,13 +2,23 @@
 
 use henvis_domain::Sector;
 
-/// What a sector service accepts from its agencies.
+/// What a sector service serves beyond the common and typed APIs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extra {
+    /// Case alerts for contact persons (`henvis.police.v1.AlertService`) and their
+    /// escalation when unclaimed (alerts.rs).
+    CaseAlerts,
+}
+
+/// What a sector service accepts from its agencies, and what else it serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SectorProfile {
     /// The sector.
     pub sector: Sector,
     /// The message types its agencies may originate ([`henvis_domain::originates`]).
     pub originates: &'static [&'static str],
+    /// What it serves besides.
+    pub extras: &'static [Extra],
 }
 
 impl SectorProfile {
@@ -17,6 +27,10 @@ impl SectorProfile {
         Self {
             sector,
             originates: henvis_domain::originates(sector),
+            extras: match sector {
+                Sector::Police => &[Extra::CaseAlerts],
+                Sector::Health | Sector::Social | Sector::Ngo => &[],
+            },
         }
     }
 

@@ -39,7 +39,11 @@ impl Typed {
 }
 
 macro_rules! typed_service {
-    ($trait:path, $pkg:ident, { $($method:ident: $req:ident => $variant:ident),* $(,)? }) => {
+    ($rpcs:ident, $trait:path, $pkg:ident, { $($method:ident: $req:ident => $variant:ident),* $(,)? }) => {
+        /// Each RPC of the typed service and the event kind it submits.
+        #[cfg(test)]
+        const $rpcs: &[(&str, &str)] = &[$((stringify!($method), stringify!($variant))),*];
+
         #[tonic::async_trait]
         impl $trait for Typed {
             $(
@@ -51,20 +55,23 @@ macro_rules! typed_service {
     };
 }
 
-typed_service!(police::police_service_server::PoliceService, police, {
+typed_service!(POLICE_RPCS, police::police_service_server::PoliceService, police, {
     report_suspected_victim: ReportSuspectedVictimRequest => SuspectedVictimReported,
     request_age_assessment: RequestAgeAssessmentRequest => AgeAssessmentRequested,
     report_child_missing: ReportChildMissingRequest => ChildMissing,
     update_investigation: UpdateInvestigationRequest => InvestigationUpdate,
+    respond_to_referral: RespondToReferralRequest => ReferralResponse,
 });
 
-typed_service!(health::health_service_server::HealthService, health, {
+typed_service!(HEALTH_RPCS, health::health_service_server::HealthService, health, {
     report_suspected_victim: ReportSuspectedVictimRequest => SuspectedVictimReported,
     complete_age_assessment: CompleteAgeAssessmentRequest => AgeAssessmentCompleted,
     complete_health_assessment: CompleteHealthAssessmentRequest => HealthAssessmentCompleted,
+    report_child_missing: ReportChildMissingRequest => ChildMissing,
+    respond_to_referral: RespondToReferralRequest => ReferralResponse,
 });
 
-typed_service!(social::social_service_server::SocialService, social, {
+typed_service!(SOCIAL_RPCS, social::social_service_server::SocialService, social, {
     report_suspected_victim: ReportSuspectedVictimRequest => SuspectedVictimReported,
     request_age_assessment: RequestAgeAssessmentRequest => AgeAssessmentRequested,
     appoint_guardian: AppointGuardianRequest => GuardianAppointed,
@@ -77,9 +84,10 @@ typed_service!(social::social_service_server::SocialService, social, {
     withdraw_consent: WithdrawConsentRequest => ConsentWithdrawn,
     update_never_disclose: UpdateNeverDiscloseRequest => NeverDiscloseUpdated,
     report_child_missing: ReportChildMissingRequest => ChildMissing,
+    respond_to_referral: RespondToReferralRequest => ReferralResponse,
 });
 
-typed_service!(ngo::ngo_service_server::NgoService, ngo, {
+typed_service!(NGO_RPCS, ngo::ngo_service_server::NgoService, ngo, {
     report_suspected_victim: ReportSuspectedVictimRequest => SuspectedVictimReported,
     update_action_plan: UpdateActionPlanRequest => ActionPlanUpdated,
     request_placement: RequestPlacementRequest => PlacementRequested,
@@ -90,6 +98,7 @@ typed_service!(ngo::ngo_service_server::NgoService, ngo, {
     withdraw_consent: WithdrawConsentRequest => ConsentWithdrawn,
     update_never_disclose: UpdateNeverDiscloseRequest => NeverDiscloseUpdated,
     report_child_missing: ReportChildMissingRequest => ChildMissing,
+    respond_to_referral: RespondToReferralRequest => ReferralResponse,
 });
 
 /// Adds the typed service of the core's sector; returns the routes and its gRPC name.
@@ -124,6 +133,62 @@ pub(crate) fn add(routes: Routes, core: Arc<Core>, max: usize) -> (Routes, &'sta
                 routes.add_service(S::new(t).max_decoding_message_size(max)),
                 <S as NamedService>::NAME,
             )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    fn snake(camel: &str) -> String {
+        let mut out = String::new();
+        for (i, c) in camel.chars().enumerate() {
+            if c.is_ascii_uppercase() {
+                if i > 0 {
+                    out.push('_');
+                }
+                out.push(c.to_ascii_lowercase());
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    /// The protos, the typed services and the originating profiles say the same: each
+    /// sector's typed service has one RPC per message type its agencies originate (henvis'
+    /// own types aside), and exactly the RPCs its proto declares.
+    #[test]
+    fn protos_typed_services_and_originating_profiles_agree() {
+        let pool = prost_reflect::DescriptorPool::decode(henvis_proto::FILE_DESCRIPTOR_SET).unwrap();
+        for (sector, service, rpcs) in [
+            (Sector::Police, "henvis.police.v1.PoliceService", POLICE_RPCS),
+            (Sector::Health, "henvis.health.v1.HealthService", HEALTH_RPCS),
+            (Sector::Social, "henvis.social.v1.SocialService", SOCIAL_RPCS),
+            (Sector::Ngo, "henvis.ngo.v1.NgoService", NGO_RPCS),
+        ] {
+            let declared: BTreeSet<String> = pool
+                .get_service_by_name(service)
+                .unwrap()
+                .methods()
+                .map(|m| snake(m.name()))
+                .collect();
+            let served: BTreeSet<String> = rpcs.iter().map(|(m, _)| (*m).to_owned()).collect();
+            assert_eq!(declared, served, "{service}: proto and implementation");
+            let submitted: BTreeSet<String> = rpcs.iter().map(|(_, k)| snake(k)).collect();
+            let originated: BTreeSet<String> = henvis_domain::originates(sector)
+                .iter()
+                .filter(|t| !henvis_domain::SYSTEM_TYPES.contains(t))
+                .map(|t| (*t).to_owned())
+                .collect();
+            assert_eq!(
+                submitted, originated,
+                "{sector}: typed RPCs and the types it originates"
+            );
         }
     }
 }
