@@ -545,20 +545,12 @@ impl Deployment {
     pub async fn start_sector(&mut self, sector: Sector) -> anyhow::Result<()> {
         let config = henvis_sector::SectorConfig {
             listen: "127.0.0.1:0".parse()?,
-            nats_url: self.nats.url(),
-            pki_dir: self._creds.path().to_owned(),
-            directory: None,
+            service: self.service_config(),
             max_event_bytes: 64 * 1024,
             ack_wait_secs: self.options.ack_wait_secs,
             inbox_max_attempts: self.options.inbox_max_attempts,
             inbox_window: 8,
             heartbeat_secs: 1,
-            duplicate_window_secs: self.options.duplicate_window_secs,
-            stream_replicas: if self.options.nats_nodes > 1 { 3 } else { 1 },
-            retention_secs: self.options.retention_secs,
-            stream_max_bytes: self.options.stream_max_bytes,
-            agency_quota: self.options.agency_quota,
-            recipient_share: self.options.recipient_share,
             alerts: henvis_sector::AlertConfig {
                 urgent_deadline_secs: self.options.urgent_alert_deadline_secs,
                 normal_deadline_secs: 0,
@@ -621,14 +613,9 @@ impl Deployment {
     /// Starts one more in-process router (any number may run); returns its gRPC address.
     pub async fn start_router(&self) -> anyhow::Result<SocketAddr> {
         let config = henvis_router::RouterConfig {
-            nats_url: self.nats.url(),
+            service: self.service_config(),
             rules: None,
-            directory: None,
-            duplicate_window_secs: self.options.duplicate_window_secs,
-            stream_replicas: if self.options.nats_nodes > 1 { 3 } else { 1 },
             listen: "127.0.0.1:0".parse()?,
-            pki_dir: self._creds.path().to_owned(),
-            retention_secs: self.options.retention_secs,
             expiry_warning_secs: self.options.expiry_warning_secs,
             expiry_scan_secs: 1,
         };
@@ -642,17 +629,28 @@ impl Deployment {
     /// reconciliation or start-up checks themselves), with `replicas` per stream.
     pub fn router_config(&self, replicas: usize) -> henvis_router::RouterConfig {
         henvis_router::RouterConfig {
-            nats_url: self.nats.url(),
+            service: henvis_runtime::ServiceConfig {
+                stream_replicas: replicas,
+                ..self.service_config()
+            },
             rules: None,
-            directory: None,
-            duplicate_window_secs: 600,
-            stream_replicas: replicas,
             #[allow(clippy::unwrap_used)] // a constant address
             listen: "127.0.0.1:0".parse().unwrap(),
-            pki_dir: self.pki_dir().to_owned(),
-            retention_secs: 30 * 24 * 3600,
             expiry_warning_secs: 3 * 24 * 3600,
             expiry_scan_secs: 3600,
+        }
+    }
+
+    /// The settings every service of this deployment shares.
+    pub fn service_config(&self) -> henvis_runtime::ServiceConfig {
+        henvis_runtime::ServiceConfig {
+            duplicate_window_secs: self.options.duplicate_window_secs,
+            retention_secs: self.options.retention_secs,
+            stream_max_bytes: self.options.stream_max_bytes,
+            stream_replicas: if self.options.nats_nodes > 1 { 3 } else { 1 },
+            agency_quota: self.options.agency_quota,
+            recipient_share: self.options.recipient_share,
+            ..henvis_runtime::ServiceConfig::new(self.nats.url(), self._creds.path())
         }
     }
 

@@ -16,7 +16,6 @@ mod rules;
 
 use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
 
-use anyhow::Context as _;
 use futures::StreamExt;
 use henvis_bus::{Bus, Offered, RoutingConsumer};
 use henvis_domain::Directory;
@@ -29,33 +28,16 @@ pub use rules::{ActiveRules, DEFAULT_RULES, publish_rules};
 /// Configuration of the router: flags, or `HENVIS_*` environment variables.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RouterConfig {
-    /// NATS server URL.
-    #[arg(long, env = "HENVIS_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
+    /// NATS, PKI, directory and stream settings shared with the sector services.
+    #[command(flatten)]
+    pub service: henvis_runtime::ServiceConfig,
     /// Rule file used until a rule set is published to the rules bucket; the shipped
     /// default rules when absent.
     #[arg(long, env = "HENVIS_RULES")]
     pub rules: Option<PathBuf>,
-    /// Agency directory file; the built-in Danish directory when absent.
-    #[arg(long, env = "HENVIS_DIRECTORY")]
-    pub directory: Option<PathBuf>,
-    /// JetStream de-duplication window in seconds (set when the streams are created).
-    #[arg(long, env = "HENVIS_DUPLICATE_WINDOW_SECS", default_value_t = 600)]
-    pub duplicate_window_secs: u64,
-    /// Replicas of every stream and bucket when created (1 for one server, 3 in a cluster).
-    #[arg(long, env = "HENVIS_STREAM_REPLICAS", default_value_t = 1)]
-    pub stream_replicas: usize,
     /// Address of the router's own gRPC endpoint (health service and reflection).
     #[arg(long, env = "HENVIS_ROUTER_LISTEN", default_value = "127.0.0.1:50050")]
     pub listen: std::net::SocketAddr,
-    /// PKI folder: `ca.pem`, `crl.pem`, `service/router.pem` and `.key` (created by
-    /// `henvis dev-pki` for development). Read again when they change.
-    #[arg(long, env = "HENVIS_PKI_DIR")]
-    pub pki_dir: PathBuf,
-    /// Seconds submitted events and undelivered deliveries are kept (set when the streams
-    /// are created).
-    #[arg(long, env = "HENVIS_RETENTION_SECS", default_value_t = 30 * 24 * 3600)]
-    pub retention_secs: u64,
     /// Seconds before a delivery would expire unacknowledged that an administrator alert
     /// is raised.
     #[arg(long, env = "HENVIS_EXPIRY_WARNING_SECS", default_value_t = 3 * 24 * 3600)]
@@ -77,34 +59,12 @@ pub struct Router {
 
 /// Loads the directory and rules, connects and creates the topology.
 pub async fn build(config: &RouterConfig) -> anyhow::Result<Arc<Router>> {
-    let directory = match &config.directory {
-        Some(p) => {
-            Directory::from_toml(&std::fs::read_to_string(p).with_context(|| format!("reading `{}`", p.display()))?)?
-        }
-        None => Directory::denmark()?,
-    };
+    let router = henvis_domain::Principal::Service("router".into());
+    let directory = config.service.directory()?;
     let schema = Schema::from_descriptor_set(henvis_proto::FILE_DESCRIPTOR_SET)?;
-    let tls = henvis_runtime::tls::TlsServer::load(henvis_runtime::tls::PkiFiles::of(
-        &config.pki_dir,
-        &henvis_domain::Principal::Service("router".into()),
-    ))?;
-    let bus = Bus::connect(
-        &config.nats_url,
-        "henvis-router",
-        Some(&henvis_bus::NatsIdentity::of(
-            &config.pki_dir,
-            &henvis_domain::Principal::Service("router".into()),
-        )),
-    )
-    .await?;
-    henvis_bus::Topology {
-        duplicate_window: Duration::from_secs(config.duplicate_window_secs.max(1)),
-        replicas: config.stream_replicas.max(1),
-        max_age: Duration::from_secs(config.retention_secs.max(60)),
-        ..Default::default()
-    }
-    .ensure(&bus)
-    .await?;
+    let tls =
+        henvis_runtime::tls::TlsServer::load(henvis_runtime::tls::PkiFiles::of(&config.service.pki_dir, &router))?;
+    let bus = config.service.connect(&router).await?;
     let rules = ActiveRules::load(&bus, config.rules.as_deref(), &schema, &directory).await?;
     tracing::info!(rule_set_version = %rules.current().version(), "router ready");
     Ok(Arc::new(Router {
@@ -115,7 +75,7 @@ pub async fn build(config: &RouterConfig) -> anyhow::Result<Arc<Router>> {
         tls,
         keeper: Arc::new(dead_letters::Keeper {
             bus: bus.clone(),
-            retention: Duration::from_secs(config.retention_secs.max(60)),
+            retention: config.service.retention(),
             expiry_warning: Duration::from_secs(config.expiry_warning_secs),
             expiry_scan: Duration::from_secs(config.expiry_scan_secs.max(1)),
         }),

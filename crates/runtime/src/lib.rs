@@ -3,6 +3,8 @@
 //!
 //! It holds no business logic and no policy.
 
+mod config;
+pub use config::ServiceConfig;
 pub mod refusals;
 pub mod tls;
 

@@ -15,7 +15,7 @@ mod status;
 mod submit;
 mod typed;
 
-use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use henvis_bus::Bus;
 use henvis_domain::{Directory, Sector};
@@ -34,16 +34,9 @@ pub struct SectorConfig {
     /// Address to listen on for gRPC.
     #[arg(long, env = "HENVIS_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
-    /// NATS server URL.
-    #[arg(long, env = "HENVIS_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
-    /// PKI folder: `ca.pem`, `crl.pem` and this service's `service/<sector>.pem` and
-    /// `.key` (created by `henvis dev-pki` for development). Read again when they change.
-    #[arg(long, env = "HENVIS_PKI_DIR")]
-    pub pki_dir: PathBuf,
-    /// Agency directory file; the built-in Danish directory when absent.
-    #[arg(long, env = "HENVIS_DIRECTORY")]
-    pub directory: Option<PathBuf>,
+    /// NATS, PKI, directory and stream settings shared with the router.
+    #[command(flatten)]
+    pub service: henvis_runtime::ServiceConfig,
     /// Largest accepted encoded event, in bytes.
     #[arg(long, env = "HENVIS_MAX_EVENT_BYTES", default_value_t = 64 * 1024)]
     pub max_event_bytes: usize,
@@ -60,30 +53,6 @@ pub struct SectorConfig {
     /// Seconds between heartbeats on an idle inbox stream.
     #[arg(long, env = "HENVIS_HEARTBEAT_SECS", default_value_t = 10)]
     pub heartbeat_secs: u64,
-    /// JetStream de-duplication window in seconds (set when the streams are created).
-    #[arg(long, env = "HENVIS_DUPLICATE_WINDOW_SECS", default_value_t = 600)]
-    pub duplicate_window_secs: u64,
-    /// Days submitted events and undelivered deliveries are kept (set when the streams are
-    /// created).
-    #[arg(long, env = "HENVIS_RETENTION_SECS", default_value_t = 30 * 24 * 3600)]
-    pub retention_secs: u64,
-    /// Byte limit of each of IN and OUT (set when the streams are created); past it Submit
-    /// answers RESOURCE_EXHAUSTED and nothing stored is evicted.
-    #[arg(long, env = "HENVIS_STREAM_MAX_BYTES", default_value_t = 1 << 30)]
-    pub stream_max_bytes: i64,
-    /// Replicas of every stream and bucket when created (1 for one server, 3 in a cluster).
-    #[arg(long, env = "HENVIS_STREAM_REPLICAS", default_value_t = 1)]
-    pub stream_replicas: usize,
-    /// Each agency's share of IN: events (one per started 16 KiB) it may submit within the
-    /// retention time; past it, its Submit answers RESOURCE_EXHAUSTED and nobody else's
-    /// (set when the streams are created).
-    #[arg(long, env = "HENVIS_AGENCY_QUOTA", default_value_t = 10_000)]
-    pub agency_quota: i64,
-    /// Each recipient's share of OUT: deliveries of one message type waiting for it; past
-    /// it, its further deliveries wait in IN and nobody else's (set when the streams are
-    /// created).
-    #[arg(long, env = "HENVIS_RECIPIENT_SHARE", default_value_t = 10_000)]
-    pub recipient_share: i64,
     /// Police alert escalation (used by the police service only).
     #[command(flatten)]
     pub alerts: AlertConfig,
@@ -107,38 +76,12 @@ pub struct Core {
 
 /// Loads the configured files, connects to NATS and creates the JetStream topology.
 pub async fn build(sector: Sector, config: &SectorConfig) -> anyhow::Result<Arc<Core>> {
-    use anyhow::Context as _;
-    let directory = match &config.directory {
-        Some(p) => {
-            Directory::from_toml(&std::fs::read_to_string(p).with_context(|| format!("reading `{}`", p.display()))?)?
-        }
-        None => Directory::denmark()?,
-    };
-    let tls = henvis_runtime::tls::TlsServer::load(henvis_runtime::tls::PkiFiles::of(
-        &config.pki_dir,
-        &henvis_domain::Principal::Service(sector.to_string()),
-    ))?;
+    let principal = henvis_domain::Principal::Service(sector.to_string());
+    let directory = config.service.directory()?;
+    let tls =
+        henvis_runtime::tls::TlsServer::load(henvis_runtime::tls::PkiFiles::of(&config.service.pki_dir, &principal))?;
     let schema = Schema::from_descriptor_set(henvis_proto::FILE_DESCRIPTOR_SET)?;
-    let bus = Bus::connect(
-        &config.nats_url,
-        &format!("henvis-{sector}"),
-        Some(&henvis_bus::NatsIdentity::of(
-            &config.pki_dir,
-            &henvis_domain::Principal::Service(sector.to_string()),
-        )),
-    )
-    .await?;
-    henvis_bus::Topology {
-        duplicate_window: Duration::from_secs(config.duplicate_window_secs.max(1)),
-        replicas: config.stream_replicas.max(1),
-        max_age: Duration::from_secs(config.retention_secs.max(60)),
-        max_bytes: config.stream_max_bytes,
-        agency_quota: config.agency_quota,
-        recipient_share: config.recipient_share,
-        ..Default::default()
-    }
-    .ensure(&bus)
-    .await?;
+    let bus = config.service.connect(&principal).await?;
     Ok(Arc::new(Core {
         profile: SectorProfile::of(sector),
         bus,
@@ -146,7 +89,7 @@ pub async fn build(sector: Sector, config: &SectorConfig) -> anyhow::Result<Arc<
         schema,
         tls,
         max_event_bytes: config.max_event_bytes,
-        agency_quota: config.agency_quota,
+        agency_quota: config.service.agency_quota,
         ack_wait: Duration::from_secs(config.ack_wait_secs.max(1)),
         inbox_max_attempts: config.inbox_max_attempts.max(1),
         inbox_window: config.inbox_window.clamp(1, 1000),

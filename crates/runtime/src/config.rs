@@ -1,0 +1,110 @@
+//! What every henvis service is configured with, and the one path by which it connects:
+//! NATS, the PKI, the directory and the JetStream topology. The router and the sector
+//! services read the same `HENVIS_*` variables, so whichever starts first creates the
+//! streams exactly as the others would.
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+use henvis_bus::{Bus, NatsIdentity, Topology};
+use henvis_domain::{Directory, Principal};
+
+/// Configuration shared by the router and the sector services: flags, or `HENVIS_*`
+/// environment variables.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServiceConfig {
+    /// NATS server URL (several separated by commas).
+    #[arg(long, env = "HENVIS_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// PKI folder: `ca.pem`, `crl.pem` and this service's `service/<name>.pem` and `.key`
+    /// (created by `henvis dev-pki` for development). Read again when they change.
+    #[arg(long, env = "HENVIS_PKI_DIR")]
+    pub pki_dir: PathBuf,
+    /// Agency directory file; the built-in Danish directory when absent.
+    #[arg(long, env = "HENVIS_DIRECTORY")]
+    pub directory: Option<PathBuf>,
+    /// JetStream de-duplication window in seconds (set when the streams are created).
+    #[arg(long, env = "HENVIS_DUPLICATE_WINDOW_SECS", default_value_t = 600)]
+    pub duplicate_window_secs: u64,
+    /// Seconds submitted events and undelivered deliveries are kept (set when the streams
+    /// are created).
+    #[arg(long, env = "HENVIS_RETENTION_SECS", default_value_t = 30 * 24 * 3600)]
+    pub retention_secs: u64,
+    /// Byte limit of each of IN and OUT (set when the streams are created); past it Submit
+    /// answers RESOURCE_EXHAUSTED and nothing stored is evicted.
+    #[arg(long, env = "HENVIS_STREAM_MAX_BYTES", default_value_t = 1 << 30)]
+    pub stream_max_bytes: i64,
+    /// Replicas of every stream and bucket when created (1 for one server, 3 or more in a
+    /// cluster, where fewer are refused).
+    #[arg(long, env = "HENVIS_STREAM_REPLICAS", default_value_t = 1)]
+    pub stream_replicas: usize,
+    /// Each agency's share of IN: events (one per started 16 KiB) it may submit within the
+    /// retention time; past it, its Submit answers RESOURCE_EXHAUSTED and nobody else's
+    /// (set when the streams are created).
+    #[arg(long, env = "HENVIS_AGENCY_QUOTA", default_value_t = 10_000)]
+    pub agency_quota: i64,
+    /// Each recipient's share of OUT: deliveries of one message type waiting for it; past
+    /// it, its further deliveries wait in IN and nobody else's (set when the streams are
+    /// created).
+    #[arg(long, env = "HENVIS_RECIPIENT_SHARE", default_value_t = 10_000)]
+    pub recipient_share: i64,
+}
+
+impl ServiceConfig {
+    /// The settings of a service on `nats_url` with the PKI in `pki_dir`, every other
+    /// setting at its default.
+    pub fn new(nats_url: impl Into<String>, pki_dir: impl Into<PathBuf>) -> Self {
+        let t = Topology::default();
+        Self {
+            nats_url: nats_url.into(),
+            pki_dir: pki_dir.into(),
+            directory: None,
+            duplicate_window_secs: t.duplicate_window.as_secs(),
+            retention_secs: t.max_age.as_secs(),
+            stream_max_bytes: t.max_bytes,
+            stream_replicas: t.replicas,
+            agency_quota: t.agency_quota,
+            recipient_share: t.recipient_share,
+        }
+    }
+
+    /// The configured directory, or the built-in Danish one.
+    pub fn directory(&self) -> anyhow::Result<Directory> {
+        match &self.directory {
+            Some(p) => Ok(Directory::from_toml(
+                &std::fs::read_to_string(p).with_context(|| format!("reading `{}`", p.display()))?,
+            )?),
+            None => Ok(Directory::denmark()?),
+        }
+    }
+
+    /// How long stored events and deliveries are kept.
+    pub fn retention(&self) -> Duration {
+        Duration::from_secs(self.retention_secs.max(60))
+    }
+
+    /// The JetStream topology these settings ask for.
+    pub fn topology(&self) -> Topology {
+        Topology {
+            duplicate_window: Duration::from_secs(self.duplicate_window_secs.max(1)),
+            replicas: self.stream_replicas.max(1),
+            max_age: self.retention(),
+            max_bytes: self.stream_max_bytes,
+            agency_quota: self.agency_quota,
+            recipient_share: self.recipient_share,
+            ..Default::default()
+        }
+    }
+
+    /// Connects to NATS as `principal` (its certificate from the PKI folder) and creates
+    /// the topology where missing (refusing a weaker one).
+    pub async fn connect(&self, principal: &Principal) -> anyhow::Result<Bus> {
+        let name = match principal {
+            Principal::Service(s) => format!("henvis-{s}"),
+            other => format!("henvis-{}", other.path().replace('/', "-")),
+        };
+        let bus = Bus::connect(&self.nats_url, &name, Some(&NatsIdentity::of(&self.pki_dir, principal))).await?;
+        self.topology().ensure(&bus).await?;
+        Ok(bus)
+    }
+}
