@@ -37,16 +37,23 @@ pub struct MaxDeliveries {
 }
 
 impl Bus {
-    /// The first and last sequence stored in `stream`.
+    /// The first and last sequence stored in `stream` (an empty range, first above last,
+    /// for an empty stream).
     pub async fn stored_range(&self, stream: &str) -> Result<(u64, u64), BusError> {
         let s = self.js.get_stream(stream).await.map_err(unavailable)?;
         let state = s.get_info().await.map_err(unavailable)?.state;
-        Ok((state.first_sequence, state.last_sequence))
+        if state.messages == 0 {
+            return Ok((state.last_sequence + 1, state.last_sequence));
+        }
+        Ok((state.first_sequence.max(1), state.last_sequence))
     }
 
     /// The message at `sequence` of `stream`, from the leader; `None` if there is none
     /// (deleted, expired, or never stored).
     pub async fn stored_message(&self, stream: &str, sequence: u64) -> Result<Option<StoredMessage>, BusError> {
+        if sequence == 0 {
+            return Ok(None);
+        }
         let s = self.js.get_stream(stream).await.map_err(unavailable)?;
         match s.get_raw_message(sequence).await {
             Ok(m) => Ok(Some(StoredMessage {

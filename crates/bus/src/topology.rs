@@ -98,7 +98,9 @@ pub fn compare(wanted: &Config, existing: &Config) -> (Vec<String>, Vec<String>)
             existing.max_bytes, wanted.max_bytes
         ));
     }
-    if existing.max_messages_per_subject != wanted.max_messages_per_subject {
+    // 0 and -1 both mean "no limit" (the server reports -1 for a limit asked as 0)
+    let per_subject = |n: i64| if n <= 0 { -1 } else { n };
+    if per_subject(existing.max_messages_per_subject) != per_subject(wanted.max_messages_per_subject) {
         softer.push(format!(
             "max_messages_per_subject {} (configured {})",
             existing.max_messages_per_subject, wanted.max_messages_per_subject
@@ -293,6 +295,12 @@ mod tests {
         };
         let (weaker, softer) = compare(&wanted, &weak);
         assert_eq!(weaker.len(), 3, "{weaker:?}");
+        // "no limit" said two ways is no difference
+        let reported = Config {
+            max_messages_per_subject: -1,
+            ..wanted.clone()
+        };
+        assert_eq!(compare(&wanted, &reported), (vec![], vec![]));
         assert!(weaker[0].contains("1 replica(s) (expected 3)"));
         assert_eq!(softer.len(), 1, "{softer:?}");
     }
