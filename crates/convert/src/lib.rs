@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 
 use henvis_domain::{
-    AgencyId, CaseChange, Class, ClassSet, Consent, FieldError, MessageType, NeverDisclose, Sector, Shielded,
+    AgencyId, CaseChange, Class, ClassSet, Consent, ConsentId, FieldError, MessageType, NeverDisclose, Sector, Shielded,
 };
 use henvis_proto::henvis::events::v1::{
     AgeAssessmentOutcome, ConsentSector, Event, event::Kind, never_disclose_entry::From as Nd,
@@ -79,7 +79,8 @@ pub fn case_change(event: &Event, event_id: &str) -> Result<CaseChange, FieldErr
                 return Err(FieldError::new(format!("{f}.valid_until"), "a time after `valid_from`"));
             }
             CaseChange::ConsentRecorded(Consent {
-                id: c.consent_id.clone(),
+                id: ConsentId::parse(&c.consent_id)
+                    .map_err(|e| FieldError::new(format!("{f}.consent_id"), e.expected))?,
                 agencies,
                 sectors,
                 message_types,
@@ -89,7 +90,10 @@ pub fn case_change(event: &Event, event_id: &str) -> Result<CaseChange, FieldErr
                 recorded_by_event: event_id.to_owned(),
             })
         }
-        Kind::ConsentWithdrawn(w) => CaseChange::ConsentWithdrawn(w.consent_id.clone()),
+        Kind::ConsentWithdrawn(w) => CaseChange::ConsentWithdrawn(
+            ConsentId::parse(&w.consent_id)
+                .map_err(|e| FieldError::new("event.consent_withdrawn.consent_id", e.expected))?,
+        ),
         Kind::NeverDiscloseUpdated(n) => {
             let mut list = Vec::with_capacity(n.entries.len());
             for (i, e) in n.entries.iter().enumerate() {

@@ -7,13 +7,13 @@
 
 use std::collections::BTreeSet;
 
-use crate::{AgencyId, ClassSet, MessageType, Sector};
+use crate::{AgencyId, ClassSet, ConsentId, MessageType, Sector};
 
 /// A consent the guardian gave on the child's behalf.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Consent {
     /// The guardian's id for it.
-    pub id: String,
+    pub id: ConsentId,
     /// Agencies it covers.
     #[serde(default)]
     pub agencies: BTreeSet<AgencyId>,
@@ -114,7 +114,7 @@ pub enum CaseChange {
     /// The guardian recorded a consent.
     ConsentRecorded(Consent),
     /// The guardian withdrew a consent.
-    ConsentWithdrawn(String),
+    ConsentWithdrawn(ConsentId),
     /// The guardian replaced the never-disclose list.
     NeverDiscloseReplaced(Vec<NeverDisclose>),
 }
@@ -283,7 +283,7 @@ mod tests {
     fn a_record_reflects_a_change_once_applied_and_not_before() {
         let mut c = CaseRecord::new();
         let consent = Consent {
-            id: "c1".into(),
+            id: ConsentId::parse("c1").unwrap(),
             agencies: BTreeSet::new(),
             sectors: BTreeSet::new(),
             message_types: BTreeSet::new(),
@@ -308,7 +308,7 @@ mod tests {
                 "04",
             ),
             (CaseChange::ConsentRecorded(consent), "05"),
-            (CaseChange::ConsentWithdrawn("c1".into()), "06"),
+            (CaseChange::ConsentWithdrawn(ConsentId::parse("c1").unwrap()), "06"),
             (CaseChange::NeverDiscloseReplaced(Vec::new()), "07"),
         ];
         for (change, event) in &changes {
@@ -336,7 +336,7 @@ mod tests {
         );
         assert_eq!(c.guardian, Some(id("ngo-a1")));
         let consent = Consent {
-            id: "c1".into(),
+            id: ConsentId::parse("c1").unwrap(),
             agencies: [id("ngo-a1")].into(),
             sectors: BTreeSet::new(),
             message_types: BTreeSet::new(),
@@ -346,7 +346,7 @@ mod tests {
             recorded_by_event: "03".into(),
         };
         assert!(c.apply(&CaseChange::ConsentRecorded(consent.clone()), "03"));
-        assert!(c.apply(&CaseChange::ConsentWithdrawn("c1".into()), "04"));
+        assert!(c.apply(&CaseChange::ConsentWithdrawn(ConsentId::parse("c1").unwrap()), "04"));
         assert!(
             !c.apply(&CaseChange::ConsentRecorded(consent), "03"),
             "a withdrawn consent is never reinstated"

@@ -120,6 +120,96 @@ impl fmt::Display for PersonId {
     }
 }
 
+/// The opaque id of the person acting in an agency's own system (never a name): 1 to 64
+/// characters of `[A-Za-z0-9._@-]`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ActorId(String);
+
+impl ActorId {
+    /// Parses an actor id.
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        let ok = !s.is_empty()
+            && s.len() <= 64
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(IdError {
+                kind: "actor id",
+                expected: "the acting person's opaque id: 1 to 64 characters of [A-Za-z0-9._@-]",
+            })
+        }
+    }
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for ActorId {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        Self::parse(&s)
+    }
+}
+impl From<ActorId> for String {
+    fn from(a: ActorId) -> String {
+        a.0
+    }
+}
+impl fmt::Display for ActorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The guardian's id for a consent (unique within its case): 1 to 64 characters of
+/// `[A-Za-z0-9._:@-]`, the form the event schema requires of it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ConsentId(String);
+
+impl ConsentId {
+    /// Parses a consent id.
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        let ok = !s.is_empty()
+            && s.len() <= 64
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '@' | '-'));
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(IdError {
+                kind: "consent id",
+                expected: "an id of 1 to 64 characters of [A-Za-z0-9._:@-]",
+            })
+        }
+    }
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for ConsentId {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        Self::parse(&s)
+    }
+}
+impl From<ConsentId> for String {
+    fn from(c: ConsentId) -> String {
+        c.0
+    }
+}
+impl fmt::Display for ConsentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A pseudonymous case id: a random UUID, carrying nothing about the child.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CaseId(uuid::Uuid);
@@ -241,6 +331,14 @@ impl IdempotencyKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn actor_ids_are_opaque_tokens_never_free_text() {
+        assert!(ActorId::parse("caseworker-17@kommune").is_ok());
+        for bad in ["", "Jens Hansen", "a/b", &"x".repeat(65)] {
+            assert!(ActorId::parse(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn agency_ids_are_subject_safe_tokens() {

@@ -12,7 +12,9 @@ mod sector;
 
 pub use class::{Class, ClassSet};
 pub use directory::{Agency, AgencyKind, Directory, DirectoryError, Municipality};
-pub use ids::{AgencyId, CaseId, EventId, FieldError, IdError, IdempotencyKey, MessageType, PersonId};
+pub use ids::{
+    ActorId, AgencyId, CaseId, ConsentId, EventId, FieldError, IdError, IdempotencyKey, MessageType, PersonId,
+};
 pub use principal::{PRINCIPAL_SCHEME, Principal};
 pub use sector::Sector;
 

@@ -219,7 +219,7 @@ pub fn decide(rules: &RuleSet, dir: &Directory, input: &DecisionInput<'_>) -> De
                 };
                 let covering: Vec<_> = case.consents.iter().filter(|c| c.covers(&agency, sector, mt)).collect();
                 match covering.iter().find(|c| c.in_force(at)) {
-                    Some(c) => consent_ids.push(c.id.clone()),
+                    Some(c) => consent_ids.push(c.id.to_string()),
                     None => {
                         let reason = if covering.iter().any(|c| c.withdrawn) {
                             WithheldReason::ConsentWithdrawn
@@ -418,7 +418,7 @@ classes = ["HEALTH"]
         let (rules, dir) = setup();
         let mut case = kbh();
         case.consents.push(Consent {
-            id: "c1".into(),
+            id: henvis_domain::ConsentId::parse("c1").unwrap(),
             agencies: [id("region-hovedstaden")].into(),
             sectors: Default::default(),
             message_types: Default::default(),

@@ -187,7 +187,8 @@ impl RuleTest {
                 message_types.insert(MessageType::parse(m).map_err(|e| fail(format!("`consents`: {e}")))?);
             }
             case.consents.push(Consent {
-                id: format!("test-consent-{i}"),
+                id: henvis_domain::ConsentId::parse(&format!("test-consent-{i}"))
+                    .map_err(|e| fail(format!("`consents`: {e}")))?,
                 agencies: c.agencies.iter().map(|a| agency(a)).collect::<Result<_, _>>()?,
                 sectors,
                 message_types,

@@ -224,7 +224,7 @@ fn case(w: &World) -> CaseRecord {
         .iter()
         .enumerate()
         .map(|(i, (agencies, sectors, all_types, from, len, withdrawn))| Consent {
-            id: format!("c{i}"),
+            id: henvis_domain::ConsentId::parse(&format!("c{i}")).unwrap(),
             agencies: agencies.iter().map(|a| id(POOL[*a])).collect(),
             sectors: sectors.clone(),
             message_types: if *all_types {
@@ -391,7 +391,7 @@ fn exhaustive_matrix_over_the_shipped_rules_has_no_leak_and_no_over_redaction() 
         ]
     };
     let consent = |withdrawn: bool| Consent {
-        id: "c".into(),
+        id: henvis_domain::ConsentId::parse("c").unwrap(),
         agencies: BTreeSet::new(),
         sectors: Sector::ALL.into_iter().collect(),
         message_types: BTreeSet::new(),

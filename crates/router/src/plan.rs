@@ -449,7 +449,7 @@ mod tests {
         let mut case = case_with(&hospital);
         case.apply(
             &CaseChange::ConsentRecorded(Consent {
-                id: "c1".into(),
+                id: henvis_domain::ConsentId::parse("c1").unwrap(),
                 agencies: BTreeSet::new(),
                 sectors: [Sector::Social].into_iter().collect(),
                 message_types: BTreeSet::new(),
@@ -461,7 +461,10 @@ mod tests {
             "03",
         );
         let with = plan(&ctx, &env, &facts, &case, 3).unwrap();
-        case.apply(&CaseChange::ConsentWithdrawn("c1".into()), "04");
+        case.apply(
+            &CaseChange::ConsentWithdrawn(henvis_domain::ConsentId::parse("c1").unwrap()),
+            "04",
+        );
         let without = plan(&ctx, &env, &facts, &case, 4).unwrap();
         let to = |p: &Plan| p.deliveries.iter().map(|d| d.agency.to_string()).collect::<Vec<_>>();
         assert!(to(&with).contains(&"kommune-101".to_owned()), "{:?}", to(&with));

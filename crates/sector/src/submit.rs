@@ -85,18 +85,7 @@ impl Core {
                 ));
             }
         }
-        let actor_ok = !req.actor_id.is_empty()
-            && req.actor_id.len() <= 64
-            && req
-                .actor_id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
-        if !actor_ok {
-            return Err(ApiError::field(
-                "actor_id",
-                "the acting person's opaque id: 1 to 64 characters of [A-Za-z0-9._@-]",
-            ));
-        }
+        henvis_domain::ActorId::parse(&req.actor_id).map_err(|e| ApiError::field("actor_id", e.expected))?;
         // a retry of a stored event, however late: the original answer, nothing new stored
         // (a different request under a used key is refused, never answered as a retry)
         if let Some((stored, _)) = self.bus.submitted(caller.agency.as_str(), key.as_str()).await? {
@@ -169,22 +158,20 @@ impl Core {
         self.check_references(caller, &event, &case_id, &current).await?;
         let change = henvis_convert::case_change(&event, &event_id.to_string())?;
 
-        let envelope = Envelope {
-            event_id: event_id.to_string(),
-            idempotency_key: key.as_str().to_owned(),
-            message_type: mt.to_string(),
-            sender: Some(Sender {
-                agency_id: caller.agency.to_string(),
-                sector: sector_number(caller.sector),
-                actor_id: req.actor_id,
-                person_id: caller.person.as_ref().map(ToString::to_string).unwrap_or_default(),
-            }),
-            case_id: case_id.to_string(),
-            submitted_at: Some(std::time::SystemTime::now().into()),
-            event: Some(event),
-        };
-        let msg_id = format!("{}:{}", caller.agency, key.as_str());
-        let subject = inbound_subject(self.profile.sector, &mt, &case_id);
+        let Stamped {
+            envelope,
+            subject,
+            msg_id,
+        } = stamp(
+            caller,
+            &key,
+            &mt,
+            &case_id,
+            &event_id,
+            req.actor_id,
+            event,
+            std::time::SystemTime::now(),
+        );
         // encoded once: stored in IN and, below, in the idempotency record
         let encoded = bytes::Bytes::from(envelope.encode_to_vec());
         // the agency's share of IN: one agency cannot fill it for everyone
@@ -414,13 +401,13 @@ impl Core {
         case: &CaseRecord,
     ) -> Result<(), ApiError> {
         match &event.kind {
-            Some(Kind::ConsentWithdrawn(w)) if !case.consents.iter().any(|c| c.id == w.consent_id) => {
+            Some(Kind::ConsentWithdrawn(w)) if !case.consents.iter().any(|c| c.id.as_str() == w.consent_id) => {
                 Err(ApiError::NotFound(format!(
                     "event.consent_withdrawn.consent_id: the case has no consent `{}`; withdraw an id recorded with `consent_recorded`",
                     w.consent_id
                 )))
             }
-            Some(Kind::ConsentRecorded(r)) if case.consents.iter().any(|c| c.id == r.consent_id) => {
+            Some(Kind::ConsentRecorded(r)) if case.consents.iter().any(|c| c.id.as_str() == r.consent_id) => {
                 Err(ApiError::AlreadyExists(format!(
                     "event.consent_recorded.consent_id: `{}` is already used in this case; record a new consent under a new id",
                     r.consent_id
@@ -442,6 +429,51 @@ impl Core {
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// A checked submission, stamped: what is stored and where.
+#[derive(Debug)]
+struct Stamped {
+    /// The envelope stored in IN.
+    envelope: Envelope,
+    /// Its subject: the caller's sector, the type, the case.
+    subject: String,
+    /// Its message id, `<agency>:<idempotency key>` (JetStream de-duplicates on it).
+    msg_id: String,
+}
+
+/// Stamps a checked event: the sender is the authenticated caller (never the request's
+/// claim), the person is the one the certificate names, and the subject is the caller's
+/// own sector's. No I/O.
+#[allow(clippy::too_many_arguments)]
+fn stamp(
+    caller: &Caller,
+    key: &IdempotencyKey,
+    mt: &MessageType,
+    case_id: &CaseId,
+    event_id: &EventId,
+    actor_id: String,
+    event: Event,
+    now: std::time::SystemTime,
+) -> Stamped {
+    Stamped {
+        envelope: Envelope {
+            event_id: event_id.to_string(),
+            idempotency_key: key.as_str().to_owned(),
+            message_type: mt.to_string(),
+            sender: Some(Sender {
+                agency_id: caller.agency.to_string(),
+                sector: sector_number(caller.sector),
+                actor_id,
+                person_id: caller.person.as_ref().map(ToString::to_string).unwrap_or_default(),
+            }),
+            case_id: case_id.to_string(),
+            submitted_at: Some(now.into()),
+            event: Some(event),
+        },
+        subject: inbound_subject(caller.sector, mt, case_id),
+        msg_id: format!("{}:{}", caller.agency, key.as_str()),
     }
 }
 
@@ -539,3 +571,79 @@ impl ReferralService for Referrals {
 const CASE_CHANGE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long Submit waits for a named case that does not exist (yet) before refusing.
 const CASE_APPEAR_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use henvis_domain::{AgencyId, PersonId, Sector};
+
+    use super::*;
+
+    #[test]
+    fn a_submission_is_stamped_with_the_authenticated_caller_and_its_own_sector() {
+        let caller = Caller {
+            agency: AgencyId::parse("politi-fyn").unwrap(),
+            sector: Sector::Police,
+            person: Some(PersonId::parse("politi-fyn-kp1").unwrap()),
+        };
+        let key = IdempotencyKey::parse("k-1").unwrap();
+        let mt = MessageType::parse("child_missing").unwrap();
+        let case = CaseId::parse("0196f3a0-7b5c-7cc0-8000-000000000001").unwrap();
+        let event_id = EventId::new_now();
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let s = stamp(
+            &caller,
+            &key,
+            &mt,
+            &case,
+            &event_id,
+            "politi-fyn-kp1".into(),
+            Event::default(),
+            at,
+        );
+        let sender = s.envelope.sender.as_ref().unwrap();
+        assert_eq!(sender.agency_id, "politi-fyn");
+        assert_eq!(sender.sector, sector_number(Sector::Police));
+        assert_eq!(sender.person_id, "politi-fyn-kp1");
+        assert_eq!(s.envelope.submitted_at.unwrap().seconds, 1_800_000_000);
+        assert_eq!(s.subject, inbound_subject(Sector::Police, &mt, &case));
+        assert_eq!(s.msg_id, "politi-fyn:k-1");
+        assert_eq!(
+            (s.envelope.case_id.as_str(), s.envelope.idempotency_key.as_str()),
+            (case.to_string().as_str(), "k-1")
+        );
+    }
+
+    #[test]
+    fn only_a_true_retry_is_answered_from_the_stored_event() {
+        let key = IdempotencyKey::parse("k-1").unwrap();
+        let caller = Caller {
+            agency: AgencyId::parse("ngo-redbarnet").unwrap(),
+            sector: Sector::Ngo,
+            person: None,
+        };
+        let mt = MessageType::parse("child_missing").unwrap();
+        let case = CaseId::parse("0196f3a0-7b5c-7cc0-8000-000000000001").unwrap();
+        let stored = stamp(
+            &caller,
+            &key,
+            &mt,
+            &case,
+            &EventId::new_now(),
+            "a".into(),
+            Event::default(),
+            std::time::SystemTime::now(),
+        )
+        .envelope;
+        let case_id = case.to_string();
+        assert!(same_request(Some(&Event::default()), "a", &case_id, &stored, &key).is_ok());
+        assert!(
+            same_request(Some(&Event::default()), "a", "", &stored, &key).is_ok(),
+            "an opening's retry names no case"
+        );
+        for (actor, case) in [("b", case_id.as_str()), ("a", "0196f3a0-7b5c-7cc0-8000-000000000002")] {
+            let e = same_request(Some(&Event::default()), actor, case, &stored, &key).unwrap_err();
+            assert!(matches!(e, ApiError::AlreadyExists(_)), "{e:?}");
+        }
+    }
+}
