@@ -27,6 +27,21 @@ impl Bus {
             .await
     }
 
+    /// [`modify_case`](Self::modify_case) starting from `known`, the record as the caller
+    /// just read it (`None`: read as absent), which saves a read; a conflict reads again.
+    pub async fn modify_case_from(
+        &self,
+        id: &CaseId,
+        known: Option<VersionedCase>,
+        create: bool,
+        change: impl FnMut(&mut CaseRecord) -> bool,
+    ) -> Result<Option<VersionedCase>, BusError> {
+        self.case_bucket()
+            .await?
+            .modify_from(&id.to_string(), Some(known), || create.then(CaseRecord::new), change)
+            .await
+    }
+
     /// The case bucket's store.
     pub async fn cases(&self) -> Result<async_nats::jetstream::kv::Store, BusError> {
         Ok(self.case_bucket().await?.store().clone())

@@ -4,7 +4,7 @@
 
 use henvis_bus::{ROUTER_WRITER, VersionedCase};
 use henvis_domain::{AgencyId, CaseChange, CaseId, CaseRecord};
-use henvis_policy::{DecisionInput, decide};
+use henvis_policy::DecisionInput;
 use henvis_proto::henvis::{broker::v1::Envelope, events::v1::event::Kind};
 use prost::Message;
 
@@ -168,7 +168,7 @@ impl Router {
         if change != CaseChange::None && unapplied {
             case = self
                 .bus
-                .modify_case(case_id, opening, |r| {
+                .modify_case_from(case_id, case.clone(), opening, |r| {
                     let changed = r.apply(&change, &env.event_id);
                     let joined = opening && r.add_participants([&facts.sender]);
                     changed || joined
@@ -194,15 +194,14 @@ impl Router {
                 planned = Some(p);
                 break;
             }
-            let again = decide(
-                &rules,
-                &self.directory,
-                &DecisionInput {
-                    case: now.as_ref().map_or(&empty, |c| &c.record),
-                    ..facts.input(record)
-                },
-            );
-            if again.recipients == p.decision.recipients {
+            let again = plan::plan(
+                &ctx,
+                &env,
+                &facts,
+                now.as_ref().map_or(&empty, |c| &c.record),
+                now_revision,
+            )?;
+            if again.decision.recipients == p.decision.recipients {
                 planned = Some(p);
                 break;
             }
@@ -233,9 +232,11 @@ impl Router {
     ) -> Result<(), RouteError> {
         // the sender and every recipient take part in the case, recorded before anything is
         // delivered so a recipient's answer is never refused as coming from an outsider
-        if case.is_some_and(|c| p.participants.iter().any(|a| !c.record.participants.contains(a))) {
+        if let Some(c) = case.filter(|c| p.participants.iter().any(|a| !c.record.participants.contains(a))) {
             self.bus
-                .modify_case(&facts.case_id, false, |r| r.add_participants(&p.participants))
+                .modify_case_from(&facts.case_id, Some(c.clone()), false, |r| {
+                    r.add_participants(&p.participants)
+                })
                 .await?;
         }
         // what each recipient received, before it can receive it: a referral response is
