@@ -68,8 +68,31 @@ impl Core {
             .map_err(|e| ApiError::Internal(format!("submit task: {e}")))?
     }
 
-    /// The whole Submit path. Nothing is published unless every check passed.
+    /// The whole Submit path: check (nothing is stored unless every check passed; a true
+    /// retry is answered from its record), stamp (the pure plan of what is stored), store.
     pub(crate) async fn submit(&self, caller: &Caller, req: SubmitRequest) -> Result<SubmitResponse, ApiError> {
+        let a = match self.check(caller, req).await? {
+            Checked::Answered(r) => return Ok(r),
+            Checked::Admitted(a) => *a,
+        };
+        let stamped = stamp(
+            caller,
+            &a.key,
+            &a.mt,
+            &a.case_id,
+            &a.event_id,
+            a.actor_id,
+            a.event,
+            std::time::SystemTime::now(),
+        );
+        self.store(caller, &a.key, &a.requested_case, stamped, a.change).await
+    }
+
+    /// Every check of a submission, in order: the key, who acts, a retry of a stored event
+    /// (answered from its record), the claimed sender, the event's kind, size and fields,
+    /// the case, the workflow guards and the references. Nothing is written, except what
+    /// answering a true retry writes again (idempotently).
+    async fn check(&self, caller: &Caller, req: SubmitRequest) -> Result<Checked, ApiError> {
         let key =
             IdempotencyKey::parse(&req.idempotency_key).map_err(|e| ApiError::field("idempotency_key", e.expected))?;
         // a person calling as themself acts as themself: their certificate names them
@@ -91,7 +114,7 @@ impl Core {
         if let Some((stored, _)) = self.bus.submitted(caller.agency.as_str(), key.as_str()).await? {
             let (envelope, change) = Self::decode_stored(&stored)?;
             same_request(req.event.as_ref(), &req.actor_id, &req.case_id, &envelope, &key)?;
-            return self.finish(caller, envelope, change, true).await;
+            return Ok(Checked::Answered(self.finish(caller, envelope, change, true).await?));
         }
         if let Some(s) = &req.sender {
             if !s.agency_id.is_empty() && s.agency_id != caller.agency.as_str() {
@@ -157,21 +180,34 @@ impl Core {
         })?;
         self.check_references(caller, &event, &case_id, &current).await?;
         let change = henvis_convert::case_change(&event, &event_id.to_string())?;
+        Ok(Checked::Admitted(Box::new(Admitted {
+            key,
+            mt,
+            case_id,
+            event_id,
+            actor_id: req.actor_id,
+            event,
+            change,
+            requested_case: req.case_id,
+        })))
+    }
 
+    /// Stores a stamped submission: the agency's share of IN, the event in IN (a duplicate
+    /// within the window answered from the first attempt's record), the idempotency record
+    /// and the sender's first status record, then the case change's answer.
+    async fn store(
+        &self,
+        caller: &Caller,
+        key: &IdempotencyKey,
+        requested_case: &str,
+        stamped: Stamped,
+        change: CaseChange,
+    ) -> Result<SubmitResponse, ApiError> {
         let Stamped {
             envelope,
             subject,
             msg_id,
-        } = stamp(
-            caller,
-            &key,
-            &mt,
-            &case_id,
-            &event_id,
-            req.actor_id,
-            event,
-            std::time::SystemTime::now(),
-        );
+        } = stamped;
         // encoded once: stored in IN and, below, in the idempotency record
         let encoded = bytes::Bytes::from(envelope.encode_to_vec());
         // the agency's share of IN: one agency cannot fill it for everyone
@@ -207,13 +243,13 @@ impl Core {
             // the same key within the de-duplication window, whose record is not written
             // yet: by the attempt still in progress, or by the router once it routes the
             // event (should that attempt have failed). Answer with the stored event.
-            let (original, change) = self.await_record(caller, &key).await?;
+            let (original, change) = self.await_record(caller, key).await?;
             let actor = envelope
                 .sender
                 .as_ref()
                 .map(|s| s.actor_id.as_str())
                 .unwrap_or_default();
-            same_request(envelope.event.as_ref(), actor, &req.case_id, &original, &key)?;
+            same_request(envelope.event.as_ref(), actor, requested_case, &original, key)?;
             return self.finish(caller, original, change, true).await;
         }
         // the idempotency record, and the sender's first status record (which is also how
@@ -430,6 +466,27 @@ impl Core {
             _ => Ok(()),
         }
     }
+}
+
+/// What the checks of a submission found.
+enum Checked {
+    /// A true retry of a stored event, answered from its record.
+    Answered(SubmitResponse),
+    /// A new submission every check passed.
+    Admitted(Box<Admitted>),
+}
+
+/// A new submission every check passed, not stored yet.
+struct Admitted {
+    key: IdempotencyKey,
+    mt: MessageType,
+    case_id: CaseId,
+    event_id: EventId,
+    actor_id: String,
+    event: Event,
+    change: CaseChange,
+    /// The case id the request named (empty for an opening report).
+    requested_case: String,
 }
 
 /// A checked submission, stamped: what is stored and where.
