@@ -436,7 +436,7 @@ async fn an_idle_police_service_does_constant_work_however_many_alerts_are_store
     let district = AgencyId::parse("politi-fyn").unwrap();
     let records: Vec<AlertRecord> = (0..STORED)
         .map(|i| AlertRecord {
-            alert_id: format!("01a220ca-9ff4-760c-a2f6-{i:012}"),
+            alert_id: henvis_domain::EventId::parse(&format!("01a220ca-9ff4-760c-a2f6-{i:012}")).unwrap(),
             case_id: "case".into(),
             kind: "suspected_victim_reported".into(),
             urgency: if i % 2 == 0 {
@@ -456,6 +456,7 @@ async fn an_idle_police_service_does_constant_work_however_many_alerts_are_store
             },
             escalated_from: None,
             granted_classes: vec![],
+            escalation_notified: false,
             history: vec![],
         })
         .collect();

@@ -1,7 +1,7 @@
 //! A police case alert and its state. It carries no details of the child: ids, kind,
 //! urgency, district and times only; the details are fetched by an authorised call.
 
-use crate::{AgencyId, PersonId};
+use crate::{AgencyId, EventId, PersonId};
 
 /// How urgent a police alert is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
@@ -59,8 +59,8 @@ pub enum AlertState {
 /// One alert, keyed `<district>.<alert id>` in the alerts bucket.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AlertRecord {
-    /// The alert id (the event id that raised it).
-    pub alert_id: String,
+    /// The alert id (the id of the event that raised it).
+    pub alert_id: EventId,
     /// The case.
     pub case_id: String,
     /// The message type that raised it (e.g. `child_missing`).
@@ -78,6 +78,10 @@ pub struct AlertRecord {
     pub escalated_from: Option<AgencyId>,
     /// The classes the district was granted for the event (upper-case names).
     pub granted_classes: Vec<String>,
+    /// For an escalated alert: whether the national unit's copy and the guardian's event
+    /// are recorded (until then every police service retries them, idempotently).
+    #[serde(default)]
+    pub escalation_notified: bool,
     /// Every step taken, for the record: (action, by, unix seconds).
     #[serde(default)]
     pub history: Vec<(String, String, i64)>,

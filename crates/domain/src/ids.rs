@@ -237,7 +237,9 @@ impl fmt::Display for CaseId {
 }
 
 /// An event id: a UUIDv7, so ids sort by the time the sector service accepted the event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A police alert's id is the id of the event that raised it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct EventId(uuid::Uuid);
 
 impl EventId {
@@ -254,6 +256,17 @@ impl EventId {
                 expected: "a hyphenated UUIDv7 as returned by Submit",
             }),
         }
+    }
+}
+impl TryFrom<String> for EventId {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        Self::parse(&s)
+    }
+}
+impl From<EventId> for String {
+    fn from(e: EventId) -> String {
+        e.to_string()
     }
 }
 impl fmt::Display for EventId {

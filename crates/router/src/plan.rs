@@ -152,7 +152,8 @@ pub(crate) fn plan(
                 .unwrap_or_default();
             alerts.push(PlannedAlert {
                 alert: AlertRecord {
-                    alert_id: env.event_id.clone(),
+                    alert_id: henvis_domain::EventId::parse(&env.event_id)
+                        .map_err(|_| RouteError::Poison("malformed event id"))?,
                     case_id: env.case_id.clone(),
                     kind: env.message_type.clone(),
                     urgency: r.alert.unwrap_or(Urgency::Normal),
@@ -161,6 +162,7 @@ pub(crate) fn plan(
                     state: AlertState::Open,
                     escalated_from: None,
                     granted_classes: r.classes.iter().map(|c| c.as_str().to_owned()).collect(),
+                    escalation_notified: false,
                     history: vec![("raised".to_owned(), ROUTER_WRITER.to_owned(), facts.at)],
                 },
                 details,

@@ -97,7 +97,7 @@ fn to_pb(a: &AlertRecord, revision: u64, config: &AlertConfig) -> Alert {
         AlertState::Escalated { at, .. } => (Pb::Escalated, String::new(), *at),
     };
     Alert {
-        alert_id: a.alert_id.clone(),
+        alert_id: a.alert_id.to_string(),
         case_id: a.case_id.clone(),
         kind: a.kind.clone(),
         urgency: a.urgency.as_str().to_owned(),
@@ -271,7 +271,7 @@ impl AlertService for Alerts {
             .ok_or_else(|| ApiError::Unavailable("the alert's details are not stored yet".into()))?;
         let env =
             Envelope::decode(stored.as_slice()).map_err(|e| ApiError::Internal(format!("stored envelope: {e}")))?;
-        if env.event_id != a.alert_id {
+        if env.event_id != a.alert_id.to_string() {
             return Err(ApiError::Internal("alert and stored event disagree".into()).into());
         }
         // need-to-know: exactly the classes the router granted the district (applied again)
@@ -285,7 +285,7 @@ impl AlertService for Alerts {
         let event = Event::decode(redacted.event.as_slice()).map_err(|e| ApiError::Internal(e.to_string()))?;
         let case = CaseId::parse(&a.case_id).map_err(|e| ApiError::Internal(e.to_string()))?;
         let receipt = AuditRecord::AlertDetailsRead {
-            alert_id: a.alert_id.clone(),
+            alert_id: a.alert_id.to_string(),
             case_id: case.to_string(),
             district: district.to_string(),
             person: person.to_string(),
@@ -351,7 +351,7 @@ async fn audit_step(
     to: Option<&PersonId>,
 ) -> Result<(), ApiError> {
     let record = step(AlertStepRecord {
-        alert_id: a.alert_id.clone(),
+        alert_id: a.alert_id.to_string(),
         case_id: a.case_id.clone(),
         district: a.district.to_string(),
         person: by.to_string(),
@@ -393,9 +393,7 @@ impl DeadlineIndex {
                 self.due.insert((d, key.to_owned()));
                 self.by_key.insert(key.to_owned(), d);
             }
-        } else if matches!(a.state, AlertState::Escalated { .. })
-            && !a.history.iter().any(|(h, _, _)| h == "escalation notified")
-        {
+        } else if matches!(a.state, AlertState::Escalated { .. }) && !a.escalation_notified {
             self.follow_ups.insert(key.to_owned());
         }
     }
@@ -483,8 +481,7 @@ async fn escalate(core: &Core, to: &AgencyId, key: &str) -> Result<(), ApiError>
         return Ok(());
     };
     let due = v.record.state == AlertState::Open && core.alerts.deadline(&v.record).is_some_and(|d| at >= d);
-    let pending_follow_up = matches!(v.record.state, AlertState::Escalated { .. })
-        && !v.record.history.iter().any(|(a, _, _)| a == "escalation notified");
+    let pending_follow_up = matches!(v.record.state, AlertState::Escalated { .. }) && !v.record.escalation_notified;
     if !due && !pending_follow_up {
         return Ok(());
     }
@@ -513,9 +510,10 @@ async fn escalate(core: &Core, to: &AgencyId, key: &str) -> Result<(), ApiError>
             key,
             || None,
             |a| {
-                if a.history.iter().any(|(h, _, _)| h == "escalation notified") {
+                if a.escalation_notified {
                     return false;
                 }
+                a.escalation_notified = true;
                 a.history.push(("escalation notified".into(), "henvis".into(), at));
                 true
             },
@@ -531,6 +529,7 @@ async fn follow_up(core: &Core, to: &AgencyId, a: &AlertRecord, at: i64) -> Resu
         district: to.clone(),
         state: AlertState::Open,
         escalated_from: Some(a.district.clone()),
+        escalation_notified: false,
         history: vec![(format!("escalated from {}", a.district), "henvis".into(), at)],
         ..a.clone()
     };
@@ -556,7 +555,7 @@ async fn follow_up(core: &Core, to: &AgencyId, a: &AlertRecord, at: i64) -> Resu
         submitted_at: Some(std::time::SystemTime::now().into()),
         event: Some(Event {
             kind: Some(Kind::AlertEscalated(AlertEscalated {
-                alert_id: a.alert_id.clone(),
+                alert_id: a.alert_id.to_string(),
                 district_agency_id: a.district.to_string(),
                 escalated_to_agency_id: to.to_string(),
                 alert_kind: a.kind.clone(),
@@ -580,9 +579,10 @@ async fn follow_up(core: &Core, to: &AgencyId, a: &AlertRecord, at: i64) -> Resu
 mod tests {
     use super::*;
 
-    fn alert(district: &str, id: &str, urgency: &str, raised_at: i64) -> AlertRecord {
+    /// An alert in `district` (its id, like every alert's, the id of an event).
+    fn alert(district: &str, urgency: &str, raised_at: i64) -> AlertRecord {
         AlertRecord {
-            alert_id: id.into(),
+            alert_id: EventId::new_now(),
             case_id: "case".into(),
             kind: "child_missing".into(),
             urgency: urgency.parse().unwrap(),
@@ -591,6 +591,7 @@ mod tests {
             state: AlertState::Open,
             escalated_from: None,
             granted_classes: vec![],
+            escalation_notified: false,
             history: vec![],
         }
     }
@@ -605,13 +606,13 @@ mod tests {
         let own = "politi-nsk.";
         let mut index = DeadlineIndex::default();
         // 10,000 normal alerts never escalate and never enter the index
-        for i in 0..10_000 {
-            let a = alert("politi-fyn", &format!("n{i}"), "normal", 0);
+        for _ in 0..10_000 {
+            let a = alert("politi-fyn", "normal", 0);
             index.update(&a.key(), Some(&a), &config, own);
         }
         assert_eq!(index.len(), 0);
-        let early = alert("politi-fyn", "u1", "urgent", 100);
-        let late = alert("politi-fyn", "u2", "urgent", 200);
+        let early = alert("politi-fyn", "urgent", 100);
+        let late = alert("politi-fyn", "urgent", 200);
         for a in [&early, &late] {
             index.update(&a.key(), Some(a), &config, own);
         }
@@ -634,13 +635,11 @@ mod tests {
         };
         index.update(&escalated.key(), Some(&escalated), &config, own);
         assert_eq!(index.due(0), vec![late.key()]);
-        escalated
-            .history
-            .push(("escalation notified".into(), "henvis".into(), 262));
+        escalated.escalation_notified = true;
         index.update(&escalated.key(), Some(&escalated), &config, own);
         assert!(index.due(i64::MAX).is_empty());
         // the national unit's own copies are never escalated again
-        let copy = alert("politi-nsk", "u3", "urgent", 0);
+        let copy = alert("politi-nsk", "urgent", 0);
         index.update(&copy.key(), Some(&copy), &config, own);
         assert!(index.due(i64::MAX).is_empty());
     }
