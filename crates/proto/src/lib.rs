@@ -14,9 +14,5 @@ pub mod codec;
 /// options included.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/henvis_descriptor.bin"));
 
-/// Full name of the sensitivity-class field option.
-pub const SENSITIVITY_OPTION: &str = "henvis.options.v1.sensitivity";
-/// Full name of the required-field option.
-pub const REQUIRED_OPTION: &str = "henvis.options.v1.required";
 /// Full name of the event message whose oneof `kind` names the message type.
 pub const EVENT_MESSAGE: &str = "henvis.events.v1.Event";
