@@ -503,10 +503,12 @@ async fn settle(
 /// Waits until the router has decided and acknowledged everything in IN.
 pub(crate) async fn drain(d: &Deployment) {
     let js = d.jetstream().await.unwrap();
-    let in_stream = js.get_stream("IN").await.unwrap();
+    // the stream is looked up on every check: right after a leader was killed the API may
+    // not answer for a while
     wait_for("the router to drain IN", Duration::from_secs(300), || {
-        let s = in_stream.clone();
+        let js = js.clone();
         async move {
+            let s = js.get_stream("IN").await.ok()?;
             let info = router_consumer(&s).await?;
             (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
         }
