@@ -13,22 +13,10 @@ impl Bus {
         self.case_bucket().await?.get(&id.to_string()).await
     }
 
-    /// Applies `change` to the case record with compare-and-set, retrying on conflict;
-    /// creates the record from `CaseRecord::new()` when absent and `create` is set.
-    pub async fn modify_case(
-        &self,
-        id: &CaseId,
-        create: bool,
-        change: impl FnMut(&mut CaseRecord) -> bool,
-    ) -> Result<Option<VersionedCase>, BusError> {
-        self.case_bucket()
-            .await?
-            .modify(&id.to_string(), || create.then(CaseRecord::new), change)
-            .await
-    }
-
-    /// [`modify_case`](Self::modify_case) starting from `known`, the record as the caller
-    /// just read it (`None`: read as absent), which saves a read; a conflict reads again.
+    /// Applies `change` to the case record with compare-and-set, starting from `known`, the
+    /// record as the caller just read it (`None`: read as absent), which saves a read; a
+    /// conflict reads again and re-applies. Creates the record from `CaseRecord::new()`
+    /// when absent and `create` is set.
     pub async fn modify_case_from(
         &self,
         id: &CaseId,
@@ -40,10 +28,5 @@ impl Bus {
             .await?
             .modify_from(&id.to_string(), Some(known), || create.then(CaseRecord::new), change)
             .await
-    }
-
-    /// The case bucket's store.
-    pub async fn cases(&self) -> Result<async_nats::jetstream::kv::Store, BusError> {
-        Ok(self.case_bucket().await?.store().clone())
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{
     AckKind,
-    consumer::{AckPolicy, DeliverPolicy, pull},
+    consumer::{AckPolicy, Consumer, DeliverPolicy, pull},
 };
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -92,11 +92,9 @@ impl Bus {
         &self,
         how: RoutingConsumer,
     ) -> Result<impl Stream<Item = Result<Offered, BusError>> + Unpin, BusError> {
-        let unavailable = |e: &dyn std::fmt::Display| BusError::Unavailable(e.to_string());
-        let stream = self.js.get_stream(STREAM_IN).await.map_err(|e| unavailable(&e))?;
-        let consumer = stream
-            .get_or_create_consumer(
-                ROUTER_CONSUMER,
+        let consumer = self
+            .durable(
+                STREAM_IN,
                 pull::Config {
                     durable_name: Some(ROUTER_CONSUMER.to_owned()),
                     ack_policy: AckPolicy::Explicit,
@@ -106,15 +104,8 @@ impl Bus {
                     ..Default::default()
                 },
             )
-            .await
-            .map_err(|e| unavailable(&e))?;
-        let messages = consumer
-            .stream()
-            .max_messages_per_batch(how.batch)
-            .messages()
-            .await
-            .map_err(|e| unavailable(&e))?;
-        Ok(messages.map(|m| m.map(Offered).map_err(|e| BusError::Unavailable(e.to_string()))))
+            .await?;
+        offered(consumer.stream().max_messages_per_batch(how.batch).messages().await)
     }
 
     /// The deliveries for `agency`, from its durable inbox consumer on OUT (created on
@@ -124,14 +115,11 @@ impl Bus {
         agency: &henvis_domain::AgencyId,
         how: &InboxConsumer,
     ) -> Result<impl Stream<Item = Result<Offered, BusError>> + Unpin + use<>, BusError> {
-        let unavailable = |e: &dyn std::fmt::Display| BusError::Unavailable(e.to_string());
-        let stream = self.js.get_stream(STREAM_OUT).await.map_err(|e| unavailable(&e))?;
-        let name = inbox_consumer(agency);
-        let consumer = stream
-            .get_or_create_consumer(
-                &name,
+        let consumer = self
+            .durable(
+                STREAM_OUT,
                 pull::Config {
-                    durable_name: Some(name.clone()),
+                    durable_name: Some(inbox_consumer(agency)),
                     filter_subject: outbound_filter(agency),
                     ack_policy: AckPolicy::Explicit,
                     deliver_policy: DeliverPolicy::All,
@@ -142,16 +130,36 @@ impl Bus {
                     ..Default::default()
                 },
             )
-            .await
-            .map_err(|e| unavailable(&e))?;
-        let messages = consumer
-            .stream()
-            .max_messages_per_batch(how.window)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
-            .await
-            .map_err(|e| unavailable(&e))?;
-        Ok(messages.map(|m| m.map(Offered).map_err(|e| BusError::Unavailable(e.to_string()))))
+            .await?;
+        offered(
+            consumer
+                .stream()
+                .max_messages_per_batch(how.window)
+                .heartbeat(Duration::from_secs(5))
+                .expires(Duration::from_secs(30))
+                .messages()
+                .await,
+        )
     }
+
+    /// The durable consumer `config` names on `stream`, created on first use.
+    async fn durable(&self, stream: &str, config: pull::Config) -> Result<Consumer<pull::Config>, BusError> {
+        let unavailable = |e: &dyn std::fmt::Display| BusError::Unavailable(e.to_string());
+        let name = config.durable_name.clone().unwrap_or_default();
+        self.js
+            .get_stream(stream)
+            .await
+            .map_err(|e| unavailable(&e))?
+            .get_or_create_consumer(&name, config)
+            .await
+            .map_err(|e| unavailable(&e))
+    }
+}
+
+/// A durable consumer's messages as [`Offered`] handles.
+fn offered<E: std::fmt::Display>(
+    messages: Result<pull::Stream, E>,
+) -> Result<impl Stream<Item = Result<Offered, BusError>> + Unpin + use<E>, BusError> {
+    let messages = messages.map_err(|e| BusError::Unavailable(e.to_string()))?;
+    Ok(messages.map(|m| m.map(Offered).map_err(|e| BusError::Unavailable(e.to_string()))))
 }

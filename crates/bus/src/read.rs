@@ -21,16 +21,7 @@ impl Bus {
     /// with its subject.
     pub async fn read_messages(&self, stream: &str, subject: &str) -> Result<Vec<(String, Bytes)>, BusError> {
         let unavailable = |e: &dyn std::fmt::Display| BusError::Unavailable(e.to_string());
-        let stream = self.jetstream().get_stream(stream).await.map_err(|e| unavailable(&e))?;
-        let mut consumer = stream
-            .create_consumer(pull::OrderedConfig {
-                name: Some(crate::reader_name()),
-                filter_subject: subject.to_owned(),
-                deliver_policy: DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| unavailable(&e))?;
+        let mut consumer = self.ordered(stream, subject).await?;
         let pending = consumer.info().await.map_err(|e| unavailable(&e))?.num_pending;
         let mut out = Vec::with_capacity(pending as usize);
         if pending == 0 {
@@ -48,6 +39,27 @@ impl Bus {
         Ok(out)
     }
 
+    /// A fresh ordered consumer of `filter` (wildcards allowed) in `stream`, from the start.
+    async fn ordered(
+        &self,
+        stream: &str,
+        filter: &str,
+    ) -> Result<async_nats::jetstream::consumer::Consumer<pull::OrderedConfig>, BusError> {
+        let unavailable = |e: &dyn std::fmt::Display| BusError::Unavailable(e.to_string());
+        self.jetstream()
+            .get_stream(stream)
+            .await
+            .map_err(|e| unavailable(&e))?
+            .create_consumer(pull::OrderedConfig {
+                name: Some(crate::reader_name()),
+                filter_subject: filter.to_owned(),
+                deliver_policy: DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| unavailable(&e))
+    }
+
     /// Follows `filter` in `stream`: how many messages are stored now, then each of them
     /// and every later one, in order.
     pub async fn follow(
@@ -61,19 +73,12 @@ impl Bus {
         ),
         BusError,
     > {
-        let unavailable = |e: &dyn std::fmt::Display| BusError::Unavailable(e.to_string());
-        let stream = self.jetstream().get_stream(stream).await.map_err(|e| unavailable(&e))?;
-        let consumer = stream
-            .create_consumer(pull::OrderedConfig {
-                name: Some(crate::reader_name()),
-                filter_subject: filter.to_owned(),
-                deliver_policy: DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| unavailable(&e))?;
+        let consumer = self.ordered(stream, filter).await?;
         let stored = consumer.cached_info().num_pending;
-        let messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))?;
         Ok((
             stored,
             messages.map(|m| {

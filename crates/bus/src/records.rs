@@ -52,11 +52,6 @@ impl JsonBucket {
         })
     }
 
-    /// The underlying store.
-    pub fn store(&self) -> &kv::Store {
-        &self.store
-    }
-
     /// Every key of the bucket.
     pub async fn keys(&self) -> Result<Vec<String>, BusError> {
         use futures::TryStreamExt;

@@ -21,6 +21,18 @@ fn is_token(s: &str, max: usize, extra: &[char]) -> bool {
         && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
 }
 
+/// Whether `s` is an opaque id as events carry them (consent ids, references): 1 to 64
+/// characters of `[A-Za-z0-9._:@-]`.
+pub fn is_opaque_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '@' | '-'))
+}
+
+/// What [`is_opaque_id`] expects, in the words of a refusal.
+pub const OPAQUE_ID_EXPECTED: &str = "an id of 1 to 64 characters of [A-Za-z0-9._:@-]";
+
 /// A submitted value that is missing or malformed. Names the field path and what was
 /// expected, never the submitted value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -174,16 +186,12 @@ pub struct ConsentId(String);
 impl ConsentId {
     /// Parses a consent id.
     pub fn parse(s: &str) -> Result<Self, IdError> {
-        let ok = !s.is_empty()
-            && s.len() <= 64
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '@' | '-'));
-        if ok {
+        if is_opaque_id(s) {
             Ok(Self(s.to_owned()))
         } else {
             Err(IdError {
                 kind: "consent id",
-                expected: "an id of 1 to 64 characters of [A-Za-z0-9._:@-]",
+                expected: OPAQUE_ID_EXPECTED,
             })
         }
     }

@@ -13,7 +13,8 @@ mod sector;
 pub use class::{Class, ClassSet};
 pub use directory::{Agency, AgencyKind, Directory, DirectoryError, Municipality};
 pub use ids::{
-    ActorId, AgencyId, CaseId, ConsentId, EventId, FieldError, IdError, IdempotencyKey, MessageType, PersonId,
+    ActorId, AgencyId, CaseId, ConsentId, EventId, FieldError, IdError, IdempotencyKey, MessageType,
+    OPAQUE_ID_EXPECTED, PersonId, is_opaque_id,
 };
 pub use principal::{PRINCIPAL_SCHEME, Principal};
 pub use sector::Sector;

@@ -353,12 +353,8 @@ fn check_string(s: &str, path: &str, b: Option<&Bounds>, ctx: &Context<'_>) -> R
             }
         }
         Format::Id => {
-            let ok = !s.is_empty()
-                && s.len() <= 64
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '@' | '-'));
-            if !ok {
-                return refuse("an id of 1 to 64 characters of [A-Za-z0-9._:@-]".into());
+            if !henvis_domain::is_opaque_id(s) {
+                return refuse(henvis_domain::OPAQUE_ID_EXPECTED.into());
             }
         }
         Format::AgencyId => {
