@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Starts the whole local henvis deployment: nats-server (pinned, JetStream, fsync always),
-# the router and the four sector services with the default Danish agency directory and
+# the router, the admin service and the four sector services with the default Danish agency directory and
 # the default rule set, all gRPC over mutual TLS. A development PKI (CA, revocation list,
 # a certificate for every service, agency, contact person and administrator) is created
 # on first start.
@@ -48,6 +48,9 @@ export HENVIS_PKI_DIR="$state/pki"
 "$bin/henvis-router" >"$state/logs/router.log" 2>&1 &
 pids+=($!)
 echo "henvis-router  grpcs://127.0.0.1:50050 (health, reflection)"
+HENVIS_ADMIN_LISTEN=127.0.0.1:50055 "$bin/henvis-admin" >"$state/logs/admin.log" 2>&1 &
+pids+=($!)
+echo "henvis-admin   grpcs://127.0.0.1:50055 (administrators)"
 port=50051
 for sector in police health social ngo; do
   HENVIS_LISTEN="127.0.0.1:$port" "$bin/henvis-$sector" >"$state/logs/$sector.log" 2>&1 &
@@ -60,11 +63,13 @@ for sector in police health social ngo; do
   await_port "$port" "henvis-$sector" "$state/logs/$sector.log"
   port=$((port + 1))
 done
+await_port 50055 henvis-admin "$state/logs/admin.log"
 cat <<MSG
 henvis is running. Logs: $state/logs/. Certificates: $state/pki/<kind>/<id>.pem
 Try:
   target/debug/henvis report-example --endpoint 127.0.0.1:50054 --pki-dir $state/pki --as henvis://agency/ngo-redbarnet
   target/debug/henvis inbox --ack --endpoint 127.0.0.1:50053 --pki-dir $state/pki --as henvis://agency/kommune-101
+  target/debug/henvis admin list --pki-dir $state/pki --as henvis://admin/admin-1
 Ctrl-C stops everything.
 MSG
 wait -n "${pids[@]}" || true

@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "henvis/health/v1/health.proto",
     "henvis/social/v1/social.proto",
     "henvis/ngo/v1/ngo.proto",
+    "henvis/admin/v1/admin.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

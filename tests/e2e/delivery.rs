@@ -140,13 +140,6 @@ async fn killing_the_router_again_and_again_under_load_loses_and_duplicates_noth
     // while each router is down a new rule set is published (same routes, a new version):
     // the events it was routing are redelivered to a router deciding under another version,
     // and must still reach each recipient once
-    let admin = henvis_bus::Bus::connect(
-        &d.nats.url(),
-        "test-admin",
-        Some(&henvis_bus::NatsIdentity::of(d.pki_dir(), &henvis_tests::test_admin())),
-    )
-    .await
-    .unwrap();
     let mut versions = 0;
     for point in points {
         load_reaches(&acked, &failed, point).await;
@@ -171,9 +164,7 @@ async fn killing_the_router_again_and_again_under_load_loses_and_duplicates_noth
             &format!("version = \"crash-{versions}\""),
             1,
         );
-        henvis_router::publish_rules(&admin, &d.directory, "crash.toml", &text, "admin-1")
-            .await
-            .unwrap();
+        d.put_live("crash.toml", &text).await.unwrap();
         router = RouterProcess::spawn(&d.nats.url(), 600, d.pki_dir()).unwrap();
     }
     for l in load {

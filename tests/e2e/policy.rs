@@ -393,18 +393,26 @@ async fn a_consent_withdrawal_governs_every_referral_decided_after_it_with_two_r
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_published_rule_set_takes_effect_without_restart_and_a_failing_one_is_refused() {
     let d = Deployment::start().await.unwrap();
-    let admin = henvis_bus::NatsIdentity::of(d.pki_dir(), &henvis_tests::test_admin());
-    let bus = henvis_bus::Bus::connect(&d.nats.url(), "test-admin", Some(&admin))
-        .await
-        .unwrap();
     let default = henvis_router::DEFAULT_RULES;
     let failing = format!(
         "{default}\n[[test]]\nname = \"wrong on purpose\"\nmessage = \"child_missing\"\nsender = \"ngo-hopenow\"\ncase = {{ municipality = \"101\" }}\nexpect = []\n"
     );
-    let e = henvis_router::publish_rules(&bus, &d.directory, "failing.toml", &failing, "admin-1")
+    let e = d
+        .admin_client(&henvis_tests::admin("admin-1"))
+        .await
+        .unwrap()
+        .propose_rule_set(henvis_proto::henvis::admin::v1::ProposeRuleSetRequest {
+            file: "failing.toml".into(),
+            text: failing,
+            note: String::new(),
+        })
         .await
         .unwrap_err();
-    assert!(e.to_string().contains("wrong on purpose"), "{e}");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(
+        e.message().contains("failing.toml:") && e.message().contains("wrong on purpose"),
+        "{e}"
+    );
 
     // version 2: a missing child no longer reaches the municipality
     let v2 = default
@@ -418,11 +426,9 @@ async fn a_published_rule_set_takes_effect_without_restart_and_a_failing_one_is_
             "  { to = \"kommune-101\", classes = [\"IDENTITY\", \"LOCATION\"] },\n",
             "",
         );
-    let (version, tests) = henvis_router::publish_rules(&bus, &d.directory, "v2.toml", &v2, "admin-1")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(version, "test-2");
-    assert!(tests > 20);
+    let live = d.put_live("v2.toml", &v2).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(live.rule_set_version, "test-2");
+    assert!(live.tests_passed > 20);
     let case = open_case(&d, "101").await;
     let mut ngo = d.client(Sector::Ngo, "ngo-hopenow").await.unwrap();
     let mut n = 0;
@@ -449,5 +455,9 @@ async fn a_published_rule_set_takes_effect_without_restart_and_a_failing_one_is_
     .unwrap();
     let _ = &mut ngo;
     let rules_audit = d.read_all("AUDIT", "henvis.audit.rules").await.unwrap();
-    assert_eq!(rules_audit.len(), 1, "only the accepted set is recorded");
+    assert_eq!(
+        rules_audit.len(),
+        2,
+        "only the accepted set is recorded: proposed and approved"
+    );
 }

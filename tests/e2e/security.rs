@@ -519,12 +519,12 @@ async fn the_nats_server_refuses_a_sector_service_everything_beyond_its_own_sect
         refused(&errors, "a refusal").await
     ));
 
-    // 4b. not even the router or an administrator may delete or purge the audit or the
+    // 4b. not even the router or the admin service may delete or purge the audit or the
     //     submitted events
     let audit_before = d.stream_messages("AUDIT").await.unwrap();
     let router = Principal::Service("router".into());
-    let admin = henvis_tests::test_admin();
-    for (who, name) in [(&router, "the router"), (&admin, "an administrator")] {
+    let admin = Principal::Service("admin".into());
+    for (who, name) in [(&router, "the router"), (&admin, "the admin service")] {
         for (op, stream) in [
             ("DELETE", "AUDIT"),
             ("PURGE", "AUDIT"),
@@ -635,9 +635,9 @@ async fn the_nats_server_refuses_a_sector_service_everything_beyond_its_own_sect
             probes.push((format!("{sector} {what}"), me.clone(), kind, subject, body));
         }
     }
-    // the router never submits; an administrator publishes rule sets and reads the audit,
-    // nothing more
-    let admin = henvis_tests::test_admin();
+    // the router never submits; the admin service keeps rule-set governance and reads the
+    // audit, nothing more (administrators themselves have no NATS user)
+    let admin = Principal::Service("admin".into());
     let router = Principal::Service("router".into());
     for (what, who, kind, subject, body) in [
         (
@@ -648,42 +648,42 @@ async fn the_nats_server_refuses_a_sector_service_everything_beyond_its_own_sect
             String::new(),
         ),
         (
-            "an administrator publishes into IN",
+            "the admin service publishes into IN",
             &admin,
             Probe::Store,
             format!("henvis.in.ngo.suspected_victim_reported.{case}"),
             String::new(),
         ),
         (
-            "an administrator writes a case record",
+            "the admin service writes a case record",
             &admin,
             Probe::Store,
             format!("$KV.henvis_cases.{case}"),
             String::new(),
         ),
         (
-            "an administrator writes a delivery",
+            "the admin service writes a delivery",
             &admin,
             Probe::Store,
             "henvis.out.kommune-101.suspected_victim_reported".to_owned(),
             String::new(),
         ),
         (
-            "an administrator writes a routing decision",
+            "the admin service writes a routing decision",
             &admin,
             Probe::Store,
             henvis_bus::audit_decision_subject(&henvis_domain::CaseId::parse(&case).unwrap()),
             String::new(),
         ),
         (
-            "an administrator reads IN by sequence",
+            "the admin service reads IN by sequence",
             &admin,
             Probe::Request,
             "$JS.API.STREAM.MSG.GET.IN".to_owned(),
             r#"{"seq":1}"#.to_owned(),
         ),
         (
-            "an administrator reads an agency's deliveries with a consumer",
+            "the admin service reads an agency's deliveries with a consumer",
             &admin,
             Probe::Request,
             "$JS.API.CONSUMER.CREATE.OUT.spy.henvis.out.kommune-101.>".to_owned(),

@@ -112,14 +112,15 @@ pub struct NatsServer {
     route_pki: Option<PathBuf>,
 }
 
-/// The test's administrator, who checks behind the services' back.
-pub fn test_admin() -> Principal {
-    #[allow(clippy::unwrap_used)] // a constant
-    Principal::Admin(henvis_domain::PersonId::parse(henvis_pki::DEV_ADMINS[0]).unwrap())
+/// An administrator of the default directory (`admin-1`, `admin-2`, `admin-3`).
+pub fn admin(id: &str) -> Principal {
+    #[allow(clippy::unwrap_used)] // ids the tests spell
+    Principal::Admin(henvis_domain::PersonId::parse(id).unwrap())
 }
 
 /// Who tests check behind the services' back as: the router, whose rights are the widest
-/// there are (administrators may only publish rule sets and read the audit).
+/// there are (administrators have none over NATS; the admin service only governs rules and
+/// reads the audit).
 pub fn inspector() -> Principal {
     Principal::Service("router".into())
 }
@@ -453,6 +454,8 @@ pub struct Deployment {
     pub directory: Directory,
     /// The first router's gRPC endpoint (health, reflection).
     pub router: SocketAddr,
+    /// The admin service's gRPC endpoint.
+    pub admin: SocketAddr,
     stop: watch::Sender<bool>,
     services: HashMap<Sector, (watch::Sender<bool>, tokio::task::JoinHandle<anyhow::Result<()>>)>,
     options: Options,
@@ -527,6 +530,7 @@ impl Deployment {
             endpoints: HashMap::new(),
             directory,
             router: "127.0.0.1:1".parse()?,
+            admin: "127.0.0.1:1".parse()?,
             stop,
             services: HashMap::new(),
             options,
@@ -538,7 +542,58 @@ impl Deployment {
         if d.options.in_process_router {
             d.router = d.start_router().await?;
         }
+        d.admin = d.start_admin().await?;
         Ok(d)
+    }
+
+    /// Starts one admin service in-process on a fresh port; returns its address.
+    pub async fn start_admin(&self) -> anyhow::Result<SocketAddr> {
+        let config = henvis_admin::AdminConfig {
+            service: self.service_config(),
+            listen: "127.0.0.1:0".parse()?,
+            rules: None,
+        };
+        let admin = henvis_admin::build(&config).await?;
+        let (listener, addr) = henvis_runtime::bind(config.listen).await?;
+        tokio::spawn(henvis_admin::serve(admin, listener, stopped(self.stop.subscribe())));
+        Ok(addr)
+    }
+
+    /// A client of the admin service, authenticated as `principal` by its certificate.
+    pub async fn admin_client(
+        &self,
+        principal: &Principal,
+    ) -> anyhow::Result<henvis_proto::henvis::admin::v1::admin_service_client::AdminServiceClient<Channel>> {
+        let channel = henvis_runtime::tls::connect_as(&self.admin.to_string(), self.pki_dir(), principal).await?;
+        Ok(henvis_proto::henvis::admin::v1::admin_service_client::AdminServiceClient::new(channel))
+    }
+
+    /// Puts a rule set live the governed way: `admin-1` proposes it, `admin-2` approves it.
+    /// Returns the approved proposal.
+    pub async fn put_live(
+        &self,
+        file: &str,
+        text: &str,
+    ) -> anyhow::Result<henvis_proto::henvis::admin::v1::RuleSetVersion> {
+        use henvis_proto::henvis::admin::v1::{ApproveRuleSetRequest, ProposeRuleSetRequest};
+        let proposed = self
+            .admin_client(&admin("admin-1"))
+            .await?
+            .propose_rule_set(ProposeRuleSetRequest {
+                file: file.to_owned(),
+                text: text.to_owned(),
+                note: "test".into(),
+            })
+            .await?
+            .into_inner();
+        Ok(self
+            .admin_client(&admin("admin-2"))
+            .await?
+            .approve_rule_set(ApproveRuleSetRequest {
+                proposal_id: proposed.proposal_id,
+            })
+            .await?
+            .into_inner())
     }
 
     /// Starts (or starts again) one sector service in-process on a fresh port.

@@ -22,7 +22,7 @@ use bytes::Bytes;
 pub use inbound::{InboxConsumer, Offered, RoutingConsumer};
 pub use names::*;
 pub use permissions::{
-    admin_permissions, denied_to_everyone, nats_authorization, nats_user, permissions_markdown, router_denied,
+    admin_service_permissions, denied_to_everyone, nats_authorization, nats_user, permissions_markdown, router_denied,
     sector_permissions,
 };
 pub use queries::{DECISIONS_PAGE, DecisionsAnswer, DecisionsQuery};
@@ -63,6 +63,7 @@ pub struct Bus {
     delivered: std::sync::Arc<tokio::sync::OnceCell<records::JsonBucket>>,
     idempotency: std::sync::Arc<tokio::sync::OnceCell<records::JsonBucket>>,
     order: std::sync::Arc<tokio::sync::OnceCell<records::JsonBucket>>,
+    governance: std::sync::Arc<tokio::sync::OnceCell<records::JsonBucket>>,
     in_stream: std::sync::Arc<tokio::sync::OnceCell<jetstream::stream::Stream>>,
 }
 
@@ -133,6 +134,7 @@ impl Bus {
             delivered: Default::default(),
             idempotency: Default::default(),
             order: Default::default(),
+            governance: Default::default(),
             in_stream: Default::default(),
         })
     }
@@ -192,6 +194,13 @@ impl Bus {
     pub async fn delivered_bucket(&self) -> Result<&records::JsonBucket, BusError> {
         self.delivered
             .get_or_try_init(|| records::JsonBucket::open(&self.js, BUCKET_DELIVERED))
+            .await
+    }
+
+    /// The rule-set governance bucket (the admin service's).
+    pub async fn governance_bucket(&self) -> Result<&records::JsonBucket, BusError> {
+        self.governance
+            .get_or_try_init(|| records::JsonBucket::open(&self.js, BUCKET_GOVERNANCE))
             .await
     }
 

@@ -170,6 +170,11 @@ pub fn audit_decision_subject(case: &CaseId) -> String {
     format!("{AUDIT_PREFIX}.decision.{case}.{ROUTER_WRITER}")
 }
 
+/// Every routing decision in the audit stream.
+pub fn audit_decisions_filter() -> String {
+    format!("{AUDIT_PREFIX}.decision.>")
+}
+
 /// What happened to one case in the audit stream, under its writer: changes of the case
 /// record (guardian, consent, never-disclose, return) by [`ROUTER_WRITER`], the steps a
 /// police district took on the case's alerts by that district's agency id.
@@ -247,6 +252,39 @@ pub const BUCKET_ALERT_DETAILS: &str = "henvis_alert_details";
 pub const BUCKET_RULES: &str = "henvis_rules";
 /// The key of the active rule set in [`BUCKET_RULES`].
 pub const RULES_KEY: &str = "active";
+
+/// Key-value bucket of rule-set governance: every proposal (`proposal.<n>`) with its text,
+/// tests and decision. Written by the admin service only.
+pub const BUCKET_GOVERNANCE: &str = "henvis_governance";
+/// The key of proposal `n` in [`BUCKET_GOVERNANCE`].
+pub fn proposal_key(n: u64) -> String {
+    format!("proposal.{n:08}")
+}
+
+/// Every key-value bucket of the topology (each service may create them where missing).
+pub const BUCKETS: [&str; 8] = [
+    BUCKET_CASES,
+    BUCKET_RULES,
+    BUCKET_GOVERNANCE,
+    BUCKET_ALERTS,
+    BUCKET_ALERT_DETAILS,
+    BUCKET_IDEMPOTENCY,
+    BUCKET_ORDER,
+    BUCKET_DELIVERED,
+];
+
+/// Every stream of the topology.
+pub const STREAMS: [&str; 6] = [
+    STREAM_IN,
+    STREAM_OUT,
+    STREAM_STATUS,
+    STREAM_AUDIT,
+    STREAM_DEAD,
+    STREAM_QUOTA,
+];
+
+/// The writer name of the admin service in the audit.
+pub const ADMIN_WRITER: &str = "admin";
 
 #[cfg(test)]
 mod tests {

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use henvis_domain::{AgencyId, Directory, PersonId, Principal, Sector};
+use henvis_domain::{AgencyId, Directory, Principal, Sector};
 
 use crate::names::*;
 
@@ -15,6 +15,14 @@ use crate::names::*;
 /// henvis user is refused whatever its common name says).
 pub fn nats_user(principal: &Principal) -> String {
     principal.uri()
+}
+
+/// Creating a stream or bucket that exists with the same configuration is a no-op; a
+/// different one is refused by the server, and no update, purge or delete is allowed: so
+/// whichever service starts first creates the whole topology.
+fn create_topology(publish: &mut Vec<String>) {
+    publish.extend(STREAMS.iter().map(|s| format!("$JS.API.STREAM.CREATE.{s}")));
+    publish.extend(BUCKETS.iter().map(|b| format!("$JS.API.STREAM.CREATE.KV_{b}")));
 }
 
 /// What a sector service may publish (including JetStream API requests) and subscribe to.
@@ -32,29 +40,7 @@ pub fn sector_permissions(sector: Sector, agencies: &[AgencyId]) -> (Vec<String>
         format!("$JS.API.STREAM.MSG.GET.KV_{BUCKET_CASES}"),
         format!("$JS.API.DIRECT.GET.KV_{BUCKET_CASES}.>"),
     ];
-    // creating a stream or bucket that exists with the same configuration is a no-op; a
-    // different one is refused by the server, and no update, purge or delete is allowed
-    for stream in [
-        STREAM_IN,
-        STREAM_OUT,
-        STREAM_STATUS,
-        STREAM_AUDIT,
-        STREAM_DEAD,
-        STREAM_QUOTA,
-    ] {
-        publish.push(format!("$JS.API.STREAM.CREATE.{stream}"));
-    }
-    for bucket in [
-        BUCKET_CASES,
-        BUCKET_RULES,
-        BUCKET_ALERTS,
-        BUCKET_ALERT_DETAILS,
-        BUCKET_IDEMPOTENCY,
-        BUCKET_ORDER,
-        BUCKET_DELIVERED,
-    ] {
-        publish.push(format!("$JS.API.STREAM.CREATE.KV_{bucket}"));
-    }
+    create_topology(&mut publish);
     for op in ["MSG.NEXT", "INFO", "DELETE"] {
         publish.push(format!("$JS.API.CONSUMER.{op}.{STREAM_STATUS}.*"));
     }
@@ -136,27 +122,42 @@ pub fn router_denied() -> Vec<String> {
     deny
 }
 
-/// What an administrator may do over NATS: publish a rule set (the rules bucket and its
-/// audit record), read the audit and the dead letters, and create the topology (a no-op
-/// where it exists). No submission, delivery, status, case record or alert; no read of IN,
-/// OUT or any agency's records. Reconciliation runs with the router's identity.
-pub fn admin_permissions(admin: &PersonId) -> (Vec<String>, Vec<String>) {
+/// What the admin service may do over NATS: keep rule-set governance (its bucket), put
+/// the approved set live (the rules bucket), write governance records and its
+/// administrator alerts to the audit, read the audit, the dead letters' subjects and case
+/// records (for simulations and what-if replays), and create the topology (a no-op where
+/// it exists). No submission, delivery, status or alert; no read of IN, OUT or any
+/// agency's records. Administrators themselves have no NATS identity: they call this
+/// service over gRPC with their certificates.
+pub fn admin_service_permissions() -> (Vec<String>, Vec<String>) {
     let mut publish = vec![
         "$JS.API.INFO".to_owned(),
         "$JS.API.STREAM.INFO.*".to_owned(),
-        "$JS.API.STREAM.CREATE.*".to_owned(),
-        format!("$KV.{BUCKET_RULES}.>"),
-        format!("$JS.API.STREAM.MSG.GET.KV_{BUCKET_RULES}"),
-        format!("$JS.API.DIRECT.GET.KV_{BUCKET_RULES}.>"),
         audit_rules_subject(),
+        audit_admin_subject(ADMIN_WRITER),
     ];
+    create_topology(&mut publish);
+    for bucket in [BUCKET_RULES, BUCKET_GOVERNANCE] {
+        publish.push(format!("$KV.{bucket}.>"));
+    }
+    for bucket in [BUCKET_RULES, BUCKET_GOVERNANCE, BUCKET_CASES] {
+        publish.push(format!("$JS.API.STREAM.MSG.GET.KV_{bucket}"));
+        publish.push(format!("$JS.API.DIRECT.GET.KV_{bucket}.>"));
+    }
+    // the governance bucket's key listing (an ordered consumer)
+    publish.push(format!("$JS.API.CONSUMER.CREATE.KV_{BUCKET_GOVERNANCE}"));
+    publish.push(format!("$JS.API.CONSUMER.CREATE.KV_{BUCKET_GOVERNANCE}.>"));
+    for op in ["MSG.NEXT", "INFO", "DELETE"] {
+        publish.push(format!("$JS.API.CONSUMER.{op}.KV_{BUCKET_GOVERNANCE}.*"));
+    }
+    publish.push(format!("$JS.FC.KV_{BUCKET_GOVERNANCE}.>"));
     for stream in [STREAM_AUDIT, STREAM_DEAD] {
         publish.push(format!("$JS.API.CONSUMER.CREATE.{stream}.>"));
         for op in ["MSG.NEXT", "INFO", "DELETE"] {
             publish.push(format!("$JS.API.CONSUMER.{op}.{stream}.*"));
         }
     }
-    let subscribe = vec![format!("{}.>", inbox_prefix(&Principal::Admin(admin.clone())))];
+    let subscribe = vec![format!("{}.>", inbox_prefix(&Principal::Service(ADMIN_WRITER.into())))];
     (publish, subscribe)
 }
 
@@ -178,9 +179,10 @@ fn user(out: &mut String, principal: &Principal, publish: &[String], deny: &[Str
 
 /// The `authorization` block of nats-server: the router with every right except
 /// [`router_denied`] (it is the one component that reads every submission and writes every
-/// delivery), each administrator with [`admin_permissions`], each sector service with
-/// [`sector_permissions`]; nobody with [`denied_to_everyone`].
-pub fn nats_authorization(dir: &Directory, admins: &[PersonId]) -> String {
+/// delivery), the admin service with [`admin_service_permissions`], each sector service
+/// with [`sector_permissions`]; nobody with [`denied_to_everyone`]. Administrators have no
+/// NATS user.
+pub fn nats_authorization(dir: &Directory) -> String {
     let mut out = String::from(
         "# Generated by `henvis nats-auth` from crates/bus/src/names.rs and the agency directory;\n\
          # do not edit (a test checks that this file and the code agree).\n\
@@ -195,16 +197,14 @@ pub fn nats_authorization(dir: &Directory, admins: &[PersonId]) -> String {
         &router_denied(),
         &all,
     );
-    for a in admins {
-        let (publish, subscribe) = admin_permissions(a);
-        user(
-            &mut out,
-            &Principal::Admin(a.clone()),
-            &publish,
-            &denied_to_everyone(),
-            &subscribe,
-        );
-    }
+    let (publish, subscribe) = admin_service_permissions();
+    user(
+        &mut out,
+        &Principal::Service(ADMIN_WRITER.into()),
+        &publish,
+        &denied_to_everyone(),
+        &subscribe,
+    );
     for sector in Sector::ALL {
         let agencies: Vec<AgencyId> = dir
             .agencies()
@@ -237,14 +237,13 @@ pub fn permissions_markdown() -> String {
         "| router | everything except {} | everything |\n",
         code(&router_denied())
     ));
-    #[allow(clippy::unwrap_used)] // a constant, valid id
-    let admin = PersonId::parse("admin-placeholder").unwrap();
-    let (publish, subscribe) = admin_permissions(&admin);
+    let (publish, subscribe) = admin_service_permissions();
     out.push_str(&format!(
-        "| administrator `<id>` | {}; never {deny} | {} |\n",
+        "| admin service | {}; never {deny} | {} |\n",
         code(&publish),
-        code(&subscribe).replace("admin-placeholder", "<id>")
+        code(&subscribe)
     ));
+    out.push_str("| administrator `<id>` | nothing: administrators call the admin service over gRPC | nothing |\n");
     #[allow(clippy::unwrap_used)] // a constant, valid id
     let placeholder = AgencyId::parse("agency-placeholder").unwrap();
     for sector in Sector::ALL {
@@ -282,7 +281,7 @@ mod tests {
     #[test]
     fn the_deploy_configuration_is_what_the_code_generates() {
         let dir = Directory::denmark().unwrap();
-        let generated = nats_authorization(&dir, &[PersonId::parse("admin-1").unwrap()]);
+        let generated = nats_authorization(&dir);
         let shipped = include_str!("../../../deploy/nats/auth.conf");
         assert!(
             generated == shipped,

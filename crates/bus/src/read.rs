@@ -20,8 +20,35 @@ impl Bus {
     /// Every message stored under `filter` (wildcards allowed) in `stream`, oldest first,
     /// with its subject.
     pub async fn read_messages(&self, stream: &str, subject: &str) -> Result<Vec<(String, Bytes)>, BusError> {
+        self.read_from(stream, subject, DeliverPolicy::All).await
+    }
+
+    /// Every payload stored under `filter` in `stream` at or after `since_unix` (seconds),
+    /// oldest first: the server skips what is older.
+    pub async fn read_subject_since(
+        &self,
+        stream: &str,
+        filter: &str,
+        since_unix: i64,
+    ) -> Result<Vec<Bytes>, BusError> {
+        let start_time = time::OffsetDateTime::from_unix_timestamp(since_unix)
+            .map_err(|e| BusError::Other(format!("start time: {e}")))?;
+        Ok(self
+            .read_from(stream, filter, DeliverPolicy::ByStartTime { start_time })
+            .await?
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect())
+    }
+
+    async fn read_from(
+        &self,
+        stream: &str,
+        subject: &str,
+        deliver: DeliverPolicy,
+    ) -> Result<Vec<(String, Bytes)>, BusError> {
         let unavailable = |e: &dyn std::fmt::Display| BusError::Unavailable(e.to_string());
-        let mut consumer = self.ordered(stream, subject).await?;
+        let mut consumer = self.ordered(stream, subject, deliver).await?;
         let pending = consumer.info().await.map_err(|e| unavailable(&e))?.num_pending;
         let mut out = Vec::with_capacity(pending as usize);
         if pending == 0 {
@@ -39,11 +66,13 @@ impl Bus {
         Ok(out)
     }
 
-    /// A fresh ordered consumer of `filter` (wildcards allowed) in `stream`, from the start.
+    /// A fresh ordered consumer of `filter` (wildcards allowed) in `stream`, from where
+    /// `deliver` says.
     async fn ordered(
         &self,
         stream: &str,
         filter: &str,
+        deliver: DeliverPolicy,
     ) -> Result<async_nats::jetstream::consumer::Consumer<pull::OrderedConfig>, BusError> {
         let unavailable = |e: &dyn std::fmt::Display| BusError::Unavailable(e.to_string());
         self.jetstream()
@@ -53,7 +82,7 @@ impl Bus {
             .create_consumer(pull::OrderedConfig {
                 name: Some(crate::reader_name()),
                 filter_subject: filter.to_owned(),
-                deliver_policy: DeliverPolicy::All,
+                deliver_policy: deliver,
                 ..Default::default()
             })
             .await
@@ -73,7 +102,7 @@ impl Bus {
         ),
         BusError,
     > {
-        let consumer = self.ordered(stream, filter).await?;
+        let consumer = self.ordered(stream, filter, DeliverPolicy::All).await?;
         let stored = consumer.cached_info().num_pending;
         let messages = consumer
             .messages()

@@ -137,6 +137,17 @@ impl JsonBucket {
         self.create_new(key, record).await.map(|_| ())
     }
 
+    /// Replaces the record at `key` with `record` only if the key is still at `revision`;
+    /// returns the new revision, or `None` when someone else wrote it in between.
+    pub async fn update<T: Serialize>(&self, key: &str, record: &T, revision: u64) -> Result<Option<u64>, BusError> {
+        let value = serde_json::to_vec(record).map_err(|e| BusError::Other(e.to_string()))?;
+        match self.store.update(key, value.into(), revision).await {
+            Ok(r) => Ok(Some(r)),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
     /// Applies `change` with compare-and-set, retrying on conflict. When the key is absent
     /// it starts from `init()` if that gives a record, else returns `None`. `change`
     /// returns whether it changed anything; nothing is written when it did not.

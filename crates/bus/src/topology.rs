@@ -245,6 +245,10 @@ impl Topology {
             (BUCKET_CASES, "henvis case records, keyed by pseudonymous case id"),
             (BUCKET_RULES, "the active henvis rule set"),
             (
+                BUCKET_GOVERNANCE,
+                "rule-set proposals, their tests and approvals, and the live one",
+            ),
+            (
                 BUCKET_ALERT_DETAILS,
                 "alerted events, redacted to the classes granted to the district",
             ),

@@ -93,18 +93,73 @@ pub enum AuditRecord {
         /// The rule set that decided.
         rule_set_version: String,
     },
-    /// An administrator published a rule set.
-    RuleSetPublished {
+    /// An administrator proposed a rule set (validated, its tests passed).
+    RuleSetProposed {
+        /// The proposal.
+        proposal: u64,
         /// Its version.
         rule_set_version: String,
         /// SHA-256 of its text.
         sha256: String,
         /// Its tests, all passed.
         tests: usize,
-        /// Who published it.
+        /// The proven administrator.
         by: String,
-        /// The rules bucket revision.
-        revision: u64,
+        /// For a rollback, the proposal it restores.
+        #[serde(default)]
+        rollback_of: Option<u64>,
+    },
+    /// A rule set went live: approved by a second administrator, or by break-glass.
+    RuleSetApproved {
+        /// The proposal.
+        proposal: u64,
+        /// Its version.
+        rule_set_version: String,
+        /// SHA-256 of its text.
+        sha256: String,
+        /// Its tests, run again at approval against the directory of that moment.
+        tests: usize,
+        /// Who proposed it.
+        proposed_by: String,
+        /// Who approved it.
+        by: String,
+        /// The reason, when one administrator approved alone.
+        #[serde(default)]
+        break_glass: Option<String>,
+        /// For a rollback, the proposal it restores.
+        #[serde(default)]
+        rollback_of: Option<u64>,
+    },
+    /// An administrator rejected a proposal.
+    RuleSetRejected {
+        /// The proposal.
+        proposal: u64,
+        /// Its version.
+        rule_set_version: String,
+        /// Who rejected it.
+        by: String,
+        /// Why.
+        reason: String,
+    },
+    /// One administrator put a rule set live alone: administrators must review it.
+    BreakGlassUsed {
+        /// The proposal.
+        proposal: u64,
+        /// Its version.
+        rule_set_version: String,
+        /// Who.
+        by: String,
+        /// Why.
+        reason: String,
+    },
+    /// Another administrator reviewed a break-glass approval.
+    BreakGlassReviewed {
+        /// The proposal.
+        proposal: u64,
+        /// The reviewer.
+        by: String,
+        /// What they found.
+        note: String,
     },
 }
 
@@ -134,7 +189,11 @@ impl AuditRecord {
             | Self::DeliveryDeadLettered { .. }
             | Self::DeliveryExpiring { .. }
             | Self::DeliveryRedriven { .. } => AuditScope::Admin,
-            Self::RuleSetPublished { .. } => AuditScope::Rules,
+            Self::BreakGlassUsed { .. } => AuditScope::Admin,
+            Self::RuleSetProposed { .. }
+            | Self::RuleSetApproved { .. }
+            | Self::RuleSetRejected { .. }
+            | Self::BreakGlassReviewed { .. } => AuditScope::Rules,
         }
     }
 }
@@ -198,6 +257,13 @@ pub struct AuditDecision {
     /// SHA-256 of the encoded event.
     #[serde(default)]
     pub payload_sha256: String,
+    /// The BASIC boolean fields set in the event, by name (what `urgent_when` reads), so
+    /// a what-if replay decides on the same input without reading the event.
+    #[serde(default)]
+    pub flags: Vec<String>,
+    /// For a referral response: the referral's sender it answered.
+    #[serde(default)]
+    pub referral_sender: Option<String>,
     /// Who received it.
     #[serde(default)]
     pub delivered: Vec<AuditRecipient>,

@@ -100,6 +100,14 @@ struct File {
     agency: Vec<AgencyRow>,
     #[serde(default)]
     contact_person: Vec<PersonRow>,
+    #[serde(default)]
+    administrator: Vec<AdminRow>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminRow {
+    id: String,
 }
 
 #[derive(serde::Deserialize)]
@@ -146,6 +154,7 @@ pub struct Directory {
     agencies: BTreeMap<AgencyId, Agency>,
     municipalities: BTreeMap<String, Municipality>,
     persons: BTreeMap<PersonId, AgencyId>,
+    administrators: std::collections::BTreeSet<PersonId>,
 }
 
 impl Directory {
@@ -162,6 +171,7 @@ impl Directory {
             agencies: BTreeMap::new(),
             municipalities: BTreeMap::new(),
             persons: BTreeMap::new(),
+            administrators: std::collections::BTreeSet::new(),
         };
         for r in file.region {
             dir.add(Agency {
@@ -232,7 +242,24 @@ impl Directory {
                 return Err(DirectoryError::Duplicate(p.id));
             }
         }
+        for a in file.administrator {
+            let id = PersonId::parse(&a.id)?;
+            if !dir.administrators.insert(id) {
+                return Err(DirectoryError::Duplicate(a.id));
+            }
+        }
         Ok(dir)
+    }
+
+    /// Whether `id` is one of henvis' administrators (a certificate `henvis://admin/<id>`
+    /// from the CA is not enough: the person must be listed here).
+    pub fn is_administrator(&self, id: &PersonId) -> bool {
+        self.administrators.contains(id)
+    }
+
+    /// Every administrator.
+    pub fn administrators(&self) -> impl Iterator<Item = &PersonId> {
+        self.administrators.iter()
     }
 
     /// The police agency a contact person belongs to.

@@ -31,3 +31,6 @@ pub use profile::{SYSTEM_TYPES, originates};
 
 mod alert;
 pub use alert::{AlertRecord, AlertState, Urgency};
+
+mod governance;
+pub use governance::{BreakGlass, Proposal, ProposalDecision, ProposalState, Review, TestRun, live_of};

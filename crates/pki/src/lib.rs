@@ -28,10 +28,7 @@ use time::{Duration, OffsetDateTime};
 
 /// The services of a henvis deployment, each with a server certificate (`nats` is the
 /// nats-server's).
-pub const SERVICES: [&str; 6] = ["router", "police", "health", "social", "ngo", "nats"];
-
-/// Administrators of the development deployment.
-pub const DEV_ADMINS: [&str; 1] = ["admin-1"];
+pub const SERVICES: [&str; 7] = ["router", "admin", "police", "health", "social", "ngo", "nats"];
 
 /// A certificate's validity period.
 #[derive(Debug, Clone, Copy)]
@@ -182,9 +179,7 @@ pub fn principals(dir: &Directory) -> anyhow::Result<Vec<Principal>> {
     let mut all: Vec<Principal> = SERVICES.iter().map(|s| Principal::Service((*s).to_owned())).collect();
     all.extend(dir.agencies().map(|a| Principal::Agency(a.id.clone())));
     all.extend(dir.contact_persons().map(|(p, _)| Principal::Person(p.clone())));
-    for a in DEV_ADMINS {
-        all.push(Principal::Admin(henvis_domain::PersonId::parse(a)?));
-    }
+    all.extend(dir.administrators().map(|a| Principal::Admin(a.clone())));
     Ok(all)
 }
 

@@ -6,6 +6,7 @@
 //! functions, so a decision is the same wherever it is made.
 
 mod decide;
+mod diff;
 mod guard;
 mod iso;
 mod redact;
@@ -15,6 +16,7 @@ mod schema;
 mod validate;
 
 pub use decide::{Decision, DecisionInput, Recipient, Withheld, WithheldReason, decide};
+pub use diff::{ChangeKind, RuleChange, diff};
 pub use guard::{GUARDIAN_ONLY, GuardError, admit, may_add_to};
 pub use henvis_domain::FieldError;
 pub use redact::{Redacted, redact};

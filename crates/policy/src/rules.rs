@@ -571,15 +571,15 @@ impl RuleSet {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn load(text: &str) -> Result<RuleSet, RuleError> {
+    pub(crate) fn load(text: &str) -> Result<RuleSet, RuleError> {
         let schema = Schema::from_descriptor_set(henvis_proto::FILE_DESCRIPTOR_SET).unwrap();
         RuleSet::from_toml("test.toml", text, &schema, &Directory::denmark().unwrap())
     }
 
-    const GOOD: &str = r#"
+    pub(crate) const GOOD: &str = r#"
 version = "t1"
 [[agreement]]
 id = "a"

@@ -15,8 +15,7 @@ pub(crate) fn decision_record(
     env: &Envelope,
     d: &Decision,
     case_revision: u64,
-    at: i64,
-    event_bytes: &[u8],
+    facts: &crate::route::Facts,
 ) -> AuditRecord {
     AuditRecord::RoutingDecision(AuditDecision {
         event_id: env.event_id.clone(),
@@ -26,8 +25,10 @@ pub(crate) fn decision_record(
         actor: env.sender.as_ref().map(|s| s.actor_id.clone()).unwrap_or_default(),
         rule_set_version: d.rule_set_version.clone(),
         case_revision,
-        decided_at: at,
-        payload_sha256: hex::encode(Sha256::digest(event_bytes)),
+        decided_at: facts.at,
+        payload_sha256: hex::encode(Sha256::digest(&facts.event_bytes)),
+        flags: facts.flags.clone(),
+        referral_sender: facts.referral.as_ref().map(|(s, _, _)| s.to_string()),
         delivered: d
             .recipients
             .iter()

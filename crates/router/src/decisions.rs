@@ -95,6 +95,8 @@ mod tests {
             case_revision: revision,
             decided_at: 0,
             payload_sha256: String::new(),
+            flags: Vec::new(),
+            referral_sender: None,
             delivered: Vec::new(),
             withheld: Vec::new(),
         })

@@ -13,6 +13,7 @@ mod plan;
 mod reconcile;
 mod route;
 mod rules;
+mod simulate;
 
 use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
 
@@ -23,7 +24,8 @@ use henvis_policy::Schema;
 use std::collections::HashMap;
 
 pub use reconcile::Report;
-pub use rules::{ActiveRules, DEFAULT_RULES, publish_rules};
+pub use rules::{ActiveRules, DEFAULT_RULES};
+pub use simulate::{NotRoutable, SimulatedDelivery, Simulation, simulate};
 
 /// Configuration of the router: flags, or `HENVIS_*` environment variables.
 #[derive(Debug, Clone, clap::Args)]

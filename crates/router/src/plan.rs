@@ -136,7 +136,7 @@ pub(crate) fn plan(
 ) -> Result<Plan, RouteError> {
     let decision = decide(ctx.rules, ctx.directory, &facts.input(case));
     let audit_id = format!("decision:{}:{}:{revision}", env.event_id, decision.rule_set_version);
-    let audit_record = audit::decision_record(env, &decision, revision, facts.at, &facts.event_bytes);
+    let audit_record = audit::decision_record(env, &decision, revision, facts);
     let participants: Vec<AgencyId> = std::iter::once(facts.sender.clone())
         .chain(decision.recipients.iter().map(|r| r.agency.clone()))
         .collect();

@@ -3,8 +3,9 @@
 //! must not have changed under it), then the redacted deliveries, statuses and alerts.
 
 use henvis_bus::{ROUTER_WRITER, VersionedCase};
-use henvis_domain::{AgencyId, CaseChange, CaseId, CaseRecord};
+use henvis_domain::{AgencyId, CaseChange, CaseId, CaseRecord, Directory};
 use henvis_policy::DecisionInput;
+use henvis_policy::Schema;
 use henvis_proto::henvis::{broker::v1::Envelope, events::v1::event::Kind};
 use prost::Message;
 
@@ -76,14 +77,14 @@ impl From<henvis_bus::BusError> for RouteError {
     }
 }
 
-impl Router {
-    /// The facts a decision about a stored event rests on, besides the case: one function
-    /// for routing and for reconciliation, so the two can never decide differently.
-    pub(crate) async fn facts(&self, env: &Envelope) -> Result<Facts, RouteError> {
+impl Facts {
+    /// The facts of `env` that need no I/O (the referral answered is filled in by the
+    /// router, which looks up what was delivered): one function for routing,
+    /// reconciliation and the administrators' simulation, so they never decide differently.
+    pub(crate) fn of(schema: &Schema, directory: &Directory, env: &Envelope) -> Result<Self, RouteError> {
         let event = env.event.as_ref().ok_or(RouteError::Poison("envelope without event"))?;
         let event_bytes = event.encode_to_vec();
-        let mt = self
-            .schema
+        let mt = schema
             .message_type_of_bytes(&event_bytes)
             .map_err(|_| RouteError::Poison("unknown event kind"))?;
         let sender = env
@@ -91,8 +92,7 @@ impl Router {
             .as_ref()
             .ok_or(RouteError::Poison("envelope without sender"))?;
         let sender_id = AgencyId::parse(&sender.agency_id).map_err(|_| RouteError::Poison("malformed sender"))?;
-        let sector = self
-            .directory
+        let sector = directory
             .agency(&sender_id)
             .map(|a| a.sector)
             .ok_or(RouteError::Poison("sender not in directory"))?;
@@ -100,23 +100,14 @@ impl Router {
         let at = env.submitted_at.map_or(0, |t| t.seconds);
         // what Submit validated, again with this router's schema and directory, as of the
         // time of submission: a value this router cannot check is never routed
-        let dynamic =
-            prost_reflect::DynamicMessage::decode(self.schema.event_descriptor().clone(), event_bytes.as_slice())
-                .map_err(|_| RouteError::Poison("undecodable event"))?;
+        let dynamic = prost_reflect::DynamicMessage::decode(schema.event_descriptor().clone(), event_bytes.as_slice())
+            .map_err(|_| RouteError::Poison("undecodable event"))?;
         let submitted = std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(at).unwrap_or(0));
-        if let Err(e) = self.schema.validate(&dynamic, submitted, &self.directory) {
+        if let Err(e) = schema.validate(&dynamic, submitted, directory) {
             tracing::warn!(event_id = %env.event_id, field = %e.field, "stored event fails validation; not routed");
             return Err(RouteError::Poison("event fails validation"));
         }
-        let flags = self.schema.flags_of(&dynamic);
-        // a referral response names its referral's sender only if the responder received it
-        let referral = match event.kind.as_ref() {
-            Some(Kind::ReferralResponse(r)) => self
-                .referral_sender(&r.in_response_to_event_id, &sender_id)
-                .await?
-                .map(|s| (s, r.in_response_to_event_id.clone(), r.outcome)),
-            _ => None,
-        };
+        let flags = schema.flags_of(&dynamic);
         Ok(Facts {
             event_bytes,
             mt,
@@ -124,9 +115,24 @@ impl Router {
             sector,
             case_id,
             at,
-            referral,
+            referral: None,
             flags,
         })
+    }
+}
+
+impl Router {
+    /// The facts a decision about a stored event rests on, besides the case.
+    pub(crate) async fn facts(&self, env: &Envelope) -> Result<Facts, RouteError> {
+        let mut facts = Facts::of(&self.schema, &self.directory, env)?;
+        // a referral response names its referral's sender only if the responder received it
+        if let Some(Kind::ReferralResponse(r)) = env.event.as_ref().and_then(|e| e.kind.as_ref()) {
+            facts.referral = self
+                .referral_sender(&r.in_response_to_event_id, &facts.sender)
+                .await?
+                .map(|s| (s, r.in_response_to_event_id.clone(), r.outcome));
+        }
+        Ok(facts)
     }
 
     /// Routes one stored envelope and returns once everything it produced is stored.

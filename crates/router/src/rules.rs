@@ -1,5 +1,5 @@
-//! The active rule set and its hot reload. A rule set published to the rules bucket (by
-//! `henvis rules publish`, which validates it and runs its tests first) is loaded,
+//! The active rule set and its hot reload. A rule set put live through the admin service
+//! (proposed, tested, approved by a second administrator) is loaded,
 //! validated and tested again by every router and swapped in atomically; a set that fails
 //! is refused and the previous one stays. Every decision records the version that made it.
 
@@ -14,7 +14,6 @@ use futures::StreamExt;
 use henvis_bus::Bus;
 use henvis_domain::Directory;
 use henvis_policy::{RuleSet, Schema};
-use sha2::{Digest, Sha256};
 
 use crate::Router;
 
@@ -100,30 +99,4 @@ impl Router {
             }
         }
     }
-}
-
-/// Validates a rule file (schema, directory, its own tests) and publishes it to the rules
-/// bucket, where every router picks it up; records the change in the audit. Returns the
-/// version and the number of tests run.
-pub async fn publish_rules(
-    bus: &Bus,
-    dir: &Directory,
-    file: &str,
-    text: &str,
-    by: &str,
-) -> anyhow::Result<(String, usize)> {
-    let schema = Schema::from_descriptor_set(henvis_proto::FILE_DESCRIPTOR_SET)?;
-    let rules = RuleSet::from_toml(file, text, &schema, dir)?;
-    henvis_bus::Topology::default().ensure(bus).await?;
-    let revision = bus.put_rules(text).await?;
-    let audit = henvis_domain::AuditRecord::RuleSetPublished {
-        rule_set_version: rules.version().to_owned(),
-        sha256: hex::encode(Sha256::digest(text.as_bytes())),
-        tests: rules.test_count(),
-        by: by.to_owned(),
-        revision,
-    };
-    bus.audit(henvis_bus::ROUTER_WRITER, &format!("rules:{revision}"), &audit)
-        .await?;
-    Ok((rules.version().to_owned(), rules.test_count()))
 }

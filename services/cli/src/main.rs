@@ -1,6 +1,8 @@
 //! `henvis`: the project's command-line client. Creates a development PKI, submits
 //! an example referral, follows an agency's inbox and a referral's status.
 
+mod admin;
+
 use std::path::PathBuf;
 
 use anyhow::Context as _;
@@ -38,10 +40,6 @@ enum Command {
     /// Prints the nats-server `authorization` block (users and permissions) generated from
     /// the subject names in the code and the default directory: deploy/nats/auth.conf.
     NatsAuth {
-        /// The administrators (person ids) with full NATS rights; the development
-        /// administrator when none is given.
-        #[arg(long = "admin")]
-        admins: Vec<String>,
         /// Print what each principal may do as the Markdown table of docs/SECURITY.md
         /// instead.
         #[arg(long)]
@@ -73,23 +71,19 @@ enum Command {
         #[command(subcommand)]
         action: AlertAction,
     },
-    /// Rule sets: check a file (schema, directory, its own tests) or publish it live.
+    /// Rule sets: check a file locally (schema, directory, its own tests).
     Rules {
         #[command(subcommand)]
         action: RulesAction,
     },
-    /// Administrators: every decision and case change audited for one case, oldest first
-    /// (who received which classes under which rule version and legal basis).
-    Audit {
-        #[command(flatten)]
-        nats: NatsConn,
-        /// The case id.
-        case_id: String,
-    },
-    /// Administrators: alerts (dead letters) and the dead-letter stream, ids only.
+    /// Administrators, through the admin service: propose, approve (four eyes), reject,
+    /// break-glass and review, roll back, list, show, diff, simulate, what-if; a case's
+    /// audit; administrator alerts.
     Admin {
         #[command(flatten)]
-        nats: NatsConn,
+        conn: admin::AdminConn,
+        #[command(subcommand)]
+        action: admin::AdminAction,
     },
     /// Administrators: compare what was stored, decided and delivered; `--redrive` stores
     /// missing deliveries again (to recipients still entitled).
@@ -140,20 +134,14 @@ enum AlertAction {
 
 #[derive(Subcommand)]
 enum RulesAction {
-    /// Validates a rule file and runs its test cases.
+    /// Validates a rule file against a directory and runs its test cases (the admin
+    /// service does the same against the deployment's directory when it is proposed).
     Check {
         /// The rule file.
         file: PathBuf,
-    },
-    /// Validates, tests and publishes a rule file; every router takes it without restart.
-    Publish {
-        /// The rule file.
-        file: PathBuf,
-        #[command(flatten)]
-        nats: NatsConn,
-        /// Who publishes (an administrator id, for the audit).
-        #[arg(long)]
-        by: String,
+        /// The deployment's directory file; the built-in Danish directory when absent.
+        #[arg(long, env = "HENVIS_DIRECTORY")]
+        directory: Option<PathBuf>,
     },
 }
 
@@ -179,43 +167,6 @@ enum PkiAction {
         #[arg(long, default_value_t = 30)]
         days: i64,
     },
-}
-
-/// An administrator's connection to NATS, over TLS with the administrator's certificate.
-#[derive(clap::Args)]
-struct NatsConn {
-    /// NATS server URL.
-    #[arg(
-        long,
-        env = "HENVIS_NATS_URL",
-        default_value = "nats://127.0.0.1:4222",
-        global = true
-    )]
-    nats_url: String,
-    /// The PKI folder holding the CA and the administrator's certificate and key.
-    #[arg(
-        long = "nats-pki-dir",
-        env = "HENVIS_PKI_DIR",
-        default_value = ".local/pki",
-        global = true
-    )]
-    pki_dir: PathBuf,
-    /// The administrator, e.g. `henvis://admin/admin-1`.
-    #[arg(
-        long = "admin",
-        env = "HENVIS_ADMIN",
-        default_value = "henvis://admin/admin-1",
-        global = true
-    )]
-    admin: String,
-}
-
-impl NatsConn {
-    async fn connect(&self) -> anyhow::Result<henvis_bus::Bus> {
-        let admin = Principal::from_uri(&self.admin)?;
-        let id = henvis_bus::NatsIdentity::of(&self.pki_dir, &admin);
-        Ok(henvis_bus::Bus::connect(&self.nats_url, "henvis-cli", Some(&id)).await?)
-    }
 }
 
 #[derive(clap::Args)]
@@ -281,27 +232,32 @@ fn dev_pki(dir: &std::path::Path, action: Option<PkiAction>) -> anyhow::Result<(
     Ok(())
 }
 
+/// Exit status 0 done, 1 refused or failed (the reason on stderr), 2 usage (clap's).
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+async fn main() -> std::process::ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            match e.downcast_ref::<tonic::Status>() {
+                Some(s) => eprintln!("refused ({:?}): {}", s.code(), s.message()),
+                None => eprintln!("error: {e:#}"),
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
         Command::DevPki { dir, action } => dev_pki(&dir, action),
         Command::NatsAuth { markdown: true, .. } => {
             print!("{}", henvis_bus::permissions_markdown());
             Ok(())
         }
-        Command::NatsAuth { admins, .. } => {
-            let admins = if admins.is_empty() {
-                henvis_pki::DEV_ADMINS.iter().map(|a| (*a).to_owned()).collect()
-            } else {
-                admins
-            };
-            let admins = admins
-                .iter()
-                .map(|a| henvis_domain::PersonId::parse(a))
-                .collect::<Result<Vec<_>, _>>()?;
+        Command::NatsAuth { .. } => {
             print!(
                 "{}",
-                henvis_bus::nats_authorization(&henvis_domain::Directory::denmark()?, &admins)
+                henvis_bus::nats_authorization(&henvis_domain::Directory::denmark()?)
             );
             Ok(())
         }
@@ -392,61 +348,24 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Admin { nats } => {
-            let bus = nats.connect().await?;
-            for record in bus
-                .read_subject(henvis_bus::STREAM_AUDIT, &henvis_bus::audit_admin_filter())
-                .await?
-            {
-                println!("{}", String::from_utf8_lossy(&record));
-            }
-            let dead = bus
-                .read_messages(henvis_bus::STREAM_DEAD, &format!("{}.>", henvis_bus::DEAD_PREFIX))
-                .await?;
-            println!("{} deliveries in the dead-letter stream", dead.len());
-            for (subject, _) in dead {
-                println!("  {subject}");
-            }
-            Ok(())
-        }
+        Command::Admin { conn, action } => admin::run(conn, action).await,
         Command::Rules {
-            action: RulesAction::Check { file },
+            action: RulesAction::Check { file, directory },
         } => {
+            let directory = match directory {
+                Some(p) => henvis_domain::Directory::from_toml(
+                    &std::fs::read_to_string(&p).with_context(|| format!("reading `{}`", p.display()))?,
+                )?,
+                None => henvis_domain::Directory::denmark()?,
+            };
             let text = std::fs::read_to_string(&file).with_context(|| format!("reading `{}`", file.display()))?;
             let schema = henvis_policy::Schema::from_descriptor_set(henvis_proto::FILE_DESCRIPTOR_SET)?;
-            let rules = henvis_policy::RuleSet::from_toml(
-                &file.display().to_string(),
-                &text,
-                &schema,
-                &henvis_domain::Directory::denmark()?,
-            )?;
+            let rules = henvis_policy::RuleSet::from_toml(&file.display().to_string(), &text, &schema, &directory)?;
             println!(
                 "rule set `{}`: valid; {} tests passed",
                 rules.version(),
                 rules.test_count()
             );
-            Ok(())
-        }
-        Command::Rules {
-            action: RulesAction::Publish { file, nats, by },
-        } => {
-            let text = std::fs::read_to_string(&file).with_context(|| format!("reading `{}`", file.display()))?;
-            let bus = nats.connect().await?;
-            let dir = henvis_domain::Directory::denmark()?;
-            let (version, tests) =
-                henvis_router::publish_rules(&bus, &dir, &file.display().to_string(), &text, &by).await?;
-            println!("published rule set `{version}` ({tests} tests passed)");
-            Ok(())
-        }
-        Command::Audit { nats, case_id } => {
-            let case = henvis_domain::CaseId::parse(&case_id).map_err(|e| anyhow::anyhow!("case_id: {e}"))?;
-            let bus = nats.connect().await?;
-            for record in bus
-                .read_subject(henvis_bus::STREAM_AUDIT, &henvis_bus::audit_case_filter(&case))
-                .await?
-            {
-                println!("{}", String::from_utf8_lossy(&record));
-            }
             Ok(())
         }
         Command::Status { conn, event_id } => {

@@ -1,0 +1,135 @@
+//! The admin service: how administrators govern routing. A rule set is proposed
+//! (validated against the schema and the directory, its own tests run), compared with the
+//! live set in terms of effect, simulated on single events and replayed on recent traffic,
+//! and goes live only when a second administrator approves it — or by break-glass, which
+//! raises an administrator alert and stays unreviewed until another administrator reviews
+//! it. Every step is an audit record naming the administrator the certificate proves.
+//!
+//! Its own NATS identity may keep the governance bucket, put the approved set into the
+//! rules bucket (every router follows it) and read the audit; administrators themselves
+//! have no NATS rights at all. It never reads a submitted event.
+
+mod governance;
+mod service;
+mod whatif;
+
+use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc};
+
+use anyhow::Context as _;
+use henvis_bus::Bus;
+use henvis_domain::{Directory, PersonId, Principal};
+use henvis_policy::Schema;
+use henvis_proto::henvis::admin::v1::admin_service_server::AdminServiceServer;
+
+/// Configuration of the admin service: flags, or `HENVIS_*` environment variables.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AdminConfig {
+    /// NATS, PKI, directory and stream settings shared with the other services.
+    #[command(flatten)]
+    pub service: henvis_runtime::ServiceConfig,
+    /// Address to listen on for gRPC.
+    #[arg(long, env = "HENVIS_ADMIN_LISTEN", default_value = "127.0.0.1:50055")]
+    pub listen: SocketAddr,
+    /// The rule file the routers start with while nothing was ever approved (the shipped
+    /// default when absent; must match the routers' `HENVIS_RULES`).
+    #[arg(long, env = "HENVIS_RULES")]
+    pub rules: Option<PathBuf>,
+}
+
+/// The admin service's state.
+pub struct Admin {
+    bus: Bus,
+    schema: Schema,
+    directory: Directory,
+    /// The rule file routers fall back to while nothing was approved: (name, text).
+    shipped: (String, String),
+    tls: Arc<henvis_runtime::tls::TlsServer>,
+}
+
+/// Loads the configuration, connects to NATS as the admin service and finishes any
+/// publication an earlier instance left half done.
+pub async fn build(config: &AdminConfig) -> anyhow::Result<Arc<Admin>> {
+    let me = Principal::Service(henvis_bus::ADMIN_WRITER.into());
+    let directory = config.service.directory()?;
+    let schema = Schema::from_descriptor_set(henvis_proto::FILE_DESCRIPTOR_SET)?;
+    let tls = henvis_runtime::tls::TlsServer::load(henvis_runtime::tls::PkiFiles::of(&config.service.pki_dir, &me))?;
+    let shipped = match &config.rules {
+        Some(p) => (
+            p.display().to_string(),
+            std::fs::read_to_string(p).with_context(|| format!("reading `{}`", p.display()))?,
+        ),
+        None => ("rules/default.toml".to_owned(), henvis_router::DEFAULT_RULES.to_owned()),
+    };
+    let bus = config.service.connect(&me).await?;
+    let admin = Arc::new(Admin {
+        bus,
+        schema,
+        directory,
+        shipped,
+        tls,
+    });
+    admin.settle().await.context("finishing an earlier approval")?;
+    tracing::info!("admin service ready");
+    Ok(admin)
+}
+
+/// Serves the admin API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    admin: Arc<Admin>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let max = henvis_proto::codec::MAX_TRANSPORT_BYTES;
+    type S = AdminServiceServer<service::AdminApi>;
+    let routes = tonic::service::Routes::new(S::new(service::AdminApi(admin.clone())).max_decoding_message_size(max));
+    // every authenticated principal reaches the handlers, which answer anyone but a listed
+    // administrator with PERMISSION_DENIED naming why (health and reflection stay open to
+    // the deployment's probes)
+    let admit: henvis_runtime::Admit = Arc::new(|_| Ok(()));
+    tracing::info!(addr = ?listener.local_addr().ok(), "admin service listening");
+    henvis_runtime::serve_grpc(
+        listener,
+        admin.tls.clone(),
+        admit,
+        routes,
+        &[henvis_runtime::service_name::<S>()],
+        shutdown,
+    )
+    .await
+}
+
+impl Admin {
+    /// The administrator a principal proves, if the directory lists them.
+    pub fn administrator(&self, principal: &Principal) -> Result<PersonId, tonic::Status> {
+        match principal {
+            Principal::Admin(id) if self.directory.is_administrator(id) => Ok(id.clone()),
+            Principal::Admin(id) => {
+                henvis_runtime::refusals::record(
+                    henvis_runtime::refusals::Refusal::NotAdmitted,
+                    &principal.to_string(),
+                    "administrator not in the directory",
+                );
+                Err(tonic::Status::permission_denied(format!(
+                    "`{id}` is not an administrator in the directory; ask an administrator to add you"
+                )))
+            }
+            other => {
+                henvis_runtime::refusals::record(
+                    henvis_runtime::refusals::Refusal::NotAdmitted,
+                    &other.to_string(),
+                    "not an administrator",
+                );
+                Err(tonic::Status::permission_denied(
+                    "the admin service serves administrators only (a `henvis://admin/<id>` certificate listed in the directory)",
+                ))
+            }
+        }
+    }
+}
+
+/// Now, unix seconds.
+pub(crate) fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}

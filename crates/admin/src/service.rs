@@ -1,0 +1,512 @@
+//! The gRPC face of the admin service: each RPC checks that the caller's certificate names
+//! an administrator listed in the directory, checks its request field by field, and calls
+//! governance, simulation or replay.
+
+use std::sync::Arc;
+
+use henvis_domain::{AgencyId, CaseId, CaseRecord, PersonId, Principal, Proposal, ProposalDecision, ProposalState};
+use henvis_policy::RuleSet;
+use henvis_proto::henvis::{
+    admin::v1::{
+        AdminAlertsRequest, AdminAlertsResponse, ApproveRuleSetRequest, AuditRecords, BreakGlassInfo,
+        BreakGlassRequest, CaseAuditRequest, DiffRuleSetsRequest, DiffRuleSetsResponse, GetRuleSetRequest,
+        ListRuleSetsRequest, ListRuleSetsResponse, ProposeRollbackRequest, ProposeRuleSetRequest, RejectRuleSetRequest,
+        ReviewBreakGlassRequest, RuleChange, RuleSetRef, RuleSetState, RuleSetVersion, SimulateRequest,
+        SimulateResponse, SimulatedRecipient, WhatIfCount, WhatIfDelivery, WhatIfRequest, WhatIfResponse,
+        WhoAmIRequest, WhoAmIResponse, admin_service_server::AdminService, rule_set_ref,
+    },
+    broker::v1::{Envelope, Sender},
+    events::v1::Event,
+};
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use crate::{
+    Admin,
+    governance::{optional_text, required_text},
+    whatif,
+};
+
+/// The admin API over the shared state.
+pub struct AdminApi(pub Arc<Admin>);
+
+fn ts(secs: i64) -> Option<prost_types::Timestamp> {
+    (secs > 0).then_some(prost_types::Timestamp {
+        seconds: secs,
+        nanos: 0,
+    })
+}
+
+fn state(s: ProposalState) -> RuleSetState {
+    match s {
+        ProposalState::Proposed => RuleSetState::Proposed,
+        ProposalState::Live => RuleSetState::Live,
+        ProposalState::Superseded => RuleSetState::Superseded,
+        ProposalState::Rejected => RuleSetState::Rejected,
+    }
+}
+
+/// The wire form of a proposal; the text only when asked for.
+fn version(p: &Proposal, live: Option<u64>, with_text: bool) -> RuleSetVersion {
+    let mut v = RuleSetVersion {
+        proposal_id: p.id,
+        rule_set_version: p.rule_set_version.clone(),
+        sha256: p.sha256.clone(),
+        state: state(p.state(live)) as i32,
+        proposed_by: p.proposed_by.to_string(),
+        proposed_at: ts(p.proposed_at),
+        note: p.note.clone(),
+        rollback_of: p.rollback_of.unwrap_or(0),
+        tests_passed: u32::try_from(p.tests.passed).unwrap_or(u32::MAX),
+        tested_at: ts(p.tests.at),
+        file: p.file.clone(),
+        text: if with_text { p.text.clone() } else { String::new() },
+        ..Default::default()
+    };
+    match &p.decision {
+        Some(ProposalDecision::Approved { by, at, break_glass }) => {
+            v.approved_by = by.to_string();
+            v.approved_at = ts(*at);
+            v.break_glass = break_glass.as_ref().map(|g| BreakGlassInfo {
+                reason: g.reason.clone(),
+                reviewed: g.review.is_some(),
+                reviewed_by: g.review.as_ref().map(|r| r.by.to_string()).unwrap_or_default(),
+                reviewed_at: g.review.as_ref().and_then(|r| ts(r.at)),
+                review_note: g.review.as_ref().map(|r| r.note.clone()).unwrap_or_default(),
+            });
+        }
+        Some(ProposalDecision::Rejected { by, at, reason }) => {
+            v.rejected_by = by.to_string();
+            v.rejected_at = ts(*at);
+            v.rejection_reason = reason.clone();
+        }
+        None => {}
+    }
+    v
+}
+
+impl AdminApi {
+    fn caller<T>(&self, req: &Request<T>) -> Result<PersonId, Status> {
+        let p = req
+            .extensions()
+            .get::<Principal>()
+            .ok_or_else(|| Status::unauthenticated("no authenticated principal"))?;
+        self.0.administrator(p)
+    }
+
+    /// The rule set a reference names (default: the live set), validated and tested.
+    async fn rule_set(&self, field: &str, r: Option<&RuleSetRef>) -> Result<RuleSet, Status> {
+        match r.and_then(|r| r.r#ref.as_ref()) {
+            None | Some(rule_set_ref::Ref::Live(_)) => {
+                let (file, text) = self.0.live_text().await?;
+                RuleSet::from_toml(&file, &text, &self.0.schema, &self.0.directory)
+                    .map_err(|e| Status::failed_precondition(format!("the live rule set no longer validates: {e}")))
+            }
+            Some(rule_set_ref::Ref::ProposalId(id)) => {
+                let p = self
+                    .0
+                    .proposal(*id)
+                    .await
+                    .map_err(|e| Status::new(e.code(), format!("`{field}.proposal_id`: {}", e.message())))?;
+                self.0.check(&p.record.file, &p.record.text)
+            }
+            Some(rule_set_ref::Ref::Text(t)) => self.0.check(&format!("{field}.text"), t),
+        }
+    }
+}
+
+/// A required proposal number.
+fn proposal_id(id: u64) -> Result<u64, Status> {
+    if id == 0 {
+        return Err(Status::invalid_argument(
+            "`proposal_id`: a proposal number (1 or more) expected; `henvis admin list` shows them",
+        ));
+    }
+    Ok(id)
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminApi {
+    async fn who_am_i(&self, req: Request<WhoAmIRequest>) -> Result<Response<WhoAmIResponse>, Status> {
+        let me = self.caller(&req)?;
+        let all = self.0.proposals().await?;
+        let count = |f: &dyn Fn(&Proposal) -> bool| {
+            u32::try_from(all.iter().filter(|v| f(&v.record)).count()).unwrap_or(u32::MAX)
+        };
+        Ok(Response::new(WhoAmIResponse {
+            principal: Principal::Admin(me.clone()).uri(),
+            admin_id: me.to_string(),
+            pending_proposals: count(&|p| p.decision.is_none()),
+            unreviewed_break_glass: count(&|p| p.awaits_review()),
+        }))
+    }
+
+    async fn propose_rule_set(&self, req: Request<ProposeRuleSetRequest>) -> Result<Response<RuleSetVersion>, Status> {
+        let me = self.caller(&req)?;
+        let r = req.into_inner();
+        if r.text.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "`text`: the rule file's content (TOML) expected",
+            ));
+        }
+        let file = if r.file.trim().is_empty() {
+            "proposed.toml".to_owned()
+        } else {
+            optional_text("file", &r.file)?
+        };
+        let note = optional_text("note", &r.note)?;
+        let p = self.0.propose(&me, &file, &r.text, &note, None).await?;
+        let live = self.0.live().await?.map(|l| l.id);
+        Ok(Response::new(version(&p, live, false)))
+    }
+
+    async fn propose_rollback(&self, req: Request<ProposeRollbackRequest>) -> Result<Response<RuleSetVersion>, Status> {
+        let me = self.caller(&req)?;
+        let r = req.into_inner();
+        let note = optional_text("note", &r.note)?;
+        let p = self.0.rollback(&me, proposal_id(r.proposal_id)?, &note).await?;
+        let live = self.0.live().await?.map(|l| l.id);
+        Ok(Response::new(version(&p, live, false)))
+    }
+
+    async fn approve_rule_set(&self, req: Request<ApproveRuleSetRequest>) -> Result<Response<RuleSetVersion>, Status> {
+        let me = self.caller(&req)?;
+        let id = proposal_id(req.get_ref().proposal_id)?;
+        let p = self.0.approve(&me, id, None).await?;
+        let live = self.0.live().await?.map(|l| l.id);
+        Ok(Response::new(version(&p, live, false)))
+    }
+
+    async fn reject_rule_set(&self, req: Request<RejectRuleSetRequest>) -> Result<Response<RuleSetVersion>, Status> {
+        let me = self.caller(&req)?;
+        let r = req.into_inner();
+        let id = proposal_id(r.proposal_id)?;
+        let reason = required_text("reason", &r.reason, "a reason for the rejection")?;
+        let p = self.0.reject(&me, id, reason).await?;
+        let live = self.0.live().await?.map(|l| l.id);
+        Ok(Response::new(version(&p, live, false)))
+    }
+
+    async fn break_glass(&self, req: Request<BreakGlassRequest>) -> Result<Response<RuleSetVersion>, Status> {
+        let me = self.caller(&req)?;
+        let r = req.into_inner();
+        let id = proposal_id(r.proposal_id)?;
+        let reason = required_text(
+            "reason",
+            &r.reason,
+            "a reason why this cannot wait for a second administrator",
+        )?;
+        let p = self.0.approve(&me, id, Some(reason)).await?;
+        let live = self.0.live().await?.map(|l| l.id);
+        Ok(Response::new(version(&p, live, false)))
+    }
+
+    async fn review_break_glass(
+        &self,
+        req: Request<ReviewBreakGlassRequest>,
+    ) -> Result<Response<RuleSetVersion>, Status> {
+        let me = self.caller(&req)?;
+        let r = req.into_inner();
+        let id = proposal_id(r.proposal_id)?;
+        let note = required_text("note", &r.note, "what the review found")?;
+        let p = self.0.review(&me, id, note).await?;
+        let live = self.0.live().await?.map(|l| l.id);
+        Ok(Response::new(version(&p, live, false)))
+    }
+
+    async fn list_rule_sets(
+        &self,
+        req: Request<ListRuleSetsRequest>,
+    ) -> Result<Response<ListRuleSetsResponse>, Status> {
+        self.caller(&req)?;
+        let all = self.0.proposals().await?;
+        let live = henvis_domain::live_of(all.iter().map(|v| &v.record));
+        let live_id = live.map(|l| l.id);
+        let live_version = match live {
+            Some(l) => l.rule_set_version.clone(),
+            None => {
+                let (file, text) = self.0.live_text().await?;
+                RuleSet::from_toml(&file, &text, &self.0.schema, &self.0.directory)
+                    .map(|r| r.version().to_owned())
+                    .unwrap_or_default()
+            }
+        };
+        Ok(Response::new(ListRuleSetsResponse {
+            versions: all.iter().rev().map(|v| version(&v.record, live_id, false)).collect(),
+            live_proposal_id: live_id.unwrap_or(0),
+            live_rule_set_version: live_version,
+        }))
+    }
+
+    async fn get_rule_set(&self, req: Request<GetRuleSetRequest>) -> Result<Response<RuleSetVersion>, Status> {
+        self.caller(&req)?;
+        let live = self.0.live().await?;
+        let live_id = live.as_ref().map(|l| l.id);
+        match req.get_ref().proposal_id {
+            0 => match live {
+                Some(l) => Ok(Response::new(version(&l, live_id, true))),
+                None => {
+                    // the shipped (or pre-governance) set: no proposal behind it
+                    let (file, text) = self.0.live_text().await?;
+                    let rules = RuleSet::from_toml(&file, &text, &self.0.schema, &self.0.directory).map_err(|e| {
+                        Status::failed_precondition(format!("the live rule set no longer validates: {e}"))
+                    })?;
+                    Ok(Response::new(RuleSetVersion {
+                        rule_set_version: rules.version().to_owned(),
+                        sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes())),
+                        state: RuleSetState::Live as i32,
+                        tests_passed: u32::try_from(rules.test_count()).unwrap_or(u32::MAX),
+                        file,
+                        text,
+                        ..Default::default()
+                    }))
+                }
+            },
+            id => Ok(Response::new(version(
+                &self.0.proposal(id).await?.record,
+                live_id,
+                true,
+            ))),
+        }
+    }
+
+    async fn diff_rule_sets(
+        &self,
+        req: Request<DiffRuleSetsRequest>,
+    ) -> Result<Response<DiffRuleSetsResponse>, Status> {
+        self.caller(&req)?;
+        let r = req.into_inner();
+        let from = self.rule_set("from", r.from.as_ref()).await?;
+        let to = self.rule_set("to", r.to.as_ref()).await?;
+        Ok(Response::new(DiffRuleSetsResponse {
+            from_version: from.version().to_owned(),
+            to_version: to.version().to_owned(),
+            changes: henvis_policy::diff(&from, &to)
+                .into_iter()
+                .map(|c| RuleChange {
+                    message_type: c.message_type,
+                    recipient: c.recipient,
+                    rule_id: c.rule_id,
+                    change: c.change.as_str().to_owned(),
+                    classes: c.classes.iter().map(|c| c.as_str().to_owned()).collect(),
+                    before: c.before,
+                    after: c.after,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn simulate(&self, req: Request<SimulateRequest>) -> Result<Response<SimulateResponse>, Status> {
+        self.caller(&req)?;
+        let r = req.into_inner();
+        let rules = self.rule_set("rules", r.rules.as_ref()).await?;
+        let schema = &self.0.schema;
+        let directory = &self.0.directory;
+        // the event as a client would send it
+        let mut de = serde_json::Deserializer::from_str(&r.event_json);
+        let dynamic = prost_reflect::DynamicMessage::deserialize(schema.event_descriptor().clone(), &mut de)
+            .map_err(|e| {
+                Status::invalid_argument(format!(
+                    "`event_json`: the JSON form of henvis.events.v1.Event expected, e.g. {{\"childMissing\": {{…}}}}: {e}"
+                ))
+            })?;
+        schema
+            .validate(&dynamic, std::time::SystemTime::now(), directory)
+            .map_err(|e| Status::invalid_argument(format!("`event_json.{}`: {} expected", e.field, e.expected)))?;
+        let event = Event::decode(dynamic.encode_to_vec().as_slice())
+            .map_err(|e| Status::invalid_argument(format!("`event_json`: {e}")))?;
+        let mt = schema
+            .message_type_of(&dynamic)
+            .map_err(|e| Status::invalid_argument(format!("`event_json`: {e}")))?;
+        let sender = AgencyId::parse(&r.sender_agency_id)
+            .map_err(|e| Status::invalid_argument(format!("`sender_agency_id`: {e}")))?;
+        let sector = directory.agency(&sender).map(|a| a.sector).ok_or_else(|| {
+            Status::invalid_argument(format!("`sender_agency_id`: `{sender}` is not in the directory"))
+        })?;
+        let (case_id, before) = match (r.case_id.trim(), r.case_json.trim()) {
+            ("", "") => (uuid::Uuid::now_v7().to_string(), None),
+            (id, "") => {
+                let id = CaseId::parse(id).map_err(|e| Status::invalid_argument(format!("`case_id`: {e}")))?;
+                let record = self
+                    .0
+                    .bus
+                    .case(&id)
+                    .await
+                    .map_err(|e| Status::unavailable(format!("case records unavailable; try again: {e}")))?
+                    .ok_or_else(|| Status::not_found(format!("`case_id`: no case `{id}`")))?;
+                (id.to_string(), Some(record.record))
+            }
+            ("", json) => {
+                let record: CaseRecord = serde_json::from_str(json).map_err(|e| {
+                    Status::invalid_argument(format!("`case_json`: a case record as JSON expected: {e}"))
+                })?;
+                (uuid::Uuid::now_v7().to_string(), Some(record))
+            }
+            _ => {
+                return Err(Status::invalid_argument(
+                    "`case_id`, `case_json`: give one of them, or neither for an event that opens a case",
+                ));
+            }
+        };
+        let referral_sender = match r.referral_sender_agency_id.trim() {
+            "" => None,
+            s => Some(
+                AgencyId::parse(s)
+                    .map_err(|e| Status::invalid_argument(format!("`referral_sender_agency_id`: {e}")))?,
+            ),
+        };
+        let now = crate::now();
+        let env = Envelope {
+            event_id: uuid::Uuid::now_v7().to_string(),
+            idempotency_key: String::new(),
+            message_type: mt.to_string(),
+            sender: Some(Sender {
+                agency_id: sender.to_string(),
+                sector: henvis_proto_sector(sector),
+                actor_id: "simulation".into(),
+                person_id: String::new(),
+            }),
+            case_id,
+            submitted_at: ts(now),
+            event: Some(event),
+        };
+        let sim = henvis_router::simulate(schema, directory, &rules, &env, before.as_ref(), referral_sender)
+            .map_err(|e| Status::failed_precondition(format!("the router would not route this event: {e}")))?;
+        let mut recipients: Vec<SimulatedRecipient> = sim
+            .deliveries
+            .iter()
+            .map(|d| SimulatedRecipient {
+                agency_id: d.agency.to_string(),
+                outcome: "delivered".into(),
+                granted_classes: d.granted.iter().map(|c| c.as_str().to_owned()).collect(),
+                withheld_classes: d.withheld.iter().map(|c| c.as_str().to_owned()).collect(),
+                rule_ids: d.rule_ids.clone(),
+                legal_bases: d.legal_bases.clone(),
+                consent_ids: d.consent_ids.clone(),
+                alert: d.alert.clone().unwrap_or_default(),
+                ..Default::default()
+            })
+            .collect();
+        recipients.extend(sim.decision.withheld.iter().map(|w| SimulatedRecipient {
+            agency_id: w.recipient.as_ref().map(ToString::to_string).unwrap_or_default(),
+            outcome: "withheld".into(),
+            rule_ids: vec![w.rule_id.clone()],
+            reason: w.reason.code().to_owned(),
+            explanation: w.reason.describe().to_owned(),
+            ..Default::default()
+        }));
+        Ok(Response::new(SimulateResponse {
+            rule_set_version: sim.decision.rule_set_version,
+            case_change: sim.case_change.to_owned(),
+            recipients,
+        }))
+    }
+
+    async fn what_if(&self, req: Request<WhatIfRequest>) -> Result<Response<WhatIfResponse>, Status> {
+        self.caller(&req)?;
+        let r = req.into_inner();
+        if r.candidate.as_ref().and_then(|c| c.r#ref.as_ref()).is_none() {
+            return Err(Status::invalid_argument(
+                "`candidate`: a proposal number or a rule file's text expected",
+            ));
+        }
+        if r.days > 366 {
+            return Err(Status::invalid_argument(
+                "`days`: 1 to 366 expected (0: the default, 7)",
+            ));
+        }
+        let days = if r.days == 0 { 7 } else { r.days };
+        let max_items = if r.max_items == 0 { 1000 } else { r.max_items } as usize;
+        let live = self.rule_set("live", None).await?;
+        let candidate = self.rule_set("candidate", r.candidate.as_ref()).await?;
+        let replay = self.0.what_if(&live, &candidate, days).await?;
+        let items = |v: &[whatif::Item]| -> Vec<WhatIfDelivery> {
+            v.iter()
+                .take(max_items)
+                .map(|i| WhatIfDelivery {
+                    event_id: i.event_id.clone(),
+                    case_id: i.case_id.clone(),
+                    message_type: i.message_type.clone(),
+                    recipient_agency_id: i.recipient.clone(),
+                    rule_ids: i.rule_ids.clone(),
+                    classes: i.classes.iter().map(|c| c.as_str().to_owned()).collect(),
+                })
+                .collect()
+        };
+        let total = |v: &[whatif::Item]| u32::try_from(v.len()).unwrap_or(u32::MAX);
+        Ok(Response::new(WhatIfResponse {
+            live_version: live.version().to_owned(),
+            candidate_version: candidate.version().to_owned(),
+            replayed: replay.replayed,
+            skipped: replay.skipped,
+            differs_from_record: replay.differs_from_record,
+            gained: items(&replay.gained),
+            lost: items(&replay.lost),
+            classes_gained: items(&replay.classes_gained),
+            classes_lost: items(&replay.classes_lost),
+            counts: replay
+                .counts
+                .iter()
+                .map(|((mt, agency, rule), (g, l))| WhatIfCount {
+                    message_type: mt.clone(),
+                    recipient_agency_id: agency.clone(),
+                    rule_id: rule.clone(),
+                    gained: *g,
+                    lost: *l,
+                })
+                .collect(),
+            gained_total: total(&replay.gained),
+            lost_total: total(&replay.lost),
+        }))
+    }
+
+    async fn case_audit(&self, req: Request<CaseAuditRequest>) -> Result<Response<AuditRecords>, Status> {
+        self.caller(&req)?;
+        let case =
+            CaseId::parse(&req.get_ref().case_id).map_err(|e| Status::invalid_argument(format!("`case_id`: {e}")))?;
+        let records = self
+            .0
+            .bus
+            .read_subject(henvis_bus::STREAM_AUDIT, &henvis_bus::audit_case_filter(&case))
+            .await
+            .map_err(|e| Status::unavailable(format!("the audit is unavailable; try again: {e}")))?;
+        Ok(Response::new(AuditRecords {
+            records: records
+                .iter()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .collect(),
+        }))
+    }
+
+    async fn admin_alerts(&self, req: Request<AdminAlertsRequest>) -> Result<Response<AdminAlertsResponse>, Status> {
+        self.caller(&req)?;
+        let unavailable =
+            |e: henvis_bus::BusError| Status::unavailable(format!("the audit is unavailable; try again: {e}"));
+        let alerts = self
+            .0
+            .bus
+            .read_subject(henvis_bus::STREAM_AUDIT, &henvis_bus::audit_admin_filter())
+            .await
+            .map_err(unavailable)?;
+        let dead = self
+            .0
+            .bus
+            .read_messages(henvis_bus::STREAM_DEAD, &format!("{}.>", henvis_bus::DEAD_PREFIX))
+            .await
+            .map_err(unavailable)?;
+        Ok(Response::new(AdminAlertsResponse {
+            alerts: alerts.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect(),
+            dead_letters: dead.into_iter().map(|(s, _)| s).collect(),
+        }))
+    }
+}
+
+fn henvis_proto_sector(s: henvis_domain::Sector) -> i32 {
+    use henvis_proto::henvis::broker::v1::Sector as S;
+    (match s {
+        henvis_domain::Sector::Police => S::Police,
+        henvis_domain::Sector::Health => S::Health,
+        henvis_domain::Sector::Social => S::Social,
+        henvis_domain::Sector::Ngo => S::Ngo,
+    }) as i32
+}

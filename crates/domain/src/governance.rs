@@ -1,0 +1,223 @@
+//! Rule-set governance: every rule set that may go live is a numbered proposal with its
+//! text, SHA-256, author, tests and the decision taken on it. A proposal goes live only
+//! when a second administrator approves it, or by break-glass (one administrator, a
+//! reason, an administrator alert, and a review by someone else afterwards). The live set
+//! is the most recently approved proposal ([`live_of`]): nothing else records it, so it can
+//! never disagree with the proposals.
+
+use crate::PersonId;
+
+/// One proposed rule set and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Proposal {
+    /// Its number (1, 2, …), unique in the deployment.
+    pub id: u64,
+    /// The `version` its text declares; names exactly one content (one SHA-256).
+    pub rule_set_version: String,
+    /// SHA-256 of the text, hex.
+    pub sha256: String,
+    /// The rule file as proposed.
+    pub text: String,
+    /// The file name it was proposed from (for file:line messages).
+    pub file: String,
+    /// Why, in the proposer's words (no personal data).
+    #[serde(default)]
+    pub note: String,
+    /// The administrator who proposed it.
+    pub proposed_by: PersonId,
+    /// When, unix seconds.
+    pub proposed_at: i64,
+    /// For a rollback: the earlier approved proposal whose text it restores.
+    #[serde(default)]
+    pub rollback_of: Option<u64>,
+    /// The set's own tests at its last check (proposal or approval).
+    pub tests: TestRun,
+    /// What was decided on it; `None` while proposed.
+    #[serde(default)]
+    pub decision: Option<ProposalDecision>,
+}
+
+/// A run of a rule set's own tests against the directory of that moment.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TestRun {
+    /// How many tests ran (all passed: a failing set is refused, never stored).
+    pub passed: usize,
+    /// When, unix seconds.
+    pub at: i64,
+}
+
+/// The decision taken on a proposal.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ProposalDecision {
+    /// Approved: it went live (and stays approved when a later one supersedes it).
+    Approved {
+        /// Who approved it.
+        by: PersonId,
+        /// When, unix seconds.
+        at: i64,
+        /// Set when one administrator put it live alone.
+        #[serde(default)]
+        break_glass: Option<BreakGlass>,
+    },
+    /// Rejected; it never went live.
+    Rejected {
+        /// Who rejected it.
+        by: PersonId,
+        /// When, unix seconds.
+        at: i64,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// An emergency approval by one administrator.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BreakGlass {
+    /// The mandatory reason.
+    pub reason: String,
+    /// The after-the-fact review by another administrator; `None` until then.
+    #[serde(default)]
+    pub review: Option<Review>,
+}
+
+/// A review of a break-glass approval.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Review {
+    /// The reviewer (never the one who broke the glass).
+    pub by: PersonId,
+    /// When, unix seconds.
+    pub at: i64,
+    /// What the reviewer found.
+    pub note: String,
+}
+
+/// The state of a proposal as administrators see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProposalState {
+    /// Waiting for a second administrator.
+    Proposed,
+    /// Approved and the one routing now.
+    Live,
+    /// Approved earlier; a later approval replaced it.
+    Superseded,
+    /// Rejected.
+    Rejected,
+}
+
+impl ProposalState {
+    /// Its name, as shown to administrators.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Proposed => "proposed",
+            Self::Live => "live",
+            Self::Superseded => "superseded",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+impl Proposal {
+    /// Its state, given which proposal is live.
+    pub fn state(&self, live: Option<u64>) -> ProposalState {
+        match &self.decision {
+            None => ProposalState::Proposed,
+            Some(ProposalDecision::Rejected { .. }) => ProposalState::Rejected,
+            Some(ProposalDecision::Approved { .. }) if live == Some(self.id) => ProposalState::Live,
+            Some(ProposalDecision::Approved { .. }) => ProposalState::Superseded,
+        }
+    }
+
+    /// Whether it was put live by break-glass and nobody has reviewed that yet.
+    pub fn awaits_review(&self) -> bool {
+        matches!(
+            &self.decision,
+            Some(ProposalDecision::Approved {
+                break_glass: Some(BreakGlass { review: None, .. }),
+                ..
+            })
+        )
+    }
+
+    /// The approval time, if approved.
+    pub fn approved_at(&self) -> Option<i64> {
+        match &self.decision {
+            Some(ProposalDecision::Approved { at, .. }) => Some(*at),
+            _ => None,
+        }
+    }
+}
+
+/// The live proposal: the approved one approved last (by time, then number); `None` when
+/// nothing was ever approved (the shipped rule set routes).
+pub fn live_of<'a>(proposals: impl IntoIterator<Item = &'a Proposal>) -> Option<&'a Proposal> {
+    proposals
+        .into_iter()
+        .filter_map(|p| p.approved_at().map(|at| (at, p.id, p)))
+        .max_by_key(|(at, id, _)| (*at, *id))
+        .map(|(_, _, p)| p)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn proposal(decision: Option<ProposalDecision>) -> Proposal {
+        Proposal {
+            id: 3,
+            rule_set_version: "v3".into(),
+            sha256: "ab".into(),
+            text: String::new(),
+            file: "f.toml".into(),
+            note: String::new(),
+            proposed_by: PersonId::parse("admin-1").unwrap(),
+            proposed_at: 1,
+            rollback_of: None,
+            tests: TestRun { passed: 2, at: 1 },
+            decision,
+        }
+    }
+
+    #[test]
+    fn the_state_follows_the_decision_and_the_live_record() {
+        let admin = PersonId::parse("admin-2").unwrap();
+        assert_eq!(proposal(None).state(Some(3)), ProposalState::Proposed);
+        let approved = proposal(Some(ProposalDecision::Approved {
+            by: admin.clone(),
+            at: 2,
+            break_glass: None,
+        }));
+        assert_eq!(approved.state(Some(3)), ProposalState::Live);
+        assert_eq!(approved.state(Some(4)), ProposalState::Superseded);
+        assert!(!approved.awaits_review());
+        let rejected = proposal(Some(ProposalDecision::Rejected {
+            by: admin.clone(),
+            at: 2,
+            reason: "no".into(),
+        }));
+        assert_eq!(rejected.state(Some(3)), ProposalState::Rejected);
+        let glass = proposal(Some(ProposalDecision::Approved {
+            by: admin,
+            at: 2,
+            break_glass: Some(BreakGlass {
+                reason: "outage".into(),
+                review: None,
+            }),
+        }));
+        assert!(glass.awaits_review());
+        let mut later = approved.clone();
+        later.id = 2;
+        later.decision = Some(ProposalDecision::Approved {
+            by: PersonId::parse("admin-3").unwrap(),
+            at: 5,
+            break_glass: None,
+        });
+        assert_eq!(live_of([&approved, &rejected, &later]).map(|p| p.id), Some(2));
+        assert_eq!(live_of([&rejected]), None);
+        let json = serde_json::to_value(&glass).unwrap();
+        assert_eq!(json["decision"]["outcome"], "approved");
+        assert_eq!(serde_json::from_value::<Proposal>(json).unwrap(), glass);
+    }
+}
