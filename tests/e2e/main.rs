@@ -6,6 +6,7 @@ mod bad_input;
 mod canary;
 mod corrections;
 mod delivery;
+mod governance;
 mod matrix;
 mod order;
 mod policy;

@@ -318,6 +318,12 @@ impl AdminService for AdminApi {
         let mt = schema
             .message_type_of(&dynamic)
             .map_err(|e| Status::invalid_argument(format!("`event_json`: {e}")))?;
+        // what Submit refuses before anything is stored, refused here alike
+        if henvis_domain::SYSTEM_TYPES.contains(&mt.as_str()) {
+            return Err(Status::failed_precondition(format!(
+                "Submit would refuse it: `{mt}` is emitted by henvis itself, never submitted"
+            )));
+        }
         let sender = AgencyId::parse(&r.sender_agency_id)
             .map_err(|e| Status::invalid_argument(format!("`sender_agency_id`: {e}")))?;
         let sector = directory.agency(&sender).map(|a| a.sector).ok_or_else(|| {
@@ -348,9 +354,29 @@ impl AdminService for AdminApi {
                 ));
             }
         };
-        let referral_sender = match r.referral_sender_agency_id.trim() {
-            "" => None,
-            s => Some(
+        // a referral response names its referral's sender as Submit and the router find it:
+        // the answered event's delivery mark (or as the administrator names it)
+        let mut unanswerable = None;
+        let referral_sender = match (r.referral_sender_agency_id.trim(), event.kind.as_ref()) {
+            ("", Some(henvis_proto::henvis::events::v1::event::Kind::ReferralResponse(rr))) => {
+                let mark = self
+                    .0
+                    .bus
+                    .delivered_to(sender.as_str(), &rr.in_response_to_event_id)
+                    .await
+                    .map_err(|e| Status::unavailable(format!("delivery marks unavailable; try again: {e}")))?
+                    .filter(|m| m.case_id == case_id);
+                let found = mark.and_then(|m| AgencyId::parse(&m.sender).ok());
+                if found.is_none() {
+                    unanswerable = Some(henvis_convert::referral_not_delivered(
+                        &rr.in_response_to_event_id,
+                        &sender,
+                    ));
+                }
+                found
+            }
+            ("", _) => None,
+            (s, _) => Some(
                 AgencyId::parse(s)
                     .map_err(|e| Status::invalid_argument(format!("`referral_sender_agency_id`: {e}")))?,
             ),
@@ -370,8 +396,21 @@ impl AdminService for AdminApi {
             submitted_at: ts(now),
             event: Some(event),
         };
+        // in Submit's order: the workflow guards (the router's), then the references
         let sim = henvis_router::simulate(schema, directory, &rules, &env, before.as_ref(), referral_sender)
             .map_err(|e| Status::failed_precondition(format!("the router would not route this event: {e}")))?;
+        let case_now = before.unwrap_or_default();
+        henvis_convert::check_consent_references(env.event.as_ref().unwrap_or(&Event::default()), &case_now).map_err(
+            |e| {
+                let (henvis_convert::ReferenceError::Missing(m) | henvis_convert::ReferenceError::Reused(m)) = e;
+                Status::failed_precondition(format!("Submit would refuse it: {m}"))
+            },
+        )?;
+        if let Some(m) = unanswerable {
+            return Err(Status::failed_precondition(format!(
+                "Submit would refuse it: {m} (or name the referral's sender with `referral_sender_agency_id` to simulate an answer to it)"
+            )));
+        }
         let mut recipients: Vec<SimulatedRecipient> = sim
             .deliveries
             .iter()
@@ -416,12 +455,14 @@ impl AdminService for AdminApi {
             ));
         }
         let days = if r.days == 0 { 7 } else { r.days };
-        let max_items = if r.max_items == 0 { 1000 } else { r.max_items } as usize;
+        let max_items = if r.max_items == 0 { 1000 } else { r.max_items.min(5000) } as usize;
+        let offset = r.offset as usize;
         let live = self.rule_set("live", None).await?;
         let candidate = self.rule_set("candidate", r.candidate.as_ref()).await?;
         let replay = self.0.what_if(&live, &candidate, days).await?;
         let items = |v: &[whatif::Item]| -> Vec<WhatIfDelivery> {
             v.iter()
+                .skip(offset)
                 .take(max_items)
                 .map(|i| WhatIfDelivery {
                     event_id: i.event_id.clone(),
@@ -457,6 +498,8 @@ impl AdminService for AdminApi {
                 .collect(),
             gained_total: total(&replay.gained),
             lost_total: total(&replay.lost),
+            classes_gained_total: total(&replay.classes_gained),
+            classes_lost_total: total(&replay.classes_lost),
         }))
     }
 

@@ -144,6 +144,8 @@ pub fn admin_service_permissions() -> (Vec<String>, Vec<String>) {
         publish.push(format!("$JS.API.STREAM.MSG.GET.KV_{bucket}"));
         publish.push(format!("$JS.API.DIRECT.GET.KV_{bucket}.>"));
     }
+    // delivery marks, to simulate a referral response as Submit and the router see it
+    publish.push(format!("$JS.API.DIRECT.GET.KV_{BUCKET_DELIVERED}.>"));
     // the governance bucket's key listing (an ordered consumer)
     publish.push(format!("$JS.API.CONSUMER.CREATE.KV_{BUCKET_GOVERNANCE}"));
     publish.push(format!("$JS.API.CONSUMER.CREATE.KV_{BUCKET_GOVERNANCE}.>"));

@@ -21,6 +21,45 @@ fn seconds(t: Option<&prost_types::Timestamp>) -> i64 {
     t.map_or(0, |t| t.seconds)
 }
 
+/// A reference inside an event that does not hold against its case (the message names
+/// only what the sender already knows).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReferenceError {
+    /// It names something the case does not have.
+    Missing(String),
+    /// It reuses an id the case already has.
+    Reused(String),
+}
+
+/// The consent references of an event against its case as it stands: a consent withdrawn
+/// must have been recorded in the case, and a recorded id must be new. Submit and the
+/// administrators' simulation check the same.
+pub fn check_consent_references(event: &Event, case: &henvis_domain::CaseRecord) -> Result<(), ReferenceError> {
+    match &event.kind {
+        Some(Kind::ConsentWithdrawn(w)) if !case.consents.iter().any(|c| c.id.as_str() == w.consent_id) => {
+            Err(ReferenceError::Missing(format!(
+                "event.consent_withdrawn.consent_id: the case has no consent `{}`; withdraw an id recorded with `consent_recorded`",
+                w.consent_id
+            )))
+        }
+        Some(Kind::ConsentRecorded(r)) if case.consents.iter().any(|c| c.id.as_str() == r.consent_id) => {
+            Err(ReferenceError::Reused(format!(
+                "event.consent_recorded.consent_id: `{}` is already used in this case; record a new consent under a new id",
+                r.consent_id
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The refusal of a referral response to an event that was not delivered to the responder
+/// in its case.
+pub fn referral_not_delivered(answered_event_id: &str, responder: &AgencyId) -> String {
+    format!(
+        "event.referral_response.in_response_to_event_id: no event `{answered_event_id}` of this case was delivered to `{responder}`; answer an event from your inbox"
+    )
+}
+
 /// The change an event makes to its case record.
 pub fn case_change(event: &Event, event_id: &str) -> Result<CaseChange, FieldError> {
     let Some(kind) = &event.kind else {

@@ -436,19 +436,11 @@ impl Core {
         case_id: &CaseId,
         case: &CaseRecord,
     ) -> Result<(), ApiError> {
+        henvis_convert::check_consent_references(event, case).map_err(|e| match e {
+            henvis_convert::ReferenceError::Missing(m) => ApiError::NotFound(m),
+            henvis_convert::ReferenceError::Reused(m) => ApiError::AlreadyExists(m),
+        })?;
         match &event.kind {
-            Some(Kind::ConsentWithdrawn(w)) if !case.consents.iter().any(|c| c.id.as_str() == w.consent_id) => {
-                Err(ApiError::NotFound(format!(
-                    "event.consent_withdrawn.consent_id: the case has no consent `{}`; withdraw an id recorded with `consent_recorded`",
-                    w.consent_id
-                )))
-            }
-            Some(Kind::ConsentRecorded(r)) if case.consents.iter().any(|c| c.id.as_str() == r.consent_id) => {
-                Err(ApiError::AlreadyExists(format!(
-                    "event.consent_recorded.consent_id: `{}` is already used in this case; record a new consent under a new id",
-                    r.consent_id
-                )))
-            }
             Some(Kind::ReferralResponse(r)) => {
                 let delivered = self
                     .bus
@@ -457,9 +449,9 @@ impl Core {
                 if delivered.is_some_and(|d| d.case_id == case_id.to_string()) {
                     Ok(())
                 } else {
-                    Err(ApiError::NotFound(format!(
-                        "event.referral_response.in_response_to_event_id: no event `{}` of this case was delivered to `{}`; answer an event from your inbox",
-                        r.in_response_to_event_id, caller.agency
+                    Err(ApiError::NotFound(henvis_convert::referral_not_delivered(
+                        &r.in_response_to_event_id,
+                        &caller.agency,
                     )))
                 }
             }

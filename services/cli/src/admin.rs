@@ -490,6 +490,7 @@ pub async fn run(conn: AdminConn, action: AdminAction) -> anyhow::Result<()> {
                     candidate: Some(rule_ref(&candidate)?),
                     days,
                     max_items,
+                    offset: 0,
                 }))
                 .await?
                 .into_inner();
@@ -504,8 +505,8 @@ pub async fn run(conn: AdminConn, action: AdminAction) -> anyhow::Result<()> {
                     r.candidate_version,
                     r.gained_total,
                     r.lost_total,
-                    r.classes_gained.len(),
-                    r.classes_lost.len(),
+                    r.classes_gained_total,
+                    r.classes_lost_total,
                     r.differs_from_record
                 );
                 for c in &r.counts {
