@@ -725,6 +725,23 @@ async fn every_admin_rpc_refuses_everyone_but_a_listed_administrator_and_changes
     .unwrap()
     .case_id;
     let p = propose(&d, "admin-1", "gov-2.toml", &version("gov-2")).await.unwrap();
+    // a pending directory change, and admin-2 disabled through an approved one
+    use henvis_proto::henvis::admin::v1::{
+        ListDirectoryChangesRequest, NatsAuthorizationRequest, RejectDirectoryChangeRequest, directory_change::Change,
+    };
+    let pending = propose_change(&d, "admin-1", Change::DisableAgency("ngo-hopenow".into()))
+        .await
+        .unwrap();
+    let disable = propose_change(&d, "admin-1", Change::DisablePerson("admin-2".into()))
+        .await
+        .unwrap();
+    approve_change(&d, "admin-3", disable.proposal_id).await.unwrap();
+    wait_for("the disabled administrator to be refused", LIMIT, || async {
+        let e = client(&d, "admin-2").await.who_am_i(WhoAmIRequest {}).await.err()?;
+        (e.code() == Code::PermissionDenied).then_some(())
+    })
+    .await
+    .unwrap();
     // an administrator certificate the CA issued for someone the directory does not list,
     // and a listed administrator whose certificate is revoked
     let mut pki = henvis_pki::DevPki::open(d.pki_dir()).unwrap();
@@ -766,6 +783,7 @@ async fn every_admin_rpc_refuses_everyone_but_a_listed_administrator_and_changes
             Principal::Person(henvis_domain::PersonId::parse("politi-fyn-kp1").unwrap()),
         ),
         ("an administrator the directory does not list", admin("admin-9")),
+        ("an administrator the directory disabled", admin("admin-2")),
         ("an administrator whose certificate is revoked", admin("admin-3")),
     ];
     let mut outcomes = Vec::new();
@@ -777,7 +795,8 @@ async fn every_admin_rpc_refuses_everyone_but_a_listed_administrator_and_changes
                 continue;
             }
         };
-        let codes: Vec<(&str, Result<(), tonic::Status>)> = vec![
+        let codes: Vec<(&str, Result<(), tonic::Status>)> =
+            vec![
             ("WhoAmI", c.who_am_i(WhoAmIRequest {}).await.map(|_| ())),
             (
                 "ProposeRuleSet",
@@ -884,6 +903,42 @@ async fn every_admin_rpc_refuses_everyone_but_a_listed_administrator_and_changes
                     .map(|_| ()),
             ),
             ("AdminAlerts", c.admin_alerts(AdminAlertsRequest {}).await.map(|_| ())),
+            (
+                "ProposeDirectoryChange",
+                c.propose_directory_change(henvis_proto::henvis::admin::v1::ProposeDirectoryChangeRequest {
+                    changes: vec![henvis_proto::henvis::admin::v1::DirectoryChange {
+                        change: Some(Change::AddAdministrator("admin-8".into())),
+                    }],
+                    note: String::new(),
+                })
+                .await
+                .map(|_| ()),
+            ),
+            (
+                "ApproveDirectoryChange",
+                c.approve_directory_change(henvis_proto::henvis::admin::v1::ApproveDirectoryChangeRequest {
+                    proposal_id: pending.proposal_id,
+                })
+                .await
+                .map(|_| ()),
+            ),
+            (
+                "RejectDirectoryChange",
+                c.reject_directory_change(RejectDirectoryChangeRequest {
+                    proposal_id: pending.proposal_id,
+                    reason: "no".into(),
+                })
+                .await
+                .map(|_| ()),
+            ),
+            (
+                "ListDirectoryChanges",
+                c.list_directory_changes(ListDirectoryChangesRequest {}).await.map(|_| ()),
+            ),
+            (
+                "NatsAuthorization",
+                c.nats_authorization(NatsAuthorizationRequest {}).await.map(|_| ()),
+            ),
         ];
         for (rpc, result) in codes {
             let outcome = match result {
@@ -911,7 +966,20 @@ async fn every_admin_rpc_refuses_everyone_but_a_listed_administrator_and_changes
         outcomes.len()
     );
     // nothing changed
-    let listed = client(&d, "admin-2")
+    let changes = client(&d, "admin-1")
+        .await
+        .list_directory_changes(ListDirectoryChangesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .proposals;
+    assert_eq!(changes.len(), 2);
+    assert!(
+        changes
+            .iter()
+            .any(|c| c.proposal_id == pending.proposal_id && c.state == RuleSetState::Proposed as i32)
+    );
+    let listed = client(&d, "admin-1")
         .await
         .list_rule_sets(ListRuleSetsRequest {})
         .await
@@ -920,4 +988,282 @@ async fn every_admin_rpc_refuses_everyone_but_a_listed_administrator_and_changes
     assert_eq!(listed.versions.len(), 1);
     assert_eq!(listed.versions[0].state, RuleSetState::Proposed as i32);
     assert_eq!(d.read_all("AUDIT", "henvis.audit.>").await.unwrap().len(), audit_before);
+}
+
+/// A client of the common API as `principal` (for agencies the harness's static directory
+/// does not know).
+async fn client_as(d: &Deployment, sector: Sector, principal: &Principal) -> henvis_tests::Client {
+    let channel = henvis_runtime::tls::connect_as(&d.endpoints[&sector].to_string(), d.pki_dir(), principal)
+        .await
+        .unwrap();
+    henvis_tests::Client {
+        inner: henvis_proto::henvis::broker::v1::referral_service_client::ReferralServiceClient::new(channel),
+    }
+}
+
+async fn propose_change(
+    d: &Deployment,
+    by: &str,
+    change: henvis_proto::henvis::admin::v1::directory_change::Change,
+) -> Result<henvis_proto::henvis::admin::v1::DirectoryChangeProposal, tonic::Status> {
+    client(d, by)
+        .await
+        .propose_directory_change(henvis_proto::henvis::admin::v1::ProposeDirectoryChangeRequest {
+            changes: vec![henvis_proto::henvis::admin::v1::DirectoryChange { change: Some(change) }],
+            note: "test".into(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn approve_change(
+    d: &Deployment,
+    by: &str,
+    id: u64,
+) -> Result<henvis_proto::henvis::admin::v1::DirectoryChangeProposal, tonic::Status> {
+    client(d, by)
+        .await
+        .approve_directory_change(henvis_proto::henvis::admin::v1::ApproveDirectoryChangeRequest { proposal_id: id })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_changes_apply_in_every_running_service_under_four_eyes() {
+    use henvis_proto::henvis::{
+        admin::v1::{NewAgency, PersonOfAgency, directory_change::Change},
+        police::v1::{ListAlertsRequest, alert_service_client::AlertServiceClient},
+    };
+    let d = Deployment::start().await.unwrap();
+    let mut pki = henvis_pki::DevPki::open(d.pki_dir()).unwrap();
+    let new_ngo = Principal::Agency(henvis_domain::AgencyId::parse("ngo-nyt").unwrap());
+    let new_kp = Principal::Person(henvis_domain::PersonId::parse("politi-fyn-kp9").unwrap());
+    for p in [&new_ngo, &new_kp, &admin("admin-4")] {
+        pki.issue(p, henvis_pki::Validity::days(30)).unwrap();
+    }
+    // unknown to the directory: refused
+    let mut nyt = client_as(&d, Sector::Ngo, &new_ngo).await;
+    let e = submit(&mut nyt, "before", "", report("101")).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+
+    // proposed by admin-1; not approvable by admin-1; a nonsensical change refused by name
+    let p = propose_change(
+        &d,
+        "admin-1",
+        Change::AddAgency(NewAgency {
+            agency_id: "ngo-nyt".into(),
+            name: "Nyt Netværk".into(),
+            sector: "ngo".into(),
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        approve_change(&d, "admin-1", p.proposal_id).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    let e = propose_change(
+        &d,
+        "admin-1",
+        Change::AddContactPerson(PersonOfAgency {
+            person_id: "politi-fyn-kp9".into(),
+            agency_id: "kommune-101".into(),
+        }),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().contains("changes[0]") && e.message().contains("not a police agency"),
+        "{}",
+        e.message()
+    );
+    approve_change(&d, "admin-2", p.proposal_id).await.unwrap();
+    // the operator's step: NATS rights for the new agency's subjects, reloaded without a
+    // restart
+    let auth = client(&d, "admin-3")
+        .await
+        .nats_authorization(henvis_proto::henvis::admin::v1::NatsAuthorizationRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .config;
+    assert!(auth.contains("henvis.quota.ngo-nyt"), "the new agency's rights");
+    let mut d = d;
+    d.nats.reload_authorization(&auth).unwrap();
+    // the NGO service and the router take it without a restart: the new agency reports
+    let opened = wait_for("the new agency to be admitted", LIMIT, || {
+        let nyt = &nyt;
+        async move {
+            let mut c = henvis_tests::Client {
+                inner: nyt.inner.clone(),
+            };
+            submit(&mut c, "after", "", report("101")).await.ok()
+        }
+    })
+    .await
+    .unwrap();
+    let status = routed(&mut nyt, &opened.event_id).await;
+    let delivered: BTreeSet<&str> = status
+        .recipients
+        .iter()
+        .map(|r| r.recipient_agency_id.as_str())
+        .collect();
+    assert_eq!(delivered, BTreeSet::from(["kommune-101", "politi-koebenhavn"]));
+
+    // a disabled agency is refused at once, and receives nothing
+    let mut hopenow = d.client(Sector::Ngo, "ngo-hopenow").await.unwrap();
+    submit(&mut hopenow, "still-in", "", report("147")).await.unwrap();
+    let p = propose_change(&d, "admin-2", Change::DisableAgency("ngo-hopenow".into()))
+        .await
+        .unwrap();
+    approve_change(&d, "admin-3", p.proposal_id).await.unwrap();
+    let p = propose_change(&d, "admin-2", Change::DisableAgency("kommune-147".into()))
+        .await
+        .unwrap();
+    approve_change(&d, "admin-1", p.proposal_id).await.unwrap();
+    wait_for("the disabled agency to be refused", LIMIT, || {
+        let c = hopenow.inner.clone();
+        async move {
+            let mut c = henvis_tests::Client { inner: c };
+            let e = submit(&mut c, "refused", "", report("147")).await.err()?;
+            (e.code() == Code::Unauthenticated).then_some(())
+        }
+    })
+    .await
+    .unwrap();
+    let r = submit(&mut nyt, "to-147", "", report("147")).await.unwrap();
+    let status = routed(&mut nyt, &r.event_id).await;
+    let got: BTreeSet<&str> = status
+        .recipients
+        .iter()
+        .filter(|x| x.state != henvis_proto::henvis::broker::v1::DeliveryState::Withheld as i32)
+        .map(|x| x.recipient_agency_id.as_str())
+        .collect();
+    assert_eq!(
+        got,
+        BTreeSet::from(["politi-koebenhavn"]),
+        "nothing to the disabled municipality: {status:?}"
+    );
+    let decision = decided_reasons(&d, &r.event_id).await;
+    assert!(
+        decision.contains(&("kommune-147".to_owned(), "recipient_disabled".to_owned())),
+        "{decision:?}"
+    );
+
+    // a new contact person, then moved to another district: the police service follows
+    let p = propose_change(
+        &d,
+        "admin-3",
+        Change::AddContactPerson(PersonOfAgency {
+            person_id: "politi-fyn-kp9".into(),
+            agency_id: "politi-fyn".into(),
+        }),
+    )
+    .await
+    .unwrap();
+    approve_change(&d, "admin-1", p.proposal_id).await.unwrap();
+    let alerts_of = |who: Principal| {
+        let d = &d;
+        async move {
+            let ch = henvis_runtime::tls::connect_as(&d.endpoints[&Sector::Police].to_string(), d.pki_dir(), &who)
+                .await
+                .ok()?;
+            AlertServiceClient::new(ch)
+                .list_alerts(ListAlertsRequest {})
+                .await
+                .ok()
+                .map(|r| r.into_inner().alerts)
+        }
+    };
+    let fyn = wait_for("the new contact person to be admitted", LIMIT, || {
+        alerts_of(new_kp.clone())
+    })
+    .await
+    .unwrap();
+    assert!(fyn.iter().all(|a| a.district_agency_id == "politi-fyn"), "{fyn:?}");
+    let p = propose_change(
+        &d,
+        "admin-3",
+        Change::AssignContactPerson(PersonOfAgency {
+            person_id: "politi-fyn-kp9".into(),
+            agency_id: "politi-koebenhavn".into(),
+        }),
+    )
+    .await
+    .unwrap();
+    approve_change(&d, "admin-2", p.proposal_id).await.unwrap();
+    let kbh = wait_for("the contact person to see Copenhagen's alerts", LIMIT, || async {
+        let a = alerts_of(new_kp.clone()).await?;
+        (!a.is_empty() && a.iter().all(|x| x.district_agency_id == "politi-koebenhavn")).then_some(a)
+    })
+    .await
+    .unwrap();
+
+    // a new administrator, then disabled: refused by the admin service at once
+    let p = propose_change(&d, "admin-1", Change::AddAdministrator("admin-4".into()))
+        .await
+        .unwrap();
+    approve_change(&d, "admin-3", p.proposal_id).await.unwrap();
+    wait_for("the new administrator to be admitted", LIMIT, || async {
+        client(&d, "admin-4").await.who_am_i(WhoAmIRequest {}).await.ok()
+    })
+    .await
+    .unwrap();
+    let p = propose_change(&d, "admin-1", Change::DisablePerson("admin-4".into()))
+        .await
+        .unwrap();
+    approve_change(&d, "admin-4", p.proposal_id).await.unwrap();
+    wait_for("the disabled administrator to be refused", LIMIT, || async {
+        let e = client(&d, "admin-4").await.who_am_i(WhoAmIRequest {}).await.err()?;
+        (e.code() == Code::PermissionDenied).then_some(())
+    })
+    .await
+    .unwrap();
+
+    let steps: Vec<serde_json::Value> = d
+        .read_all("AUDIT", "henvis.audit.rules")
+        .await
+        .unwrap()
+        .iter()
+        .map(|(_, b)| serde_json::from_slice(b).unwrap())
+        .collect();
+    let approved = steps
+        .iter()
+        .filter(|s| s["kind"] == "directory_change_approved")
+        .count();
+    let proposed = steps
+        .iter()
+        .filter(|s| s["kind"] == "directory_change_proposed")
+        .count();
+    assert_eq!((proposed, approved), (7, 7));
+    println!(
+        "directory under four eyes: 7 changes proposed and approved, applied by the running NGO, police, router and admin services; a new agency reported, a disabled one refused and withheld as a recipient, a contact person moved to Copenhagen ({} alerts), an administrator added and disabled",
+        kbh.len()
+    );
+}
+
+/// (recipient, reason) of what the last decision about `event_id` withheld.
+async fn decided_reasons(d: &Deployment, event_id: &str) -> Vec<(String, String)> {
+    d.read_all("AUDIT", "henvis.audit.decision.>")
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|(_, b)| serde_json::from_slice::<serde_json::Value>(b).ok())
+        .filter(|v| v["kind"] == "routing_decision" && v["event_id"] == event_id)
+        .last()
+        .map(|v| {
+            v["withheld"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|w| {
+                    (
+                        w["agency"].as_str().unwrap_or_default().to_owned(),
+                        w["reason"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }

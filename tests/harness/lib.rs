@@ -110,6 +110,9 @@ pub struct NatsServer {
     /// The PKI whose nats-server certificate the nodes present on their routes (the
     /// deployment's unless a test swaps it for a stranger's).
     route_pki: Option<PathBuf>,
+    /// The `authorization` block the nodes run with (deploy/nats/auth.conf until an
+    /// approved directory change asks for another).
+    authorization: String,
 }
 
 /// An administrator of the default directory (`admin-1`, `admin-2`, `admin-3`).
@@ -155,6 +158,7 @@ impl NatsServer {
             nodes,
             pki: pki.to_owned(),
             route_pki: None,
+            authorization: include_str!("../../deploy/nats/auth.conf").to_owned(),
         };
         for i in 0..n {
             s.spawn_node(i)?;
@@ -165,44 +169,29 @@ impl NatsServer {
         Ok(s)
     }
 
-    fn spawn_node(&mut self, i: usize) -> anyhow::Result<()> {
-        let routes: Vec<String> = self
-            .nodes
-            .iter()
-            .map(|n| format!("nats-route://127.0.0.1:{}", n.cluster_port))
-            .collect();
-        let n = &mut self.nodes[i];
-        let conf = n.dir.path().join("nats.conf");
-        let mut text = format!(
-            "listen: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\nserver_name: node-{i}\njetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n",
-            n.port,
-            n.monitor_port,
-            n.dir.path().join("js").display()
-        );
-        // client TLS and the shipped authorization, as in deploy/nats/
-        let service = self.pki.join("service");
-        text += &format!(
-            "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  ca_file: \"{}\"\n  verify_and_map: true\n  timeout: 5\n}}\n",
-            service.join("nats.pem").display(),
-            service.join("nats.key").display(),
-            self.pki.join("ca.pem").display()
-        );
-        text += include_str!("../../deploy/nats/auth.conf");
-        if routes.len() > 1 {
-            // routes over mutual TLS, with the nats-server's own certificate as the one
-            // authorised route identity (as in deploy/nats/cluster-route.conf)
-            let route_pki = self.route_pki.as_deref().unwrap_or(&self.pki);
-            let route_service = route_pki.join("service");
-            text += &format!(
-                "cluster {{\n  name: henvis-test\n  listen: 127.0.0.1:{}\n  routes: [{}]\n  tls {{\n    cert_file: \"{}\"\n    key_file: \"{}\"\n    ca_file: \"{}\"\n    verify_and_map: true\n    timeout: 5\n  }}\n  authorization {{\n    user: \"henvis://service/nats\"\n  }}\n}}\n",
-                n.cluster_port,
-                routes.join(", "),
-                route_service.join("nats.pem").display(),
-                route_service.join("nats.key").display(),
-                route_pki.join("ca.pem").display()
-            );
+    /// Runs every node with `authorization` from now on: its configuration is rewritten and
+    /// the server reloads it without a restart (`nats-server --signal reload`), as an
+    /// operator does after an approved directory change adds an agency.
+    pub fn reload_authorization(&mut self, authorization: &str) -> anyhow::Result<()> {
+        self.authorization = authorization.to_owned();
+        for i in 0..self.nodes.len() {
+            let Some(pid) = self.nodes[i].child.as_ref().map(Child::id) else {
+                continue;
+            };
+            std::fs::write(self.nodes[i].dir.path().join("nats.conf"), self.config(i))?;
+            let status = Command::new(nats_server_bin())
+                .arg("--signal")
+                .arg(format!("reload={pid}"))
+                .status()?;
+            anyhow::ensure!(status.success(), "nats-server --signal reload failed: {status}");
         }
-        std::fs::write(&conf, text)?;
+        Ok(())
+    }
+
+    fn spawn_node(&mut self, i: usize) -> anyhow::Result<()> {
+        let conf = self.nodes[i].dir.path().join("nats.conf");
+        std::fs::write(&conf, self.config(i))?;
+        let n = &mut self.nodes[i];
         let child = Command::new(nats_server_bin())
             .arg("-c")
             .arg(&conf)
@@ -222,6 +211,45 @@ impl NatsServer {
             })?;
         n.child = Some(child);
         Ok(())
+    }
+
+    fn config(&self, i: usize) -> String {
+        let routes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("nats-route://127.0.0.1:{}", n.cluster_port))
+            .collect();
+        let n = &self.nodes[i];
+        let mut text = format!(
+            "listen: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\nserver_name: node-{i}\njetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n",
+            n.port,
+            n.monitor_port,
+            n.dir.path().join("js").display()
+        );
+        // client TLS and the shipped authorization, as in deploy/nats/
+        let service = self.pki.join("service");
+        text += &format!(
+            "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  ca_file: \"{}\"\n  verify_and_map: true\n  timeout: 5\n}}\n",
+            service.join("nats.pem").display(),
+            service.join("nats.key").display(),
+            self.pki.join("ca.pem").display()
+        );
+        text += &self.authorization;
+        if routes.len() > 1 {
+            // routes over mutual TLS, with the nats-server's own certificate as the one
+            // authorised route identity (as in deploy/nats/cluster-route.conf)
+            let route_pki = self.route_pki.as_deref().unwrap_or(&self.pki);
+            let route_service = route_pki.join("service");
+            text += &format!(
+                "cluster {{\n  name: henvis-test\n  listen: 127.0.0.1:{}\n  routes: [{}]\n  tls {{\n    cert_file: \"{}\"\n    key_file: \"{}\"\n    ca_file: \"{}\"\n    verify_and_map: true\n    timeout: 5\n  }}\n  authorization {{\n    user: \"henvis://service/nats\"\n  }}\n}}\n",
+                n.cluster_port,
+                routes.join(", "),
+                route_service.join("nats.pem").display(),
+                route_service.join("nats.key").display(),
+                route_pki.join("ca.pem").display()
+            );
+        }
+        text
     }
 
     async fn await_node(&self, i: usize) -> anyhow::Result<()> {

@@ -49,7 +49,7 @@ impl Admin {
     /// Validates a rule file against the schema and the directory as they are now and runs
     /// its tests; a failure names file, line and rule.
     pub(crate) fn check(&self, file: &str, text: &str) -> Result<RuleSet, Status> {
-        RuleSet::from_toml(file, text, &self.schema, &self.directory)
+        RuleSet::from_toml(file, text, &self.schema, &self.directory.current())
             .map_err(|e| Status::invalid_argument(format!("the rule set fails validation or its tests: {e}")))
     }
 
@@ -200,7 +200,7 @@ impl Admin {
                  (or, in an emergency, use break-glass with a reason)"
             )));
         }
-        let rules = RuleSet::from_toml(&p.file, &p.text, &self.schema, &self.directory).map_err(|e| {
+        let rules = RuleSet::from_toml(&p.file, &p.text, &self.schema, &self.directory.current()).map_err(|e| {
             Status::failed_precondition(format!(
                 "#{id} no longer passes validation or its tests against the directory as it is now: {e}; \
                  reject it and propose a corrected set"
@@ -407,7 +407,7 @@ impl Admin {
         Ok(())
     }
 
-    async fn audit(&self, id: &str, record: &AuditRecord) -> Result<(), Status> {
+    pub(crate) async fn audit(&self, id: &str, record: &AuditRecord) -> Result<(), Status> {
         self.bus
             .audit(ADMIN_WRITER, id, record)
             .await

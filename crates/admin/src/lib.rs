@@ -9,6 +9,7 @@
 //! rules bucket (every router follows it) and read the audit; administrators themselves
 //! have no NATS rights at all. It never reads a submitted event.
 
+mod directory;
 mod governance;
 mod service;
 mod whatif;
@@ -17,7 +18,7 @@ use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc};
 
 use anyhow::Context as _;
 use henvis_bus::Bus;
-use henvis_domain::{Directory, PersonId, Principal};
+use henvis_domain::{PersonId, Principal};
 use henvis_policy::Schema;
 use henvis_proto::henvis::admin::v1::admin_service_server::AdminServiceServer;
 
@@ -40,7 +41,7 @@ pub struct AdminConfig {
 pub struct Admin {
     bus: Bus,
     schema: Schema,
-    directory: Directory,
+    directory: Arc<henvis_runtime::LiveDirectory>,
     /// The rule file routers fall back to while nothing was approved: (name, text).
     shipped: (String, String),
     tls: Arc<henvis_runtime::tls::TlsServer>,
@@ -61,6 +62,7 @@ pub async fn build(config: &AdminConfig) -> anyhow::Result<Arc<Admin>> {
         None => ("rules/default.toml".to_owned(), henvis_router::DEFAULT_RULES.to_owned()),
     };
     let bus = config.service.connect(&me).await?;
+    let directory = henvis_runtime::LiveDirectory::load(directory, &bus).await?;
     let admin = Arc::new(Admin {
         bus,
         schema,
@@ -69,6 +71,10 @@ pub async fn build(config: &AdminConfig) -> anyhow::Result<Arc<Admin>> {
         tls,
     });
     admin.settle().await.context("finishing an earlier approval")?;
+    admin
+        .settle_directory()
+        .await
+        .context("finishing an earlier directory approval")?;
     tracing::info!("admin service ready");
     Ok(admin)
 }
@@ -87,22 +93,26 @@ pub async fn serve(
     // the deployment's probes)
     let admit: henvis_runtime::Admit = Arc::new(|_| Ok(()));
     tracing::info!(addr = ?listener.local_addr().ok(), "admin service listening");
-    henvis_runtime::serve_grpc(
+    let wait = henvis_runtime::fan_out(shutdown);
+    let follow = tokio::spawn(admin.directory.clone().follow(admin.bus.clone(), wait()));
+    let served = henvis_runtime::serve_grpc(
         listener,
         admin.tls.clone(),
         admit,
         routes,
         &[henvis_runtime::service_name::<S>()],
-        shutdown,
+        wait(),
     )
-    .await
+    .await;
+    let _ = follow.await;
+    served
 }
 
 impl Admin {
     /// The administrator a principal proves, if the directory lists them.
     pub fn administrator(&self, principal: &Principal) -> Result<PersonId, tonic::Status> {
         match principal {
-            Principal::Admin(id) if self.directory.is_administrator(id) => Ok(id.clone()),
+            Principal::Admin(id) if self.directory.current().is_administrator(id) => Ok(id.clone()),
             Principal::Admin(id) => {
                 henvis_runtime::refusals::record(
                     henvis_runtime::refusals::Refusal::NotAdmitted,
@@ -110,7 +120,7 @@ impl Admin {
                     "administrator not in the directory",
                 );
                 Err(tonic::Status::permission_denied(format!(
-                    "`{id}` is not an administrator in the directory; ask an administrator to add you"
+                    "`{id}` is not an administrator in the directory, or is disabled; ask an administrator to add you"
                 )))
             }
             other => {

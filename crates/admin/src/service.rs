@@ -4,16 +4,22 @@
 
 use std::sync::Arc;
 
-use henvis_domain::{AgencyId, CaseId, CaseRecord, PersonId, Principal, Proposal, ProposalDecision, ProposalState};
+use henvis_domain::{
+    AgencyId, CaseId, CaseRecord, DirectoryChange, DirectoryProposal, PersonId, Principal, Proposal, ProposalDecision,
+    ProposalState,
+};
 use henvis_policy::RuleSet;
 use henvis_proto::henvis::{
     admin::v1::{
-        AdminAlertsRequest, AdminAlertsResponse, ApproveRuleSetRequest, AuditRecords, BreakGlassInfo,
-        BreakGlassRequest, CaseAuditRequest, DiffRuleSetsRequest, DiffRuleSetsResponse, GetRuleSetRequest,
-        ListRuleSetsRequest, ListRuleSetsResponse, ProposeRollbackRequest, ProposeRuleSetRequest, RejectRuleSetRequest,
-        ReviewBreakGlassRequest, RuleChange, RuleSetRef, RuleSetState, RuleSetVersion, SimulateRequest,
-        SimulateResponse, SimulatedRecipient, WhatIfCount, WhatIfDelivery, WhatIfRequest, WhatIfResponse,
-        WhoAmIRequest, WhoAmIResponse, admin_service_server::AdminService, rule_set_ref,
+        AdminAlertsRequest, AdminAlertsResponse, ApproveDirectoryChangeRequest, ApproveRuleSetRequest, AuditRecords,
+        BreakGlassInfo, BreakGlassRequest, CaseAuditRequest, DiffRuleSetsRequest, DiffRuleSetsResponse,
+        DirectoryChange as WireChange, DirectoryChangeProposal, GetRuleSetRequest, ListDirectoryChangesRequest,
+        ListDirectoryChangesResponse, ListRuleSetsRequest, ListRuleSetsResponse, NatsAuthorizationRequest,
+        NatsAuthorizationResponse, ProposeDirectoryChangeRequest, ProposeRollbackRequest, ProposeRuleSetRequest,
+        RejectDirectoryChangeRequest, RejectRuleSetRequest, ReviewBreakGlassRequest, RuleChange, RuleSetRef,
+        RuleSetState, RuleSetVersion, SimulateRequest, SimulateResponse, SimulatedRecipient, WhatIfCount,
+        WhatIfDelivery, WhatIfRequest, WhatIfResponse, WhoAmIRequest, WhoAmIResponse,
+        admin_service_server::AdminService, directory_change as wire_change, rule_set_ref,
     },
     broker::v1::{Envelope, Sender},
     events::v1::Event,
@@ -99,7 +105,7 @@ impl AdminApi {
         match r.and_then(|r| r.r#ref.as_ref()) {
             None | Some(rule_set_ref::Ref::Live(_)) => {
                 let (file, text) = self.0.live_text().await?;
-                RuleSet::from_toml(&file, &text, &self.0.schema, &self.0.directory)
+                RuleSet::from_toml(&file, &text, &self.0.schema, &self.0.directory.current())
                     .map_err(|e| Status::failed_precondition(format!("the live rule set no longer validates: {e}")))
             }
             Some(rule_set_ref::Ref::ProposalId(id)) => {
@@ -226,7 +232,7 @@ impl AdminService for AdminApi {
             Some(l) => l.rule_set_version.clone(),
             None => {
                 let (file, text) = self.0.live_text().await?;
-                RuleSet::from_toml(&file, &text, &self.0.schema, &self.0.directory)
+                RuleSet::from_toml(&file, &text, &self.0.schema, &self.0.directory.current())
                     .map(|r| r.version().to_owned())
                     .unwrap_or_default()
             }
@@ -248,9 +254,10 @@ impl AdminService for AdminApi {
                 None => {
                     // the shipped (or pre-governance) set: no proposal behind it
                     let (file, text) = self.0.live_text().await?;
-                    let rules = RuleSet::from_toml(&file, &text, &self.0.schema, &self.0.directory).map_err(|e| {
-                        Status::failed_precondition(format!("the live rule set no longer validates: {e}"))
-                    })?;
+                    let rules =
+                        RuleSet::from_toml(&file, &text, &self.0.schema, &self.0.directory.current()).map_err(|e| {
+                            Status::failed_precondition(format!("the live rule set no longer validates: {e}"))
+                        })?;
                     Ok(Response::new(RuleSetVersion {
                         rule_set_version: rules.version().to_owned(),
                         sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes())),
@@ -301,7 +308,7 @@ impl AdminService for AdminApi {
         let r = req.into_inner();
         let rules = self.rule_set("rules", r.rules.as_ref()).await?;
         let schema = &self.0.schema;
-        let directory = &self.0.directory;
+        let directory = &*self.0.directory.current();
         // the event as a client would send it
         let mut de = serde_json::Deserializer::from_str(&r.event_json);
         let dynamic = prost_reflect::DynamicMessage::deserialize(schema.event_descriptor().clone(), &mut de)
@@ -503,6 +510,66 @@ impl AdminService for AdminApi {
         }))
     }
 
+    async fn propose_directory_change(
+        &self,
+        req: Request<ProposeDirectoryChangeRequest>,
+    ) -> Result<Response<DirectoryChangeProposal>, Status> {
+        let me = self.caller(&req)?;
+        let r = req.into_inner();
+        let note = optional_text("note", &r.note)?;
+        let changes = r
+            .changes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| directory_change(i, c))
+            .collect::<Result<Vec<_>, _>>()?;
+        let p = self.0.propose_directory(&me, changes, &note).await?;
+        Ok(Response::new(directory_proposal(&p)))
+    }
+
+    async fn approve_directory_change(
+        &self,
+        req: Request<ApproveDirectoryChangeRequest>,
+    ) -> Result<Response<DirectoryChangeProposal>, Status> {
+        let me = self.caller(&req)?;
+        let id = proposal_id(req.get_ref().proposal_id)?;
+        let p = self.0.approve_directory(&me, id).await?;
+        Ok(Response::new(directory_proposal(&p)))
+    }
+
+    async fn reject_directory_change(
+        &self,
+        req: Request<RejectDirectoryChangeRequest>,
+    ) -> Result<Response<DirectoryChangeProposal>, Status> {
+        let me = self.caller(&req)?;
+        let r = req.into_inner();
+        let id = proposal_id(r.proposal_id)?;
+        let reason = required_text("reason", &r.reason, "a reason for the rejection")?;
+        let p = self.0.reject_directory(&me, id, reason).await?;
+        Ok(Response::new(directory_proposal(&p)))
+    }
+
+    async fn list_directory_changes(
+        &self,
+        req: Request<ListDirectoryChangesRequest>,
+    ) -> Result<Response<ListDirectoryChangesResponse>, Status> {
+        self.caller(&req)?;
+        let all = self.0.directory_proposals().await?;
+        Ok(Response::new(ListDirectoryChangesResponse {
+            proposals: all.iter().rev().map(|v| directory_proposal(&v.record)).collect(),
+        }))
+    }
+
+    async fn nats_authorization(
+        &self,
+        req: Request<NatsAuthorizationRequest>,
+    ) -> Result<Response<NatsAuthorizationResponse>, Status> {
+        self.caller(&req)?;
+        Ok(Response::new(NatsAuthorizationResponse {
+            config: henvis_bus::nats_authorization(&self.0.directory.current()),
+        }))
+    }
+
     async fn case_audit(&self, req: Request<CaseAuditRequest>) -> Result<Response<AuditRecords>, Status> {
         self.caller(&req)?;
         let case =
@@ -542,6 +609,99 @@ impl AdminService for AdminApi {
             dead_letters: dead.into_iter().map(|(s, _)| s).collect(),
         }))
     }
+}
+
+/// A directory change from the wire, each field checked and named.
+fn directory_change(i: usize, c: &WireChange) -> Result<DirectoryChange, Status> {
+    let field = |name: &str| format!("changes[{i}].{name}");
+    let agency = |name: &str, v: &str| {
+        AgencyId::parse(v).map_err(|e| Status::invalid_argument(format!("`{}`: {e}", field(name))))
+    };
+    let person = |name: &str, v: &str| {
+        PersonId::parse(v).map_err(|e| Status::invalid_argument(format!("`{}`: {e}", field(name))))
+    };
+    Ok(match c.change.as_ref() {
+        None => {
+            return Err(Status::invalid_argument(format!(
+                "`{}`: one change expected (add_agency, disable_agency, enable_agency, add_contact_person, assign_contact_person, disable_person, enable_person, add_administrator)",
+                format_args!("changes[{i}]")
+            )));
+        }
+        Some(wire_change::Change::AddAgency(a)) => DirectoryChange::AddAgency {
+            id: agency("add_agency.agency_id", &a.agency_id)?,
+            name: a.name.clone(),
+            sector: henvis_domain::Sector::parse(&a.sector).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "`{}`: `police`, `health`, `social` or `ngo` expected",
+                    field("add_agency.sector")
+                ))
+            })?,
+        },
+        Some(wire_change::Change::DisableAgency(a)) => DirectoryChange::DisableAgency {
+            id: agency("disable_agency", a)?,
+        },
+        Some(wire_change::Change::EnableAgency(a)) => DirectoryChange::EnableAgency {
+            id: agency("enable_agency", a)?,
+        },
+        Some(wire_change::Change::AddContactPerson(p)) => DirectoryChange::AddContactPerson {
+            id: person("add_contact_person.person_id", &p.person_id)?,
+            agency: agency("add_contact_person.agency_id", &p.agency_id)?,
+        },
+        Some(wire_change::Change::AssignContactPerson(p)) => DirectoryChange::AssignContactPerson {
+            id: person("assign_contact_person.person_id", &p.person_id)?,
+            agency: agency("assign_contact_person.agency_id", &p.agency_id)?,
+        },
+        Some(wire_change::Change::DisablePerson(p)) => DirectoryChange::DisablePerson {
+            id: person("disable_person", p)?,
+        },
+        Some(wire_change::Change::EnablePerson(p)) => DirectoryChange::EnablePerson {
+            id: person("enable_person", p)?,
+        },
+        Some(wire_change::Change::AddAdministrator(p)) => DirectoryChange::AddAdministrator {
+            id: person("add_administrator", p)?,
+        },
+    })
+}
+
+/// A directory change in words.
+pub(crate) fn describe_change(c: &DirectoryChange) -> String {
+    match c {
+        DirectoryChange::AddAgency { id, name, sector } => format!("add agency {id} ({sector}): {name}"),
+        DirectoryChange::DisableAgency { id } => format!("disable agency {id}"),
+        DirectoryChange::EnableAgency { id } => format!("enable agency {id}"),
+        DirectoryChange::AddContactPerson { id, agency } => format!("add contact person {id} to {agency}"),
+        DirectoryChange::AssignContactPerson { id, agency } => format!("assign contact person {id} to {agency}"),
+        DirectoryChange::DisablePerson { id } => format!("disable person {id}"),
+        DirectoryChange::EnablePerson { id } => format!("enable person {id}"),
+        DirectoryChange::AddAdministrator { id } => format!("add administrator {id}"),
+    }
+}
+
+fn directory_proposal(p: &DirectoryProposal) -> DirectoryChangeProposal {
+    let mut v = DirectoryChangeProposal {
+        proposal_id: p.id,
+        changes: p.changes.iter().map(describe_change).collect(),
+        state: RuleSetState::Proposed as i32,
+        proposed_by: p.proposed_by.to_string(),
+        proposed_at: ts(p.proposed_at),
+        note: p.note.clone(),
+        ..Default::default()
+    };
+    match &p.decision {
+        Some(ProposalDecision::Approved { by, at, .. }) => {
+            v.state = RuleSetState::Live as i32;
+            v.approved_by = by.to_string();
+            v.approved_at = ts(*at);
+        }
+        Some(ProposalDecision::Rejected { by, at, reason }) => {
+            v.state = RuleSetState::Rejected as i32;
+            v.rejected_by = by.to_string();
+            v.rejected_at = ts(*at);
+            v.rejection_reason = reason.clone();
+        }
+        None => {}
+    }
+    v
 }
 
 fn henvis_proto_sector(s: henvis_domain::Sector) -> i32 {

@@ -126,6 +126,7 @@ impl Admin {
                 last.insert(d.event_id.clone(), d);
             }
         }
+        let directory = self.directory.current();
         let mut out = Replay::default();
         let mut cases: HashMap<String, Option<CaseRecord>> = HashMap::new();
         for d in last.values() {
@@ -154,7 +155,7 @@ impl Admin {
                 out.skipped += 1;
                 continue;
             };
-            let Some(sector) = self.directory.agency(&sender).map(|a| a.sector) else {
+            let Some(sector) = directory.agency(&sender).map(|a| a.sector) else {
                 out.skipped += 1;
                 continue;
             };
@@ -168,8 +169,8 @@ impl Admin {
                 referral_sender: referral_sender.as_ref(),
                 flags: &d.flags,
             };
-            let now_live = decide(live, &self.directory, &input);
-            let now_candidate = decide(candidate, &self.directory, &input);
+            let now_live = decide(live, &directory, &input);
+            let now_candidate = decide(candidate, &directory, &input);
             out.replayed += 1;
             if !same_as_record(d, &now_live) {
                 out.differs_from_record += 1;

@@ -64,6 +64,7 @@ pub struct Bus {
     idempotency: std::sync::Arc<tokio::sync::OnceCell<records::JsonBucket>>,
     order: std::sync::Arc<tokio::sync::OnceCell<records::JsonBucket>>,
     governance: std::sync::Arc<tokio::sync::OnceCell<records::JsonBucket>>,
+    directory: std::sync::Arc<tokio::sync::OnceCell<records::JsonBucket>>,
     in_stream: std::sync::Arc<tokio::sync::OnceCell<jetstream::stream::Stream>>,
 }
 
@@ -135,6 +136,7 @@ impl Bus {
             idempotency: Default::default(),
             order: Default::default(),
             governance: Default::default(),
+            directory: Default::default(),
             in_stream: Default::default(),
         })
     }
@@ -201,6 +203,13 @@ impl Bus {
     pub async fn governance_bucket(&self) -> Result<&records::JsonBucket, BusError> {
         self.governance
             .get_or_try_init(|| records::JsonBucket::open(&self.js, BUCKET_GOVERNANCE))
+            .await
+    }
+
+    /// The approved directory changes' bucket.
+    pub async fn directory_bucket(&self) -> Result<&records::JsonBucket, BusError> {
+        self.directory
+            .get_or_try_init(|| records::JsonBucket::open(&self.js, BUCKET_DIRECTORY))
             .await
     }
 

@@ -261,8 +261,19 @@ pub fn proposal_key(n: u64) -> String {
     format!("proposal.{n:08}")
 }
 
+/// Key-value bucket of the approved directory changes ([`DIRECTORY_KEY`]), written by the
+/// admin service, watched by every service.
+pub const BUCKET_DIRECTORY: &str = "henvis_directory";
+/// The key of the approved directory changes in [`BUCKET_DIRECTORY`].
+pub const DIRECTORY_KEY: &str = "amendments";
+/// The key of directory proposal `n` in [`BUCKET_GOVERNANCE`].
+pub fn directory_proposal_key(n: u64) -> String {
+    format!("directory.{n:08}")
+}
+
 /// Every key-value bucket of the topology (each service may create them where missing).
-pub const BUCKETS: [&str; 8] = [
+pub const BUCKETS: [&str; 9] = [
+    BUCKET_DIRECTORY,
     BUCKET_CASES,
     BUCKET_RULES,
     BUCKET_GOVERNANCE,

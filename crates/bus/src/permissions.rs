@@ -23,6 +23,15 @@ pub fn nats_user(principal: &Principal) -> String {
 fn create_topology(publish: &mut Vec<String>) {
     publish.extend(STREAMS.iter().map(|s| format!("$JS.API.STREAM.CREATE.{s}")));
     publish.extend(BUCKETS.iter().map(|b| format!("$JS.API.STREAM.CREATE.KV_{b}")));
+    // every service reads and follows the approved directory changes
+    publish.push(format!("$JS.API.STREAM.MSG.GET.KV_{BUCKET_DIRECTORY}"));
+    publish.push(format!("$JS.API.DIRECT.GET.KV_{BUCKET_DIRECTORY}.>"));
+    publish.push(format!("$JS.API.CONSUMER.CREATE.KV_{BUCKET_DIRECTORY}"));
+    publish.push(format!("$JS.API.CONSUMER.CREATE.KV_{BUCKET_DIRECTORY}.>"));
+    for op in ["MSG.NEXT", "INFO", "DELETE"] {
+        publish.push(format!("$JS.API.CONSUMER.{op}.KV_{BUCKET_DIRECTORY}.*"));
+    }
+    publish.push(format!("$JS.FC.KV_{BUCKET_DIRECTORY}.>"));
 }
 
 /// What a sector service may publish (including JetStream API requests) and subscribe to.
@@ -137,7 +146,7 @@ pub fn admin_service_permissions() -> (Vec<String>, Vec<String>) {
         audit_admin_subject(ADMIN_WRITER),
     ];
     create_topology(&mut publish);
-    for bucket in [BUCKET_RULES, BUCKET_GOVERNANCE] {
+    for bucket in [BUCKET_RULES, BUCKET_GOVERNANCE, BUCKET_DIRECTORY] {
         publish.push(format!("$KV.{bucket}.>"));
     }
     for bucket in [BUCKET_RULES, BUCKET_GOVERNANCE, BUCKET_CASES] {

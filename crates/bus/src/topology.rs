@@ -246,7 +246,11 @@ impl Topology {
             (BUCKET_RULES, "the active henvis rule set"),
             (
                 BUCKET_GOVERNANCE,
-                "rule-set proposals, their tests and approvals, and the live one",
+                "rule-set and directory proposals, their tests and decisions",
+            ),
+            (
+                BUCKET_DIRECTORY,
+                "the approved directory changes, applied by every service",
             ),
             (
                 BUCKET_ALERT_DETAILS,

@@ -152,6 +152,35 @@ pub enum AuditRecord {
         /// Why.
         reason: String,
     },
+    /// An administrator proposed directory changes.
+    DirectoryChangeProposed {
+        /// The directory proposal.
+        proposal: u64,
+        /// The changes.
+        changes: Vec<crate::DirectoryChange>,
+        /// The proven administrator.
+        by: String,
+    },
+    /// A second administrator approved directory changes; every service applies them.
+    DirectoryChangeApproved {
+        /// The directory proposal.
+        proposal: u64,
+        /// The changes.
+        changes: Vec<crate::DirectoryChange>,
+        /// Who proposed them.
+        proposed_by: String,
+        /// Who approved them.
+        by: String,
+    },
+    /// An administrator rejected directory changes.
+    DirectoryChangeRejected {
+        /// The directory proposal.
+        proposal: u64,
+        /// Who.
+        by: String,
+        /// Why.
+        reason: String,
+    },
     /// Another administrator reviewed a break-glass approval.
     BreakGlassReviewed {
         /// The proposal.
@@ -193,7 +222,10 @@ impl AuditRecord {
             Self::RuleSetProposed { .. }
             | Self::RuleSetApproved { .. }
             | Self::RuleSetRejected { .. }
-            | Self::BreakGlassReviewed { .. } => AuditScope::Rules,
+            | Self::BreakGlassReviewed { .. }
+            | Self::DirectoryChangeProposed { .. }
+            | Self::DirectoryChangeApproved { .. }
+            | Self::DirectoryChangeRejected { .. } => AuditScope::Rules,
         }
     }
 }

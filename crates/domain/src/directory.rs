@@ -155,7 +155,72 @@ pub struct Directory {
     municipalities: BTreeMap<String, Municipality>,
     persons: BTreeMap<PersonId, AgencyId>,
     administrators: std::collections::BTreeSet<PersonId>,
+    /// Agencies, contact persons and administrators disabled by an approved change: still
+    /// known (their past routing stays explainable), refused as callers, never recipients.
+    disabled_agencies: std::collections::BTreeSet<AgencyId>,
+    disabled_persons: std::collections::BTreeSet<PersonId>,
 }
+
+/// One change of the directory, proposed by one administrator and approved by another
+/// through the admin service; the running services apply the approved changes, in order,
+/// over the directory file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum DirectoryChange {
+    /// A new agency (an NGO, a national unit, another body) of a sector.
+    AddAgency {
+        /// Its id.
+        id: AgencyId,
+        /// Its public name.
+        name: String,
+        /// Its sector.
+        sector: Sector,
+    },
+    /// An agency's certificate is refused from now on, and it receives nothing.
+    DisableAgency {
+        /// The agency.
+        id: AgencyId,
+    },
+    /// A disabled agency is admitted again.
+    EnableAgency {
+        /// The agency.
+        id: AgencyId,
+    },
+    /// A new police contact person of a police agency.
+    AddContactPerson {
+        /// The person.
+        id: PersonId,
+        /// The police agency.
+        agency: AgencyId,
+    },
+    /// A contact person moves to another police agency.
+    AssignContactPerson {
+        /// The person.
+        id: PersonId,
+        /// The police agency.
+        agency: AgencyId,
+    },
+    /// A contact person's (or an administrator's) certificate is refused from now on.
+    DisablePerson {
+        /// The person.
+        id: PersonId,
+    },
+    /// A disabled person is admitted again.
+    EnablePerson {
+        /// The person.
+        id: PersonId,
+    },
+    /// A new administrator.
+    AddAdministrator {
+        /// The person.
+        id: PersonId,
+    },
+}
+
+/// Why a directory change cannot be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("directory change: {0}")]
+pub struct ChangeError(pub String);
 
 impl Directory {
     /// The default directory: the Danish police districts, municipalities, regions,
@@ -172,6 +237,8 @@ impl Directory {
             municipalities: BTreeMap::new(),
             persons: BTreeMap::new(),
             administrators: std::collections::BTreeSet::new(),
+            disabled_agencies: std::collections::BTreeSet::new(),
+            disabled_persons: std::collections::BTreeSet::new(),
         };
         for r in file.region {
             dir.add(Agency {
@@ -251,10 +318,93 @@ impl Directory {
         Ok(dir)
     }
 
-    /// Whether `id` is one of henvis' administrators (a certificate `henvis://admin/<id>`
-    /// from the CA is not enough: the person must be listed here).
+    /// Whether `id` is one of henvis' administrators, and not disabled (a certificate
+    /// `henvis://admin/<id>` from the CA is not enough: the person must be listed here).
     pub fn is_administrator(&self, id: &PersonId) -> bool {
-        self.administrators.contains(id)
+        self.administrators.contains(id) && !self.disabled_persons.contains(id)
+    }
+
+    /// Whether an agency was disabled by an approved change.
+    pub fn is_disabled_agency(&self, id: &AgencyId) -> bool {
+        self.disabled_agencies.contains(id)
+    }
+
+    /// Whether a contact person or administrator was disabled by an approved change.
+    pub fn is_disabled_person(&self, id: &PersonId) -> bool {
+        self.disabled_persons.contains(id)
+    }
+
+    /// The directory with `change` applied, or why it cannot be: an id added twice, a
+    /// contact person of a non-police agency, a change of someone unknown, a no-op.
+    pub fn amended(&self, change: &DirectoryChange) -> Result<Self, ChangeError> {
+        let mut d = self.clone();
+        let err = |m: String| Err(ChangeError(m));
+        match change {
+            DirectoryChange::AddAgency { id, name, sector } => {
+                if d.agencies.contains_key(id) {
+                    return err(format!("agency `{id}` exists already"));
+                }
+                if name.trim().is_empty() || name.chars().count() > 200 {
+                    return err("`name`: 1 to 200 characters expected".into());
+                }
+                d.agencies.insert(
+                    id.clone(),
+                    Agency {
+                        id: id.clone(),
+                        name: name.trim().to_owned(),
+                        sector: *sector,
+                        kind: AgencyKind::Other,
+                    },
+                );
+            }
+            DirectoryChange::DisableAgency { id } => {
+                if !d.agencies.contains_key(id) {
+                    return err(format!("no agency `{id}`"));
+                }
+                if !d.disabled_agencies.insert(id.clone()) {
+                    return err(format!("agency `{id}` is disabled already"));
+                }
+            }
+            DirectoryChange::EnableAgency { id } => {
+                if !d.disabled_agencies.remove(id) {
+                    return err(format!("agency `{id}` is not disabled"));
+                }
+            }
+            DirectoryChange::AddContactPerson { id, agency } | DirectoryChange::AssignContactPerson { id, agency } => {
+                let adding = matches!(change, DirectoryChange::AddContactPerson { .. });
+                match (adding, d.persons.contains_key(id)) {
+                    (true, true) => return err(format!("contact person `{id}` exists already")),
+                    (false, false) => return err(format!("no contact person `{id}`")),
+                    _ => {}
+                }
+                if d.agencies.get(agency).map(|a| a.sector) != Some(Sector::Police) {
+                    return err(format!("`{agency}` is not a police agency of the directory"));
+                }
+                if !adding && d.persons.get(id) == Some(agency) {
+                    return err(format!("`{id}` belongs to `{agency}` already"));
+                }
+                d.persons.insert(id.clone(), agency.clone());
+            }
+            DirectoryChange::DisablePerson { id } => {
+                if !d.persons.contains_key(id) && !d.administrators.contains(id) {
+                    return err(format!("no contact person or administrator `{id}`"));
+                }
+                if !d.disabled_persons.insert(id.clone()) {
+                    return err(format!("`{id}` is disabled already"));
+                }
+            }
+            DirectoryChange::EnablePerson { id } => {
+                if !d.disabled_persons.remove(id) {
+                    return err(format!("`{id}` is not disabled"));
+                }
+            }
+            DirectoryChange::AddAdministrator { id } => {
+                if !d.administrators.insert(id.clone()) {
+                    return err(format!("administrator `{id}` exists already"));
+                }
+            }
+        }
+        Ok(d)
     }
 
     /// Every administrator.
@@ -262,7 +412,7 @@ impl Directory {
         self.administrators.iter()
     }
 
-    /// The police agency a contact person belongs to.
+    /// The police agency a contact person belongs to (disabled persons included).
     pub fn contact_person(&self, id: &PersonId) -> Option<&AgencyId> {
         self.persons.get(id)
     }
@@ -333,6 +483,49 @@ impl Directory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changes_apply_in_order_and_refuse_what_makes_no_sense() {
+        let d = Directory::denmark().unwrap();
+        let ngo = AgencyId::parse("ngo-new").unwrap();
+        let kp = PersonId::parse("politi-fyn-kp9").unwrap();
+        let add = DirectoryChange::AddAgency {
+            id: ngo.clone(),
+            name: "New NGO".into(),
+            sector: Sector::Ngo,
+        };
+        let d2 = d.amended(&add).unwrap();
+        assert_eq!(d2.agency(&ngo).unwrap().sector, Sector::Ngo);
+        assert!(d2.amended(&add).is_err(), "added twice");
+        let d3 = d2.amended(&DirectoryChange::DisableAgency { id: ngo.clone() }).unwrap();
+        assert!(d3.is_disabled_agency(&ngo) && !d2.is_disabled_agency(&ngo));
+        assert!(d3.amended(&DirectoryChange::DisableAgency { id: ngo.clone() }).is_err());
+        let not_police = DirectoryChange::AddContactPerson {
+            id: kp.clone(),
+            agency: ngo,
+        };
+        assert!(d3.amended(&not_police).is_err());
+        let d4 = d3
+            .amended(&DirectoryChange::AddContactPerson {
+                id: kp.clone(),
+                agency: AgencyId::parse("politi-fyn").unwrap(),
+            })
+            .unwrap()
+            .amended(&DirectoryChange::AssignContactPerson {
+                id: kp.clone(),
+                agency: AgencyId::parse("politi-koebenhavn").unwrap(),
+            })
+            .unwrap();
+        assert_eq!(d4.contact_person(&kp).unwrap().as_str(), "politi-koebenhavn");
+        let admin = PersonId::parse("admin-1").unwrap();
+        assert!(d4.is_administrator(&admin));
+        let d5 = d4
+            .amended(&DirectoryChange::DisablePerson { id: admin.clone() })
+            .unwrap();
+        assert!(!d5.is_administrator(&admin));
+        let json = serde_json::to_value(DirectoryChange::DisablePerson { id: admin }).unwrap();
+        assert_eq!(json["change"], "disable_person");
+    }
 
     #[test]
     fn default_directory_is_the_real_country() {

@@ -159,6 +159,58 @@ pub fn live_of<'a>(proposals: impl IntoIterator<Item = &'a Proposal>) -> Option<
         .map(|(_, _, p)| p)
 }
 
+/// A proposed set of directory changes and what became of it (four eyes, like rule sets;
+/// no break-glass: revoking a certificate is the emergency path for a person).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DirectoryProposal {
+    /// Its number (1, 2, …), counted apart from rule-set proposals.
+    pub id: u64,
+    /// The changes, applied in this order.
+    pub changes: Vec<crate::DirectoryChange>,
+    /// Why, in the proposer's words.
+    #[serde(default)]
+    pub note: String,
+    /// The administrator who proposed it.
+    pub proposed_by: PersonId,
+    /// When, unix seconds.
+    pub proposed_at: i64,
+    /// What was decided on it; `None` while proposed.
+    #[serde(default)]
+    pub decision: Option<ProposalDecision>,
+}
+
+/// The approved directory changes, in approval order: what every service applies over its
+/// directory file, and watches for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DirectoryAmendments {
+    /// Each approved proposal's changes.
+    pub applied: Vec<AppliedChanges>,
+}
+
+/// One approved directory proposal's changes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AppliedChanges {
+    /// The proposal.
+    pub proposal: u64,
+    /// Its changes.
+    pub changes: Vec<crate::DirectoryChange>,
+}
+
+impl DirectoryAmendments {
+    /// `base` with every approved change applied in order.
+    pub fn apply(&self, base: &crate::Directory) -> Result<crate::Directory, crate::ChangeError> {
+        let mut d = base.clone();
+        for a in &self.applied {
+            for c in &a.changes {
+                d = d
+                    .amended(c)
+                    .map_err(|e| crate::ChangeError(format!("proposal #{}: {}", a.proposal, e.0)))?;
+            }
+        }
+        Ok(d)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -11,7 +11,7 @@ mod principal;
 mod sector;
 
 pub use class::{Class, ClassSet};
-pub use directory::{Agency, AgencyKind, Directory, DirectoryError, Municipality};
+pub use directory::{Agency, AgencyKind, ChangeError, Directory, DirectoryChange, DirectoryError, Municipality};
 pub use ids::{
     ActorId, AgencyId, CaseId, ConsentId, EventId, FieldError, IdError, IdempotencyKey, MessageType,
     OPAQUE_ID_EXPECTED, PersonId, is_opaque_id,
@@ -33,4 +33,7 @@ mod alert;
 pub use alert::{AlertRecord, AlertState, Urgency};
 
 mod governance;
-pub use governance::{BreakGlass, Proposal, ProposalDecision, ProposalState, Review, TestRun, live_of};
+pub use governance::{
+    AppliedChanges, BreakGlass, DirectoryAmendments, DirectoryProposal, Proposal, ProposalDecision, ProposalState,
+    Review, TestRun, live_of,
+};

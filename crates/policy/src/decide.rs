@@ -68,6 +68,8 @@ pub enum WithheldReason {
     ConsentWithdrawn,
     /// The guardian's never-disclose list keeps the event from this recipient.
     NeverDisclose,
+    /// Administrators disabled the recipient in the directory.
+    RecipientDisabled,
 }
 
 impl WithheldReason {
@@ -82,6 +84,7 @@ impl WithheldReason {
             WithheldReason::NoConsent => "no_consent",
             WithheldReason::ConsentWithdrawn => "consent_withdrawn",
             WithheldReason::NeverDisclose => "never_disclose",
+            WithheldReason::RecipientDisabled => "recipient_disabled",
         }
     }
 
@@ -96,6 +99,7 @@ impl WithheldReason {
             WithheldReason::NoConsent => "no consent in force",
             WithheldReason::ConsentWithdrawn => "consent withdrawn",
             WithheldReason::NeverDisclose => "on the guardian's never-disclose list",
+            WithheldReason::RecipientDisabled => "the recipient is disabled in the directory",
         }
     }
 }
@@ -212,6 +216,15 @@ pub fn decide(rules: &RuleSet, dir: &Directory, input: &DecisionInput<'_>) -> De
                 .push(withheld(&route.id, None, WithheldReason::NoRecipient(why), sees));
         }
         for agency in targets {
+            if dir.is_disabled_agency(&agency) {
+                decision.withheld.push(withheld(
+                    &route.id,
+                    Some(agency),
+                    WithheldReason::RecipientDisabled,
+                    sees,
+                ));
+                continue;
+            }
             let mut consent_ids = Vec::new();
             if let LegalBasis::Consent(_) = route.basis {
                 let Some(sector) = dir.agency(&agency).map(|a| a.sector) else {

@@ -19,7 +19,6 @@ use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use henvis_bus::{Bus, Offered, RoutingConsumer};
-use henvis_domain::Directory;
 use henvis_policy::Schema;
 use std::collections::HashMap;
 
@@ -53,7 +52,7 @@ pub struct RouterConfig {
 pub struct Router {
     bus: Bus,
     schema: Schema,
-    directory: Directory,
+    directory: Arc<henvis_runtime::LiveDirectory>,
     rules: ActiveRules,
     tls: Arc<henvis_runtime::tls::TlsServer>,
     keeper: Arc<dead_letters::Keeper>,
@@ -67,7 +66,8 @@ pub async fn build(config: &RouterConfig) -> anyhow::Result<Arc<Router>> {
     let tls =
         henvis_runtime::tls::TlsServer::load(henvis_runtime::tls::PkiFiles::of(&config.service.pki_dir, &router))?;
     let bus = config.service.connect(&router).await?;
-    let rules = ActiveRules::load(&bus, config.rules.as_deref(), &schema, &directory).await?;
+    let directory = henvis_runtime::LiveDirectory::load(directory, &bus).await?;
+    let rules = ActiveRules::load(&bus, config.rules.as_deref(), &schema, &directory.current()).await?;
     tracing::info!(rule_set_version = %rules.current().version(), "router ready");
     Ok(Arc::new(Router {
         bus: bus.clone(),
@@ -93,8 +93,11 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let wait = henvis_runtime::fan_out(shutdown);
     // health and reflection, for henvis services and administrators
-    let admit: henvis_runtime::Admit = Arc::new(|p| match p {
-        henvis_domain::Principal::Service(_) | henvis_domain::Principal::Admin(_) => Ok(()),
+    let dir = router.directory.clone();
+    let admit: henvis_runtime::Admit = Arc::new(move |p| match p {
+        henvis_domain::Principal::Service(_) => Ok(()),
+        henvis_domain::Principal::Admin(a) if dir.current().is_administrator(a) => Ok(()),
+        henvis_domain::Principal::Admin(_) => Err("an administrator the directory does not list (or disabled)".into()),
         _ => Err(
             "this port serves henvis services and administrators only; agencies and contact persons \
                   call their sector's service"
@@ -110,12 +113,13 @@ pub async fn serve(
         wait(),
     );
     let reload = router.clone().follow_rules(wait());
+    let directory = tokio::spawn(router.directory.clone().follow(router.bus.clone(), wait()));
     let dead = tokio::spawn(dead_letters::run(router.keeper.clone(), wait()));
     let expiry = tokio::spawn(dead_letters::watch_expiry(router.keeper.clone(), wait()));
     let questions = tokio::spawn(decisions::serve(router.clone(), wait()));
     let routing = router.run(wait());
     let (a, b, c) = tokio::join!(grpc, routing, reload);
-    let _ = tokio::join!(dead, expiry, questions);
+    let _ = tokio::join!(dead, expiry, questions, directory);
     a.and(b).and(c)
 }
 

@@ -132,9 +132,10 @@ impl Router {
             .unwrap_or_else(CaseRecord::new);
         // the same plan the router executes, for the case and rules as they are now
         let rules = self.rules.current();
+        let directory = self.directory.current();
         let ctx = plan::Context {
             schema: &self.schema,
-            directory: &self.directory,
+            directory: &directory,
             rules: &rules,
         };
         let p = plan::plan(&ctx, &env, &facts, &case, 0).map_err(|e| anyhow::anyhow!("{e:?}"))?;

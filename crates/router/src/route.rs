@@ -124,7 +124,7 @@ impl Facts {
 impl Router {
     /// The facts a decision about a stored event rests on, besides the case.
     pub(crate) async fn facts(&self, env: &Envelope) -> Result<Facts, RouteError> {
-        let mut facts = Facts::of(&self.schema, &self.directory, env)?;
+        let mut facts = Facts::of(&self.schema, &self.directory.current(), env)?;
         // a referral response names its referral's sender only if the responder received it
         if let Some(Kind::ReferralResponse(r)) = env.event.as_ref().and_then(|e| e.kind.as_ref()) {
             facts.referral = self
@@ -153,9 +153,10 @@ impl Router {
             ));
         }
         let rules = self.rules.current();
+        let directory = self.directory.current();
         let ctx = Context {
             schema: &self.schema,
-            directory: &self.directory,
+            directory: &directory,
             rules: &rules,
         };
         let case_id = &facts.case_id;

@@ -86,7 +86,7 @@ impl Router {
                             Some(Err(e)) => { tracing::warn!(error = %e, "rules watch error"); continue; }
                             None => break,
                         };
-                        match RuleSet::from_toml("published rule set", &text, &self.schema, &self.directory) {
+                        match RuleSet::from_toml("published rule set", &text, &self.schema, &self.directory.current()) {
                             Ok(r) if r.version() == self.rules.current().version() => {}
                             Ok(r) => {
                                 tracing::info!(rule_set_version = %r.version(), tests = r.test_count(), "rule set reloaded");

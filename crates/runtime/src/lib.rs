@@ -5,6 +5,8 @@
 
 mod config;
 pub use config::ServiceConfig;
+mod directory;
+pub use directory::LiveDirectory;
 pub mod refusals;
 pub mod tls;
 

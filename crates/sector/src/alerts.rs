@@ -230,7 +230,10 @@ impl AlertService for Alerts {
         let key = alert_key(&district, &req.alert_id)?;
         let to = PersonId::parse(&req.to_person_id)
             .ok()
-            .filter(|p| self.0.directory.contact_person(p) == Some(&district))
+            .filter(|p| {
+                let dir = self.0.directory.current();
+                dir.contact_person(p) == Some(&district) && !dir.is_disabled_person(p)
+            })
             .ok_or_else(|| ApiError::field("to_person_id", "a contact person of your district"))?;
         let at = now();
         let v = transition(&self.0, &key, |a| match &a.state {

@@ -26,6 +26,11 @@ impl Caller {
                 let entry = dir.agency(agency).ok_or(ApiError::Unauthenticated(
                     "certificate names an agency unknown to the directory",
                 ))?;
+                if dir.is_disabled_agency(agency) {
+                    return Err(ApiError::Unauthenticated(
+                        "certificate names an agency disabled in the directory",
+                    ));
+                }
                 Ok(Self {
                     agency: agency.clone(),
                     sector: entry.sector,
@@ -36,6 +41,11 @@ impl Caller {
                 let agency = dir.contact_person(person).ok_or(ApiError::Unauthenticated(
                     "certificate names a person unknown to the directory",
                 ))?;
+                if dir.is_disabled_person(person) {
+                    return Err(ApiError::Unauthenticated(
+                        "certificate names a person disabled in the directory",
+                    ));
+                }
                 Ok(Self {
                     agency: agency.clone(),
                     sector: Sector::Police,
@@ -59,6 +69,12 @@ pub fn admit(dir: &Directory, principal: &Principal) -> Result<(), String> {
         }
         Principal::Person(p) if dir.contact_person(p).is_none() => {
             Err("client certificate names a contact person unknown to the agency directory".into())
+        }
+        Principal::Agency(a) if dir.is_disabled_agency(a) => {
+            Err("client certificate names an agency disabled in the agency directory".into())
+        }
+        Principal::Person(p) if dir.is_disabled_person(p) => {
+            Err("client certificate names a contact person disabled in the agency directory".into())
         }
         Principal::Admin(_) => Err("administrators do not use the sector services; use the administrator tools".into()),
         _ => Ok(()),

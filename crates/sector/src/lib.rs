@@ -18,7 +18,7 @@ mod typed;
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use henvis_bus::Bus;
-use henvis_domain::{Directory, Sector};
+use henvis_domain::Sector;
 use henvis_policy::Schema;
 use henvis_proto::henvis::broker::v1::referral_service_server::ReferralServiceServer;
 use tokio::net::TcpListener;
@@ -62,7 +62,7 @@ pub struct SectorConfig {
 pub struct Core {
     profile: SectorProfile,
     bus: Bus,
-    directory: Directory,
+    directory: Arc<henvis_runtime::LiveDirectory>,
     schema: Schema,
     tls: Arc<henvis_runtime::tls::TlsServer>,
     max_event_bytes: usize,
@@ -77,11 +77,12 @@ pub struct Core {
 /// Loads the configured files, connects to NATS and creates the JetStream topology.
 pub async fn build(sector: Sector, config: &SectorConfig) -> anyhow::Result<Arc<Core>> {
     let principal = henvis_domain::Principal::Service(sector.to_string());
-    let directory = config.service.directory()?;
+    let base = config.service.directory()?;
     let tls =
         henvis_runtime::tls::TlsServer::load(henvis_runtime::tls::PkiFiles::of(&config.service.pki_dir, &principal))?;
     let schema = Schema::from_descriptor_set(henvis_proto::FILE_DESCRIPTOR_SET)?;
     let bus = config.service.connect(&principal).await?;
+    let directory = henvis_runtime::LiveDirectory::load(base, &bus).await?;
     Ok(Arc::new(Core {
         profile: SectorProfile::of(sector),
         bus,
@@ -125,8 +126,10 @@ pub async fn serve(
             }
         }
     }
+    // approved directory changes apply without a restart
+    background.push(tokio::spawn(core.directory.clone().follow(core.bus.clone(), wait())));
     let dir = core.directory.clone();
-    let admit: henvis_runtime::Admit = Arc::new(move |p| auth::admit(&dir, p));
+    let admit: henvis_runtime::Admit = Arc::new(move |p| auth::admit(&dir.current(), p));
     let served = henvis_runtime::serve_grpc(listener, core.tls.clone(), admit, routes, &names, wait()).await;
     for task in background {
         let _ = task.await;

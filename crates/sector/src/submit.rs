@@ -39,7 +39,7 @@ impl Core {
         let principal = ext
             .get::<henvis_domain::Principal>()
             .ok_or(ApiError::Unauthenticated("no authenticated principal"))?;
-        let caller = Caller::of(principal, &self.directory)?;
+        let caller = Caller::of(principal, &self.directory.current())?;
         if caller.sector != self.profile.sector {
             henvis_runtime::refusals::record(
                 Refusal::WrongService,
@@ -159,12 +159,12 @@ impl Core {
             )));
         }
         self.schema
-            .validate(&dynamic, std::time::SystemTime::now(), &self.directory)?;
+            .validate(&dynamic, std::time::SystemTime::now(), &self.directory.current())?;
         let (case_id, existing) = self.case_for(caller, &req.case_id, &mt).await?;
         let event_id = EventId::new_now();
         // workflow guards, against the case as it stands (a new case: nothing yet)
         let current = existing.unwrap_or_else(CaseRecord::new);
-        henvis_policy::admit(&mt, &caller.agency, &current, &self.directory).map_err(|e| {
+        henvis_policy::admit(&mt, &caller.agency, &current, &self.directory.current()).map_err(|e| {
             let who = caller.agency.to_string();
             match e {
                 GuardError::NotParticipant => {

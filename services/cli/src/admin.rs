@@ -138,6 +138,15 @@ pub enum AdminAction {
         #[arg(long, default_value_t = 50)]
         max_items: u32,
     },
+    /// Directory changes (agencies, contact persons, administrators), under four eyes:
+    /// each change is proposed here and applies when another administrator approves it.
+    Directory {
+        #[command(subcommand)]
+        action: DirectoryAction,
+    },
+    /// The nats-server `authorization` block for the directory in force (after an agency
+    /// was added: write it to auth.conf, then `nats-server --signal reload`).
+    NatsAuth,
     /// Every audit record of one case, oldest first.
     Audit {
         /// The case id.
@@ -145,6 +154,220 @@ pub enum AdminAction {
     },
     /// Administrator alerts and the dead letters (ids only).
     Alerts,
+}
+
+/// Directory changes and their approval.
+#[derive(Subcommand)]
+pub enum DirectoryAction {
+    /// Proposes a new agency.
+    AddAgency {
+        /// Its id, e.g. `ngo-example`.
+        id: String,
+        /// Its public name.
+        #[arg(long)]
+        name: String,
+        /// `police`, `health`, `social` or `ngo`.
+        #[arg(long)]
+        sector: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Proposes disabling an agency (its certificate refused, nothing delivered to it).
+    DisableAgency {
+        /// The agency.
+        id: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Proposes admitting a disabled agency again.
+    EnableAgency {
+        /// The agency.
+        id: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Proposes a new police contact person.
+    AddContactPerson {
+        /// The person id, e.g. `politi-fyn-kp7`.
+        id: String,
+        /// The police agency.
+        #[arg(long)]
+        agency: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Proposes moving a contact person to another police agency.
+    AssignContactPerson {
+        /// The person id.
+        id: String,
+        /// The police agency.
+        #[arg(long)]
+        agency: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Proposes disabling a contact person or administrator.
+    DisablePerson {
+        /// The person id.
+        id: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Proposes admitting a disabled person again.
+    EnablePerson {
+        /// The person id.
+        id: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Proposes a new administrator.
+    AddAdministrator {
+        /// The person id.
+        id: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Approves another administrator's directory proposal; every service applies it.
+    Approve {
+        /// The directory proposal number.
+        proposal: u64,
+    },
+    /// Rejects a directory proposal.
+    Reject {
+        /// The directory proposal number.
+        proposal: u64,
+        /// Why (mandatory).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Every directory proposal, newest first.
+    List,
+}
+
+async fn directory(
+    c: &mut AdminServiceClient<tonic::transport::Channel>,
+    action: DirectoryAction,
+    json_out: bool,
+) -> anyhow::Result<()> {
+    use henvis_proto::henvis::admin::v1::{
+        ApproveDirectoryChangeRequest, DirectoryChange, DirectoryChangeProposal, ListDirectoryChangesRequest,
+        NewAgency, PersonOfAgency, ProposeDirectoryChangeRequest, RejectDirectoryChangeRequest,
+        directory_change::Change,
+    };
+    let print = |p: &DirectoryChangeProposal| -> anyhow::Result<()> {
+        if json_out {
+            println!("{}", json(p, "henvis.admin.v1.DirectoryChangeProposal")?);
+        } else {
+            println!(
+                "directory change #{} ({}) proposed by {} at {}{}{}",
+                p.proposal_id,
+                state_name(p.state),
+                p.proposed_by,
+                when(p.proposed_at),
+                if p.approved_by.is_empty() {
+                    String::new()
+                } else {
+                    format!(", approved by {}", p.approved_by)
+                },
+                if p.rejected_by.is_empty() {
+                    String::new()
+                } else {
+                    format!(", rejected by {}: {}", p.rejected_by, p.rejection_reason)
+                }
+            );
+            for ch in &p.changes {
+                println!("  {ch}");
+            }
+        }
+        Ok(())
+    };
+    let (change, note) = match action {
+        DirectoryAction::Approve { proposal } => {
+            let p = c
+                .approve_directory_change(ApproveDirectoryChangeRequest { proposal_id: proposal })
+                .await?
+                .into_inner();
+            print(&p)?;
+            if !json_out {
+                println!("next: every service applies it within seconds");
+            }
+            return Ok(());
+        }
+        DirectoryAction::Reject { proposal, reason } => {
+            let p = c
+                .reject_directory_change(RejectDirectoryChangeRequest {
+                    proposal_id: proposal,
+                    reason,
+                })
+                .await?
+                .into_inner();
+            return print(&p);
+        }
+        DirectoryAction::List => {
+            let r = c
+                .list_directory_changes(ListDirectoryChangesRequest {})
+                .await?
+                .into_inner();
+            if json_out {
+                println!("{}", json(&r, "henvis.admin.v1.ListDirectoryChangesResponse")?);
+            } else {
+                for p in &r.proposals {
+                    print(p)?;
+                }
+            }
+            return Ok(());
+        }
+        DirectoryAction::AddAgency { id, name, sector, note } => (
+            Change::AddAgency(NewAgency {
+                agency_id: id,
+                name,
+                sector,
+            }),
+            note,
+        ),
+        DirectoryAction::DisableAgency { id, note } => (Change::DisableAgency(id), note),
+        DirectoryAction::EnableAgency { id, note } => (Change::EnableAgency(id), note),
+        DirectoryAction::AddContactPerson { id, agency, note } => (
+            Change::AddContactPerson(PersonOfAgency {
+                person_id: id,
+                agency_id: agency,
+            }),
+            note,
+        ),
+        DirectoryAction::AssignContactPerson { id, agency, note } => (
+            Change::AssignContactPerson(PersonOfAgency {
+                person_id: id,
+                agency_id: agency,
+            }),
+            note,
+        ),
+        DirectoryAction::DisablePerson { id, note } => (Change::DisablePerson(id), note),
+        DirectoryAction::EnablePerson { id, note } => (Change::EnablePerson(id), note),
+        DirectoryAction::AddAdministrator { id, note } => (Change::AddAdministrator(id), note),
+    };
+    let p = c
+        .propose_directory_change(ProposeDirectoryChangeRequest {
+            changes: vec![DirectoryChange { change: Some(change) }],
+            note,
+        })
+        .await?
+        .into_inner();
+    print(&p)?;
+    if !json_out {
+        println!(
+            "next: another administrator approves it with `henvis admin directory approve {}`",
+            p.proposal_id
+        );
+    }
+    Ok(())
 }
 
 /// A rule-set reference from the command line: `live`, a number, or a file.
@@ -533,6 +756,16 @@ pub async fn run(conn: AdminConn, action: AdminAction) -> anyhow::Result<()> {
                     }
                 }
             }
+        }
+        AdminAction::Directory { action } => directory(&mut c, action, j).await?,
+        AdminAction::NatsAuth => {
+            let r = c
+                .nats_authorization(Request::new(
+                    henvis_proto::henvis::admin::v1::NatsAuthorizationRequest {},
+                ))
+                .await?
+                .into_inner();
+            print!("{}", r.config);
         }
         AdminAction::Audit { case_id } => {
             for r in c

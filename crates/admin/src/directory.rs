@@ -1,0 +1,261 @@
+//! Directory changes under four eyes: an administrator proposes changes (agencies, contact
+//! persons, administrators), checked against the directory as it is; a different
+//! administrator approves; the audit record comes first, then the change joins the approved
+//! list every service follows (`henvis_runtime::LiveDirectory`), and applies at once.
+
+use henvis_bus::{DIRECTORY_KEY, Versioned, directory_proposal_key};
+use henvis_domain::{
+    AppliedChanges, AuditRecord, Directory, DirectoryAmendments, DirectoryChange, DirectoryProposal, PersonId,
+    ProposalDecision,
+};
+use tonic::Status;
+
+use crate::{Admin, now};
+
+/// Most changes in one proposal.
+pub(crate) const MAX_CHANGES: usize = 100;
+
+fn unavailable(e: impl std::fmt::Display) -> Status {
+    Status::unavailable(format!("governance store unavailable, nothing changed; try again: {e}"))
+}
+
+/// `dir` with `changes` applied in order, or the first that cannot apply, by index.
+fn apply_all(dir: &Directory, changes: &[DirectoryChange]) -> Result<Directory, (usize, String)> {
+    let mut d = dir.clone();
+    for (i, c) in changes.iter().enumerate() {
+        d = d.amended(c).map_err(|e| (i, e.0))?;
+    }
+    Ok(d)
+}
+
+impl Admin {
+    /// Every directory proposal, oldest first.
+    pub(crate) async fn directory_proposals(&self) -> Result<Vec<Versioned<DirectoryProposal>>, Status> {
+        let bucket = self.bus.governance_bucket().await.map_err(unavailable)?;
+        let mut keys: Vec<String> = bucket
+            .keys()
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .filter(|k| k.starts_with("directory."))
+            .collect();
+        keys.sort();
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            if let Some(p) = bucket.get::<DirectoryProposal>(&k).await.map_err(unavailable)? {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn directory_proposal(&self, id: u64) -> Result<Versioned<DirectoryProposal>, Status> {
+        if id == 0 {
+            return Err(Status::invalid_argument(
+                "`proposal_id`: a directory proposal number (1 or more) expected",
+            ));
+        }
+        self.bus
+            .governance_bucket()
+            .await
+            .map_err(unavailable)?
+            .get::<DirectoryProposal>(&directory_proposal_key(id))
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no directory proposal #{id}; `henvis admin directory list` shows them"
+                ))
+            })
+    }
+
+    /// Proposes `changes`, checked against the directory as it is now.
+    pub(crate) async fn propose_directory(
+        &self,
+        by: &PersonId,
+        changes: Vec<DirectoryChange>,
+        note: &str,
+    ) -> Result<DirectoryProposal, Status> {
+        if changes.is_empty() || changes.len() > MAX_CHANGES {
+            return Err(Status::invalid_argument(format!(
+                "`changes`: 1 to {MAX_CHANGES} directory changes expected"
+            )));
+        }
+        apply_all(&self.directory.current(), &changes)
+            .map_err(|(i, e)| Status::invalid_argument(format!("`changes[{i}]`: {e}")))?;
+        let all = self.directory_proposals().await?;
+        let bucket = self.bus.governance_bucket().await.map_err(unavailable)?;
+        let mut id = all.iter().map(|v| v.record.id).max().unwrap_or(0) + 1;
+        let proposal = loop {
+            let p = DirectoryProposal {
+                id,
+                changes: changes.clone(),
+                note: note.to_owned(),
+                proposed_by: by.clone(),
+                proposed_at: now(),
+                decision: None,
+            };
+            match bucket
+                .create_new(&directory_proposal_key(id), &p)
+                .await
+                .map_err(unavailable)?
+            {
+                Some(_) => break p,
+                None => id += 1,
+            }
+        };
+        self.audit(
+            &format!("directory-proposed:{}", proposal.id),
+            &AuditRecord::DirectoryChangeProposed {
+                proposal: proposal.id,
+                changes,
+                by: by.to_string(),
+            },
+        )
+        .await?;
+        Ok(proposal)
+    }
+
+    /// Approves directory proposal `id` (never by its proposer) and applies it.
+    pub(crate) async fn approve_directory(&self, by: &PersonId, id: u64) -> Result<DirectoryProposal, Status> {
+        let current = self.directory_proposal(id).await?;
+        let p = &current.record;
+        directory_undecided(p)?;
+        if &p.proposed_by == by {
+            return Err(Status::permission_denied(format!(
+                "four-eyes rule: `{by}` proposed directory change #{id} and may not approve it; another administrator must"
+            )));
+        }
+        apply_all(&self.directory.current(), &p.changes).map_err(|(i, e)| {
+            Status::failed_precondition(format!(
+                "directory change #{id} no longer applies to the directory as it is now (change {i}: {e}); reject it and propose again"
+            ))
+        })?;
+        let mut record = current.record;
+        record.decision = Some(ProposalDecision::Approved {
+            by: by.clone(),
+            at: now(),
+            break_glass: None,
+        });
+        self.write_directory_proposal(&record, current.revision).await?;
+        self.settle_directory().await?;
+        Ok(record)
+    }
+
+    /// Rejects directory proposal `id`.
+    pub(crate) async fn reject_directory(
+        &self,
+        by: &PersonId,
+        id: u64,
+        reason: String,
+    ) -> Result<DirectoryProposal, Status> {
+        let current = self.directory_proposal(id).await?;
+        directory_undecided(&current.record)?;
+        let mut record = current.record;
+        record.decision = Some(ProposalDecision::Rejected {
+            by: by.clone(),
+            at: now(),
+            reason: reason.clone(),
+        });
+        self.write_directory_proposal(&record, current.revision).await?;
+        self.audit(
+            &format!("directory-rejected:{id}"),
+            &AuditRecord::DirectoryChangeRejected {
+                proposal: id,
+                by: by.to_string(),
+                reason,
+            },
+        )
+        .await?;
+        Ok(record)
+    }
+
+    async fn write_directory_proposal(&self, record: &DirectoryProposal, revision: u64) -> Result<(), Status> {
+        let bucket = self.bus.governance_bucket().await.map_err(unavailable)?;
+        match bucket
+            .update(&directory_proposal_key(record.id), record, revision)
+            .await
+            .map_err(unavailable)?
+        {
+            Some(_) => Ok(()),
+            None => Err(Status::aborted(format!(
+                "directory change #{} changed while you acted; look at it again (`henvis admin directory list`)",
+                record.id
+            ))),
+        }
+    }
+
+    /// Applies every approved directory proposal not applied yet, in approval order: its
+    /// audit record first, then the approved list every service follows.
+    pub(crate) async fn settle_directory(&self) -> Result<(), Status> {
+        let mut approved: Vec<DirectoryProposal> = self
+            .directory_proposals()
+            .await?
+            .into_iter()
+            .map(|v| v.record)
+            .filter(|p| matches!(p.decision, Some(ProposalDecision::Approved { .. })))
+            .collect();
+        approved.sort_by_key(|p| match &p.decision {
+            Some(ProposalDecision::Approved { at, .. }) => (*at, p.id),
+            _ => (0, p.id),
+        });
+        let bucket = self.bus.directory_bucket().await.map_err(unavailable)?;
+        let applied = bucket
+            .get::<DirectoryAmendments>(DIRECTORY_KEY)
+            .await
+            .map_err(unavailable)?
+            .map(|v| v.record)
+            .unwrap_or_default();
+        for p in approved
+            .iter()
+            .filter(|p| !applied.applied.iter().any(|a| a.proposal == p.id))
+        {
+            let Some(ProposalDecision::Approved { by, .. }) = &p.decision else {
+                continue;
+            };
+            self.audit(
+                &format!("directory-approved:{}", p.id),
+                &AuditRecord::DirectoryChangeApproved {
+                    proposal: p.id,
+                    changes: p.changes.clone(),
+                    proposed_by: p.proposed_by.to_string(),
+                    by: by.to_string(),
+                },
+            )
+            .await?;
+            bucket
+                .modify(
+                    DIRECTORY_KEY,
+                    || Some(DirectoryAmendments::default()),
+                    |a: &mut DirectoryAmendments| {
+                        if a.applied.iter().any(|x| x.proposal == p.id) {
+                            return false;
+                        }
+                        a.applied.push(AppliedChanges {
+                            proposal: p.id,
+                            changes: p.changes.clone(),
+                        });
+                        true
+                    },
+                )
+                .await
+                .map_err(unavailable)?;
+            tracing::info!(proposal = p.id, by = %by, "directory changes approved and applied");
+        }
+        Ok(())
+    }
+}
+
+fn directory_undecided(p: &DirectoryProposal) -> Result<(), Status> {
+    match &p.decision {
+        None => Ok(()),
+        Some(ProposalDecision::Approved { by, .. }) => Err(Status::failed_precondition(format!(
+            "directory change #{} was approved already, by `{by}`",
+            p.id
+        ))),
+        Some(ProposalDecision::Rejected { by, .. }) => Err(Status::failed_precondition(format!(
+            "directory change #{} was rejected, by `{by}`; propose it again to reconsider it",
+            p.id
+        ))),
+    }
+}
