@@ -31,22 +31,7 @@ fn apply_all(dir: &Directory, changes: &[DirectoryChange]) -> Result<Directory, 
 impl Admin {
     /// Every directory proposal, oldest first.
     pub(crate) async fn directory_proposals(&self) -> Result<Vec<Versioned<DirectoryProposal>>, Status> {
-        let bucket = self.bus.governance_bucket().await.map_err(unavailable)?;
-        let mut keys: Vec<String> = bucket
-            .keys()
-            .await
-            .map_err(unavailable)?
-            .into_iter()
-            .filter(|k| k.starts_with("directory."))
-            .collect();
-        keys.sort();
-        let mut out = Vec::with_capacity(keys.len());
-        for k in keys {
-            if let Some(p) = bucket.get::<DirectoryProposal>(&k).await.map_err(unavailable)? {
-                out.push(p);
-            }
-        }
-        Ok(out)
+        self.numbered("directory.").await
     }
 
     async fn directory_proposal(&self, id: u64) -> Result<Versioned<DirectoryProposal>, Status> {
@@ -84,26 +69,17 @@ impl Admin {
         apply_all(&self.directory.current(), &changes)
             .map_err(|(i, e)| Status::invalid_argument(format!("`changes[{i}]`: {e}")))?;
         let all = self.directory_proposals().await?;
-        let bucket = self.bus.governance_bucket().await.map_err(unavailable)?;
-        let mut id = all.iter().map(|v| v.record.id).max().unwrap_or(0) + 1;
-        let proposal = loop {
-            let p = DirectoryProposal {
+        let first = all.iter().map(|v| v.record.id).max().unwrap_or(0) + 1;
+        let proposal = self
+            .create_numbered(directory_proposal_key, first, |id| DirectoryProposal {
                 id,
                 changes: changes.clone(),
                 note: note.to_owned(),
                 proposed_by: by.clone(),
                 proposed_at: now(),
                 decision: None,
-            };
-            match bucket
-                .create_new(&directory_proposal_key(id), &p)
-                .await
-                .map_err(unavailable)?
-            {
-                Some(_) => break p,
-                None => id += 1,
-            }
-        };
+            })
+            .await?;
         self.audit(
             &format!("directory-proposed:{}", proposal.id),
             &AuditRecord::DirectoryChangeProposed {

@@ -53,24 +53,52 @@ impl Admin {
             .map_err(|e| Status::invalid_argument(format!("the rule set fails validation or its tests: {e}")))
     }
 
-    /// Every proposal, oldest first.
-    pub(crate) async fn proposals(&self) -> Result<Vec<Versioned<Proposal>>, Status> {
+    /// Every record of the governance bucket under `prefix` (`proposal.`, `directory.`),
+    /// oldest first.
+    pub(crate) async fn numbered<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<Versioned<T>>, Status> {
         let bucket = self.bus.governance_bucket().await.map_err(unavailable)?;
         let mut keys: Vec<String> = bucket
             .keys()
             .await
             .map_err(unavailable)?
             .into_iter()
-            .filter(|k| k.starts_with("proposal."))
+            .filter(|k| k.starts_with(prefix))
             .collect();
         keys.sort();
         let mut out = Vec::with_capacity(keys.len());
         for k in keys {
-            if let Some(p) = bucket.get::<Proposal>(&k).await.map_err(unavailable)? {
+            if let Some(p) = bucket.get::<T>(&k).await.map_err(unavailable)? {
                 out.push(p);
             }
         }
         Ok(out)
+    }
+
+    /// Stores `make(n)` under `key(n)` for the first free number `n` from `first` on (two
+    /// administrators proposing at once get different numbers).
+    pub(crate) async fn create_numbered<T: serde::Serialize>(
+        &self,
+        key: fn(u64) -> String,
+        first: u64,
+        make: impl Fn(u64) -> T,
+    ) -> Result<T, Status> {
+        let bucket = self.bus.governance_bucket().await.map_err(unavailable)?;
+        let mut n = first;
+        loop {
+            let record = make(n);
+            match bucket.create_new(&key(n), &record).await.map_err(unavailable)? {
+                Some(_) => return Ok(record),
+                None => n += 1,
+            }
+        }
+    }
+
+    /// Every proposal, oldest first.
+    pub(crate) async fn proposals(&self) -> Result<Vec<Versioned<Proposal>>, Status> {
+        self.numbered("proposal.").await
     }
 
     /// One proposal, or NOT_FOUND naming it.
@@ -142,10 +170,9 @@ impl Admin {
                 "this rule set is the live one; nothing to propose",
             ));
         }
-        let bucket = self.bus.governance_bucket().await.map_err(unavailable)?;
-        let mut id = all.iter().map(|v| v.record.id).max().unwrap_or(0) + 1;
-        let proposal = loop {
-            let p = Proposal {
+        let first = all.iter().map(|v| v.record.id).max().unwrap_or(0) + 1;
+        let proposal = self
+            .create_numbered(proposal_key, first, |id| Proposal {
                 id,
                 rule_set_version: rules.version().to_owned(),
                 sha256: sha.clone(),
@@ -160,13 +187,8 @@ impl Admin {
                     at: now(),
                 },
                 decision: None,
-            };
-            match bucket.create_new(&proposal_key(id), &p).await.map_err(unavailable)? {
-                Some(_) => break p,
-                // another administrator took the number at the same moment
-                None => id += 1,
-            }
-        };
+            })
+            .await?;
         self.audit(
             &format!("proposed:{}", proposal.id),
             &AuditRecord::RuleSetProposed {
