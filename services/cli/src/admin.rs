@@ -679,10 +679,14 @@ pub async fn run(conn: AdminConn, action: AdminAction) -> anyhow::Result<()> {
                 for x in &r.recipients {
                     if x.outcome == "delivered" {
                         println!(
-                            "  delivered  {:<28} sees {} (not {}) under {} [{}]{}",
+                            "  delivered  {:<28} sees {}{} under {} [{}]{}",
                             x.agency_id,
                             x.granted_classes.join(","),
-                            x.withheld_classes.join(","),
+                            if x.withheld_classes.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" (not {})", x.withheld_classes.join(","))
+                            },
                             x.rule_ids.join(","),
                             x.legal_bases.join("; "),
                             if x.alert.is_empty() {
