@@ -580,6 +580,7 @@ impl Deployment {
             service: self.service_config(),
             listen: "127.0.0.1:0".parse()?,
             rules: None,
+            audit_public_key: None,
         };
         let admin = henvis_admin::build(&config).await?;
         let (listener, addr) = henvis_runtime::bind(config.listen).await?;
@@ -701,6 +702,7 @@ impl Deployment {
             listen: "127.0.0.1:0".parse()?,
             expiry_warning_secs: self.options.expiry_warning_secs,
             expiry_scan_secs: 1,
+            audit_signing_key: None,
         };
         let router = henvis_router::build(&config).await?;
         let (listener, addr) = henvis_runtime::bind(config.listen).await?;
@@ -721,6 +723,7 @@ impl Deployment {
             listen: "127.0.0.1:0".parse().unwrap(),
             expiry_warning_secs: 3 * 24 * 3600,
             expiry_scan_secs: 3600,
+            audit_signing_key: None,
         }
     }
 

@@ -12,6 +12,7 @@
 mod directory;
 mod governance;
 mod service;
+mod verify;
 mod whatif;
 
 use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc};
@@ -35,6 +36,10 @@ pub struct AdminConfig {
     /// default when absent; must match the routers' `HENVIS_RULES`).
     #[arg(long, env = "HENVIS_RULES")]
     pub rules: Option<PathBuf>,
+    /// The public key (hex) audit checkpoints are verified with; default
+    /// `<pki dir>/audit-signing.pub`.
+    #[arg(long, env = "HENVIS_AUDIT_PUBLIC_KEY")]
+    pub audit_public_key: Option<PathBuf>,
 }
 
 /// The admin service's state.
@@ -44,6 +49,8 @@ pub struct Admin {
     directory: Arc<henvis_runtime::LiveDirectory>,
     /// The rule file routers fall back to while nothing was approved: (name, text).
     shipped: (String, String),
+    /// The checkpoints' Ed25519 public key, if configured.
+    audit_key: Option<Vec<u8>>,
     tls: Arc<henvis_runtime::tls::TlsServer>,
 }
 
@@ -61,6 +68,17 @@ pub async fn build(config: &AdminConfig) -> anyhow::Result<Arc<Admin>> {
         ),
         None => ("rules/default.toml".to_owned(), henvis_router::DEFAULT_RULES.to_owned()),
     };
+    let key_path = config
+        .audit_public_key
+        .clone()
+        .unwrap_or_else(|| config.service.pki_dir.join("audit-signing.pub"));
+    let audit_key = match std::fs::read_to_string(&key_path).map(|t| hex::decode(t.trim())) {
+        Ok(Ok(k)) => Some(k),
+        _ => {
+            tracing::error!(path = %key_path.display(), "no audit public key: checkpoints cannot be verified");
+            None
+        }
+    };
     let bus = config.service.connect(&me).await?;
     let directory = henvis_runtime::LiveDirectory::load(directory, &bus).await?;
     let admin = Arc::new(Admin {
@@ -68,6 +86,7 @@ pub async fn build(config: &AdminConfig) -> anyhow::Result<Arc<Admin>> {
         schema,
         directory,
         shipped,
+        audit_key,
         tls,
     });
     admin.settle().await.context("finishing an earlier approval")?;

@@ -17,8 +17,8 @@ use henvis_proto::henvis::{
         ListDirectoryChangesResponse, ListRuleSetsRequest, ListRuleSetsResponse, NatsAuthorizationRequest,
         NatsAuthorizationResponse, ProposeDirectoryChangeRequest, ProposeRollbackRequest, ProposeRuleSetRequest,
         RejectDirectoryChangeRequest, RejectRuleSetRequest, ReviewBreakGlassRequest, RuleChange, RuleSetRef,
-        RuleSetState, RuleSetVersion, SimulateRequest, SimulateResponse, SimulatedRecipient, WhatIfCount,
-        WhatIfDelivery, WhatIfRequest, WhatIfResponse, WhoAmIRequest, WhoAmIResponse,
+        RuleSetState, RuleSetVersion, SimulateRequest, SimulateResponse, SimulatedRecipient, VerifyAuditRequest,
+        VerifyAuditResponse, WhatIfCount, WhatIfDelivery, WhatIfRequest, WhatIfResponse, WhoAmIRequest, WhoAmIResponse,
         admin_service_server::AdminService, directory_change as wire_change, rule_set_ref,
     },
     broker::v1::{Envelope, Sender},
@@ -567,6 +567,45 @@ impl AdminService for AdminApi {
         self.caller(&req)?;
         Ok(Response::new(NatsAuthorizationResponse {
             config: henvis_bus::nats_authorization(&self.0.directory.current()),
+        }))
+    }
+
+    async fn verify_audit(&self, req: Request<VerifyAuditRequest>) -> Result<Response<VerifyAuditResponse>, Status> {
+        self.caller(&req)?;
+        let trusted = req
+            .get_ref()
+            .trusted_checkpoints
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                serde_json::from_str(t).map_err(|e| {
+                    Status::invalid_argument(format!(
+                        "`trusted_checkpoints[{i}]`: a checkpoint as JSON (an earlier answer's `latest_checkpoint`) expected: {e}"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<henvis_domain::Checkpoint>, _>>()?;
+        let (v, latest) = self.0.verify_audit(&trusted).await?;
+        let (seq, at) = v.first_break.as_ref().map_or((0, 0), crate::verify::location);
+        let finding = match &v.first_break {
+            Some(b) => b.to_string(),
+            None => format!(
+                "intact: {} audit records, {} chained ({} still to chain), {} signed checkpoint(s) verified",
+                v.records, v.links, v.unchained_tail, v.checkpoints
+            ),
+        };
+        Ok(Response::new(VerifyAuditResponse {
+            intact: v.first_break.is_none(),
+            finding,
+            records: v.records,
+            links: v.links,
+            unchained_tail: v.unchained_tail,
+            checkpoints: v.checkpoints,
+            break_audit_seq: seq,
+            break_at: ts(at),
+            latest_checkpoint: latest
+                .map(|c| serde_json::to_string(&c).unwrap_or_default())
+                .unwrap_or_default(),
         }))
     }
 

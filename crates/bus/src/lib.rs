@@ -4,6 +4,8 @@
 //! It moves bytes and knows no policy: callers hand it encoded messages and ids.
 
 mod audit;
+mod chain;
+pub use chain::AppendError;
 mod inbound;
 mod names;
 mod permissions;

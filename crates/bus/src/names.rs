@@ -11,6 +11,19 @@ pub const STREAM_OUT: &str = "OUT";
 pub const STREAM_STATUS: &str = "STATUS";
 /// Stream of audit records: `henvis.audit.<kind>`.
 pub const STREAM_AUDIT: &str = "AUDIT";
+/// The hash chain over AUDIT: one link per audit record, in AUDIT's order (subject
+/// [`CHAIN_SUBJECT`]); appended by the routers only, each link expecting the one before.
+pub const STREAM_CHAIN: &str = "AUDIT_CHAIN";
+/// The chain stream's subjects.
+pub const CHAIN_PREFIX: &str = "henvis.chain";
+/// The chain's subject.
+pub const CHAIN_SUBJECT: &str = "henvis.chain.link";
+/// Signed checkpoints over the chain (subject [`CHECKPOINT_SUBJECT`]).
+pub const STREAM_CHECKPOINTS: &str = "AUDIT_CHECKPOINTS";
+/// The checkpoint stream's subjects.
+pub const CHECKPOINT_PREFIX: &str = "henvis.checkpoint";
+/// The checkpoints' subject.
+pub const CHECKPOINT_SUBJECT: &str = "henvis.checkpoint.signed";
 /// Stream of deliveries no inbox accepted in time: `henvis.dead.<agency>.<message_type>`.
 pub const STREAM_DEAD: &str = "DEAD";
 /// Subject prefix of dead letters.
@@ -285,11 +298,13 @@ pub const BUCKETS: [&str; 9] = [
 ];
 
 /// Every stream of the topology.
-pub const STREAMS: [&str; 6] = [
+pub const STREAMS: [&str; 8] = [
     STREAM_IN,
     STREAM_OUT,
     STREAM_STATUS,
     STREAM_AUDIT,
+    STREAM_CHAIN,
+    STREAM_CHECKPOINTS,
     STREAM_DEAD,
     STREAM_QUOTA,
 ];

@@ -113,7 +113,7 @@ pub fn sector_permissions(sector: Sector, agencies: &[AgencyId]) -> (Vec<String>
 /// streams also deny delete and purge themselves; these deny the whole-stream operations).
 pub fn denied_to_everyone() -> Vec<String> {
     let mut deny = Vec::new();
-    for stream in [STREAM_AUDIT, STREAM_IN] {
+    for stream in [STREAM_AUDIT, STREAM_CHAIN, STREAM_CHECKPOINTS, STREAM_IN] {
         for op in ["DELETE", "PURGE", "UPDATE", "MSG.DELETE"] {
             deny.push(format!("$JS.API.STREAM.{op}.{stream}"));
         }
@@ -162,7 +162,7 @@ pub fn admin_service_permissions() -> (Vec<String>, Vec<String>) {
         publish.push(format!("$JS.API.CONSUMER.{op}.KV_{BUCKET_GOVERNANCE}.*"));
     }
     publish.push(format!("$JS.FC.KV_{BUCKET_GOVERNANCE}.>"));
-    for stream in [STREAM_AUDIT, STREAM_DEAD] {
+    for stream in [STREAM_AUDIT, STREAM_CHAIN, STREAM_CHECKPOINTS, STREAM_DEAD] {
         publish.push(format!("$JS.API.CONSUMER.CREATE.{stream}.>"));
         for op in ["MSG.NEXT", "INFO", "DELETE"] {
             publish.push(format!("$JS.API.CONSUMER.{op}.{stream}.*"));

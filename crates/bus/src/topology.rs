@@ -174,6 +174,8 @@ impl Topology {
                 ..self.stream(STREAM_DEAD, DEAD_PREFIX, RetentionPolicy::Limits)
             },
             history(self.stream(STREAM_AUDIT, AUDIT_PREFIX, RetentionPolicy::Limits)),
+            history(self.stream(STREAM_CHAIN, CHAIN_PREFIX, RetentionPolicy::Limits)),
+            history(self.stream(STREAM_CHECKPOINTS, CHECKPOINT_PREFIX, RetentionPolicy::Limits)),
         ]
     }
 

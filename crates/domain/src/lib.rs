@@ -21,10 +21,12 @@ pub use sector::Sector;
 
 mod audit;
 mod case;
+mod chain;
 pub use audit::{
     AlertStepRecord, AuditDecision, AuditRecipient, AuditRecord, AuditScope, AuditWithheld, VoidedDecision,
 };
 pub use case::{CaseChange, CaseRecord, Consent, NeverDisclose, Shielded};
+pub use chain::{Break, ChainLink, Checkpoint, GENESIS, StoredRecord, Verification, link_hash, verify};
 
 mod profile;
 pub use profile::{SYSTEM_TYPES, originates};

@@ -198,6 +198,35 @@ struct Index {
     revoked: Vec<u64>,
 }
 
+/// The audit signing key (Ed25519, PKCS#8 DER) the routers sign checkpoints with,
+/// relative to the PKI folder.
+pub const AUDIT_SIGNING_KEY: &str = "service/audit-signing.p8";
+/// The matching public key (hex), which verifiers (the admin service, an auditor with a
+/// copy) check checkpoints with.
+pub const AUDIT_PUBLIC_KEY: &str = "audit-signing.pub";
+
+/// Creates the audit signing key pair in `dir`.
+pub fn create_audit_key(dir: &Path) -> anyhow::Result<()> {
+    use ring::signature::KeyPair as _;
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng)
+        .map_err(|_| anyhow::anyhow!("generating the audit signing key"))?;
+    let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
+        .map_err(|_| anyhow::anyhow!("reading the generated audit signing key"))?;
+    let key = dir.join(AUDIT_SIGNING_KEY);
+    if let Some(parent) = key.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&key, pkcs8.as_ref()).with_context(|| format!("writing `{}`", key.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+    }
+    std::fs::write(dir.join(AUDIT_PUBLIC_KEY), hex::encode(pair.public_key().as_ref()))?;
+    Ok(())
+}
+
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing `{}`", path.display()))?;
     #[cfg(unix)]
@@ -240,6 +269,7 @@ impl DevPki {
             pki.issue(&p, Validity::days(365))?;
         }
         pki.publish_crl(Duration::days(30))?;
+        create_audit_key(dir)?;
         Ok(pki)
     }
 

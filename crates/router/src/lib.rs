@@ -7,6 +7,7 @@
 //! Stateless apart from what it reads from JetStream: run any number of replicas.
 
 mod audit;
+mod chain;
 mod dead_letters;
 mod decisions;
 mod plan;
@@ -22,6 +23,7 @@ use henvis_bus::{Bus, Offered, RoutingConsumer};
 use henvis_policy::Schema;
 use std::collections::HashMap;
 
+pub use chain::{CHECKPOINT_EVERY, CHECKPOINT_SECS};
 pub use reconcile::Report;
 pub use rules::{ActiveRules, DEFAULT_RULES};
 pub use simulate::{NotRoutable, SimulatedDelivery, Simulation, simulate};
@@ -46,6 +48,10 @@ pub struct RouterConfig {
     /// Seconds between scans for deliveries about to expire.
     #[arg(long, env = "HENVIS_EXPIRY_SCAN_SECS", default_value_t = 3600)]
     pub expiry_scan_secs: u64,
+    /// The Ed25519 key (PKCS#8 DER) audit checkpoints are signed with; default
+    /// `<pki dir>/service/audit-signing.p8`. Without it the chain is kept but not signed.
+    #[arg(long, env = "HENVIS_AUDIT_SIGNING_KEY")]
+    pub audit_signing_key: Option<PathBuf>,
 }
 
 /// A running router's shared state.
@@ -56,6 +62,7 @@ pub struct Router {
     rules: ActiveRules,
     tls: Arc<henvis_runtime::tls::TlsServer>,
     keeper: Arc<dead_letters::Keeper>,
+    signer: Option<chain::Signer>,
 }
 
 /// Loads the directory and rules, connects and creates the topology.
@@ -68,6 +75,17 @@ pub async fn build(config: &RouterConfig) -> anyhow::Result<Arc<Router>> {
     let bus = config.service.connect(&router).await?;
     let directory = henvis_runtime::LiveDirectory::load(directory, &bus).await?;
     let rules = ActiveRules::load(&bus, config.rules.as_deref(), &schema, &directory.current()).await?;
+    let key = config
+        .audit_signing_key
+        .clone()
+        .unwrap_or_else(|| config.service.pki_dir.join("service/audit-signing.p8"));
+    let signer = match chain::Signer::load(&key) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!(error = %e, "no audit signing key: the audit chain is kept, but no checkpoint is signed");
+            None
+        }
+    };
     tracing::info!(rule_set_version = %rules.current().version(), "router ready");
     Ok(Arc::new(Router {
         bus: bus.clone(),
@@ -81,6 +99,7 @@ pub async fn build(config: &RouterConfig) -> anyhow::Result<Arc<Router>> {
             expiry_warning: Duration::from_secs(config.expiry_warning_secs),
             expiry_scan: Duration::from_secs(config.expiry_scan_secs.max(1)),
         }),
+        signer,
     }))
 }
 
@@ -117,9 +136,10 @@ pub async fn serve(
     let dead = tokio::spawn(dead_letters::run(router.keeper.clone(), wait()));
     let expiry = tokio::spawn(dead_letters::watch_expiry(router.keeper.clone(), wait()));
     let questions = tokio::spawn(decisions::serve(router.clone(), wait()));
+    let chain = tokio::spawn(chain::run(router.clone(), wait()));
     let routing = router.run(wait());
     let (a, b, c) = tokio::join!(grpc, routing, reload);
-    let _ = tokio::join!(dead, expiry, questions, directory);
+    let _ = tokio::join!(dead, expiry, questions, directory, chain);
     a.and(b).and(c)
 }
 

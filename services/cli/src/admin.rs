@@ -461,18 +461,82 @@ fn describe(v: &RuleSetVersion) -> String {
     out
 }
 
+/// The audit's own commands.
+#[derive(Subcommand)]
+pub enum AuditAction {
+    /// Verifies the whole audit: records against the hash chain, the chain link by link,
+    /// the signed checkpoints. Exit status 1 when anything is broken.
+    Verify {
+        /// A checkpoint kept off the system earlier (`--save-checkpoint`): the audit must
+        /// extend it. Repeatable.
+        #[arg(long = "checkpoint")]
+        checkpoints: Vec<PathBuf>,
+        /// Where to keep the newest checkpoint (copy it off the system).
+        #[arg(long)]
+        save_checkpoint: Option<PathBuf>,
+    },
+}
+
+impl AdminConn {
+    async fn client(&self) -> anyhow::Result<AdminServiceClient<tonic::transport::Channel>> {
+        let uri = self
+            .principal
+            .as_deref()
+            .context("say which administrator you are with `--as henvis://admin/<id>` (or HENVIS_AS)")?;
+        let principal = Principal::from_uri(uri)?;
+        let addr = self
+            .endpoint
+            .trim_start_matches("https://")
+            .trim_start_matches("http://");
+        Ok(AdminServiceClient::new(
+            henvis_runtime::tls::connect_as(addr, &self.pki_dir, &principal).await?,
+        ))
+    }
+}
+
+/// Runs `henvis audit …`.
+pub async fn audit(conn: AdminConn, action: AuditAction) -> anyhow::Result<()> {
+    let AuditAction::Verify {
+        checkpoints,
+        save_checkpoint,
+    } = action;
+    let trusted = checkpoints
+        .iter()
+        .map(|p| read(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let r = conn
+        .client()
+        .await?
+        .verify_audit(Request::new(henvis_proto::henvis::admin::v1::VerifyAuditRequest {
+            trusted_checkpoints: trusted,
+        }))
+        .await?
+        .into_inner();
+    if conn.json {
+        println!("{}", json(&r, "henvis.admin.v1.VerifyAuditResponse")?);
+    } else {
+        println!("{}", r.finding);
+        if !r.intact && r.break_audit_seq > 0 {
+            println!(
+                "first break: audit record {} stored at {}",
+                r.break_audit_seq,
+                when(r.break_at)
+            );
+        }
+    }
+    if let Some(p) = save_checkpoint {
+        std::fs::write(&p, &r.latest_checkpoint).with_context(|| format!("writing `{}`", p.display()))?;
+        if !conn.json {
+            println!("newest checkpoint kept in `{}`: copy it off the system", p.display());
+        }
+    }
+    anyhow::ensure!(r.intact, "the audit is not intact");
+    Ok(())
+}
+
 /// Runs one administrator action.
 pub async fn run(conn: AdminConn, action: AdminAction) -> anyhow::Result<()> {
-    let uri = conn
-        .principal
-        .as_deref()
-        .context("say which administrator you are with `--as henvis://admin/<id>` (or HENVIS_AS)")?;
-    let principal = Principal::from_uri(uri)?;
-    let addr = conn
-        .endpoint
-        .trim_start_matches("https://")
-        .trim_start_matches("http://");
-    let mut c = AdminServiceClient::new(henvis_runtime::tls::connect_as(addr, &conn.pki_dir, &principal).await?);
+    let mut c = conn.client().await?;
     let j = conn.json;
     const V: &str = "henvis.admin.v1.RuleSetVersion";
     let print_version = |v: &RuleSetVersion, next: &str| -> anyhow::Result<()> {

@@ -85,6 +85,13 @@ enum Command {
         #[command(subcommand)]
         action: admin::AdminAction,
     },
+    /// Administrators: the audit's integrity, through the admin service (`verify`).
+    Audit {
+        #[command(flatten)]
+        conn: admin::AdminConn,
+        #[command(subcommand)]
+        action: admin::AuditAction,
+    },
     /// Administrators: compare what was stored, decided and delivered; `--redrive` stores
     /// missing deliveries again (to recipients still entitled).
     Reconcile {
@@ -349,6 +356,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Admin { conn, action } => admin::run(conn, action).await,
+        Command::Audit { conn, action } => admin::audit(conn, action).await,
         Command::Rules {
             action: RulesAction::Check { file, directory },
         } => {

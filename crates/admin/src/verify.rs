@@ -1,0 +1,55 @@
+//! Verifying the audit: every record, link and checkpoint read from NATS and checked by
+//! the domain's verifier, checkpoint signatures with the configured public key.
+
+use henvis_domain::{Break, Checkpoint, Verification};
+use tonic::Status;
+
+use crate::Admin;
+
+fn unavailable(e: impl std::fmt::Display) -> Status {
+    Status::unavailable(format!("the audit is unavailable; try again: {e}"))
+}
+
+/// Checks an Ed25519 signature over `message` with the public key `key`.
+pub(crate) fn signature_valid(key: Option<&[u8]>, message: &[u8], c: &Checkpoint) -> bool {
+    let (Some(key), Ok(sig)) = (key, hex::decode(&c.signature)) else {
+        return false;
+    };
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key)
+        .verify(message, &sig)
+        .is_ok()
+}
+
+impl Admin {
+    /// Reads the whole audit, its chain and checkpoints, and verifies them (with
+    /// `trusted` checkpoints held elsewhere). Returns the verification and the newest
+    /// checkpoint.
+    pub(crate) async fn verify_audit(
+        &self,
+        trusted: &[Checkpoint],
+    ) -> Result<(Verification, Option<Checkpoint>), Status> {
+        // links first: a record stored after its link was read counts as not chained yet
+        let checkpoints = self.bus.checkpoints().await.map_err(unavailable)?;
+        let links = self.bus.chain_links().await.map_err(unavailable)?;
+        let records = self
+            .bus
+            .stored_records(henvis_bus::STREAM_AUDIT, 1, usize::MAX)
+            .await
+            .map_err(unavailable)?;
+        let key = self.audit_key.as_deref();
+        let v = henvis_domain::verify(&records, &links, &checkpoints, trusted, |m, c| {
+            signature_valid(key, m, c)
+        });
+        Ok((v, checkpoints.last().cloned()))
+    }
+}
+
+/// Where a break is: the audit sequence and time, when it is a record's.
+pub(crate) fn location(b: &Break) -> (u64, i64) {
+    match b {
+        Break::BrokenLink { audit_seq, .. } | Break::MissingRecord { audit_seq, .. } => (*audit_seq, 0),
+        Break::AlteredRecord { audit_seq, at } | Break::UnchainedRecord { audit_seq, at } => (*audit_seq, *at),
+        Break::CheckpointMismatch { at, .. } => (0, *at),
+        Break::ForgedCheckpoint { .. } => (0, 0),
+    }
+}
