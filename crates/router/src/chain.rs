@@ -68,6 +68,10 @@ impl Router {
         loop {
             let tail = self.bus.chain_tail().await?;
             let from = tail.as_ref().map_or(1, |t| t.audit_seq + 1);
+            // nothing new: no reader is opened
+            if self.bus.stored_range(henvis_bus::STREAM_AUDIT).await?.1 < from {
+                break;
+            }
             let records = self
                 .bus
                 .stored_records(henvis_bus::STREAM_AUDIT, from, CHAIN_BATCH)
