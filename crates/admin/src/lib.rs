@@ -36,8 +36,8 @@ pub struct AdminConfig {
     /// default when absent; must match the routers' `HENVIS_RULES`).
     #[arg(long, env = "HENVIS_RULES")]
     pub rules: Option<PathBuf>,
-    /// The public key (hex) audit checkpoints are verified with; default
-    /// `<pki dir>/audit-signing.pub`.
+    /// The public keys (hex, one per line: the current one and any retired ones) audit
+    /// checkpoints are verified with; default `<pki dir>/audit-signing.pub`.
     #[arg(long, env = "HENVIS_AUDIT_PUBLIC_KEY")]
     pub audit_public_key: Option<PathBuf>,
 }
@@ -49,8 +49,8 @@ pub struct Admin {
     directory: Arc<henvis_runtime::LiveDirectory>,
     /// The rule file routers fall back to while nothing was approved: (name, text).
     shipped: (String, String),
-    /// The checkpoints' Ed25519 public key, if configured.
-    audit_key: Option<Vec<u8>>,
+    /// The checkpoints' Ed25519 public keys (current and retired).
+    audit_keys: Vec<Vec<u8>>,
     tls: Arc<henvis_runtime::tls::TlsServer>,
 }
 
@@ -72,13 +72,12 @@ pub async fn build(config: &AdminConfig) -> anyhow::Result<Arc<Admin>> {
         .audit_public_key
         .clone()
         .unwrap_or_else(|| config.service.pki_dir.join("audit-signing.pub"));
-    let audit_key = match std::fs::read_to_string(&key_path).map(|t| hex::decode(t.trim())) {
-        Ok(Ok(k)) => Some(k),
-        _ => {
-            tracing::error!(path = %key_path.display(), "no audit public key: checkpoints cannot be verified");
-            None
-        }
-    };
+    let audit_keys: Vec<Vec<u8>> = std::fs::read_to_string(&key_path)
+        .map(|t| t.lines().filter_map(|l| hex::decode(l.trim()).ok()).collect())
+        .unwrap_or_default();
+    if audit_keys.is_empty() {
+        tracing::error!(path = %key_path.display(), "no audit public key: checkpoints cannot be verified");
+    }
     let bus = config.service.connect(&me).await?;
     let directory = henvis_runtime::LiveDirectory::load(directory, &bus).await?;
     let admin = Arc::new(Admin {
@@ -86,7 +85,7 @@ pub async fn build(config: &AdminConfig) -> anyhow::Result<Arc<Admin>> {
         schema,
         directory,
         shipped,
-        audit_key,
+        audit_keys,
         tls,
     });
     admin.settle().await.context("finishing an earlier approval")?;

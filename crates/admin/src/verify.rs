@@ -10,14 +10,18 @@ fn unavailable(e: impl std::fmt::Display) -> Status {
     Status::unavailable(format!("the audit is unavailable; try again: {e}"))
 }
 
-/// Checks an Ed25519 signature over `message` with the public key `key`.
-pub(crate) fn signature_valid(key: Option<&[u8]>, message: &[u8], c: &Checkpoint) -> bool {
-    let (Some(key), Ok(sig)) = (key, hex::decode(&c.signature)) else {
+/// Checks an Ed25519 signature over `message` with the key `c.key_id` names among `keys`.
+pub(crate) fn signature_valid(keys: &[Vec<u8>], message: &[u8], c: &Checkpoint) -> bool {
+    let Ok(sig) = hex::decode(&c.signature) else {
         return false;
     };
-    ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key)
-        .verify(message, &sig)
-        .is_ok()
+    keys.iter()
+        .filter(|k| k.get(..8).is_some_and(|id| hex::encode(id) == c.key_id))
+        .any(|k| {
+            ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, k)
+                .verify(message, &sig)
+                .is_ok()
+        })
 }
 
 impl Admin {
@@ -36,9 +40,8 @@ impl Admin {
             .stored_records(henvis_bus::STREAM_AUDIT, 1, usize::MAX)
             .await
             .map_err(unavailable)?;
-        let key = self.audit_key.as_deref();
         let v = henvis_domain::verify(&records, &links, &checkpoints, trusted, |m, c| {
-            signature_valid(key, m, c)
+            signature_valid(&self.audit_keys, m, c)
         });
         Ok((v, checkpoints.last().cloned()))
     }
