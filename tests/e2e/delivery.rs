@@ -183,6 +183,31 @@ async fn killing_the_router_again_and_again_under_load_loses_and_duplicates_noth
     );
     assert_eq!(killed_under_load, kills, "every kill landed while the load was running");
     c.assert_exactly_once();
+    // the audit after the crashes: its chain unbroken, every stored delivery named by a
+    // standing decision and every decided recipient's delivery stored
+    let v = d
+        .admin_client(&henvis_tests::admin("admin-1"))
+        .await
+        .unwrap()
+        .verify_audit(henvis_proto::henvis::admin::v1::VerifyAuditRequest {
+            trusted_checkpoints: vec![],
+            completeness: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let comp = v.completeness.unwrap();
+    println!(
+        "audit after the crashes: {}; completeness: {} events decided, {} deliveries stored, {} decided recipients without delivery, {} deliveries without a decision, {} events with more than one standing decision",
+        v.finding,
+        comp.events_decided,
+        comp.deliveries,
+        comp.without_outcome,
+        comp.without_decision,
+        comp.decided_more_than_once
+    );
+    assert!(v.intact, "{}", v.finding);
+    assert_eq!((comp.without_outcome, comp.without_decision), (0, 0));
 }
 
 /// Outcome counts per (referral, intended recipient).

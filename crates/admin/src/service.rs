@@ -585,7 +585,7 @@ impl AdminService for AdminApi {
                 })
             })
             .collect::<Result<Vec<henvis_domain::Checkpoint>, _>>()?;
-        let (v, latest) = self.0.verify_audit(&trusted).await?;
+        let (v, latest, completeness) = self.0.verify_audit(&trusted, req.get_ref().completeness).await?;
         let (seq, at) = v.first_break.as_ref().map_or((0, 0), crate::verify::location);
         let finding = match &v.first_break {
             Some(b) => b.to_string(),
@@ -606,6 +606,13 @@ impl AdminService for AdminApi {
             latest_checkpoint: latest
                 .map(|c| serde_json::to_string(&c).unwrap_or_default())
                 .unwrap_or_default(),
+            completeness: completeness.map(|c| henvis_proto::henvis::admin::v1::Completeness {
+                events_decided: c.events_decided,
+                deliveries: c.deliveries,
+                without_outcome: c.without_outcome,
+                without_decision: c.without_decision,
+                decided_more_than_once: c.decided_more_than_once,
+            }),
         }))
     }
 

@@ -31,7 +31,8 @@ impl Admin {
     pub(crate) async fn verify_audit(
         &self,
         trusted: &[Checkpoint],
-    ) -> Result<(Verification, Option<Checkpoint>), Status> {
+        with_completeness: bool,
+    ) -> Result<(Verification, Option<Checkpoint>, Option<henvis_domain::Completeness>), Status> {
         // links first: a record stored after its link was read counts as not chained yet
         let checkpoints = self.bus.checkpoints().await.map_err(unavailable)?;
         let links = self.bus.chain_links().await.map_err(unavailable)?;
@@ -43,7 +44,19 @@ impl Admin {
         let v = henvis_domain::verify(&records, &links, &checkpoints, trusted, |m, c| {
             signature_valid(&self.audit_keys, m, c)
         });
-        Ok((v, checkpoints.last().cloned()))
+        let completeness = if with_completeness {
+            let deliveries = self.bus.stored_deliveries().await.map_err(unavailable)?;
+            let decisions: Vec<henvis_domain::AuditRecord> = records
+                .iter()
+                .filter(|r| r.subject.starts_with("henvis.audit.decision."))
+                .map(|r| serde_json::from_slice(&r.payload))
+                .collect::<Result<_, _>>()
+                .map_err(|e| Status::data_loss(format!("an audit decision record does not parse: {e}")))?;
+            Some(henvis_domain::completeness(&decisions, &deliveries))
+        } else {
+            None
+        };
+        Ok((v, checkpoints.last().cloned(), completeness))
     }
 }
 

@@ -21,6 +21,27 @@ pub struct Delivered {
 }
 
 impl Bus {
+    /// Every stored delivery (a mark set published), as (recipient, event id): what the
+    /// audit's completeness is checked against.
+    pub async fn stored_deliveries(&self) -> Result<Vec<(String, String)>, BusError> {
+        let prefix = format!("$KV.{}.", crate::BUCKET_DELIVERED);
+        let mut last: std::collections::BTreeMap<String, Option<Delivered>> = std::collections::BTreeMap::new();
+        for r in self
+            .stored_records(&format!("KV_{}", crate::BUCKET_DELIVERED), 1, usize::MAX)
+            .await?
+        {
+            let Some(key) = r.subject.strip_prefix(&prefix) else {
+                continue;
+            };
+            last.insert(key.to_owned(), serde_json::from_slice(&r.payload).ok());
+        }
+        Ok(last
+            .into_iter()
+            .filter(|(_, m)| m.as_ref().is_some_and(|m| m.published))
+            .filter_map(|(k, _)| k.split_once('.').map(|(r, e)| (r.to_owned(), e.to_owned())))
+            .collect())
+    }
+
     /// Marks that `event_id` is being delivered to `recipient`, unless marked before, and
     /// returns the mark as stored (an earlier one for a redelivered or re-driven event),
     /// with its revision for [`mark_published`](Self::mark_published).

@@ -153,8 +153,13 @@ pub fn admin_service_permissions() -> (Vec<String>, Vec<String>) {
         publish.push(format!("$JS.API.STREAM.MSG.GET.KV_{bucket}"));
         publish.push(format!("$JS.API.DIRECT.GET.KV_{bucket}.>"));
     }
-    // delivery marks, to simulate a referral response as Submit and the router see it
+    // delivery marks, to simulate a referral response as Submit and the router see it, and
+    // to check the audit accounts for every delivery (ids only)
     publish.push(format!("$JS.API.DIRECT.GET.KV_{BUCKET_DELIVERED}.>"));
+    publish.push(format!("$JS.API.CONSUMER.CREATE.KV_{BUCKET_DELIVERED}.>"));
+    for op in ["MSG.NEXT", "INFO", "DELETE"] {
+        publish.push(format!("$JS.API.CONSUMER.{op}.KV_{BUCKET_DELIVERED}.*"));
+    }
     // the governance bucket's key listing (an ordered consumer)
     publish.push(format!("$JS.API.CONSUMER.CREATE.KV_{BUCKET_GOVERNANCE}"));
     publish.push(format!("$JS.API.CONSUMER.CREATE.KV_{BUCKET_GOVERNANCE}.>"));

@@ -339,10 +339,141 @@ pub struct AuditWithheld {
     pub explanation: String,
 }
 
+/// Whether the audit accounts for every delivery: counted by [`completeness`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Completeness {
+    /// Events with a routing decision.
+    pub events_decided: u64,
+    /// Deliveries stored (delivery marks set published).
+    pub deliveries: u64,
+    /// Recipients a standing decision names whose delivery is not stored.
+    pub without_outcome: u64,
+    /// Stored deliveries no standing decision names.
+    pub without_decision: u64,
+    /// Events with more than one standing (not voided) decision.
+    pub decided_more_than_once: u64,
+}
+
+/// Checks `records` (the audit) against the stored deliveries (recipient, event id): every
+/// delivery has a standing decision naming its recipient, every recipient of an event's
+/// standing decision has its delivery, and how many events have more than one standing
+/// decision (a decision voided by the router because the case changed under it does not
+/// stand).
+pub fn completeness<'a>(
+    records: impl IntoIterator<Item = &'a AuditRecord>,
+    deliveries: &[(String, String)],
+) -> Completeness {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut decided: BTreeMap<&str, Vec<&AuditDecision>> = BTreeMap::new();
+    let mut voided: BTreeSet<(&str, u64)> = BTreeSet::new();
+    for r in records {
+        match r {
+            AuditRecord::RoutingDecision(d) => decided.entry(&d.event_id).or_default().push(d),
+            AuditRecord::RoutingDecisionVoided(v) => {
+                voided.insert((&v.event_id, v.case_revision));
+            }
+            _ => {}
+        }
+    }
+    let mut c = Completeness {
+        deliveries: deliveries.len() as u64,
+        ..Default::default()
+    };
+    let mut standing: BTreeMap<&str, Vec<&AuditDecision>> = BTreeMap::new();
+    for (event, ds) in &decided {
+        let s: Vec<&AuditDecision> = ds
+            .iter()
+            .copied()
+            .filter(|d| !voided.contains(&(d.event_id.as_str(), d.case_revision)))
+            .collect();
+        c.events_decided += 1;
+        c.decided_more_than_once += u64::from(s.len() > 1);
+        standing.insert(event, s);
+    }
+    let stored: BTreeSet<(&str, &str)> = deliveries.iter().map(|(r, e)| (r.as_str(), e.as_str())).collect();
+    for (event, ds) in &standing {
+        if let Some(last) = ds.last() {
+            c.without_outcome += last
+                .delivered
+                .iter()
+                .filter(|r| !stored.contains(&(r.agency.as_str(), *event)))
+                .count() as u64;
+        }
+    }
+    for (recipient, event) in &stored {
+        let named = standing
+            .get(event)
+            .is_some_and(|ds| ds.iter().any(|d| d.delivered.iter().any(|r| r.agency == *recipient)));
+        c.without_decision += u64::from(!named);
+    }
+    c
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    fn decision(event: &str, revision: u64, to: &[&str]) -> AuditRecord {
+        AuditRecord::RoutingDecision(AuditDecision {
+            event_id: event.into(),
+            case_id: "c".into(),
+            message_type: "t".into(),
+            sender: "s".into(),
+            actor: String::new(),
+            rule_set_version: "v".into(),
+            case_revision: revision,
+            decided_at: 0,
+            payload_sha256: String::new(),
+            flags: vec![],
+            referral_sender: None,
+            delivered: to
+                .iter()
+                .map(|a| AuditRecipient {
+                    agency: (*a).into(),
+                    classes: vec![],
+                    rule_ids: vec![],
+                    legal_bases: vec![],
+                    consent_ids: vec![],
+                    restricted_by_never_disclose: vec![],
+                    alert: None,
+                })
+                .collect(),
+            withheld: vec![],
+        })
+    }
+
+    #[test]
+    fn completeness_counts_deliveries_without_decision_and_decisions_without_outcome() {
+        let d = |r: &str, e: &str| (r.to_owned(), e.to_owned());
+        let records = [
+            decision("e1", 1, &["a", "b"]),
+            decision("e2", 1, &["a"]),
+            AuditRecord::RoutingDecisionVoided(VoidedDecision {
+                event_id: "e2".into(),
+                case_id: "c".into(),
+                message_type: "t".into(),
+                case_revision: 1,
+            }),
+            decision("e2", 2, &["b"]),
+            decision("e3", 1, &["a"]),
+            decision("e3", 1, &["a"]),
+        ];
+        let all = completeness(&records, &[d("a", "e1"), d("b", "e1"), d("b", "e2"), d("a", "e3")]);
+        assert_eq!(
+            all,
+            Completeness {
+                events_decided: 3,
+                deliveries: 4,
+                without_outcome: 0,
+                without_decision: 0,
+                decided_more_than_once: 1,
+            }
+        );
+        // a delivery the voided decision named, and one missing
+        let c = completeness(&records, &[d("a", "e1"), d("a", "e2"), d("a", "e3")]);
+        assert_eq!((c.without_outcome, c.without_decision), (2, 1));
+    }
 
     #[test]
     fn records_are_tagged_by_kind_and_read_back_as_written() {

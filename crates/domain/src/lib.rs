@@ -23,7 +23,8 @@ mod audit;
 mod case;
 mod chain;
 pub use audit::{
-    AlertStepRecord, AuditDecision, AuditRecipient, AuditRecord, AuditScope, AuditWithheld, VoidedDecision,
+    AlertStepRecord, AuditDecision, AuditRecipient, AuditRecord, AuditScope, AuditWithheld, Completeness,
+    VoidedDecision, completeness,
 };
 pub use case::{CaseChange, CaseRecord, Consent, NeverDisclose, Shielded};
 pub use chain::{Break, ChainLink, Checkpoint, GENESIS, StoredRecord, Verification, link_hash, verify};

@@ -474,6 +474,9 @@ pub enum AuditAction {
         /// Where to keep the newest checkpoint (copy it off the system).
         #[arg(long)]
         save_checkpoint: Option<PathBuf>,
+        /// Also check that the audit accounts for every stored delivery.
+        #[arg(long)]
+        completeness: bool,
     },
 }
 
@@ -499,6 +502,7 @@ pub async fn audit(conn: AdminConn, action: AuditAction) -> anyhow::Result<()> {
     let AuditAction::Verify {
         checkpoints,
         save_checkpoint,
+        completeness,
     } = action;
     let trusted = checkpoints
         .iter()
@@ -509,6 +513,7 @@ pub async fn audit(conn: AdminConn, action: AuditAction) -> anyhow::Result<()> {
         .await?
         .verify_audit(Request::new(henvis_proto::henvis::admin::v1::VerifyAuditRequest {
             trusted_checkpoints: trusted,
+            completeness,
         }))
         .await?
         .into_inner();
@@ -523,7 +528,17 @@ pub async fn audit(conn: AdminConn, action: AuditAction) -> anyhow::Result<()> {
                 when(r.break_at)
             );
         }
+        if let Some(c) = &r.completeness {
+            println!(
+                "completeness: {} events decided, {} deliveries stored; {} decided recipients without their delivery, {} deliveries without a decision naming them, {} events with more than one standing decision",
+                c.events_decided, c.deliveries, c.without_outcome, c.without_decision, c.decided_more_than_once
+            );
+        }
     }
+    let complete = r
+        .completeness
+        .as_ref()
+        .is_none_or(|c| c.without_outcome == 0 && c.without_decision == 0);
     if let Some(p) = save_checkpoint {
         std::fs::write(&p, &r.latest_checkpoint).with_context(|| format!("writing `{}`", p.display()))?;
         if !conn.json {
@@ -531,6 +546,7 @@ pub async fn audit(conn: AdminConn, action: AuditAction) -> anyhow::Result<()> {
         }
     }
     anyhow::ensure!(r.intact, "the audit is not intact");
+    anyhow::ensure!(complete, "the audit does not account for every delivery");
     Ok(())
 }
 
