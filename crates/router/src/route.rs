@@ -172,6 +172,11 @@ impl Router {
         let unapplied = case.as_ref().is_none_or(|c| {
             !c.record.reflects(&change, &env.event_id) || (opening && !c.record.participants.contains(&facts.sender))
         });
+        // audit first: a change that alters what anyone receives is recorded before it
+        // takes effect (a retry writes the same record under the same id)
+        if let Some((id, record)) = plan::case_change_record(&env, &facts, &change) {
+            self.bus.audit(ROUTER_WRITER, &id, &record).await?;
+        }
         if change != CaseChange::None && unapplied {
             case = self
                 .bus
@@ -181,9 +186,6 @@ impl Router {
                     changed || joined
                 })
                 .await?;
-        }
-        if let Some((id, record)) = plan::case_change_record(&env, &facts, &change) {
-            self.bus.audit(ROUTER_WRITER, &id, &record).await?;
         }
 
         let empty = CaseRecord::new();
