@@ -206,8 +206,18 @@ async fn killing_the_router_again_and_again_under_load_loses_and_duplicates_noth
         comp.without_decision,
         comp.decided_more_than_once
     );
+    // decisions an earlier attempt made under an older rule set are voided by version
+    let mut by_kind: std::collections::BTreeMap<String, usize> = Default::default();
+    for (_, b) in d.read_all("AUDIT", "henvis.audit.>").await.unwrap() {
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        *by_kind.entry(v["kind"].as_str().unwrap().to_owned()).or_default() += 1;
+    }
+    println!("audit records by kind: {by_kind:?}");
     assert!(v.intact, "{}", v.finding);
-    assert_eq!((comp.without_outcome, comp.without_decision), (0, 0));
+    assert_eq!(
+        (comp.without_outcome, comp.without_decision, comp.decided_more_than_once),
+        (0, 0, 0)
+    );
 }
 
 /// Outcome counts per (referral, intended recipient).

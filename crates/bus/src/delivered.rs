@@ -20,7 +20,62 @@ pub struct Delivered {
     pub published: bool,
 }
 
+/// Which decision the router audits for an event (key `_decided.<event id>` in the
+/// delivery-marks bucket, which no agency id can read: ids never start with `_`), set
+/// before the audit record: a later attempt under another rule set or case revision voids
+/// the earlier decision first.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DecisionMark {
+    /// The rule set that decided.
+    pub rule_set_version: String,
+    /// The case revision it rested on.
+    pub case_revision: u64,
+    /// Whether its void record is stored already.
+    #[serde(default)]
+    pub voided: bool,
+}
+
+fn decision_key(event_id: &str) -> String {
+    format!("_decided.{event_id}")
+}
+
 impl Bus {
+    /// The decision audited for `event_id`, if any.
+    pub async fn decision_mark(&self, event_id: &str) -> Result<Option<DecisionMark>, BusError> {
+        Ok(self
+            .delivered_bucket()
+            .await?
+            .get::<DecisionMark>(&decision_key(event_id))
+            .await?
+            .map(|v| v.record))
+    }
+
+    /// Records the decision about to be audited for `event_id` unless one is recorded:
+    /// `None` when it was stored, else the mark found (one round trip on the common path).
+    pub async fn first_decision_mark(
+        &self,
+        event_id: &str,
+        mark: &DecisionMark,
+    ) -> Result<Option<DecisionMark>, BusError> {
+        let bucket = self.delivered_bucket().await?;
+        if bucket.create_new(&decision_key(event_id), mark).await?.is_some() {
+            return Ok(None);
+        }
+        Ok(bucket
+            .get::<DecisionMark>(&decision_key(event_id))
+            .await?
+            .map(|v| v.record))
+    }
+
+    /// Records which decision is audited for `event_id`.
+    pub async fn set_decision_mark(&self, event_id: &str, mark: &DecisionMark) -> Result<(), BusError> {
+        self.delivered_bucket()
+            .await?
+            .put(&decision_key(event_id), mark)
+            .await
+            .map(|_| ())
+    }
+
     /// Every stored delivery (a mark set published), as (recipient, event id): what the
     /// audit's completeness is checked against.
     pub async fn stored_deliveries(&self) -> Result<Vec<(String, String)>, BusError> {

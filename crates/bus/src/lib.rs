@@ -324,7 +324,7 @@ mod details;
 mod order;
 pub use order::CaseTurn;
 mod delivered;
-pub use delivered::Delivered;
+pub use delivered::{DecisionMark, Delivered};
 mod submitted;
 pub use submitted::{Opening, Submitted};
 mod read;

@@ -137,6 +137,12 @@ impl JsonBucket {
         self.create_new(key, record).await.map(|_| ())
     }
 
+    /// Stores `record` under `key`, whatever was there (for records one writer owns).
+    pub async fn put<T: Serialize>(&self, key: &str, record: &T) -> Result<u64, BusError> {
+        let value = serde_json::to_vec(record).map_err(|e| BusError::Other(e.to_string()))?;
+        self.store.put(key, value.into()).await.map_err(unavailable)
+    }
+
     /// Replaces the record at `key` with `record` only if the key is still at `revision`;
     /// returns the new revision, or `None` when someone else wrote it in between.
     pub async fn update<T: Serialize>(&self, key: &str, record: &T, revision: u64) -> Result<Option<u64>, BusError> {

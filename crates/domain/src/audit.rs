@@ -260,6 +260,39 @@ pub struct VoidedDecision {
     pub message_type: String,
     /// The case revision the voided decision rested on.
     pub case_revision: u64,
+    /// When set, only the decision of this rule-set version is voided (an earlier
+    /// attempt's, decided again under a newer set after a router stopped); otherwise every
+    /// decision at that case revision (the case changed under it).
+    #[serde(default)]
+    pub rule_set_version: Option<String>,
+}
+
+impl VoidedDecision {
+    /// Whether this voids decision `d`.
+    pub fn voids(&self, d: &AuditDecision) -> bool {
+        self.event_id == d.event_id
+            && self.case_revision == d.case_revision
+            && self.rule_set_version.as_ref().is_none_or(|v| *v == d.rule_set_version)
+    }
+}
+
+/// The decisions in `records` no later void record voids, in order.
+pub fn standing_decisions<'a>(records: impl IntoIterator<Item = &'a AuditRecord>) -> Vec<&'a AuditDecision> {
+    let records: Vec<&AuditRecord> = records.into_iter().collect();
+    let voids: Vec<&VoidedDecision> = records
+        .iter()
+        .filter_map(|r| match r {
+            AuditRecord::RoutingDecisionVoided(v) => Some(v),
+            _ => None,
+        })
+        .collect();
+    records
+        .iter()
+        .filter_map(|r| match r {
+            AuditRecord::RoutingDecision(d) if !voids.iter().any(|v| v.voids(d)) => Some(d),
+            _ => None,
+        })
+        .collect()
 }
 
 /// A routing decision.
@@ -364,32 +397,22 @@ pub fn completeness<'a>(
     deliveries: &[(String, String)],
 ) -> Completeness {
     use std::collections::{BTreeMap, BTreeSet};
-    let mut decided: BTreeMap<&str, Vec<&AuditDecision>> = BTreeMap::new();
-    let mut voided: BTreeSet<(&str, u64)> = BTreeSet::new();
-    for r in records {
-        match r {
-            AuditRecord::RoutingDecision(d) => decided.entry(&d.event_id).or_default().push(d),
-            AuditRecord::RoutingDecisionVoided(v) => {
-                voided.insert((&v.event_id, v.case_revision));
-            }
-            _ => {}
-        }
-    }
+    let records: Vec<&AuditRecord> = records.into_iter().collect();
     let mut c = Completeness {
         deliveries: deliveries.len() as u64,
         ..Default::default()
     };
     let mut standing: BTreeMap<&str, Vec<&AuditDecision>> = BTreeMap::new();
-    for (event, ds) in &decided {
-        let s: Vec<&AuditDecision> = ds
-            .iter()
-            .copied()
-            .filter(|d| !voided.contains(&(d.event_id.as_str(), d.case_revision)))
-            .collect();
-        c.events_decided += 1;
-        c.decided_more_than_once += u64::from(s.len() > 1);
-        standing.insert(event, s);
+    for r in &records {
+        if let AuditRecord::RoutingDecision(d) = r {
+            standing.entry(d.event_id.as_str()).or_default();
+        }
     }
+    for d in standing_decisions(records.iter().copied()) {
+        standing.entry(d.event_id.as_str()).or_default().push(d);
+    }
+    c.events_decided = standing.len() as u64;
+    c.decided_more_than_once = standing.values().filter(|s| s.len() > 1).count() as u64;
     let stored: BTreeSet<(&str, &str)> = deliveries.iter().map(|(r, e)| (r.as_str(), e.as_str())).collect();
     for (event, ds) in &standing {
         if let Some(last) = ds.last() {
@@ -454,6 +477,7 @@ mod tests {
                 case_id: "c".into(),
                 message_type: "t".into(),
                 case_revision: 1,
+                rule_set_version: None,
             }),
             decision("e2", 2, &["b"]),
             decision("e3", 1, &["a"]),
@@ -483,6 +507,7 @@ mod tests {
                 case_id: "c".into(),
                 message_type: "t".into(),
                 case_revision: 3,
+                rule_set_version: None,
             }),
             AuditRecord::StreamFull {
                 stream: "OUT".into(),

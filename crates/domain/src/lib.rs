@@ -24,7 +24,7 @@ mod case;
 mod chain;
 pub use audit::{
     AlertStepRecord, AuditDecision, AuditRecipient, AuditRecord, AuditScope, AuditWithheld, Completeness,
-    VoidedDecision, completeness,
+    VoidedDecision, completeness, standing_decisions,
 };
 pub use case::{CaseChange, CaseRecord, Consent, NeverDisclose, Shielded};
 pub use chain::{Break, ChainLink, Checkpoint, GENESIS, StoredRecord, Verification, link_hash, verify};

@@ -55,13 +55,16 @@ pub(crate) fn decision_record(
     })
 }
 
-/// The audit record that voids a decision whose case changed before it was delivered.
-pub(crate) fn void_record(env: &Envelope, case_revision: u64) -> AuditRecord {
+/// The audit record that voids a decision whose case changed before it was delivered
+/// (every decision at `case_revision`), or, with `rule_set_version`, the decision an
+/// earlier attempt made under that rule set.
+pub(crate) fn void_record(env: &Envelope, case_revision: u64, rule_set_version: Option<&str>) -> AuditRecord {
     AuditRecord::RoutingDecisionVoided(VoidedDecision {
         event_id: env.event_id.clone(),
         case_id: env.case_id.clone(),
         message_type: env.message_type.clone(),
         case_revision,
+        rule_set_version: rule_set_version.map(str::to_owned),
     })
 }
 

@@ -3,7 +3,7 @@
 //! audit and gives them to the agency the request is made for only if it is the case's
 //! guardian. Every router answers (a queue group), so any one of them suffices.
 
-use std::{collections::HashSet, sync::Arc};
+use std::sync::Arc;
 
 use henvis_bus::{DECISIONS_PAGE, DecisionsAnswer, DecisionsQuery, audit_decision_subject};
 use henvis_domain::{AgencyId, AuditDecision, AuditRecord, CaseId};
@@ -50,19 +50,9 @@ async fn answer(router: &Router, asker: AgencyId, query: DecisionsQuery) -> Deci
 
 /// The surviving decisions (voided ones left out) from `offset`, one page.
 fn page(records: Vec<AuditRecord>, offset: usize) -> DecisionsAnswer {
-    let voided: HashSet<(String, u64)> = records
-        .iter()
-        .filter_map(|r| match r {
-            AuditRecord::RoutingDecisionVoided(v) => Some((v.event_id.clone(), v.case_revision)),
-            _ => None,
-        })
-        .collect();
-    let surviving: Vec<AuditDecision> = records
+    let surviving: Vec<AuditDecision> = henvis_domain::standing_decisions(&records)
         .into_iter()
-        .filter_map(|r| match r {
-            AuditRecord::RoutingDecision(d) if !voided.contains(&(d.event_id.clone(), d.case_revision)) => Some(d),
-            _ => None,
-        })
+        .cloned()
         .collect();
     let end = (offset + DECISIONS_PAGE).min(surviving.len());
     let decisions = surviving.get(offset..end).map(<[_]>::to_vec).unwrap_or_default();
@@ -83,6 +73,7 @@ mod tests {
                 case_id: "c".into(),
                 message_type: String::new(),
                 case_revision: revision,
+                rule_set_version: None,
             });
         }
         AuditRecord::RoutingDecision(AuditDecision {

@@ -193,7 +193,7 @@ impl Router {
         for _ in 0..MAX_REDECIDE {
             let (record, revision) = case.as_ref().map_or((&empty, 0), |c| (&c.record, c.revision));
             let p = plan::plan(&ctx, &env, &facts, record, revision)?;
-            self.bus.audit(ROUTER_WRITER, &p.audit.0, &p.audit.1).await?;
+            self.record_decision(&env, &p, revision).await?;
             // Fence: a change of the case acknowledged before this decision's audit record
             // (a consent withdrawal above all) must govern it. Read the case again from the
             // leader; if it changed in a way that changes the decision, void and redo.
@@ -218,7 +218,17 @@ impl Router {
                 .audit(
                     ROUTER_WRITER,
                     &format!("void:{}:{revision}", env.event_id),
-                    &audit::void_record(&env, revision),
+                    &audit::void_record(&env, revision, None),
+                )
+                .await?;
+            self.bus
+                .set_decision_mark(
+                    &env.event_id,
+                    &henvis_bus::DecisionMark {
+                        rule_set_version: p.decision.rule_set_version.clone(),
+                        case_revision: revision,
+                        voided: true,
+                    },
                 )
                 .await?;
             tracing::info!(event_id = %env.event_id, case_id = %case_id, "case changed during the decision; deciding again");
@@ -226,6 +236,38 @@ impl Router {
         }
         let p = planned.ok_or_else(|| RouteError::Retry("case kept changing during the decision".into()))?;
         self.execute(&env, payload, in_sequence, &facts, case.as_ref(), p).await
+    }
+
+    /// Audits a plan's decision, after recording it as the event's decision: a decision an
+    /// earlier attempt recorded under another rule set or case revision (a router stopped
+    /// after auditing it, the event decided again under a newer set) and not voided is
+    /// voided first, so every event has one standing decision. The same decision again is
+    /// de-duplicated by its message id.
+    async fn record_decision(&self, env: &Envelope, p: &Plan, revision: u64) -> Result<(), RouteError> {
+        let mark = henvis_bus::DecisionMark {
+            rule_set_version: p.decision.rule_set_version.clone(),
+            case_revision: revision,
+            voided: false,
+        };
+        if let Some(earlier) = self.bus.first_decision_mark(&env.event_id, &mark).await?
+            && earlier != mark
+        {
+            if !earlier.voided {
+                self.bus
+                    .audit(
+                        ROUTER_WRITER,
+                        &format!(
+                            "void:{}:{}:{}",
+                            env.event_id, earlier.case_revision, earlier.rule_set_version
+                        ),
+                        &audit::void_record(env, earlier.case_revision, Some(&earlier.rule_set_version)),
+                    )
+                    .await?;
+            }
+            self.bus.set_decision_mark(&env.event_id, &mark).await?;
+        }
+        self.bus.audit(ROUTER_WRITER, &p.audit.0, &p.audit.1).await?;
+        Ok(())
     }
 
     /// Stores everything a plan produces; returns once all of it is stored. Every record
