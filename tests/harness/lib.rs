@@ -256,7 +256,8 @@ impl NatsServer {
         let url = format!("nats://127.0.0.1:{}", self.nodes[i].port);
         wait_for(
             "nats-server to accept clients with JetStream",
-            Duration::from_secs(30),
+            // a cluster elects its JetStream leader slowly while heavy tests share the cores
+            Duration::from_secs(90),
             || {
                 let url = url.clone();
                 async move {
