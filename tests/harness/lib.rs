@@ -89,7 +89,21 @@ where
     }
 }
 
+/// A free port for a process the test starts, picked at random below Linux's ephemeral
+/// range (32768–60999): the kernel never hands it to an outgoing connection in the moment
+/// between this check and the process binding it (with many tests running at once, a port
+/// from the ephemeral range was taken in that moment now and then).
 fn free_port() -> anyhow::Result<u16> {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    for _ in 0..1000 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let port = 20_000 + u16::try_from(h.finish() % 12_000).unwrap_or(0);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
