@@ -144,7 +144,7 @@ impl Admin {
         text: &str,
         note: &str,
         rollback_of: Option<u64>,
-    ) -> Result<Proposal, Status> {
+    ) -> Result<(Proposal, Option<u64>), Status> {
         let rules = self.check(file, text)?;
         let sha = sha256(text);
         let all = self.proposals().await?;
@@ -202,17 +202,18 @@ impl Admin {
         )
         .await?;
         tracing::info!(proposal = proposal.id, rule_set_version = %proposal.rule_set_version, by = %by, "rule set proposed");
-        Ok(proposal)
+        Ok((proposal, live))
     }
 
     /// Approves proposal `id`: by a second administrator, or by its proposer or anyone
-    /// alone with a break-glass reason. Validation and tests run again first.
+    /// alone with a break-glass reason. Validation and tests run again first. Returns it
+    /// and the live proposal's number.
     pub(crate) async fn approve(
         &self,
         by: &PersonId,
         id: u64,
         break_glass: Option<String>,
-    ) -> Result<Proposal, Status> {
+    ) -> Result<(Proposal, Option<u64>), Status> {
         let current = self.proposal(id).await?;
         let p = &current.record;
         self.undecided(p)?;
@@ -244,9 +245,9 @@ impl Admin {
                 p.decision = Some(decision);
             })
             .await?;
-        self.settle().await?;
+        let live = self.settle().await?;
         tracing::info!(proposal = id, rule_set_version = %approved.rule_set_version, by = %by, "rule set approved");
-        Ok(approved)
+        Ok((approved, live))
     }
 
     /// Rejects proposal `id`.
@@ -330,7 +331,12 @@ impl Admin {
     }
 
     /// Proposes restoring earlier approved proposal `target`.
-    pub(crate) async fn rollback(&self, by: &PersonId, target: u64, note: &str) -> Result<Proposal, Status> {
+    pub(crate) async fn rollback(
+        &self,
+        by: &PersonId,
+        target: u64,
+        note: &str,
+    ) -> Result<(Proposal, Option<u64>), Status> {
         let t = self.proposal(target).await?.record;
         let live = self.live().await?.map(|p| p.id);
         match t.state(live) {
@@ -386,17 +392,17 @@ impl Admin {
     /// Finishes what approval started: the live proposal's approval in the audit (again,
     /// under the same message id, if a crash came between), its break-glass alert, then
     /// its text in the rules bucket, which every router follows. Nothing is put live
-    /// before its audit record is stored.
-    pub(crate) async fn settle(&self) -> Result<(), Status> {
+    /// before its audit record is stored. Returns the live proposal's number.
+    pub(crate) async fn settle(&self) -> Result<Option<u64>, Status> {
         let Some(live) = self.live().await? else {
-            return Ok(());
+            return Ok(None);
         };
         let published = self.bus.published_rules().await.map_err(unavailable)?;
         if published.as_deref().map(sha256).as_deref() == Some(live.sha256.as_str()) {
-            return Ok(());
+            return Ok(Some(live.id));
         }
         let Some(ProposalDecision::Approved { by, break_glass, .. }) = &live.decision else {
-            return Ok(());
+            return Ok(Some(live.id));
         };
         if let Some(g) = break_glass {
             self.audit(
@@ -426,7 +432,7 @@ impl Admin {
         .await?;
         self.bus.put_rules(&live.text).await.map_err(unavailable)?;
         tracing::info!(proposal = live.id, rule_set_version = %live.rule_set_version, "rule set live");
-        Ok(())
+        Ok(Some(live.id))
     }
 
     pub(crate) async fn audit(&self, id: &str, record: &AuditRecord) -> Result<(), Status> {

@@ -161,8 +161,7 @@ impl AdminService for AdminApi {
             optional_text("file", &r.file)?
         };
         let note = optional_text("note", &r.note)?;
-        let p = self.0.propose(&me, &file, &r.text, &note, None).await?;
-        let live = self.0.live().await?.map(|l| l.id);
+        let (p, live) = self.0.propose(&me, &file, &r.text, &note, None).await?;
         Ok(Response::new(version(&p, live, false)))
     }
 
@@ -170,16 +169,14 @@ impl AdminService for AdminApi {
         let me = self.caller(&req)?;
         let r = req.into_inner();
         let note = optional_text("note", &r.note)?;
-        let p = self.0.rollback(&me, proposal_id(r.proposal_id)?, &note).await?;
-        let live = self.0.live().await?.map(|l| l.id);
+        let (p, live) = self.0.rollback(&me, proposal_id(r.proposal_id)?, &note).await?;
         Ok(Response::new(version(&p, live, false)))
     }
 
     async fn approve_rule_set(&self, req: Request<ApproveRuleSetRequest>) -> Result<Response<RuleSetVersion>, Status> {
         let me = self.caller(&req)?;
         let id = proposal_id(req.get_ref().proposal_id)?;
-        let p = self.0.approve(&me, id, None).await?;
-        let live = self.0.live().await?.map(|l| l.id);
+        let (p, live) = self.0.approve(&me, id, None).await?;
         Ok(Response::new(version(&p, live, false)))
     }
 
@@ -189,8 +186,8 @@ impl AdminService for AdminApi {
         let id = proposal_id(r.proposal_id)?;
         let reason = required_text("reason", &r.reason, "a reason for the rejection")?;
         let p = self.0.reject(&me, id, reason).await?;
-        let live = self.0.live().await?.map(|l| l.id);
-        Ok(Response::new(version(&p, live, false)))
+        // a rejected proposal's state does not depend on which one is live
+        Ok(Response::new(version(&p, None, false)))
     }
 
     async fn break_glass(&self, req: Request<BreakGlassRequest>) -> Result<Response<RuleSetVersion>, Status> {
@@ -202,8 +199,7 @@ impl AdminService for AdminApi {
             &r.reason,
             "a reason why this cannot wait for a second administrator",
         )?;
-        let p = self.0.approve(&me, id, Some(reason)).await?;
-        let live = self.0.live().await?.map(|l| l.id);
+        let (p, live) = self.0.approve(&me, id, Some(reason)).await?;
         Ok(Response::new(version(&p, live, false)))
     }
 
@@ -395,7 +391,7 @@ impl AdminService for AdminApi {
             message_type: mt.to_string(),
             sender: Some(Sender {
                 agency_id: sender.to_string(),
-                sector: henvis_proto_sector(sector),
+                sector: henvis_convert::wire_sector(sector),
                 actor_id: "simulation".into(),
                 person_id: String::new(),
             }),
@@ -748,14 +744,4 @@ fn directory_proposal(p: &DirectoryProposal) -> DirectoryChangeProposal {
         None => {}
     }
     v
-}
-
-fn henvis_proto_sector(s: henvis_domain::Sector) -> i32 {
-    use henvis_proto::henvis::broker::v1::Sector as S;
-    (match s {
-        henvis_domain::Sector::Police => S::Police,
-        henvis_domain::Sector::Health => S::Health,
-        henvis_domain::Sector::Social => S::Social,
-        henvis_domain::Sector::Ngo => S::Ngo,
-    }) as i32
 }

@@ -117,19 +117,20 @@ impl Admin {
             .read_subject_since(henvis_bus::STREAM_AUDIT, &henvis_bus::audit_decisions_filter(), since)
             .await
             .map_err(|e| Status::unavailable(format!("the audit is unavailable; try again: {e}")))?;
-        // the last decision of each event counts (a voided one was decided again)
-        let mut last: BTreeMap<String, AuditDecision> = BTreeMap::new();
-        for bytes in raw {
-            let record: AuditRecord = serde_json::from_slice(&bytes)
-                .map_err(|e| Status::data_loss(format!("an audit record does not parse: {e}")))?;
-            if let AuditRecord::RoutingDecision(d) = record {
-                last.insert(d.event_id.clone(), d);
-            }
+        let records: Vec<AuditRecord> = raw
+            .iter()
+            .map(|b| serde_json::from_slice(b))
+            .collect::<Result<_, _>>()
+            .map_err(|e| Status::data_loss(format!("an audit record does not parse: {e}")))?;
+        // each event's standing decision (voided ones were decided again)
+        let mut last: BTreeMap<&str, &AuditDecision> = BTreeMap::new();
+        for d in henvis_domain::standing_decisions(&records) {
+            last.insert(&d.event_id, d);
         }
         let directory = self.directory.current();
         let mut out = Replay::default();
         let mut cases: HashMap<String, Option<CaseRecord>> = HashMap::new();
-        for d in last.values() {
+        for d in last.values().copied() {
             if d.decided_at < since {
                 continue;
             }

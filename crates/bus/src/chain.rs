@@ -66,19 +66,32 @@ impl Bus {
         Ok(out)
     }
 
-    /// The chain's last link, if any.
-    pub async fn chain_tail(&self) -> Result<Option<ChainLink>, BusError> {
-        let s = self.js.get_stream(STREAM_CHAIN).await.map_err(unavailable)?;
-        let last = s.get_info().await.map_err(unavailable)?.state.last_sequence;
+    /// The last message of `stream` as JSON (`what` names it in errors), if any: the
+    /// stream's state comes with the stream lookup, so this is two round trips.
+    async fn last_json<T: serde::de::DeserializeOwned>(&self, stream: &str, what: &str) -> Result<Option<T>, BusError> {
+        let s = self.js.get_stream(stream).await.map_err(unavailable)?;
+        let last = s.cached_info().state.last_sequence;
         if last == 0 {
             return Ok(None);
         }
-        match s.get_raw_message(last).await {
-            Ok(m) => serde_json::from_slice(&m.payload)
-                .map(Some)
-                .map_err(|e| BusError::Other(format!("chain link: {e}"))),
-            Err(e) => Err(unavailable(e)),
-        }
+        let m = s.get_raw_message(last).await.map_err(unavailable)?;
+        serde_json::from_slice(&m.payload)
+            .map(Some)
+            .map_err(|e| BusError::Other(format!("{what}: {e}")))
+    }
+
+    /// Every message of `stream` as JSON, in order.
+    async fn all_json<T: serde::de::DeserializeOwned>(&self, stream: &str, what: &str) -> Result<Vec<T>, BusError> {
+        self.stored_records(stream, 1, usize::MAX)
+            .await?
+            .iter()
+            .map(|r| serde_json::from_slice(&r.payload).map_err(|e| BusError::Other(format!("{what}: {e}"))))
+            .collect()
+    }
+
+    /// The chain's last link, if any.
+    pub async fn chain_tail(&self) -> Result<Option<ChainLink>, BusError> {
+        self.last_json(STREAM_CHAIN, "chain link").await
     }
 
     /// Appends `links` (continuing the tail, link `n` at chain sequence `n`): each expects
@@ -112,11 +125,7 @@ impl Bus {
 
     /// Every link, in order.
     pub async fn chain_links(&self) -> Result<Vec<ChainLink>, BusError> {
-        self.stored_records(STREAM_CHAIN, 1, usize::MAX)
-            .await?
-            .iter()
-            .map(|r| serde_json::from_slice(&r.payload).map_err(|e| BusError::Other(format!("chain link: {e}"))))
-            .collect()
+        self.all_json(STREAM_CHAIN, "chain link").await
     }
 
     /// Stores a signed checkpoint (once per covered length).
@@ -133,25 +142,11 @@ impl Bus {
 
     /// Every checkpoint, oldest first.
     pub async fn checkpoints(&self) -> Result<Vec<Checkpoint>, BusError> {
-        self.stored_records(STREAM_CHECKPOINTS, 1, usize::MAX)
-            .await?
-            .iter()
-            .map(|r| serde_json::from_slice(&r.payload).map_err(|e| BusError::Other(format!("checkpoint: {e}"))))
-            .collect()
+        self.all_json(STREAM_CHECKPOINTS, "checkpoint").await
     }
 
     /// The newest checkpoint.
     pub async fn last_checkpoint(&self) -> Result<Option<Checkpoint>, BusError> {
-        let s = self.js.get_stream(STREAM_CHECKPOINTS).await.map_err(unavailable)?;
-        let last = s.get_info().await.map_err(unavailable)?.state.last_sequence;
-        if last == 0 {
-            return Ok(None);
-        }
-        match s.get_raw_message(last).await {
-            Ok(m) => serde_json::from_slice(&m.payload)
-                .map(Some)
-                .map_err(|e| BusError::Other(format!("checkpoint: {e}"))),
-            Err(e) => Err(unavailable(e)),
-        }
+        self.last_json(STREAM_CHECKPOINTS, "checkpoint").await
     }
 }

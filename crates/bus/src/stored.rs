@@ -40,8 +40,9 @@ impl Bus {
     /// The first and last sequence stored in `stream` (an empty range, first above last,
     /// for an empty stream).
     pub async fn stored_range(&self, stream: &str) -> Result<(u64, u64), BusError> {
+        // the stream's state comes with the lookup: one round trip
         let s = self.js.get_stream(stream).await.map_err(unavailable)?;
-        let state = s.get_info().await.map_err(unavailable)?.state;
+        let state = s.cached_info().state.clone();
         if state.messages == 0 {
             return Ok((state.last_sequence + 1, state.last_sequence));
         }

@@ -21,6 +21,17 @@ fn seconds(t: Option<&prost_types::Timestamp>) -> i64 {
     t.map_or(0, |t| t.seconds)
 }
 
+/// A sector's number on the wire (`henvis.broker.v1.Sector`).
+pub fn wire_sector(s: Sector) -> i32 {
+    use henvis_proto::henvis::broker::v1::Sector as Pb;
+    (match s {
+        Sector::Police => Pb::Police,
+        Sector::Health => Pb::Health,
+        Sector::Social => Pb::Social,
+        Sector::Ngo => Pb::Ngo,
+    }) as i32
+}
+
 /// A reference inside an event that does not hold against its case (the message names
 /// only what the sender already knows).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -26,6 +26,9 @@ pub const CHECKPOINT_SECS: i64 = 10;
 pub struct Signer {
     pair: Ed25519KeyPair,
     key_id: String,
+    /// The newest checkpoint this router knows of (index, time): whether one is due is
+    /// decided from it, and NATS is asked only when it says so.
+    known: std::sync::Mutex<Option<(u64, i64)>>,
 }
 
 impl Signer {
@@ -35,7 +38,11 @@ impl Signer {
         let pair = Ed25519KeyPair::from_pkcs8(&der)
             .map_err(|_| anyhow::anyhow!("`{}` is not an Ed25519 key (PKCS#8)", path.display()))?;
         let key_id = hex::encode(pair.public_key().as_ref().get(..8).unwrap_or_default());
-        Ok(Self { pair, key_id })
+        Ok(Self {
+            pair,
+            key_id,
+            known: std::sync::Mutex::new(None),
+        })
     }
 }
 
@@ -65,8 +72,8 @@ pub(crate) async fn run(router: Arc<Router>, shutdown: impl Future<Output = ()> 
 impl Router {
     /// Chains every audit record not chained yet, then signs a checkpoint when one is due.
     pub(crate) async fn chain_step(&self) -> anyhow::Result<()> {
+        let mut tail = self.bus.chain_tail().await?;
         loop {
-            let tail = self.bus.chain_tail().await?;
             let from = tail.as_ref().map_or(1, |t| t.audit_seq + 1);
             // nothing new: no reader is opened
             if self.bus.stored_range(henvis_bus::STREAM_AUDIT).await?.1 < from {
@@ -85,47 +92,60 @@ impl Router {
                 links.push(l);
             }
             match self.bus.append_links(&links).await {
-                Ok(()) => {}
+                Ok(()) => tail = links.pop(),
                 // another router chained them first: read its tail and go on from there
-                Err(AppendError::Conflict) => continue,
+                Err(AppendError::Conflict) => {
+                    tail = self.bus.chain_tail().await?;
+                    continue;
+                }
                 Err(AppendError::Bus(e)) => return Err(e.into()),
             }
             if records.len() < CHAIN_BATCH {
                 break;
             }
         }
-        self.checkpoint().await
+        match tail {
+            Some(t) => self.checkpoint(t).await,
+            None => Ok(()),
+        }
     }
 
-    async fn checkpoint(&self) -> anyhow::Result<()> {
+    /// Signs a checkpoint over `tail` when the newest one is [`CHECKPOINT_EVERY`] links or
+    /// [`CHECKPOINT_SECS`] seconds behind it.
+    async fn checkpoint(&self, tail: ChainLink) -> anyhow::Result<()> {
         let Some(signer) = &self.signer else {
             return Ok(());
         };
-        let Some(tail) = self.bus.chain_tail().await? else {
-            return Ok(());
-        };
         let at = now();
-        let due = match self.bus.last_checkpoint().await? {
-            None => true,
-            Some(c) => {
-                tail.index > c.index && (tail.index - c.index >= CHECKPOINT_EVERY || at - c.at >= CHECKPOINT_SECS)
-            }
+        let due = |last: Option<(u64, i64)>| {
+            last.is_none_or(|(index, signed)| {
+                tail.index > index && (tail.index - index >= CHECKPOINT_EVERY || at - signed >= CHECKPOINT_SECS)
+            })
         };
-        if !due {
+        let known = *signer.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if known.is_some() && !due(known) {
+            return Ok(());
+        }
+        // due by what this router knows: ask NATS (another router may have signed since)
+        let last = self.bus.last_checkpoint().await?.map(|c| (c.index, c.at));
+        *signer.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = last;
+        if !due(last) {
             return Ok(());
         }
         let message = Checkpoint::message(tail.index, tail.audit_seq, &tail.hash, at);
         let signature = hex::encode(signer.pair.sign(&message).as_ref());
+        let (index, audit_seq) = (tail.index, tail.audit_seq);
         self.bus
             .publish_checkpoint(&Checkpoint {
-                index: tail.index,
-                audit_seq: tail.audit_seq,
+                index,
+                audit_seq,
                 head: tail.hash,
                 at,
                 key_id: signer.key_id.clone(),
                 signature,
             })
             .await?;
+        *signer.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((index, at));
         Ok(())
     }
 }

@@ -24,7 +24,7 @@ use henvis_proto::henvis::{
 use prost::Message;
 use tonic::{Request, Response, Status};
 
-use crate::{ApiError, Caller, Core, submit::sector_number};
+use crate::{ApiError, Caller, Core};
 
 /// Escalation settings of the police service.
 #[derive(Debug, Clone, clap::Args)]
@@ -550,7 +550,7 @@ async fn follow_up(core: &Core, to: &AgencyId, a: &AlertRecord, at: i64) -> Resu
         message_type: mt.to_string(),
         sender: Some(Sender {
             agency_id: a.district.to_string(),
-            sector: sector_number(Sector::Police),
+            sector: henvis_convert::wire_sector(Sector::Police),
             actor_id: "henvis-escalation".into(),
             person_id: String::new(),
         }),

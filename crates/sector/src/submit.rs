@@ -22,16 +22,6 @@ use crate::{ApiError, Caller, Core};
 /// The common ReferralService of a sector service.
 pub struct Referrals(pub Arc<Core>);
 
-pub(crate) fn sector_number(s: henvis_domain::Sector) -> i32 {
-    use henvis_proto::henvis::broker::v1::Sector as Pb;
-    (match s {
-        henvis_domain::Sector::Police => Pb::Police,
-        henvis_domain::Sector::Health => Pb::Health,
-        henvis_domain::Sector::Social => Pb::Social,
-        henvis_domain::Sector::Ngo => Pb::Ngo,
-    }) as i32
-}
-
 impl Core {
     /// Identifies the caller from the principal its certificate names (put there by the
     /// TLS layer) and checks that its agency belongs to this service's sector.
@@ -127,7 +117,7 @@ impl Core {
                     ),
                 ));
             }
-            if s.sector != 0 && s.sector != sector_number(caller.sector) {
+            if s.sector != 0 && s.sector != henvis_convert::wire_sector(caller.sector) {
                 forged(caller, "sender.sector names another sector");
                 return Err(ApiError::field(
                     "sender.sector",
@@ -513,7 +503,7 @@ fn stamp(
             message_type: mt.to_string(),
             sender: Some(Sender {
                 agency_id: caller.agency.to_string(),
-                sector: sector_number(caller.sector),
+                sector: henvis_convert::wire_sector(caller.sector),
                 actor_id,
                 person_id: caller.person.as_ref().map(ToString::to_string).unwrap_or_default(),
             }),
@@ -652,7 +642,7 @@ mod tests {
         );
         let sender = s.envelope.sender.as_ref().unwrap();
         assert_eq!(sender.agency_id, "politi-fyn");
-        assert_eq!(sender.sector, sector_number(Sector::Police));
+        assert_eq!(sender.sector, henvis_convert::wire_sector(Sector::Police));
         assert_eq!(sender.person_id, "politi-fyn-kp1");
         assert_eq!(s.envelope.submitted_at.unwrap().seconds, 1_800_000_000);
         assert_eq!(s.subject, inbound_subject(Sector::Police, &mt, &case));
