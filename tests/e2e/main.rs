@@ -15,6 +15,7 @@ mod recipients;
 mod referral;
 mod security;
 mod service;
+mod subject_access;
 
 use std::time::Duration;
 

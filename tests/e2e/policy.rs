@@ -10,7 +10,7 @@ use tonic::Code;
 
 use crate::{LIMIT, routed, submit};
 
-fn ts(offset_secs: i64) -> Option<prost_types::Timestamp> {
+pub(crate) fn ts(offset_secs: i64) -> Option<prost_types::Timestamp> {
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
@@ -21,11 +21,11 @@ fn ts(offset_secs: i64) -> Option<prost_types::Timestamp> {
     })
 }
 
-fn ev(kind: event::Kind) -> Event {
+pub(crate) fn ev(kind: event::Kind) -> Event {
     Event { kind: Some(kind) }
 }
 
-async fn open_case(d: &Deployment, municipality: &str) -> String {
+pub(crate) async fn open_case(d: &Deployment, municipality: &str) -> String {
     let mut ngo = d.client(Sector::Ngo, "ngo-hopenow").await.unwrap();
     let report = ev(event::Kind::SuspectedVictimReported(SuspectedVictimReported {
         municipality_code: municipality.into(),
@@ -38,7 +38,7 @@ async fn open_case(d: &Deployment, municipality: &str) -> String {
         .case_id
 }
 
-fn appoint(guardian: &str) -> Event {
+pub(crate) fn appoint(guardian: &str) -> Event {
     ev(event::Kind::GuardianAppointed(GuardianAppointed {
         guardian_agency_id: guardian.into(),
         guardian_kind: GuardianKind::NgoSocialWorker as i32,
@@ -54,7 +54,7 @@ fn plan() -> Event {
     }))
 }
 
-fn health_assessment() -> Event {
+pub(crate) fn health_assessment() -> Event {
     ev(event::Kind::HealthAssessmentCompleted(HealthAssessmentCompleted {
         findings: "f".into(),
         assessed_at: ts(0),

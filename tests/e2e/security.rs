@@ -566,13 +566,15 @@ async fn the_nats_server_refuses_a_sector_service_everything_beyond_its_own_sect
                 format!("henvis.in.{other}.suspected_victim_reported.{case}"),
                 String::new(),
             ));
-            probes.push((
-                format!("{sector} asks the router for a case's decisions as {them}"),
-                me.clone(),
-                Probe::Request,
-                henvis_bus::decisions_query_subject(&them),
-                format!(r#"{{"case_id":"{case}"}}"#),
-            ));
+            for kind in henvis_bus::QueryKind::ALL {
+                probes.push((
+                    format!("{sector} asks the router for a case's {} as {them}", kind.as_str()),
+                    me.clone(),
+                    Probe::Request,
+                    henvis_bus::query_subject(kind, &them),
+                    format!(r#"{{"case_id":"{case}"}}"#),
+                ));
+            }
             probes.push((
                 format!("{sector} writes a case audit record as {them}"),
                 me.clone(),

@@ -11,6 +11,7 @@
 
 mod directory;
 mod governance;
+mod report;
 mod service;
 mod verify;
 mod whatif;
@@ -52,6 +53,8 @@ pub struct Admin {
     /// The checkpoints' Ed25519 public keys (current and retired).
     audit_keys: Vec<Vec<u8>>,
     tls: Arc<henvis_runtime::tls::TlsServer>,
+    /// How long a police deferral of a guardian's report lasts at most, seconds.
+    deferral_max_secs: i64,
 }
 
 /// Loads the configuration, connects to NATS as the admin service and finishes any
@@ -87,6 +90,7 @@ pub async fn build(config: &AdminConfig) -> anyhow::Result<Arc<Admin>> {
         shipped,
         audit_keys,
         tls,
+        deferral_max_secs: config.service.deferral_max_secs(),
     });
     admin.settle().await.context("finishing an earlier approval")?;
     admin
@@ -155,9 +159,4 @@ impl Admin {
     }
 }
 
-/// Now, unix seconds.
-pub(crate) fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
+pub(crate) use henvis_runtime::unix_now as now;

@@ -17,11 +17,12 @@ use henvis_proto::henvis::{
         ListDirectoryChangesResponse, ListRuleSetsRequest, ListRuleSetsResponse, NatsAuthorizationRequest,
         NatsAuthorizationResponse, ProposeDirectoryChangeRequest, ProposeRollbackRequest, ProposeRuleSetRequest,
         RejectDirectoryChangeRequest, RejectRuleSetRequest, ReviewBreakGlassRequest, RuleChange, RuleSetRef,
-        RuleSetState, RuleSetVersion, SimulateRequest, SimulateResponse, SimulatedRecipient, VerifyAuditRequest,
-        VerifyAuditResponse, WhatIfCount, WhatIfDelivery, WhatIfRequest, WhatIfResponse, WhoAmIRequest, WhoAmIResponse,
-        admin_service_server::AdminService, directory_change as wire_change, rule_set_ref,
+        RuleSetState, RuleSetVersion, SimulateRequest, SimulateResponse, SimulatedRecipient,
+        SubjectAccessReportRequest, VerifyAuditRequest, VerifyAuditResponse, WhatIfCount, WhatIfDelivery,
+        WhatIfRequest, WhatIfResponse, WhoAmIRequest, WhoAmIResponse, admin_service_server::AdminService,
+        directory_change as wire_change, rule_set_ref,
     },
-    broker::v1::{Envelope, Sender},
+    broker::v1::{Envelope, Sender, SubjectAccessReport},
     events::v1::Event,
 };
 use prost::Message;
@@ -628,6 +629,18 @@ impl AdminService for AdminApi {
                 .map(|b| String::from_utf8_lossy(b).into_owned())
                 .collect(),
         }))
+    }
+
+    async fn subject_access_report(
+        &self,
+        req: Request<SubjectAccessReportRequest>,
+    ) -> Result<Response<SubjectAccessReport>, Status> {
+        let admin = self.caller(&req)?;
+        let case =
+            CaseId::parse(&req.get_ref().case_id).map_err(|e| Status::invalid_argument(format!("`case_id`: {e}")))?;
+        Ok(Response::new(henvis_convert::report_to_wire(
+            &self.0.subject_access_report(&admin, &case).await?,
+        )))
     }
 
     async fn admin_alerts(&self, req: Request<AdminAlertsRequest>) -> Result<Response<AdminAlertsResponse>, Status> {

@@ -27,7 +27,7 @@ pub use permissions::{
     admin_service_permissions, denied_to_everyone, nats_authorization, nats_user, permissions_markdown, router_denied,
     sector_permissions,
 };
-pub use queries::{DECISIONS_PAGE, DecisionsAnswer, DecisionsQuery};
+pub use queries::{DECISIONS_PAGE, DecisionsAnswer, DecisionsQuery, REPORT_PAGE, ReportAnswer, ReportQuery};
 pub use topology::Topology;
 
 /// A failure talking to NATS, by kind, so callers map it to a status by type.

@@ -213,20 +213,46 @@ pub fn audit_rules_subject() -> String {
 /// Prefix of the requests the router answers for sector services.
 pub const QUERY_PREFIX: &str = "henvis.query";
 
-/// A request for a case's routing decisions, on behalf of `agency` (the subject names the
-/// asker, and NATS permissions let a sector service ask only as its own agencies).
-pub fn decisions_query_subject(agency: &AgencyId) -> String {
-    format!("{QUERY_PREFIX}.decisions.{agency}")
+/// The kinds of requests the router answers for sector services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryKind {
+    /// A case's routing decisions.
+    Decisions,
+    /// A case's subject access report.
+    Report,
 }
 
-/// Every request for a case's decisions (the router's subscription).
-pub fn decisions_query_filter() -> String {
-    format!("{QUERY_PREFIX}.decisions.*")
+impl QueryKind {
+    /// Every kind.
+    pub const ALL: [QueryKind; 2] = [QueryKind::Decisions, QueryKind::Report];
+
+    /// Its name in subjects.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Decisions => "decisions",
+            Self::Report => "report",
+        }
+    }
 }
 
-/// The agency a decisions request is made for, from its subject.
-pub fn decisions_query_asker(subject: &str) -> Option<AgencyId> {
-    let rest = subject.strip_prefix(QUERY_PREFIX)?.strip_prefix(".decisions.")?;
+/// A `kind` request on behalf of `agency` (the subject names the asker, and NATS
+/// permissions let a sector service ask only as its own agencies).
+pub fn query_subject(kind: QueryKind, agency: &AgencyId) -> String {
+    format!("{QUERY_PREFIX}.{}.{agency}", kind.as_str())
+}
+
+/// Every `kind` request (the router's subscription).
+pub fn query_filter(kind: QueryKind) -> String {
+    format!("{QUERY_PREFIX}.{}.*", kind.as_str())
+}
+
+/// The agency a `kind` request is made for, from its subject.
+pub fn query_asker(kind: QueryKind, subject: &str) -> Option<AgencyId> {
+    let rest = subject
+        .strip_prefix(QUERY_PREFIX)?
+        .strip_prefix('.')?
+        .strip_prefix(kind.as_str())?
+        .strip_prefix('.')?;
     AgencyId::parse(rest).ok()
 }
 

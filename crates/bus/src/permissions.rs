@@ -96,9 +96,11 @@ pub fn sector_permissions(sector: Sector, agencies: &[AgencyId]) -> (Vec<String>
         publish.push(format!(
             "$JS.API.DIRECT.GET.KV_{BUCKET_IDEMPOTENCY}.$KV.{BUCKET_IDEMPOTENCY}.{a}.>"
         ));
-        // a case's routing decisions, asked of the router as itself (answered for the
-        // case's guardian only)
-        publish.push(decisions_query_subject(a));
+        // a case's routing decisions and subject access report, asked of the router as
+        // itself (answered for the case's guardian only)
+        for kind in QueryKind::ALL {
+            publish.push(query_subject(kind, a));
+        }
         // what was delivered to it (a referral response must answer one of those)
         publish.push(format!(
             "$JS.API.DIRECT.GET.KV_{BUCKET_DELIVERED}.$KV.{BUCKET_DELIVERED}.{a}.>"
@@ -132,8 +134,8 @@ pub fn router_denied() -> Vec<String> {
 }
 
 /// What the admin service may do over NATS: keep rule-set governance (its bucket), put
-/// the approved set live (the rules bucket), write governance records and its
-/// administrator alerts to the audit, read the audit, the dead letters' subjects and case
+/// the approved set live (the rules bucket), write governance records, its administrator
+/// alerts and the giving of subject access reports to the audit, read the audit, the dead letters' subjects and case
 /// records (for simulations and what-if replays), and create the topology (a no-op where
 /// it exists). No submission, delivery, status or alert; no read of IN, OUT or any
 /// agency's records. Administrators themselves have no NATS identity: they call this
@@ -144,6 +146,8 @@ pub fn admin_service_permissions() -> (Vec<String>, Vec<String>) {
         "$JS.API.STREAM.INFO.*".to_owned(),
         audit_rules_subject(),
         audit_admin_subject(ADMIN_WRITER),
+        // the giving of a subject access report to an administrator, on its case
+        format!("{AUDIT_PREFIX}.case.*.{ADMIN_WRITER}"),
     ];
     create_topology(&mut publish);
     for bucket in [BUCKET_RULES, BUCKET_GOVERNANCE, BUCKET_DIRECTORY] {

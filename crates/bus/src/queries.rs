@@ -1,13 +1,15 @@
 //! Requests the router answers for sector services over core NATS request/reply, so that
-//! no sector service needs read rights on the audit: a case's routing decisions, which the
-//! router reads and gives to the case's guardian only. The subject names the asking agency
-//! and NATS permissions let a sector service ask only as its own agencies.
+//! no sector service needs read rights on the audit: a case's routing decisions and its
+//! subject access report, which the router reads and gives to the case's guardian only.
+//! The subject names the kind and the asking agency (`henvis.query.<kind>.<agency>`), and
+//! NATS permissions let a sector service ask only as its own agencies.
 
 use std::time::Duration;
 
-use henvis_domain::{AgencyId, AuditDecision, CaseId};
+use henvis_domain::{AgencyId, AuditDecision, CaseId, report::SubjectAccessReport};
+use serde::{Serialize, de::DeserializeOwned};
 
-use crate::{Bus, BusError, decisions_query_subject};
+use crate::{Bus, BusError, QueryKind, query_asker, query_filter, query_subject};
 
 /// A request for one page of a case's surviving routing decisions.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -41,7 +43,60 @@ pub enum DecisionsAnswer {
 /// Decisions in one answer, well inside NATS's default 1 MiB message limit.
 pub const DECISIONS_PAGE: usize = 200;
 
+/// A request for one page of a case's subject access report.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReportQuery {
+    /// The case.
+    pub case_id: String,
+    /// How many entries to skip (the previous page's `next`).
+    #[serde(default)]
+    pub offset: usize,
+    /// The report the first page opened (its giving is audited once).
+    #[serde(default)]
+    pub report_id: Option<String>,
+}
+
+/// The router's answer to a [`ReportQuery`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "answer", rename_all = "snake_case")]
+pub enum ReportAnswer {
+    /// The report with one page of its entries.
+    Report {
+        /// The report.
+        report: Box<SubjectAccessReport>,
+        /// The offset of the next page, when there is one.
+        next: Option<usize>,
+    },
+    /// No such case.
+    NoCase,
+    /// The asker is not the case's guardian.
+    NotGuardian,
+    /// The router could not read the audit or record the report's giving; retry.
+    Unavailable,
+}
+
+/// Report entries in one answer (a few hundred bytes each), well inside 1 MiB.
+pub const REPORT_PAGE: usize = 1000;
+
 impl Bus {
+    /// Asks the router one `kind` request as `asker`.
+    async fn ask<Q: Serialize, A: DeserializeOwned>(
+        &self,
+        kind: QueryKind,
+        asker: &AgencyId,
+        query: &Q,
+    ) -> Result<A, BusError> {
+        let body = serde_json::to_vec(query).map_err(|e| BusError::Other(e.to_string()))?;
+        let reply = tokio::time::timeout(
+            QUERY_TIMEOUT,
+            self.client().request(query_subject(kind, asker), body.into()),
+        )
+        .await
+        .map_err(|_| BusError::Unavailable("the router did not answer in time".into()))?
+        .map_err(|e| BusError::Unavailable(format!("the router did not answer: {e}")))?;
+        serde_json::from_slice(&reply.payload).map_err(|e| BusError::Other(format!("{} answer: {e}", kind.as_str())))
+    }
+
     /// Asks the router for every surviving routing decision about `case`, as `asker`.
     pub async fn ask_decisions(&self, asker: &AgencyId, case: &CaseId) -> Result<DecisionsAnswer, BusError> {
         let mut all = Vec::new();
@@ -51,17 +106,7 @@ impl Bus {
                 case_id: case.to_string(),
                 offset,
             };
-            let body = serde_json::to_vec(&query).map_err(|e| BusError::Other(e.to_string()))?;
-            let reply = tokio::time::timeout(
-                QUERY_TIMEOUT,
-                self.client().request(decisions_query_subject(asker), body.into()),
-            )
-            .await
-            .map_err(|_| BusError::Unavailable("the router did not answer in time".into()))?
-            .map_err(|e| BusError::Unavailable(format!("the router did not answer: {e}")))?;
-            match serde_json::from_slice::<DecisionsAnswer>(&reply.payload)
-                .map_err(|e| BusError::Other(format!("decisions answer: {e}")))?
-            {
+            match self.ask(QueryKind::Decisions, asker, &query).await? {
                 DecisionsAnswer::Decisions { decisions, next } => {
                     all.extend(decisions);
                     match next {
@@ -78,28 +123,63 @@ impl Bus {
             }
         }
     }
-}
 
-impl Bus {
-    /// Answers decisions requests with `answer(asker, query)` until `shutdown` (every
-    /// router in one queue group, so one of them answers each). A request whose subject or
-    /// body does not parse is answered `NoCase` without calling `answer`.
-    pub async fn answer_decisions<F, Fut>(&self, shutdown: impl std::future::Future<Output = ()> + Send, answer: F)
-    where
-        F: Fn(AgencyId, DecisionsQuery) -> Fut,
-        Fut: std::future::Future<Output = DecisionsAnswer>,
+    /// Asks the router for the subject access report on `case`, as `asker` (its guardian).
+    pub async fn ask_report(&self, asker: &AgencyId, case: &CaseId) -> Result<ReportAnswer, BusError> {
+        let mut whole: Option<Box<SubjectAccessReport>> = None;
+        let mut offset = 0;
+        loop {
+            let query = ReportQuery {
+                case_id: case.to_string(),
+                offset,
+                report_id: whole.as_ref().map(|r| r.report_id.clone()),
+            };
+            match self.ask(QueryKind::Report, asker, &query).await? {
+                ReportAnswer::Report { report, next } => {
+                    match &mut whole {
+                        Some(w) => w.entries.extend(report.entries),
+                        None => whole = Some(report),
+                    }
+                    match (next, whole) {
+                        (Some(n), w) if n > offset => {
+                            offset = n;
+                            whole = w;
+                        }
+                        (_, Some(report)) => return Ok(ReportAnswer::Report { report, next: None }),
+                        (_, None) => return Ok(ReportAnswer::Unavailable),
+                    }
+                }
+                other => return Ok(other),
+            }
+        }
+    }
+
+    /// Answers `kind` requests with `answer(asker, query)` until `shutdown` (every router in
+    /// one queue group per kind, so one of them answers each). A request whose subject or
+    /// body does not parse is answered with `unparsable`.
+    pub async fn serve_queries<Q, A, F, Fut>(
+        &self,
+        kind: QueryKind,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+        unparsable: A,
+        answer: F,
+    ) where
+        Q: DeserializeOwned,
+        A: Serialize + Clone,
+        F: Fn(AgencyId, Q) -> Fut,
+        Fut: std::future::Future<Output = A>,
     {
         use futures::StreamExt;
         tokio::pin!(shutdown);
         loop {
             let mut requests = match self
                 .client()
-                .queue_subscribe(crate::decisions_query_filter(), "henvis-decisions".into())
+                .queue_subscribe(query_filter(kind), format!("henvis-{}", kind.as_str()))
                 .await
             {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::warn!(error = %e, "decisions requests unavailable; retrying");
+                    tracing::warn!(error = %e, kind = kind.as_str(), "query requests unavailable; retrying");
                     tokio::select! {
                         () = &mut shutdown => return,
                         () = tokio::time::sleep(Duration::from_secs(1)) => continue,
@@ -112,19 +192,19 @@ impl Bus {
                     m = requests.next() => {
                         let Some(m) = m else { break };
                         let Some(reply) = m.reply.clone() else { continue };
-                        let asker = crate::decisions_query_asker(&m.subject);
-                        let query = serde_json::from_slice::<DecisionsQuery>(&m.payload).ok();
+                        let asker = query_asker(kind, &m.subject);
+                        let query = serde_json::from_slice::<Q>(&m.payload).ok();
                         let result = match (asker, query) {
                             (Some(asker), Some(query)) => answer(asker, query).await,
-                            _ => DecisionsAnswer::NoCase,
+                            _ => unparsable.clone(),
                         };
                         match serde_json::to_vec(&result) {
                             Ok(body) => {
                                 if let Err(e) = self.client().publish(reply, body.into()).await {
-                                    tracing::warn!(error = %e, "decisions answer not sent");
+                                    tracing::warn!(error = %e, kind = kind.as_str(), "query answer not sent");
                                 }
                             }
-                            Err(e) => tracing::error!(error = %e, "decisions answer not encodable; not sent"),
+                            Err(e) => tracing::error!(error = %e, kind = kind.as_str(), "query answer not encodable; not sent"),
                         }
                     }
                 }

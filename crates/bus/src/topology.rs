@@ -29,6 +29,9 @@ pub struct Topology {
     /// Each recipient's share of OUT: deliveries of one message type waiting for it; past
     /// it, its further deliveries wait in IN and nobody else's.
     pub recipient_share: i64,
+    /// How long audit records and their chain links are kept (zero: for ever); signed
+    /// checkpoints are kept for ever.
+    pub audit_max_age: Duration,
 }
 
 impl Default for Topology {
@@ -41,6 +44,7 @@ impl Default for Topology {
             idempotency_ttl: Duration::from_secs(7 * 24 * 3600),
             agency_quota: 10_000,
             recipient_share: 10_000,
+            audit_max_age: Duration::from_secs(10 * 365 * 24 * 3600),
         }
     }
 }
@@ -136,13 +140,27 @@ impl Topology {
         }
     }
 
+    /// Refuses an audit kept no longer than the data it describes.
+    pub fn check(&self) -> Result<(), BusError> {
+        let data = self.max_age.max(self.idempotency_ttl);
+        if !self.audit_max_age.is_zero() && self.audit_max_age <= data {
+            return Err(BusError::Other(format!(
+                "the audit would be kept {} days, not longer than the data it describes ({} days): set HENVIS_AUDIT_RETENTION_DAYS above that (or 0 to keep it for ever)",
+                self.audit_max_age.as_secs() / 86_400,
+                data.as_secs().div_ceil(86_400)
+            )));
+        }
+        Ok(())
+    }
+
     /// The configurations of every stream.
     pub fn streams(&self) -> Vec<Config> {
-        let history = |mut c: Config| {
-            // the streams that must never lose history: no delete, no purge, no expiry
+        let history = |mut c: Config, max_age: Duration| {
+            // the streams that must never lose history: no delete, no purge, expiry only
+            // after the audit's own retention (years)
             c.deny_delete = true;
             c.deny_purge = true;
-            c.max_age = Duration::ZERO;
+            c.max_age = max_age;
             c
         };
         vec![
@@ -173,9 +191,19 @@ impl Topology {
                 max_age: Duration::ZERO,
                 ..self.stream(STREAM_DEAD, DEAD_PREFIX, RetentionPolicy::Limits)
             },
-            history(self.stream(STREAM_AUDIT, AUDIT_PREFIX, RetentionPolicy::Limits)),
-            history(self.stream(STREAM_CHAIN, CHAIN_PREFIX, RetentionPolicy::Limits)),
-            history(self.stream(STREAM_CHECKPOINTS, CHECKPOINT_PREFIX, RetentionPolicy::Limits)),
+            history(
+                self.stream(STREAM_AUDIT, AUDIT_PREFIX, RetentionPolicy::Limits),
+                self.audit_max_age,
+            ),
+            history(
+                self.stream(STREAM_CHAIN, CHAIN_PREFIX, RetentionPolicy::Limits),
+                self.audit_max_age,
+            ),
+            // checkpoints are small and prove what expired was expired, not removed
+            history(
+                self.stream(STREAM_CHECKPOINTS, CHECKPOINT_PREFIX, RetentionPolicy::Limits),
+                Duration::ZERO,
+            ),
         ]
     }
 
@@ -185,6 +213,7 @@ impl Topology {
     /// be, another retention or discard policy); reports softer differences (limits, ages,
     /// the duplicate window) in the log.
     pub async fn ensure(&self, bus: &Bus) -> Result<(), BusError> {
+        self.check()?;
         let js: &jetstream::Context = bus.jetstream();
         if bus.client().server_info().cluster.is_some() && self.replicas < 3 {
             return Err(BusError::Other(format!(
@@ -287,6 +316,36 @@ impl Topology {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_audit_outlives_the_data_it_describes() {
+        let day = Duration::from_secs(86_400);
+        let t = Topology::default();
+        assert!(t.check().is_ok());
+        let short = Topology {
+            audit_max_age: 20 * day,
+            ..Topology::default()
+        };
+        let e = short.check().unwrap_err().to_string();
+        assert!(e.contains("20 days") && e.contains("(30 days)"), "{e}");
+        assert!(
+            Topology {
+                audit_max_age: Duration::ZERO,
+                ..short
+            }
+            .check()
+            .is_ok(),
+            "kept for ever"
+        );
+        let audit = Topology::default()
+            .streams()
+            .into_iter()
+            .map(|c| (c.name, c.max_age))
+            .collect::<std::collections::BTreeMap<_, _>>();
+        assert_eq!(audit[STREAM_AUDIT], 3650 * day);
+        assert_eq!(audit[STREAM_CHAIN], 3650 * day);
+        assert_eq!(audit[STREAM_CHECKPOINTS], Duration::ZERO);
+    }
 
     #[test]
     fn a_weaker_existing_stream_is_named_and_softer_differences_only_reported() {

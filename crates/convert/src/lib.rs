@@ -4,13 +4,17 @@
 //!
 //! Pure: no I/O, no policy.
 
+mod report;
+pub use report::{class_numbers, report_from_wire, report_to_wire};
+
 use std::collections::BTreeSet;
 
 use henvis_domain::{
     AgencyId, CaseChange, Class, ClassSet, Consent, ConsentId, FieldError, MessageType, NeverDisclose, Sector, Shielded,
 };
 use henvis_proto::henvis::events::v1::{
-    AgeAssessmentOutcome, ConsentSector, Event, event::Kind, never_disclose_entry::From as Nd,
+    AgeAssessmentOutcome, ConsentSector, Event, InvestigationStatus, SubjectAccessDeferral, event::Kind,
+    never_disclose_entry::From as Nd,
 };
 
 fn agency(field: &str, s: &str) -> Result<AgencyId, FieldError> {
@@ -169,6 +173,13 @@ pub fn case_change(event: &Event, event_id: &str) -> Result<CaseChange, FieldErr
             }
             CaseChange::NeverDiscloseReplaced(list)
         }
+        Kind::InvestigationUpdate(u) => CaseChange::SubjectAccessDeferral {
+            deferred: match u.subject_access() {
+                SubjectAccessDeferral::Defer => true,
+                SubjectAccessDeferral::Lift => false,
+                SubjectAccessDeferral::Unspecified => u.status() != InvestigationStatus::Closed,
+            },
+        },
         _ => CaseChange::None,
     })
 }

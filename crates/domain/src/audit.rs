@@ -181,6 +181,23 @@ pub enum AuditRecord {
         /// Why.
         reason: String,
     },
+    /// A subject access report on a case was given to its guardian or an administrator.
+    SubjectAccessReported {
+        /// The report.
+        report_id: String,
+        /// Its case.
+        case_id: String,
+        /// Who asked: the guardian's agency or the administrator.
+        requested_by: String,
+        /// `guardian` or `administrator`.
+        viewer: String,
+        /// Entries in the report given.
+        entries: u64,
+        /// Entries left out of it under a police deferral (§ 262 a), for a guardian.
+        deferred_entries: u64,
+        /// When, unix seconds.
+        at: i64,
+    },
     /// Another administrator reviewed a break-glass approval.
     BreakGlassReviewed {
         /// The proposal.
@@ -211,7 +228,9 @@ impl AuditRecord {
         match self {
             Self::RoutingDecision(d) => AuditScope::Decisions(&d.case_id),
             Self::RoutingDecisionVoided(v) => AuditScope::Decisions(&v.case_id),
-            Self::CaseChange { case_id, .. } | Self::AlertDetailsRead { case_id, .. } => AuditScope::Case(case_id),
+            Self::CaseChange { case_id, .. }
+            | Self::AlertDetailsRead { case_id, .. }
+            | Self::SubjectAccessReported { case_id, .. } => AuditScope::Case(case_id),
             Self::AlertClaimed(s) | Self::AlertHandedOver(s) => AuditScope::Case(&s.case_id),
             Self::StreamFull { .. }
             | Self::UnroutableEvent { .. }
@@ -348,6 +367,9 @@ pub struct AuditRecipient {
     pub rule_ids: Vec<String>,
     /// Their legal bases.
     pub legal_bases: Vec<String>,
+    /// The cooperation agreements those routes rest on, in the same order.
+    #[serde(default)]
+    pub agreements: Vec<String>,
     /// The consents a consent route rested on.
     #[serde(default)]
     pub consent_ids: Vec<String>,
@@ -457,6 +479,7 @@ mod tests {
                     classes: vec![],
                     rule_ids: vec![],
                     legal_bases: vec![],
+                    agreements: vec![],
                     consent_ids: vec![],
                     restricted_by_never_disclose: vec![],
                     alert: None,

@@ -117,6 +117,13 @@ pub enum CaseChange {
     ConsentWithdrawn(ConsentId),
     /// The guardian replaced the never-disclose list.
     NeverDiscloseReplaced(Vec<NeverDisclose>),
+    /// The police marked the case as under investigation (criminal code § 262 a), which
+    /// defers the police-side part of the guardian's subject access report, or lifted the
+    /// mark.
+    SubjectAccessDeferral {
+        /// True to defer, false to lift.
+        deferred: bool,
+    },
 }
 
 impl CaseChange {
@@ -131,6 +138,8 @@ impl CaseChange {
             Self::ConsentRecorded(_) => "consent_recorded",
             Self::ConsentWithdrawn(_) => "consent_withdrawn",
             Self::NeverDiscloseReplaced(_) => "never_disclose_replaced",
+            Self::SubjectAccessDeferral { deferred: true } => "subject_access_deferred",
+            Self::SubjectAccessDeferral { deferred: false } => "subject_access_deferral_lifted",
         }
     }
 }
@@ -160,6 +169,11 @@ pub struct CaseRecord {
     /// The guardian's never-disclose list.
     #[serde(default)]
     pub never_disclose: Vec<NeverDisclose>,
+    /// While the police have the case marked as under investigation: the event that set
+    /// the mark (its id is time-ordered and tells when). Later marks while it stands do
+    /// not move it, so the configured maximum age of a deferral counts from the first.
+    #[serde(default)]
+    pub deferred_by_event: Option<String>,
     /// Newest event applied per set-type field, so a redelivered older event never
     /// overwrites a newer one: (field, event id).
     #[serde(default)]
@@ -234,6 +248,15 @@ impl CaseRecord {
                     self.never_disclose = list.clone();
                 }
             }
+            CaseChange::SubjectAccessDeferral { deferred } => {
+                if self.newer("deferral", event_id) {
+                    match (deferred, &self.deferred_by_event) {
+                        (true, None) => self.deferred_by_event = Some(event_id.to_owned()),
+                        (true, Some(_)) => {}
+                        (false, _) => self.deferred_by_event = None,
+                    }
+                }
+            }
         }
         *self != before
     }
@@ -253,6 +276,7 @@ impl CaseRecord {
             CaseChange::AgeAssessed { .. } => applied("age"),
             CaseChange::ReturnAssessed { .. } => applied("return"),
             CaseChange::NeverDiscloseReplaced(_) => applied("never_disclose"),
+            CaseChange::SubjectAccessDeferral { .. } => applied("deferral"),
             CaseChange::ConsentRecorded(c) => self.consents.iter().any(|x| x.id == c.id),
             CaseChange::ConsentWithdrawn(id) => {
                 let mut named = self.consents.iter().filter(|c| &c.id == id).peekable();
@@ -310,6 +334,7 @@ mod tests {
             (CaseChange::ConsentRecorded(consent), "05"),
             (CaseChange::ConsentWithdrawn(ConsentId::parse("c1").unwrap()), "06"),
             (CaseChange::NeverDiscloseReplaced(Vec::new()), "07"),
+            (CaseChange::SubjectAccessDeferral { deferred: true }, "08"),
         ];
         for (change, event) in &changes {
             assert!(!c.reflects(change, event), "{} before it is applied", change.name());
@@ -319,6 +344,29 @@ mod tests {
         // an older event of a field a newer one has set is reflected (it never applies)
         assert!(c.reflects(&CaseChange::GuardianAppointed(id("ngo-old")), "01"));
         assert!(!c.reflects(&CaseChange::GuardianAppointed(id("ngo-new")), "09"));
+    }
+
+    #[test]
+    fn a_deferral_counts_from_its_first_mark_and_ends_when_lifted() {
+        let mut c = CaseRecord::new();
+        let defer = CaseChange::SubjectAccessDeferral { deferred: true };
+        let lift = CaseChange::SubjectAccessDeferral { deferred: false };
+        assert!(c.apply(&defer, "02"));
+        assert!(c.apply(&defer, "03"), "a later mark is recorded as applied");
+        assert_eq!(
+            c.deferred_by_event.as_deref(),
+            Some("02"),
+            "but does not move the start"
+        );
+        assert!(!c.apply(&lift, "01"), "an older lift never ends a newer mark");
+        assert!(c.apply(&lift, "04"));
+        assert_eq!(c.deferred_by_event, None);
+        assert!(c.apply(&defer, "05"));
+        assert_eq!(
+            c.deferred_by_event.as_deref(),
+            Some("05"),
+            "a new mark starts a new deferral"
+        );
     }
 
     #[test]

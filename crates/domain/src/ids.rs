@@ -255,6 +255,12 @@ impl EventId {
     pub fn new_now() -> Self {
         Self(uuid::Uuid::now_v7())
     }
+    /// When it was minted (at submission), unix seconds.
+    pub fn unix_seconds(&self) -> i64 {
+        self.0
+            .get_timestamp()
+            .map_or(0, |t| i64::try_from(t.to_unix().0).unwrap_or(i64::MAX))
+    }
     /// Parses an event id (a hyphenated UUIDv7).
     pub fn parse(s: &str) -> Result<Self, IdError> {
         match uuid::Uuid::try_parse(s) {

@@ -29,6 +29,8 @@ pub use audit::{
 pub use case::{CaseChange, CaseRecord, Consent, NeverDisclose, Shielded};
 pub use chain::{Break, ChainLink, Checkpoint, GENESIS, StoredRecord, Verification, link_hash, verify};
 
+pub mod report;
+
 mod profile;
 pub use profile::{SYSTEM_TYPES, originates};
 

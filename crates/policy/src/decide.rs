@@ -41,6 +41,8 @@ pub struct Recipient {
     pub rule_ids: Vec<String>,
     /// The legal bases of those routes, as text, in the same order.
     pub bases: Vec<String>,
+    /// The agreements those routes rest on, in the same order.
+    pub agreements: Vec<String>,
     /// The consents a consent-based route rested on.
     pub consent_ids: Vec<String>,
     /// Classes its routes granted that the never-disclose list removed.
@@ -249,6 +251,7 @@ pub fn decide(rules: &RuleSet, dir: &Directory, input: &DecisionInput<'_>) -> De
                 classes: ClassSet::EMPTY,
                 rule_ids: Vec::new(),
                 bases: Vec::new(),
+                agreements: Vec::new(),
                 consent_ids: Vec::new(),
                 restricted: ClassSet::EMPTY,
                 alert: None,
@@ -256,6 +259,7 @@ pub fn decide(rules: &RuleSet, dir: &Directory, input: &DecisionInput<'_>) -> De
             r.classes = r.classes.union(route.classes);
             r.rule_ids.push(route.id.clone());
             r.bases.push(route.basis.describe());
+            r.agreements.push(route.agreement.id.clone());
             r.consent_ids.extend(consent_ids);
             r.alert = r.alert.max(route.alert_for(flags));
         }

@@ -1,7 +1,8 @@
 //! Workflow guards from the seed, checked where an event is admitted: plans, placements,
 //! consent, the never-disclose list and the return assessment come from the case's
 //! guardian; only the case's municipality appoints a guardian; a return is carried out only
-//! after the guardian confirmed a responsible reception.
+//! after the guardian confirmed a responsible reception; only the police submit an
+//! investigation update (it defers the police-side part of the guardian's report).
 
 use henvis_domain::{AgencyId, CaseRecord, Directory, MessageType};
 
@@ -77,9 +78,34 @@ pub fn admit(mt: &MessageType, sender: &AgencyId, case: &CaseRecord, dir: &Direc
                 None => Err(GuardError::MissingStep("the case has no known municipality".into())),
             }
         }
+        // it marks the case as under investigation, which defers the police-side part of
+        // the guardian's subject access report: the police's step only
+        "investigation_update" if dir.agency(sender).map(|a| a.sector) != Some(henvis_domain::Sector::Police) => Err(
+            GuardError::NotAllowed("only a police agency may submit `investigation_update`".into()),
+        ),
         "return_carried_out" if !case.return_reception_confirmed => Err(GuardError::MissingStep(
             "a return is carried out only after the case's guardian confirmed a responsible reception (`return_assessed` with `responsible_reception_confirmed`)".into(),
         )),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn only_the_police_mark_a_case_as_under_investigation() {
+        let dir = Directory::denmark().unwrap();
+        let mut case = CaseRecord::new();
+        case.municipality_code = Some("101".into());
+        let m = dir.municipality("101").unwrap().clone();
+        let mt = MessageType::parse("investigation_update").unwrap();
+        assert_eq!(admit(&mt, &m.police_district, &case, &dir), Ok(()));
+        assert!(matches!(
+            admit(&mt, &m.agency, &case, &dir),
+            Err(GuardError::NotAllowed(e)) if e.contains("only a police agency")
+        ));
     }
 }

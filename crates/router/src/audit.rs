@@ -37,6 +37,7 @@ pub(crate) fn decision_record(
                 classes: names(r.classes),
                 rule_ids: r.rule_ids.clone(),
                 legal_bases: r.bases.clone(),
+                agreements: r.agreements.clone(),
                 consent_ids: r.consent_ids.clone(),
                 restricted_by_never_disclose: names(r.restricted),
                 alert: r.alert.map(|u| u.as_str().to_owned()),

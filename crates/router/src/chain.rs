@@ -46,11 +46,7 @@ impl Signer {
     }
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
+use henvis_runtime::unix_now as now;
 
 /// Keeps the chain until `shutdown`.
 pub(crate) async fn run(router: Arc<Router>, shutdown: impl Future<Output = ()> + Send) {

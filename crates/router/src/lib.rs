@@ -63,6 +63,8 @@ pub struct Router {
     tls: Arc<henvis_runtime::tls::TlsServer>,
     keeper: Arc<dead_letters::Keeper>,
     signer: Option<chain::Signer>,
+    /// How long a police deferral of a guardian's report lasts at most, seconds.
+    deferral_max_secs: i64,
 }
 
 /// Loads the directory and rules, connects and creates the topology.
@@ -100,6 +102,7 @@ pub async fn build(config: &RouterConfig) -> anyhow::Result<Arc<Router>> {
             expiry_scan: Duration::from_secs(config.expiry_scan_secs.max(1)),
         }),
         signer,
+        deferral_max_secs: config.service.deferral_max_secs(),
     }))
 }
 

@@ -48,6 +48,15 @@ pub struct ServiceConfig {
     /// created).
     #[arg(long, env = "HENVIS_RECIPIENT_SHARE", default_value_t = 10_000)]
     pub recipient_share: i64,
+    /// Days the audit (records and chain links) is kept; longer than every data retention.
+    /// 0 keeps it for ever. Signed checkpoints are always kept. Set when the streams are
+    /// created.
+    #[arg(long, env = "HENVIS_AUDIT_RETENTION_DAYS", default_value_t = 10 * 365)]
+    pub audit_retention_days: u64,
+    /// Days at most that a police deferral (§ 262 a) keeps the police-side part of a
+    /// case's subject access report from its guardian, counted from the first mark.
+    #[arg(long, env = "HENVIS_DEFERRAL_MAX_DAYS", default_value_t = henvis_domain::report::DEFAULT_DEFERRAL_MAX_DAYS)]
+    pub deferral_max_days: u64,
 }
 
 impl ServiceConfig {
@@ -65,7 +74,14 @@ impl ServiceConfig {
             stream_replicas: t.replicas,
             agency_quota: t.agency_quota,
             recipient_share: t.recipient_share,
+            audit_retention_days: t.audit_max_age.as_secs() / (24 * 3600),
+            deferral_max_days: henvis_domain::report::DEFAULT_DEFERRAL_MAX_DAYS,
         }
+    }
+
+    /// How long a police deferral lasts at most, seconds.
+    pub fn deferral_max_secs(&self) -> i64 {
+        i64::try_from(self.deferral_max_days.saturating_mul(24 * 3600)).unwrap_or(i64::MAX)
     }
 
     /// The configured directory, or the built-in Danish one.
@@ -92,6 +108,7 @@ impl ServiceConfig {
             max_bytes: self.stream_max_bytes,
             agency_quota: self.agency_quota,
             recipient_share: self.recipient_share,
+            audit_max_age: Duration::from_secs(self.audit_retention_days.saturating_mul(24 * 3600)),
             ..Default::default()
         }
     }

@@ -54,11 +54,7 @@ impl Default for AlertConfig {
     }
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
+use henvis_runtime::unix_now as now;
 
 fn ts(secs: i64) -> Option<prost_types::Timestamp> {
     Some(prost_types::Timestamp {

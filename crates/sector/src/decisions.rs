@@ -1,19 +1,15 @@
 //! The guardian's view of a case: every routing decision with its recipients, rules, legal
-//! bases and consents, and every withheld delivery with its reason. Read from the audit.
+//! bases and consents, and every withheld delivery with its reason; and the subject access
+//! report. Read from the audit by the router, which answers the case's guardian only.
 
-use henvis_bus::DecisionsAnswer;
-use henvis_domain::{CaseId, Class};
-use henvis_proto::henvis::broker::v1::{CaseDecision, DecidedRecipient, GetCaseDecisionsResponse, WithheldRecipient};
+use henvis_bus::{DecisionsAnswer, ReportAnswer};
+use henvis_convert::class_numbers;
+use henvis_domain::CaseId;
+use henvis_proto::henvis::broker::v1::{
+    CaseDecision, DecidedRecipient, GetCaseDecisionsResponse, SubjectAccessReport, WithheldRecipient,
+};
 
 use crate::{ApiError, Caller, Core};
-
-fn numbers(names: &[String]) -> Vec<i32> {
-    names
-        .iter()
-        .filter_map(|n| n.parse::<Class>().ok())
-        .map(|c| c as i32)
-        .collect()
-}
 
 /// Every surviving decision about `case_id`, for its guardian only. The router reads the
 /// audit and decides who may see it; this service holds no read rights on the audit.
@@ -22,11 +18,7 @@ pub(crate) async fn get(core: &Core, caller: &Caller, case_id: &str) -> Result<G
     let records = match core.bus.ask_decisions(&caller.agency, &id).await? {
         DecisionsAnswer::Decisions { decisions, .. } => decisions,
         DecisionsAnswer::NoCase => return Err(ApiError::NotFound(format!("case_id: no case `{id}`"))),
-        DecisionsAnswer::NotGuardian => {
-            return Err(ApiError::PermissionDenied(
-                "only the case's guardian may read its routing decisions".into(),
-            ));
-        }
+        DecisionsAnswer::NotGuardian => return Err(not_guardian("routing decisions")),
         DecisionsAnswer::Unavailable => return Err(ApiError::Unavailable("audit read failed; retry".into())),
     };
     let decisions = records
@@ -45,11 +37,11 @@ pub(crate) async fn get(core: &Core, caller: &Caller, case_id: &str) -> Result<G
                 .iter()
                 .map(|d| DecidedRecipient {
                     agency_id: d.agency.clone(),
-                    classes: numbers(&d.classes),
+                    classes: class_numbers(&d.classes),
                     rule_ids: d.rule_ids.clone(),
                     legal_bases: d.legal_bases.clone(),
                     consent_ids: d.consent_ids.clone(),
-                    restricted_classes: numbers(&d.restricted_by_never_disclose),
+                    restricted_classes: class_numbers(&d.restricted_by_never_disclose),
                 })
                 .collect(),
             withheld: r
@@ -68,4 +60,22 @@ pub(crate) async fn get(core: &Core, caller: &Caller, case_id: &str) -> Result<G
         case_id: id.to_string(),
         decisions,
     })
+}
+
+fn not_guardian(what: &str) -> ApiError {
+    ApiError::PermissionDenied(format!("only the case's guardian may read its {what}"))
+}
+
+/// The subject access report on `case_id`, for its guardian only (the router builds it,
+/// applies a police deferral and audits its giving).
+pub(crate) async fn report(core: &Core, caller: &Caller, case_id: &str) -> Result<SubjectAccessReport, ApiError> {
+    let id = CaseId::parse(case_id).map_err(|e| ApiError::field("case_id", e.expected))?;
+    match core.bus.ask_report(&caller.agency, &id).await? {
+        ReportAnswer::Report { report, .. } => Ok(henvis_convert::report_to_wire(&report)),
+        ReportAnswer::NoCase => Err(ApiError::NotFound(format!("case_id: no case `{id}`"))),
+        ReportAnswer::NotGuardian => Err(not_guardian("subject access report")),
+        ReportAnswer::Unavailable => Err(ApiError::Unavailable(
+            "the audit could not be read or the report's giving recorded; retry".into(),
+        )),
+    }
 }

@@ -7,9 +7,9 @@ use henvis_bus::{BusError, STREAM_IN, inbound_subject};
 use henvis_domain::{CaseChange, CaseId, CaseRecord, EventId, IdempotencyKey, MessageType};
 use henvis_policy::{GuardError, OPENING_TYPE};
 use henvis_proto::henvis::broker::v1::{
-    Envelope, GetCaseDecisionsRequest, GetCaseDecisionsResponse, GetStatusRequest, GetStatusResponse, InboxRequest,
-    InboxResponse, Sender, StatusUpdate, SubmitRequest, SubmitResponse, SubscribeStatusRequest,
-    referral_service_server::ReferralService,
+    Envelope, GetCaseDecisionsRequest, GetCaseDecisionsResponse, GetStatusRequest, GetStatusResponse,
+    GetSubjectAccessReportRequest, InboxRequest, InboxResponse, Sender, StatusUpdate, SubjectAccessReport,
+    SubmitRequest, SubmitResponse, SubscribeStatusRequest, referral_service_server::ReferralService,
 };
 use henvis_proto::henvis::events::v1::{Event, event::Kind};
 use prost::Message;
@@ -603,6 +603,16 @@ impl ReferralService for Referrals {
         let caller = self.0.caller(request.extensions())?;
         Ok(Response::new(
             crate::decisions::get(&self.0, &caller, &request.into_inner().case_id).await?,
+        ))
+    }
+
+    async fn get_subject_access_report(
+        &self,
+        request: Request<GetSubjectAccessReportRequest>,
+    ) -> Result<Response<SubjectAccessReport>, Status> {
+        let caller = self.0.caller(request.extensions())?;
+        Ok(Response::new(
+            crate::decisions::report(&self.0, &caller, &request.into_inner().case_id).await?,
         ))
     }
 }

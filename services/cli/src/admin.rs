@@ -10,8 +10,8 @@ use henvis_domain::Principal;
 use henvis_proto::henvis::admin::v1::{
     AdminAlertsRequest, ApproveRuleSetRequest, BreakGlassRequest, CaseAuditRequest, DiffRuleSetsRequest,
     GetRuleSetRequest, ListRuleSetsRequest, ProposeRollbackRequest, ProposeRuleSetRequest, RejectRuleSetRequest,
-    ReviewBreakGlassRequest, RuleSetRef, RuleSetState, RuleSetVersion, SimulateRequest, WhatIfRequest, WhoAmIRequest,
-    admin_service_client::AdminServiceClient, rule_set_ref,
+    ReviewBreakGlassRequest, RuleSetRef, RuleSetState, RuleSetVersion, SimulateRequest, SubjectAccessReportRequest,
+    WhatIfRequest, WhoAmIRequest, admin_service_client::AdminServiceClient, rule_set_ref,
 };
 use tonic::Request;
 
@@ -151,6 +151,14 @@ pub enum AdminAction {
     Audit {
         /// The case id.
         case_id: String,
+    },
+    /// The subject access report on a case, every entry (those a police deferral keeps
+    /// from the guardian marked); giving it is audited.
+    Report {
+        /// The case id.
+        case_id: String,
+        #[command(flatten)]
+        out: crate::report::ReportOut,
     },
     /// Administrator alerts and the dead letters (ids only).
     Alerts,
@@ -860,6 +868,13 @@ pub async fn run(conn: AdminConn, action: AdminAction) -> anyhow::Result<()> {
             {
                 println!("{r}");
             }
+        }
+        AdminAction::Report { case_id, out } => {
+            out.write(
+                &c.subject_access_report(Request::new(SubjectAccessReportRequest { case_id }))
+                    .await?
+                    .into_inner(),
+            )?;
         }
         AdminAction::Alerts => {
             let r = c.admin_alerts(Request::new(AdminAlertsRequest {})).await?.into_inner();

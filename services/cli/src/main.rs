@@ -2,6 +2,7 @@
 //! an example referral, follows an agency's inbox and a referral's status.
 
 mod admin;
+mod report;
 
 use std::path::PathBuf;
 
@@ -11,8 +12,8 @@ use futures::StreamExt;
 use henvis_domain::Principal;
 use henvis_proto::henvis::{
     broker::v1::{
-        Ack, GetStatusRequest, InboxRequest, SubmitRequest, inbox_request, inbox_response,
-        referral_service_client::ReferralServiceClient,
+        Ack, GetStatusRequest, GetSubjectAccessReportRequest, InboxRequest, SubmitRequest, inbox_request,
+        inbox_response, referral_service_client::ReferralServiceClient,
     },
     events::v1::{Event, ExploitationType, Location, LocationKind, SuspectedVictimReported, event::Kind},
 };
@@ -100,6 +101,16 @@ enum Command {
         /// Store missing deliveries again.
         #[arg(long)]
         redrive: bool,
+    },
+    /// A case's guardian: the subject access report on the case (who received what, on
+    /// what grounds, what was withheld and why, who opened its alerts).
+    Report {
+        #[command(flatten)]
+        conn: Conn,
+        /// The case id.
+        case_id: String,
+        #[command(flatten)]
+        out: report::ReportOut,
     },
     /// Prints the status of a submitted event per recipient.
     Status {
@@ -375,6 +386,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 rules.test_count()
             );
             Ok(())
+        }
+        Command::Report { conn, case_id, out } => {
+            let mut c = conn.client().await?;
+            out.write(
+                &c.get_subject_access_report(Request::new(GetSubjectAccessReportRequest { case_id }))
+                    .await?
+                    .into_inner(),
+            )
         }
         Command::Status { conn, event_id } => {
             let mut c = conn.client().await?;
