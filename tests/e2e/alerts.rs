@@ -227,6 +227,14 @@ async fn contact_persons_see_their_own_district_claims_at_once_and_fetch_details
         vec!["alert_claimed", "alert_handed_over", "alert_details_read"],
         "every step is recorded"
     );
+    // a claim asked again records nothing twice
+    let r = kp2.req(ClaimAlertRequest {
+        alert_id: a1.alert_id.clone(),
+    });
+    kp2.client.claim_alert(r).await.unwrap();
+    // the alerts' own histories against the audit: every step and read has its record
+    let comp = crate::delivery::audit_complete(&d, "the alert steps").await;
+    assert_eq!(comp.alert_steps, 3);
 
     // a contact person who connects later gets the open alerts first; resume skips what was seen
     let mut kp3 = Person::new(&d, "politi-koebenhavn-kp3").await;

@@ -1,5 +1,7 @@
 //! The audit's hash chain through the real services: more than 10,000 audit records written
-//! under load by three routers, which chain them concurrently; the admin
+//! under load by three routers (events through all four sector services), the police
+//! service (alert claims and detail reads) and the admin service (accounts given), which
+//! the routers chain concurrently; none is missing afterwards; the admin
 //! service verifies the whole audit; then 1,000 random mutations of copies (a flipped byte,
 //! a deleted, inserted or moved record, a truncation, a record replaced by a forged one with
 //! the chain recomputed after it, a rollback to an older checkpoint, a forged checkpoint)
@@ -7,8 +9,21 @@
 
 use std::collections::BTreeMap;
 
-use henvis_domain::{ChainLink, Checkpoint, StoredRecord};
-use henvis_proto::henvis::admin::v1::VerifyAuditRequest;
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+
+use futures::StreamExt;
+use henvis_domain::{ChainLink, Checkpoint, Sector, StoredRecord};
+use henvis_proto::henvis::{
+    admin::v1::{SubjectAccessReportRequest, VerifyAuditRequest},
+    broker::v1::GetSubjectAccessReportRequest,
+    police::v1::{
+        AlertState, AlertsRequest, ClaimAlertRequest, FetchAlertDetailsRequest,
+        alert_service_client::AlertServiceClient, alert_update,
+    },
+};
 use henvis_tests::{Deployment, admin, wait_for};
 
 use crate::{delivery::Lcg, report, submit};
@@ -20,12 +35,28 @@ async fn every_tampering_with_ten_thousand_audit_records_written_by_three_router
     let d = Deployment::start().await.unwrap();
     d.start_router().await.unwrap();
     d.start_router().await.unwrap();
-    // load: opening reports from four agencies at once, one routing decision each
-    let senders = ["ngo-hopenow", "ngo-redbarnet", "ngo-hopenow", "ngo-redbarnet"];
+    // a case with a guardian, whose account is asked for during the load
+    let case = crate::policy::open_case(&d, "101").await;
+    let mut kbh = d.client(Sector::Social, "kommune-101").await.unwrap();
+    submit(&mut kbh, "appoint", &case, crate::policy::appoint("ngo-redbarnet"))
+        .await
+        .unwrap();
+    // load: opening reports through all four sector services at once, one routing decision
+    // each, written by three routers; meanwhile København's contact persons claim alerts and
+    // read their details (the police service writes their records), the guardian and an
+    // administrator ask for the case's account (a router and the admin service record each
+    // giving)
+    let senders = [
+        (Sector::Ngo, "ngo-hopenow"),
+        (Sector::Police, "politi-fyn"),
+        (Sector::Social, "kommune-101"),
+        (Sector::Health, "region-hovedstaden"),
+    ];
     let per = RECORDS / senders.len() + 50;
+    let done = Arc::new(AtomicBool::new(false));
     let mut load = Vec::new();
-    for (n, s) in senders.iter().enumerate() {
-        let mut c = d.client(henvis_domain::Sector::Ngo, s).await.unwrap();
+    for (n, (sector, s)) in senders.into_iter().enumerate() {
+        let mut c = d.client(sector, s).await.unwrap();
         load.push(tokio::spawn(async move {
             for i in 0..per {
                 submit(
@@ -39,8 +70,69 @@ async fn every_tampering_with_ten_thousand_audit_records_written_by_three_router
             }
         }));
     }
+    let mut steps = Vec::new();
+    for person in ["politi-koebenhavn-kp1", "politi-koebenhavn-kp2"] {
+        let mut kp = AlertServiceClient::new(d.channel_as(Sector::Police, person).await.unwrap());
+        let done = done.clone();
+        steps.push(tokio::spawn(async move {
+            // the district's alerts as they are raised: claim and read up to 150 of them
+            let mut feed = kp.alerts(AlertsRequest { resume_after: 0 }).await.unwrap().into_inner();
+            let mut taken = 0u64;
+            while !done.load(Ordering::Relaxed) && taken < 300 {
+                let Some(Ok(update)) = feed.next().await else { break };
+                let Some(alert_update::Kind::Alert(a)) = update.kind else {
+                    continue;
+                };
+                // the other person may have claimed it first
+                if a.state == AlertState::Open as i32
+                    && kp
+                        .claim_alert(ClaimAlertRequest {
+                            alert_id: a.alert_id.clone(),
+                        })
+                        .await
+                        .is_ok()
+                {
+                    kp.fetch_alert_details(FetchAlertDetailsRequest {
+                        alert_id: a.alert_id.clone(),
+                    })
+                    .await
+                    .unwrap();
+                    taken += 2;
+                }
+            }
+            taken
+        }));
+    }
+    let mut reports = Vec::new();
+    {
+        let mut guardian = d.client(Sector::Ngo, "ngo-redbarnet").await.unwrap();
+        let mut admin2 = d.admin_client(&admin("admin-2")).await.unwrap();
+        let (done, case) = (done.clone(), case.clone());
+        reports.push(tokio::spawn(async move {
+            let mut given = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                let r = guardian.req(GetSubjectAccessReportRequest { case_id: case.clone() });
+                guardian.inner.get_subject_access_report(r).await.unwrap();
+                admin2
+                    .subject_access_report(SubjectAccessReportRequest { case_id: case.clone() })
+                    .await
+                    .unwrap();
+                given += 2;
+            }
+            given
+        }));
+    }
     for l in load {
         l.await.unwrap();
+    }
+    done.store(true, Ordering::Relaxed);
+    let mut alert_steps = 0;
+    for s in steps {
+        alert_steps += s.await.unwrap();
+    }
+    let mut given = 0;
+    for r in reports {
+        given += r.await.unwrap();
     }
     let admin1 = d.admin_client(&admin("admin-1")).await.unwrap();
     // every record chained and a checkpoint over (nearly) all of them
@@ -55,6 +147,30 @@ async fn every_tampering_with_ten_thousand_audit_records_written_by_three_router
     .await
     .unwrap();
     println!("verified live: {}", v.finding);
+    // nothing the writers did is missing: every event decided once with its deliveries,
+    // every claim and detail read recorded, every account given recorded
+    let comp = crate::delivery::audit_complete(&d, "the concurrent writers").await;
+    assert_eq!(
+        comp.events_decided as usize,
+        senders.len() * per + 2,
+        "every submitted event decided (and the case's two)"
+    );
+    assert_eq!(
+        comp.alert_steps, alert_steps,
+        "every claim and read in the alerts' histories"
+    );
+    let recorded_reports = d
+        .read_all("AUDIT", &format!("henvis.audit.case.{case}.>"))
+        .await
+        .unwrap()
+        .iter()
+        .filter(|(_, b)| serde_json::from_slice::<serde_json::Value>(b).unwrap()["kind"] == "subject_access_reported")
+        .count() as u64;
+    assert_eq!(recorded_reports, given, "every account given is recorded");
+    println!(
+        "concurrent writers: 3 routers decided {} events from 4 sector services, the police service recorded {alert_steps} alert steps, a router and the admin service {given} accounts given; none missing",
+        comp.events_decided
+    );
 
     // a copy of everything, as someone with the disk would see it
     let bus = henvis_bus::Bus::connect(

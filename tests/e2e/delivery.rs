@@ -183,28 +183,39 @@ async fn killing_the_router_again_and_again_under_load_loses_and_duplicates_noth
     );
     assert_eq!(killed_under_load, kills, "every kill landed while the load was running");
     c.assert_exactly_once();
-    // the audit after the crashes: its chain unbroken, every stored delivery named by a
-    // standing decision and every decided recipient's delivery stored
-    let v = d
-        .admin_client(&henvis_tests::admin("admin-1"))
-        .await
-        .unwrap()
-        .verify_audit(henvis_proto::henvis::admin::v1::VerifyAuditRequest {
-            trusted_checkpoints: vec![],
-            completeness: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    audit_complete(&d, "the router crashes").await;
+}
+
+/// After a crash run: the audit's chain unbroken, every stored delivery named by a standing
+/// decision, every decided recipient's delivery stored, one standing decision per event,
+/// and every alert step with its audit record.
+pub(crate) async fn audit_complete(d: &Deployment, after: &str) -> henvis_proto::henvis::admin::v1::Completeness {
+    let v = wait_for("the admin service to answer", Duration::from_secs(60), || async {
+        let v = d
+            .admin_client(&henvis_tests::admin("admin-1"))
+            .await
+            .ok()?
+            .verify_audit(henvis_proto::henvis::admin::v1::VerifyAuditRequest {
+                trusted_checkpoints: vec![],
+                completeness: true,
+            })
+            .await
+            .ok()?
+            .into_inner();
+        Some(v)
+    })
+    .await
+    .unwrap();
     let comp = v.completeness.unwrap();
     println!(
-        "audit after the crashes: {}; completeness: {} events decided, {} deliveries stored, {} decided recipients without delivery, {} deliveries without a decision, {} events with more than one standing decision",
+        "audit after {after}: {}; completeness: {} events decided, {} deliveries stored, {} decided recipients without delivery, {} deliveries without a decision, {} events with more than one standing decision, {} alert steps without their record",
         v.finding,
         comp.events_decided,
         comp.deliveries,
         comp.without_outcome,
         comp.without_decision,
-        comp.decided_more_than_once
+        comp.decided_more_than_once,
+        comp.alert_steps_without_record
     );
     // decisions an earlier attempt made under an older rule set are voided by version
     let mut by_kind: std::collections::BTreeMap<String, usize> = Default::default();
@@ -215,9 +226,15 @@ async fn killing_the_router_again_and_again_under_load_loses_and_duplicates_noth
     println!("audit records by kind: {by_kind:?}");
     assert!(v.intact, "{}", v.finding);
     assert_eq!(
-        (comp.without_outcome, comp.without_decision, comp.decided_more_than_once),
-        (0, 0, 0)
+        (
+            comp.without_outcome,
+            comp.without_decision,
+            comp.decided_more_than_once,
+            comp.alert_steps_without_record
+        ),
+        (0, 0, 0, 0)
     );
+    comp
 }
 
 /// Outcome counts per (referral, intended recipient).
@@ -322,6 +339,7 @@ async fn restarting_nats_under_load_loses_and_duplicates_nothing() {
         "every referral acknowledged and stored once"
     );
     c.assert_exactly_once();
+    audit_complete(&d, "the NATS restarts").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -418,6 +436,7 @@ async fn killing_the_stream_leader_of_a_three_node_cluster_loses_and_duplicates_
     );
     assert_eq!((acked.len(), stored), (referrals, referrals));
     c.assert_exactly_once();
+    audit_complete(&d, "the stream leader kills").await;
 }
 
 /// What a load acknowledged: event id → (municipality code, sender).

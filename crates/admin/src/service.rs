@@ -609,6 +609,8 @@ impl AdminService for AdminApi {
                 without_outcome: c.without_outcome,
                 without_decision: c.without_decision,
                 decided_more_than_once: c.decided_more_than_once,
+                alert_steps: c.alert_steps,
+                alert_steps_without_record: c.alert_steps_without_record,
             }),
         }))
     }

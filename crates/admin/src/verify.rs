@@ -46,13 +46,23 @@ impl Admin {
         });
         let completeness = if with_completeness {
             let deliveries = self.bus.stored_deliveries().await.map_err(unavailable)?;
-            let decisions: Vec<henvis_domain::AuditRecord> = records
+            let steps: Vec<henvis_domain::AlertStep> = self
+                .bus
+                .stored_alerts()
+                .await
+                .map_err(unavailable)?
                 .iter()
-                .filter(|r| r.subject.starts_with("henvis.audit.decision."))
+                .flat_map(henvis_domain::AlertStep::of)
+                .collect();
+            let case_records: Vec<henvis_domain::AuditRecord> = records
+                .iter()
+                .filter(|r| {
+                    r.subject.starts_with("henvis.audit.decision.") || r.subject.starts_with("henvis.audit.case.")
+                })
                 .map(|r| serde_json::from_slice(&r.payload))
                 .collect::<Result<_, _>>()
-                .map_err(|e| Status::data_loss(format!("an audit decision record does not parse: {e}")))?;
-            Some(henvis_domain::completeness(&decisions, &deliveries))
+                .map_err(|e| Status::data_loss(format!("an audit record of a case does not parse: {e}")))?;
+            Some(henvis_domain::completeness(&case_records, &deliveries, &steps))
         } else {
             None
         };

@@ -79,22 +79,38 @@ impl Bus {
     /// Every stored delivery (a mark set published), as (recipient, event id): what the
     /// audit's completeness is checked against.
     pub async fn stored_deliveries(&self) -> Result<Vec<(String, String)>, BusError> {
-        let prefix = format!("$KV.{}.", crate::BUCKET_DELIVERED);
-        let mut last: std::collections::BTreeMap<String, Option<Delivered>> = std::collections::BTreeMap::new();
-        for r in self
-            .stored_records(&format!("KV_{}", crate::BUCKET_DELIVERED), 1, usize::MAX)
+        Ok(self
+            .latest_values::<Delivered>(crate::BUCKET_DELIVERED)
             .await?
-        {
+            .into_iter()
+            .filter(|(_, m)| m.published)
+            .filter_map(|(k, _)| k.split_once('.').map(|(r, e)| (r.to_owned(), e.to_owned())))
+            .collect())
+    }
+
+    /// Every alert record as it stands (for the audit's completeness: the steps contact
+    /// persons took).
+    pub async fn stored_alerts(&self) -> Result<Vec<henvis_domain::AlertRecord>, BusError> {
+        Ok(self
+            .latest_values(crate::BUCKET_ALERTS)
+            .await?
+            .into_iter()
+            .map(|(_, a)| a)
+            .collect())
+    }
+
+    /// The latest value of every key of `bucket` that parses as `T` (read through the
+    /// bucket's stream, deleted keys left out).
+    async fn latest_values<T: serde::de::DeserializeOwned>(&self, bucket: &str) -> Result<Vec<(String, T)>, BusError> {
+        let prefix = format!("$KV.{bucket}.");
+        let mut last: std::collections::BTreeMap<String, Option<T>> = std::collections::BTreeMap::new();
+        for r in self.stored_records(&format!("KV_{bucket}"), 1, usize::MAX).await? {
             let Some(key) = r.subject.strip_prefix(&prefix) else {
                 continue;
             };
             last.insert(key.to_owned(), serde_json::from_slice(&r.payload).ok());
         }
-        Ok(last
-            .into_iter()
-            .filter(|(_, m)| m.as_ref().is_some_and(|m| m.published))
-            .filter_map(|(k, _)| k.split_once('.').map(|(r, e)| (r.to_owned(), e.to_owned())))
-            .collect())
+        Ok(last.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect())
     }
 
     /// Marks that `event_id` is being delivered to `recipient`, unless marked before, and

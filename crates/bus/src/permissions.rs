@@ -160,9 +160,12 @@ pub fn admin_service_permissions() -> (Vec<String>, Vec<String>) {
     // delivery marks, to simulate a referral response as Submit and the router see it, and
     // to check the audit accounts for every delivery (ids only)
     publish.push(format!("$JS.API.DIRECT.GET.KV_{BUCKET_DELIVERED}.>"));
-    publish.push(format!("$JS.API.CONSUMER.CREATE.KV_{BUCKET_DELIVERED}.>"));
-    for op in ["MSG.NEXT", "INFO", "DELETE"] {
-        publish.push(format!("$JS.API.CONSUMER.{op}.KV_{BUCKET_DELIVERED}.*"));
+    // and alert records, for the steps contact persons took (ids and times only)
+    for bucket in [BUCKET_DELIVERED, BUCKET_ALERTS] {
+        publish.push(format!("$JS.API.CONSUMER.CREATE.KV_{bucket}.>"));
+        for op in ["MSG.NEXT", "INFO", "DELETE"] {
+            publish.push(format!("$JS.API.CONSUMER.{op}.KV_{bucket}.*"));
+        }
     }
     // the governance bucket's key listing (an ordered consumer)
     publish.push(format!("$JS.API.CONSUMER.CREATE.KV_{BUCKET_GOVERNANCE}"));

@@ -407,7 +407,86 @@ pub struct Completeness {
     pub without_decision: u64,
     /// Events with more than one standing (not voided) decision.
     pub decided_more_than_once: u64,
+    /// Steps contact persons took on alerts (claims, hand-overs, detail reads), from the
+    /// alerts' own histories.
+    pub alert_steps: u64,
+    /// Of those, steps the audit holds no record (for a detail read: no receipt) of.
+    pub alert_steps_without_record: u64,
 }
+
+/// A step a contact person took on an alert, as the alert's history keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AlertStep {
+    /// The alert.
+    pub alert_id: String,
+    /// `claimed`, `handed_over` or `details_read`.
+    pub action: &'static str,
+    /// The person.
+    pub person: String,
+    /// When, unix seconds.
+    pub at: i64,
+}
+
+impl AlertStep {
+    /// The steps a contact person took in `alert`'s history (what the system did itself,
+    /// raising and escalating, is left out).
+    pub fn of(alert: &crate::AlertRecord) -> Vec<AlertStep> {
+        alert
+            .history
+            .iter()
+            .filter_map(|(what, person, at)| {
+                let action = Self::of_entry(what)?;
+                Some(AlertStep {
+                    alert_id: alert.alert_id.to_string(),
+                    action,
+                    person: person.clone(),
+                    at: *at,
+                })
+            })
+            .collect()
+    }
+
+    /// The action of one history entry, if a contact person's step.
+    pub fn of_entry(what: &str) -> Option<&'static str> {
+        match what {
+            ALERT_CLAIMED => Some("claimed"),
+            ALERT_DETAILS_READ => Some("details_read"),
+            w if w.starts_with(ALERT_HANDED_OVER_TO) => Some("handed_over"),
+            _ => None,
+        }
+    }
+
+    /// The step an audit record records, if it is one.
+    pub fn recorded_by(record: &AuditRecord) -> Option<AlertStep> {
+        let (alert_id, action, person, at) = match record {
+            AuditRecord::AlertClaimed(s) => (&s.alert_id, "claimed", &s.person, s.at),
+            AuditRecord::AlertHandedOver(s) => (&s.alert_id, "handed_over", &s.person, s.at),
+            AuditRecord::AlertDetailsRead {
+                alert_id, person, at, ..
+            } => (alert_id, "details_read", person, *at),
+            _ => return None,
+        };
+        Some(AlertStep {
+            alert_id: alert_id.clone(),
+            action,
+            person: person.clone(),
+            at,
+        })
+    }
+
+    /// The message id of the step's audit record: one record per step, however often it
+    /// is written (a retry after a crash between the alert's change and its record).
+    pub fn record_id(&self) -> String {
+        format!("step:{}:{}:{}:{}", self.alert_id, self.action, self.person, self.at)
+    }
+}
+
+/// What an alert's history says when a contact person claimed it.
+pub const ALERT_CLAIMED: &str = "claimed";
+/// What an alert's history says when a contact person read its details.
+pub const ALERT_DETAILS_READ: &str = "details read";
+/// How an alert's history begins a hand-over (`handed over to <person>`).
+pub const ALERT_HANDED_OVER_TO: &str = "handed over to ";
 
 /// Checks `records` (the audit) against the stored deliveries (recipient, event id): every
 /// delivery has a standing decision naming its recipient, every recipient of an event's
@@ -417,6 +496,7 @@ pub struct Completeness {
 pub fn completeness<'a>(
     records: impl IntoIterator<Item = &'a AuditRecord>,
     deliveries: &[(String, String)],
+    alert_steps: &[AlertStep],
 ) -> Completeness {
     use std::collections::{BTreeMap, BTreeSet};
     let records: Vec<&AuditRecord> = records.into_iter().collect();
@@ -451,6 +531,9 @@ pub fn completeness<'a>(
             .is_some_and(|ds| ds.iter().any(|d| d.delivered.iter().any(|r| r.agency == *recipient)));
         c.without_decision += u64::from(!named);
     }
+    let recorded: BTreeSet<AlertStep> = records.iter().filter_map(|r| AlertStep::recorded_by(r)).collect();
+    c.alert_steps = alert_steps.len() as u64;
+    c.alert_steps_without_record = alert_steps.iter().filter(|s| !recorded.contains(s)).count() as u64;
     c
 }
 
@@ -506,7 +589,7 @@ mod tests {
             decision("e3", 1, &["a"]),
             decision("e3", 1, &["a"]),
         ];
-        let all = completeness(&records, &[d("a", "e1"), d("b", "e1"), d("b", "e2"), d("a", "e3")]);
+        let all = completeness(&records, &[d("a", "e1"), d("b", "e1"), d("b", "e2"), d("a", "e3")], &[]);
         assert_eq!(
             all,
             Completeness {
@@ -515,11 +598,67 @@ mod tests {
                 without_outcome: 0,
                 without_decision: 0,
                 decided_more_than_once: 1,
+                alert_steps: 0,
+                alert_steps_without_record: 0,
             }
         );
         // a delivery the voided decision named, and one missing
-        let c = completeness(&records, &[d("a", "e1"), d("a", "e2"), d("a", "e3")]);
+        let c = completeness(&records, &[d("a", "e1"), d("a", "e2"), d("a", "e3")], &[]);
         assert_eq!((c.without_outcome, c.without_decision), (2, 1));
+    }
+
+    #[test]
+    fn every_step_in_an_alert_history_needs_its_audit_record() {
+        let alert_id = crate::EventId::new_now();
+        let alert = crate::AlertRecord {
+            alert_id: alert_id.clone(),
+            case_id: "c".into(),
+            kind: "t".into(),
+            urgency: crate::Urgency::Normal,
+            district: crate::AgencyId::parse("politi-fyn").unwrap(),
+            raised_at: 1,
+            state: crate::AlertState::Open,
+            escalated_from: None,
+            granted_classes: vec![],
+            escalation_notified: false,
+            history: vec![
+                ("raised".into(), "router".into(), 1),
+                (ALERT_CLAIMED.into(), "p1".into(), 2),
+                (format!("{ALERT_HANDED_OVER_TO}p2"), "p1".into(), 3),
+                (ALERT_DETAILS_READ.into(), "p2".into(), 4),
+                ("escalated to politi-nationalt".into(), "henvis".into(), 5),
+            ],
+        };
+        let steps = AlertStep::of(&alert);
+        assert_eq!(
+            steps.iter().map(|s| (s.action, s.at)).collect::<Vec<_>>(),
+            [("claimed", 2), ("handed_over", 3), ("details_read", 4)]
+        );
+        let step = |at: i64, person: &str| AlertStepRecord {
+            alert_id: alert_id.to_string(),
+            case_id: "c".into(),
+            district: "politi-fyn".into(),
+            person: person.into(),
+            to: None,
+            at,
+        };
+        let mut records = vec![
+            AuditRecord::AlertClaimed(step(2, "p1")),
+            AuditRecord::AlertHandedOver(step(3, "p1")),
+            AuditRecord::AlertDetailsRead {
+                alert_id: alert_id.to_string(),
+                case_id: "c".into(),
+                district: "politi-fyn".into(),
+                person: "p2".into(),
+                classes: vec![],
+                at: 4,
+            },
+        ];
+        let c = completeness(&records, &[], &steps);
+        assert_eq!((c.alert_steps, c.alert_steps_without_record), (3, 0));
+        records.remove(2);
+        let c = completeness(&records, &[], &steps);
+        assert_eq!(c.alert_steps_without_record, 1, "a detail read without its receipt");
     }
 
     #[test]

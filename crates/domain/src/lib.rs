@@ -23,8 +23,8 @@ mod audit;
 mod case;
 mod chain;
 pub use audit::{
-    AlertStepRecord, AuditDecision, AuditRecipient, AuditRecord, AuditScope, AuditWithheld, Completeness,
-    VoidedDecision, completeness, standing_decisions,
+    ALERT_CLAIMED, ALERT_DETAILS_READ, ALERT_HANDED_OVER_TO, AlertStep, AlertStepRecord, AuditDecision, AuditRecipient,
+    AuditRecord, AuditScope, AuditWithheld, Completeness, VoidedDecision, completeness, standing_decisions,
 };
 pub use case::{CaseChange, CaseRecord, Consent, NeverDisclose, Shielded};
 pub use chain::{Break, ChainLink, Checkpoint, GENESIS, StoredRecord, Verification, link_hash, verify};

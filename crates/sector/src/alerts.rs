@@ -10,8 +10,8 @@ use std::{pin::Pin, sync::Arc, time::Duration};
 use futures::{Stream, StreamExt};
 use henvis_bus::inbound_subject;
 use henvis_domain::{
-    AgencyId, AlertRecord, AlertState, AlertStepRecord, AuditRecord, CaseId, Class, ClassSet, EventId, MessageType,
-    PersonId, Sector, Urgency,
+    ALERT_CLAIMED, ALERT_DETAILS_READ, ALERT_HANDED_OVER_TO, AgencyId, AlertRecord, AlertState, AlertStep,
+    AlertStepRecord, AuditRecord, CaseId, Class, ClassSet, EventId, MessageType, PersonId, Sector, Urgency,
 };
 use henvis_proto::henvis::{
     broker::v1::{Envelope, Heartbeat, Sender},
@@ -209,13 +209,14 @@ impl AlertService for Alerts {
             )),
             _ => {
                 a.state = AlertState::Claimed { by: person.clone(), at };
-                a.history.push(("claimed".into(), person.to_string(), at));
+                a.history.push((ALERT_CLAIMED.into(), person.to_string(), at));
                 Ok(true)
             }
         })
         .await?;
         tracing::info!(person = %person, alert_id = %v.record.alert_id, "alert claimed");
-        audit_step(&self.0, &v.record, AuditRecord::AlertClaimed, &person, None).await?;
+        // a retry of a claim already made records the step it made (once)
+        audit_step(&self.0, &v.record, &person, false).await?;
         Ok(Response::new(to_pb(&v.record, v.revision, &self.0.alerts)))
     }
 
@@ -235,13 +236,14 @@ impl AlertService for Alerts {
         let v = transition(&self.0, &key, |a| match &a.state {
             AlertState::Claimed { by, .. } if by == &person => {
                 a.state = AlertState::Claimed { by: to.clone(), at };
-                a.history.push((format!("handed over to {to}"), person.to_string(), at));
+                a.history
+                    .push((format!("{ALERT_HANDED_OVER_TO}{to}"), person.to_string(), at));
                 Ok(true)
             }
             _ => Err("only the contact person who claimed the alert may hand it over".to_owned()),
         })
         .await?;
-        audit_step(&self.0, &v.record, AuditRecord::AlertHandedOver, &person, Some(&to)).await?;
+        audit_step(&self.0, &v.record, &person, true).await?;
         Ok(Response::new(to_pb(&v.record, v.revision, &self.0.alerts)))
     }
 
@@ -283,20 +285,29 @@ impl AlertService for Alerts {
         let redacted = henvis_policy::redact(&self.0.schema, &event_bytes, granted).map_err(ApiError::from)?;
         let event = Event::decode(redacted.event.as_slice()).map_err(|e| ApiError::Internal(e.to_string()))?;
         let case = CaseId::parse(&a.case_id).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let at = now();
         let receipt = AuditRecord::AlertDetailsRead {
             alert_id: a.alert_id.to_string(),
             case_id: case.to_string(),
             district: district.to_string(),
             person: person.to_string(),
             classes: a.granted_classes.clone(),
-            at: now(),
+            at,
         };
-        // the read receipt is stored before the details leave
+        let step = AlertStep::recorded_by(&receipt).ok_or_else(|| ApiError::Internal("a receipt is a step".into()))?;
+        // the read receipt is stored before the details leave, and the read is kept in the
+        // alert's history too, so `henvis audit verify --completeness` can check that every
+        // read has its receipt
         self.0
             .bus
-            .audit(district.as_str(), &format!("read:{}", uuid::Uuid::new_v4()), &receipt)
+            .audit(district.as_str(), &step.record_id(), &receipt)
             .await
             .map_err(ApiError::from)?;
+        transition(&self.0, &key, |a| {
+            a.history.push((ALERT_DETAILS_READ.into(), person.to_string(), at));
+            Ok(true)
+        })
+        .await?;
         tracing::info!(person = %person, alert_id = %a.alert_id, "alert details read");
         Ok(Response::new(FetchAlertDetailsResponse {
             alert: Some(to_pb(a, v.revision, &self.0.alerts)),
@@ -342,24 +353,36 @@ async fn transition(
 }
 
 /// Records a step taken on an alert in the case's audit, as the alert's district.
-async fn audit_step(
-    core: &Core,
-    a: &AlertRecord,
-    step: fn(AlertStepRecord) -> AuditRecord,
-    by: &PersonId,
-    to: Option<&PersonId>,
-) -> Result<(), ApiError> {
-    let record = step(AlertStepRecord {
+/// Records in the audit the latest claim (or hand-over) `by` made in `a`'s history, under
+/// the step's one message id: written again by a retry, it is stored once.
+async fn audit_step(core: &Core, a: &AlertRecord, by: &PersonId, handed_over: bool) -> Result<(), ApiError> {
+    let action = if handed_over { "handed_over" } else { "claimed" };
+    let Some((what, _, at)) = a
+        .history
+        .iter()
+        .rev()
+        .find(|(what, person, _)| person == by.as_str() && AlertStep::of_entry(what) == Some(action))
+    else {
+        // the person took no such step here (a claim handed to them is the other's step)
+        return Ok(());
+    };
+    let step = AlertStepRecord {
         alert_id: a.alert_id.to_string(),
         case_id: a.case_id.clone(),
         district: a.district.to_string(),
         person: by.to_string(),
-        to: to.map(ToString::to_string),
-        at: now(),
-    });
-    core.bus
-        .audit(a.district.as_str(), &format!("step:{}", uuid::Uuid::new_v4()), &record)
-        .await?;
+        to: what.strip_prefix(ALERT_HANDED_OVER_TO).map(str::to_owned),
+        at: *at,
+    };
+    let record = if handed_over {
+        AuditRecord::AlertHandedOver(step)
+    } else {
+        AuditRecord::AlertClaimed(step)
+    };
+    let id = AlertStep::recorded_by(&record)
+        .map(|s| s.record_id())
+        .ok_or_else(|| ApiError::Internal("an alert step record is a step".into()))?;
+    core.bus.audit(a.district.as_str(), &id, &record).await?;
     Ok(())
 }
 
