@@ -611,7 +611,7 @@ mod tests {
     fn every_step_in_an_alert_history_needs_its_audit_record() {
         let alert_id = crate::EventId::new_now();
         let alert = crate::AlertRecord {
-            alert_id: alert_id.clone(),
+            alert_id,
             case_id: "c".into(),
             kind: "t".into(),
             urgency: crate::Urgency::Normal,
