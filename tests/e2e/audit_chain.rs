@@ -206,7 +206,7 @@ async fn every_tampering_with_ten_thousand_audit_records_written_by_three_router
     let last_cp = checkpoints.last().unwrap().clone();
     // the checkpoint an auditor copied off the system
     let trusted = [last_cp.clone()];
-    let intact = henvis_domain::verify(&records, &links, &checkpoints, &trusted, valid);
+    let intact = henvis_domain::verify(&records, &links, &checkpoints, &trusted, 0, valid);
     assert_eq!(intact.first_break, None);
     assert!(records.len() >= RECORDS, "{} records", records.len());
 
@@ -291,7 +291,7 @@ async fn every_tampering_with_ten_thousand_audit_records_written_by_three_router
                 c.audit_seq = links[i].audit_seq;
             }
         }
-        let found = henvis_domain::verify(&rs, &ls, &cs, &trusted, valid).first_break;
+        let found = henvis_domain::verify(&rs, &ls, &cs, &trusted, 0, valid).first_break;
         let e = counts.entry(kind).or_default();
         e.0 += 1;
         e.1 += usize::from(found.is_some());

@@ -55,6 +55,8 @@ pub struct Admin {
     tls: Arc<henvis_runtime::tls::TlsServer>,
     /// How long a police deferral of a guardian's report lasts at most, seconds.
     deferral_max_secs: i64,
+    /// How long the audit is kept, seconds (0: for ever): older links may have expired.
+    audit_retention_secs: i64,
 }
 
 /// Loads the configuration, connects to NATS as the admin service and finishes any
@@ -91,6 +93,7 @@ pub async fn build(config: &AdminConfig) -> anyhow::Result<Arc<Admin>> {
         audit_keys,
         tls,
         deferral_max_secs: config.service.deferral_max_secs(),
+        audit_retention_secs: i64::try_from(config.service.topology().audit_max_age.as_secs()).unwrap_or(i64::MAX),
     });
     admin.settle().await.context("finishing an earlier approval")?;
     admin

@@ -587,8 +587,19 @@ impl AdminService for AdminApi {
         let finding = match &v.first_break {
             Some(b) => b.to_string(),
             None => format!(
-                "intact: {} audit records, {} chained ({} still to chain), {} signed checkpoint(s) verified",
-                v.records, v.links, v.unchained_tail, v.checkpoints
+                "intact: {} audit records, {} chained ({} still to chain), {} signed checkpoint(s) verified{}",
+                v.records,
+                v.links,
+                v.unchained_tail,
+                v.checkpoints,
+                if v.expired > 0 {
+                    format!(
+                        "; the oldest {} links expired under the audit's retention, as old checkpoints allow",
+                        v.expired
+                    )
+                } else {
+                    String::new()
+                }
             ),
         };
         Ok(Response::new(VerifyAuditResponse {

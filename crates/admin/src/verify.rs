@@ -41,7 +41,12 @@ impl Admin {
             .stored_records(henvis_bus::STREAM_AUDIT, 1, usize::MAX)
             .await
             .map_err(unavailable)?;
-        let v = henvis_domain::verify(&records, &links, &checkpoints, trusted, |m, c| {
+        let expired_before = if self.audit_retention_secs > 0 {
+            crate::now().saturating_sub(self.audit_retention_secs)
+        } else {
+            0
+        };
+        let v = henvis_domain::verify(&records, &links, &checkpoints, trusted, expired_before, |m, c| {
             signature_valid(&self.audit_keys, m, c)
         });
         let completeness = if with_completeness {

@@ -184,6 +184,9 @@ pub struct Verification {
     pub unchained_tail: u64,
     /// Checkpoints whose signature and head verified.
     pub checkpoints: u64,
+    /// Links at the start whose records (or the links before them) expired under the
+    /// audit's retention, as checkpoints signed before the retention horizon allow.
+    pub expired: u64,
     /// The first thing wrong, if anything.
     pub first_break: Option<Break>,
 }
@@ -191,11 +194,17 @@ pub struct Verification {
 /// Verifies records against links and checkpoints. `signature_valid(message, checkpoint)`
 /// checks one checkpoint's signature; `trusted` are checkpoints held elsewhere (copied off
 /// the system) that the chain must extend.
+///
+/// `expired_before` (unix seconds; 0: nothing expires) is the audit's retention horizon:
+/// the oldest links and records may be gone, but only as far as checkpoints signed before
+/// the horizon reach (checkpoints are kept for ever). A prefix removed further than that,
+/// or a checkpoint younger than the horizon over links that are gone, is a break.
 pub fn verify(
     records: &[StoredRecord],
     links: &[ChainLink],
     checkpoints: &[Checkpoint],
     trusted: &[Checkpoint],
+    expired_before: i64,
     signature_valid: impl Fn(&[u8], &Checkpoint) -> bool,
 ) -> Verification {
     let mut v = Verification {
@@ -203,14 +212,37 @@ pub fn verify(
         links: links.len() as u64,
         unchained_tail: 0,
         checkpoints: 0,
+        expired: 0,
         first_break: None,
     };
     let by_seq: std::collections::BTreeMap<u64, &StoredRecord> = records.iter().map(|r| (r.seq, r)).collect();
+    // how far links may have expired: the newest checkpoint signed before the horizon
+    let expirable = checkpoints
+        .iter()
+        .chain(trusted)
+        .filter(|c| expired_before > 0 && c.at < expired_before)
+        .map(|c| c.index)
+        .max()
+        .unwrap_or(0);
+    let first_index = links.first().map_or(1, |l| l.index);
+    if first_index > 1 {
+        if first_index - 1 > expirable {
+            v.first_break = Some(Break::BrokenLink {
+                index: first_index,
+                audit_seq: links.first().map_or(0, |l| l.audit_seq),
+                what: "the links before it are gone, and no checkpoint old enough to have expired covers them",
+            });
+            return v;
+        }
+        v.expired = first_index - 1;
+    }
+    let first_record = by_seq.keys().next().copied().unwrap_or(u64::MAX);
     let mut prev: Option<&ChainLink> = None;
     let mut last_seq = 0;
     for l in links {
-        let expected_index = prev.map_or(1, |p| p.index + 1);
-        let expected_prev = prev.map_or(GENESIS, |p| p.hash.as_str());
+        let expected_index = prev.map_or(first_index, |p| p.index + 1);
+        // the first link present names a predecessor that expired
+        let expected_prev = prev.map_or(if first_index > 1 { l.prev.as_str() } else { GENESIS }, |p| p.hash.as_str());
         let what = if l.index != expected_index {
             Some("its position is not the next one")
         } else if l.prev != expected_prev {
@@ -238,6 +270,14 @@ pub fn verify(
             });
             return v;
         }
+        // the oldest records expire a moment before their links (a link is written after
+        // its record): gone from the front of the stream, under an old enough checkpoint
+        if l.index <= expirable && l.audit_seq < first_record && !by_seq.contains_key(&l.audit_seq) {
+            v.expired += 1;
+            last_seq = l.audit_seq;
+            prev = Some(l);
+            continue;
+        }
         match by_seq.get(&l.audit_seq) {
             None => {
                 v.first_break = Some(Break::MissingRecord {
@@ -264,9 +304,21 @@ pub fn verify(
             v.first_break = Some(Break::ForgedCheckpoint { index: c.index });
             return v;
         }
-        let covered = usize::try_from(c.index)
+        if c.index < first_index {
+            // it covers links that are gone: only as old as the retention lets them be
+            if c.at < expired_before {
+                v.checkpoints += 1;
+                continue;
+            }
+            v.first_break = Some(Break::CheckpointMismatch {
+                index: c.index,
+                at: c.at,
+                present: links.len() as u64,
+            });
+            return v;
+        }
+        let covered = usize::try_from(c.index - first_index)
             .ok()
-            .and_then(|i| i.checked_sub(1))
             .and_then(|i| links.get(i));
         if covered.is_none_or(|l| l.hash != c.head || l.audit_seq != c.audit_seq) {
             v.first_break = Some(Break::CheckpointMismatch {
@@ -321,19 +373,19 @@ mod tests {
     fn an_intact_chain_verifies_and_each_kind_of_tampering_is_named() {
         let (records, links) = chain(20);
         let cps = [checkpoint(&links, 9), checkpoint(&links, 19)];
-        let v = verify(&records, &links, &cps, &[], ok);
+        let v = verify(&records, &links, &cps, &[], 0, ok);
         assert_eq!((v.first_break, v.checkpoints, v.unchained_tail), (None, 2, 0));
 
         let mut edited = records.clone();
         edited[4].payload = b"{\"n\":99}".to_vec();
         assert!(matches!(
-            verify(&edited, &links, &cps, &[], ok).first_break,
+            verify(&edited, &links, &cps, &[], 0, ok).first_break,
             Some(Break::AlteredRecord { audit_seq: 5, .. })
         ));
         let mut deleted = records.clone();
         deleted.remove(7);
         assert!(matches!(
-            verify(&deleted, &links, &cps, &[], ok).first_break,
+            verify(&deleted, &links, &cps, &[], 0, ok).first_break,
             Some(Break::MissingRecord { audit_seq: 8, .. })
         ));
         // a record inserted between chained ones (the store renumbered)
@@ -350,7 +402,7 @@ mod tests {
         for (i, r) in inserted.iter_mut().enumerate() {
             r.seq = i as u64 + 1;
         }
-        assert!(verify(&inserted, &links, &cps, &[], ok).first_break.is_some());
+        assert!(verify(&inserted, &links, &cps, &[], 0, ok).first_break.is_some());
         // the chain rewritten after an edit: every link valid, the checkpoint is not
         let mut forged_records = records.clone();
         forged_records[2].payload = b"{\"n\":77}".to_vec();
@@ -359,27 +411,68 @@ mod tests {
             forged_links.push(ChainLink::next(forged_links.last(), r.seq, &r.subject, &r.payload));
         }
         assert!(matches!(
-            verify(&forged_records, &forged_links, &cps, &[], ok).first_break,
+            verify(&forged_records, &forged_links, &cps, &[], 0, ok).first_break,
             Some(Break::CheckpointMismatch { index: 10, .. })
         ));
         // truncated: the newer checkpoint covers links that are gone
         assert!(matches!(
-            verify(&records[..15], &links[..15], &cps, &[], ok).first_break,
+            verify(&records[..15], &links[..15], &cps, &[], 0, ok).first_break,
             Some(Break::CheckpointMismatch { index: 20, .. })
         ));
         // rolled back with the checkpoints, caught by one held off the system
         assert!(matches!(
-            verify(&records[..15], &links[..15], &cps[..1], &cps[1..], ok).first_break,
+            verify(&records[..15], &links[..15], &cps[..1], &cps[1..], 0, ok).first_break,
             Some(Break::CheckpointMismatch { index: 20, .. })
         ));
         let mut bad = cps.to_vec();
         bad[0].signature = "forged".into();
         assert!(matches!(
-            verify(&records, &links, &bad, &[], ok).first_break,
+            verify(&records, &links, &bad, &[], 0, ok).first_break,
             Some(Break::ForgedCheckpoint { index: 10 })
         ));
         // records not chained yet are counted, not a break
-        let v = verify(&records, &links[..18], &cps[..1], &[], ok);
+        let v = verify(&records, &links[..18], &cps[..1], &[], 0, ok);
         assert_eq!((v.first_break, v.unchained_tail), (None, 2));
+    }
+
+    #[test]
+    fn an_expired_prefix_verifies_only_as_far_as_old_checkpoints_reach() {
+        let (records, links) = chain(30);
+        // checkpoints over links 10 and 20 signed at 5 and 50, over 30 at 100
+        let mut cps = vec![checkpoint(&links, 9), checkpoint(&links, 19), checkpoint(&links, 29)];
+        cps[1].at = 50;
+        cps[2].at = 100;
+        // retention horizon at 60: everything up to link 20 may be gone; records expire
+        // first, so links 12..=20 outlive records 1..=14
+        let v = verify(&records[14..], &links[11..], &cps, &[], 60, ok);
+        assert_eq!((v.first_break.clone(), v.expired, v.checkpoints), (None, 14, 3), "{v:?}");
+        // nothing expires: the same state is a removal
+        assert!(matches!(
+            verify(&records[14..], &links[11..], &cps, &[], 0, ok).first_break,
+            Some(Break::BrokenLink { index: 12, .. })
+        ));
+        // removed beyond the horizon: link 21 and on are younger than the newest old checkpoint
+        assert!(matches!(
+            verify(&records[22..], &links[22..], &cps, &[], 60, ok).first_break,
+            Some(Break::BrokenLink { index: 23, .. })
+        ));
+        // a record missing after the expired front is still a deletion
+        let mut gap = records[14..].to_vec();
+        gap.remove(3);
+        assert!(matches!(
+            verify(&gap, &links[11..], &cps, &[], 60, ok).first_break,
+            Some(Break::MissingRecord { audit_seq: 18, .. })
+        ));
+        // a young checkpoint over links that are gone
+        let mut young = cps.clone();
+        young[1].at = 70;
+        assert!(matches!(
+            verify(&records[14..], &links[11..], &young, &[], 60, ok).first_break,
+            Some(Break::BrokenLink { index: 12, .. }) | Some(Break::CheckpointMismatch { .. })
+        ));
+        // a link edited after the expired front still breaks the chain
+        let mut edited = links[11..].to_vec();
+        edited[5].record_sha256 = "0".repeat(64);
+        assert!(verify(&records[14..], &edited, &cps, &[], 60, ok).first_break.is_some());
     }
 }
