@@ -308,3 +308,80 @@ async fn every_tampering_with_ten_thousand_audit_records_written_by_three_router
     );
     assert_eq!(detected, tried, "{counts:?}");
 }
+
+/// The administrator alerts as JSON.
+async fn admin_alerts(d: &Deployment) -> Option<Vec<serde_json::Value>> {
+    let r = d
+        .admin_client(&admin("admin-1"))
+        .await
+        .ok()?
+        .admin_alerts(henvis_proto::henvis::admin::v1::AdminAlertsRequest {})
+        .await
+        .ok()?
+        .into_inner();
+    r.alerts.iter().map(|a| serde_json::from_str(a).ok()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_that_cannot_be_written_delivers_nothing_and_alarms_administrators_until_it_can() {
+    let mut d = Deployment::start().await.unwrap();
+    // the router may no longer write routing decisions (as when the audit stream refuses)
+    let shipped = include_str!("../../deploy/nats/auth.conf");
+    let denied = shipped.replacen(
+        r#"deny: ["$JS.API.STREAM.DELETE.AUDIT""#,
+        r#"deny: ["henvis.audit.decision.>", "$JS.API.STREAM.DELETE.AUDIT""#,
+        1,
+    );
+    assert_ne!(denied, shipped, "the router's deny list found");
+    d.nats.reload_authorization(&denied).unwrap();
+    let mut ngo = d.client(Sector::Ngo, "ngo-hopenow").await.unwrap();
+    let r = submit(&mut ngo, "unaudited", "", report("101")).await.unwrap();
+    let alarm = wait_for("the router's audit alarm", crate::LIMIT * 3, || async {
+        admin_alerts(&d)
+            .await?
+            .into_iter()
+            .find(|a| a["kind"] == "audit_unwritable" && a["service"] == "router")
+    })
+    .await
+    .unwrap();
+    assert!(
+        alarm["reason"].as_str().unwrap().starts_with("the audit stream"),
+        "{alarm}"
+    );
+    // fail closed: the stored referral reaches nobody while its decision cannot be recorded
+    assert_eq!(d.stream_messages("OUT").await.unwrap(), 0, "nothing delivered");
+    assert!(d.audit(&r.case_id).await.unwrap().is_empty(), "nothing recorded");
+
+    // the audit takes records again: the referral is decided, recorded and delivered, and
+    // the alarm clears
+    d.nats.reload_authorization(shipped).unwrap();
+    let status = wait_for("the referral routed once the audit is back", crate::LIMIT * 3, || {
+        let mut inner = ngo.inner.clone();
+        let req = ngo.req(henvis_proto::henvis::broker::v1::GetStatusRequest {
+            event_id: r.event_id.clone(),
+        });
+        async move {
+            inner
+                .get_status(req)
+                .await
+                .ok()
+                .map(tonic::Response::into_inner)
+                .filter(|s| s.routed)
+        }
+    })
+    .await
+    .unwrap();
+    assert!(!status.recipients.is_empty());
+    wait_for("the alarm cleared", crate::LIMIT, || async {
+        let alerts = admin_alerts(&d).await?;
+        alerts.iter().all(|a| a["kind"] != "audit_unwritable").then_some(())
+    })
+    .await
+    .unwrap();
+    let comp = crate::delivery::audit_complete(&d, "the audit came back").await;
+    assert_eq!(comp.events_decided, 1);
+    println!(
+        "audit unwritable: referral stored, nothing delivered, administrators alarmed ({}); once writable: decided, {} delivered, alarm cleared",
+        alarm["reason"], comp.deliveries
+    );
+}

@@ -660,12 +660,42 @@ impl AdminService for AdminApi {
         self.caller(&req)?;
         let unavailable =
             |e: henvis_bus::BusError| Status::unavailable(format!("the audit is unavailable; try again: {e}"));
-        let alerts = self
+        // first what cannot be in the audit: services that cannot write it (and so deliver
+        // nothing); shown even when the audit itself cannot be read
+        let mut alerts: Vec<String> = self
+            .0
+            .bus
+            .audit_alarms()
+            .await
+            .map_err(unavailable)?
+            .iter()
+            .map(|a| {
+                serde_json::json!({
+                    "kind": "audit_unwritable",
+                    "service": a.service,
+                    "since": a.since,
+                    "last_failure": a.last_failure,
+                    "failures": a.failures,
+                    "reason": a.reason,
+                })
+                .to_string()
+            })
+            .collect();
+        match self
             .0
             .bus
             .read_subject(henvis_bus::STREAM_AUDIT, &henvis_bus::audit_admin_filter())
             .await
-            .map_err(unavailable)?;
+        {
+            Ok(recorded) => alerts.extend(recorded.iter().map(|b| String::from_utf8_lossy(b).into_owned())),
+            Err(e) if !alerts.is_empty() => {
+                tracing::warn!(error = %e, "administrator alerts in the audit unreadable");
+                alerts.push(
+                    r#"{"kind":"audit_unreadable","reason":"the alerts kept in the audit cannot be read now"}"#.into(),
+                );
+            }
+            Err(e) => return Err(unavailable(e)),
+        }
         let dead = self
             .0
             .bus
@@ -673,7 +703,7 @@ impl AdminService for AdminApi {
             .await
             .map_err(unavailable)?;
         Ok(Response::new(AdminAlertsResponse {
-            alerts: alerts.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect(),
+            alerts,
             dead_letters: dead.into_iter().map(|(s, _)| s).collect(),
         }))
     }

@@ -101,7 +101,10 @@ impl Bus {
 
     /// The latest value of every key of `bucket` that parses as `T` (read through the
     /// bucket's stream, deleted keys left out).
-    async fn latest_values<T: serde::de::DeserializeOwned>(&self, bucket: &str) -> Result<Vec<(String, T)>, BusError> {
+    pub(crate) async fn latest_values<T: serde::de::DeserializeOwned>(
+        &self,
+        bucket: &str,
+    ) -> Result<Vec<(String, T)>, BusError> {
         let prefix = format!("$KV.{bucket}.");
         let mut last: std::collections::BTreeMap<String, Option<T>> = std::collections::BTreeMap::new();
         for r in self.stored_records(&format!("KV_{bucket}"), 1, usize::MAX).await? {

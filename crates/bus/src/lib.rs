@@ -21,6 +21,7 @@ use async_nats::{
 };
 use bytes::Bytes;
 
+pub use audit::{ALARM_REFRESH, AuditAlarm};
 pub use inbound::{InboxConsumer, Offered, RoutingConsumer};
 pub use names::*;
 pub use permissions::{
@@ -54,6 +55,13 @@ pub struct Stored {
     pub duplicate: bool,
 }
 
+/// Now, unix seconds.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
 /// A connection to NATS with JetStream.
 #[derive(Clone)]
 pub struct Bus {
@@ -68,6 +76,12 @@ pub struct Bus {
     governance: std::sync::Arc<tokio::sync::OnceCell<records::JsonBucket>>,
     directory: std::sync::Arc<tokio::sync::OnceCell<records::JsonBucket>>,
     in_stream: std::sync::Arc<tokio::sync::OnceCell<jetstream::stream::Stream>>,
+    alarms: std::sync::Arc<tokio::sync::OnceCell<records::JsonBucket>>,
+    /// The service this connection speaks for (its NATS connection name less `henvis-`),
+    /// which names its alarms.
+    service: std::sync::Arc<str>,
+    /// When this connection last raised its audit alarm (None: not raised).
+    audit_alarm: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 /// How a henvis component proves itself to NATS: TLS with its certificate, which the
@@ -140,6 +154,9 @@ impl Bus {
             governance: Default::default(),
             directory: Default::default(),
             in_stream: Default::default(),
+            alarms: Default::default(),
+            service: name.strip_prefix("henvis-").unwrap_or(name).into(),
+            audit_alarm: Default::default(),
         })
     }
 
@@ -226,10 +243,7 @@ impl Bus {
     /// service's sector): `stream` refused a message from `by` (an agency id or a service
     /// name). At most one per stream, writer and minute, however often the writer retries.
     pub async fn alert_stream_full(&self, writer: &str, stream: &str, by: &str) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
+        let now = u64::try_from(unix_now()).unwrap_or_default();
         let alert = henvis_domain::AuditRecord::StreamFull {
             stream: stream.to_owned(),
             by: by.to_owned(),

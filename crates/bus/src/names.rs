@@ -310,8 +310,17 @@ pub fn directory_proposal_key(n: u64) -> String {
     format!("directory.{n:08}")
 }
 
+/// Key-value bucket of alarms that cannot live in the audit because they are about the
+/// audit: `audit_unwritable.<service>` while that service cannot write its audit records.
+pub const BUCKET_ALARMS: &str = "henvis_alarms";
+/// The key of `service`'s alarm that it cannot write the audit.
+pub fn audit_alarm_key(service: &str) -> String {
+    format!("audit_unwritable.{service}")
+}
+
 /// Every key-value bucket of the topology (each service may create them where missing).
-pub const BUCKETS: [&str; 9] = [
+pub const BUCKETS: [&str; 10] = [
+    BUCKET_ALARMS,
     BUCKET_DIRECTORY,
     BUCKET_CASES,
     BUCKET_RULES,

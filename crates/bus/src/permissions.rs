@@ -34,6 +34,17 @@ fn create_topology(publish: &mut Vec<String>) {
     publish.push(format!("$JS.FC.KV_{BUCKET_DIRECTORY}.>"));
 }
 
+/// Raising and clearing `service`'s own alarm that it cannot write the audit (outside the
+/// audit, for administrators); alarms hold service names, times and fixed phrases only.
+fn raise_audit_alarm(publish: &mut Vec<String>, service: &str) {
+    let key = audit_alarm_key(service);
+    publish.push(format!("$KV.{BUCKET_ALARMS}.{key}"));
+    publish.push(format!("$JS.API.STREAM.MSG.GET.KV_{BUCKET_ALARMS}"));
+    publish.push(format!(
+        "$JS.API.DIRECT.GET.KV_{BUCKET_ALARMS}.$KV.{BUCKET_ALARMS}.{key}"
+    ));
+}
+
 /// What a sector service may publish (including JetStream API requests) and subscribe to.
 pub fn sector_permissions(sector: Sector, agencies: &[AgencyId]) -> (Vec<String>, Vec<String>) {
     let mut publish = vec![
@@ -50,6 +61,7 @@ pub fn sector_permissions(sector: Sector, agencies: &[AgencyId]) -> (Vec<String>
         format!("$JS.API.DIRECT.GET.KV_{BUCKET_CASES}.>"),
     ];
     create_topology(&mut publish);
+    raise_audit_alarm(&mut publish, sector.as_str());
     for op in ["MSG.NEXT", "INFO", "DELETE"] {
         publish.push(format!("$JS.API.CONSUMER.{op}.{STREAM_STATUS}.*"));
     }
@@ -150,6 +162,7 @@ pub fn admin_service_permissions() -> (Vec<String>, Vec<String>) {
         format!("{AUDIT_PREFIX}.case.*.{ADMIN_WRITER}"),
     ];
     create_topology(&mut publish);
+    raise_audit_alarm(&mut publish, ADMIN_WRITER);
     for bucket in [BUCKET_RULES, BUCKET_GOVERNANCE, BUCKET_DIRECTORY] {
         publish.push(format!("$KV.{bucket}.>"));
     }
@@ -160,8 +173,9 @@ pub fn admin_service_permissions() -> (Vec<String>, Vec<String>) {
     // delivery marks, to simulate a referral response as Submit and the router see it, and
     // to check the audit accounts for every delivery (ids only)
     publish.push(format!("$JS.API.DIRECT.GET.KV_{BUCKET_DELIVERED}.>"));
-    // and alert records, for the steps contact persons took (ids and times only)
-    for bucket in [BUCKET_DELIVERED, BUCKET_ALERTS] {
+    // and alert records, for the steps contact persons took (ids and times only), and
+    // every service's audit alarm
+    for bucket in [BUCKET_DELIVERED, BUCKET_ALERTS, BUCKET_ALARMS] {
         publish.push(format!("$JS.API.CONSUMER.CREATE.KV_{bucket}.>"));
         for op in ["MSG.NEXT", "INFO", "DELETE"] {
             publish.push(format!("$JS.API.CONSUMER.{op}.KV_{bucket}.*"));

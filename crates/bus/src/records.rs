@@ -137,6 +137,11 @@ impl JsonBucket {
         self.create_new(key, record).await.map(|_| ())
     }
 
+    /// Deletes `key` (a delete marker; watchers see it go).
+    pub async fn delete(&self, key: &str) -> Result<(), BusError> {
+        self.store.delete(key).await.map_err(unavailable)
+    }
+
     /// Stores `record` under `key`, whatever was there (for records one writer owns).
     pub async fn put<T: Serialize>(&self, key: &str, record: &T) -> Result<u64, BusError> {
         let value = serde_json::to_vec(record).map_err(|e| BusError::Other(e.to_string()))?;

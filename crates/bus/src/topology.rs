@@ -295,6 +295,10 @@ impl Topology {
                 BUCKET_ALERTS,
                 "police case alerts and their state, keyed by district and alert id",
             ),
+            (
+                BUCKET_ALARMS,
+                "services that cannot write the audit (and so deliver nothing), for administrators",
+            ),
         ] {
             if js.get_key_value(bucket).await.is_err() {
                 js.create_key_value(kv::Config {

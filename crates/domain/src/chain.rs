@@ -242,7 +242,9 @@ pub fn verify(
     for l in links {
         let expected_index = prev.map_or(first_index, |p| p.index + 1);
         // the first link present names a predecessor that expired
-        let expected_prev = prev.map_or(if first_index > 1 { l.prev.as_str() } else { GENESIS }, |p| p.hash.as_str());
+        let expected_prev = prev.map_or(if first_index > 1 { l.prev.as_str() } else { GENESIS }, |p| {
+            p.hash.as_str()
+        });
         let what = if l.index != expected_index {
             Some("its position is not the next one")
         } else if l.prev != expected_prev {
@@ -317,9 +319,7 @@ pub fn verify(
             });
             return v;
         }
-        let covered = usize::try_from(c.index - first_index)
-            .ok()
-            .and_then(|i| links.get(i));
+        let covered = usize::try_from(c.index - first_index).ok().and_then(|i| links.get(i));
         if covered.is_none_or(|l| l.hash != c.head || l.audit_seq != c.audit_seq) {
             v.first_break = Some(Break::CheckpointMismatch {
                 index: c.index,
@@ -445,7 +445,11 @@ mod tests {
         // retention horizon at 60: everything up to link 20 may be gone; records expire
         // first, so links 12..=20 outlive records 1..=14
         let v = verify(&records[14..], &links[11..], &cps, &[], 60, ok);
-        assert_eq!((v.first_break.clone(), v.expired, v.checkpoints), (None, 14, 3), "{v:?}");
+        assert_eq!(
+            (v.first_break.clone(), v.expired, v.checkpoints),
+            (None, 14, 3),
+            "{v:?}"
+        );
         // nothing expires: the same state is a removal
         assert!(matches!(
             verify(&records[14..], &links[11..], &cps, &[], 0, ok).first_break,

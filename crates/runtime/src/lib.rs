@@ -73,12 +73,7 @@ pub async fn shutdown_signal() {
     tracing::info!("shutdown requested");
 }
 
-/// Now, unix seconds.
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
+pub use henvis_bus::unix_now;
 
 /// One shutdown signal for several tasks: `fan_out(shutdown)` spawns a task that waits for
 /// `shutdown`, and returns a function that makes a fresh future resolving when it has.
