@@ -169,6 +169,7 @@ impl Admin {
                 at: d.decided_at,
                 referral_sender: referral_sender.as_ref(),
                 flags: &d.flags,
+                named: &d.named,
             };
             let now_live = decide(live, &directory, &input);
             let now_candidate = decide(candidate, &directory, &input);

@@ -88,6 +88,10 @@ pub fn case_change(event: &Event, event_id: &str) -> Result<CaseChange, FieldErr
             "event.guardian_appointed.guardian_agency_id",
             &g.guardian_agency_id,
         )?),
+        Kind::AgeAssessmentRequested(r) => CaseChange::AgeAssessmentRequested(agency(
+            "event.age_assessment_requested.assessor_agency_id",
+            &r.assessor_agency_id,
+        )?),
         Kind::AgeAssessmentCompleted(a) => CaseChange::AgeAssessed {
             child: a.outcome() != AgeAssessmentOutcome::Adult,
         },

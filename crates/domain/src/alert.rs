@@ -54,6 +54,15 @@ pub enum AlertState {
         /// When (unix seconds).
         at: i64,
     },
+    /// The contact person who held it closed it.
+    Closed {
+        /// Who.
+        by: PersonId,
+        /// When (unix seconds).
+        at: i64,
+        /// How (`child_safe`, `investigation_opened`, `referred`, `no_action`, `duplicate`).
+        outcome: String,
+    },
 }
 
 /// One alert, keyed `<district>.<alert id>` in the alerts bucket.

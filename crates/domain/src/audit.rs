@@ -42,6 +42,10 @@ pub enum AuditRecord {
     AlertClaimed(AlertStepRecord),
     /// A contact person handed an alert over to another.
     AlertHandedOver(AlertStepRecord),
+    /// A contact person closed an alert, with its outcome.
+    AlertClosed(AlertStepRecord),
+    /// A contact person reopened a closed alert.
+    AlertReopened(AlertStepRecord),
     /// A stream (or an agency's share of it) refused a message: administrators must act.
     StreamFull {
         /// The stream (`QUOTA` for an agency's share of IN).
@@ -231,7 +235,9 @@ impl AuditRecord {
             Self::CaseChange { case_id, .. }
             | Self::AlertDetailsRead { case_id, .. }
             | Self::SubjectAccessReported { case_id, .. } => AuditScope::Case(case_id),
-            Self::AlertClaimed(s) | Self::AlertHandedOver(s) => AuditScope::Case(&s.case_id),
+            Self::AlertClaimed(s) | Self::AlertHandedOver(s) | Self::AlertClosed(s) | Self::AlertReopened(s) => {
+                AuditScope::Case(&s.case_id)
+            }
             Self::StreamFull { .. }
             | Self::UnroutableEvent { .. }
             | Self::DeliveryDeadLettered { .. }
@@ -263,6 +269,9 @@ pub struct AlertStepRecord {
     /// Whom it was handed to, for a hand-over.
     #[serde(default)]
     pub to: Option<String>,
+    /// How it was closed, for a closing.
+    #[serde(default)]
+    pub outcome: Option<String>,
     /// When, unix seconds.
     pub at: i64,
 }
@@ -348,6 +357,10 @@ pub struct AuditDecision {
     /// For a referral response: the referral's sender it answered.
     #[serde(default)]
     pub referral_sender: Option<String>,
+    /// The agencies the event names in its agency-id fields, as (field path, agency id)
+    /// (what `named:` routes read), so a what-if replay decides on the same input.
+    #[serde(default)]
+    pub named: Vec<(String, String)>,
     /// Who received it.
     #[serde(default)]
     pub delivered: Vec<AuditRecipient>,
@@ -451,7 +464,9 @@ impl AlertStep {
         match what {
             ALERT_CLAIMED => Some("claimed"),
             ALERT_DETAILS_READ => Some("details_read"),
+            ALERT_REOPENED => Some("reopened"),
             w if w.starts_with(ALERT_HANDED_OVER_TO) => Some("handed_over"),
+            w if w.starts_with(ALERT_CLOSED_AS) => Some("closed"),
             _ => None,
         }
     }
@@ -461,6 +476,8 @@ impl AlertStep {
         let (alert_id, action, person, at) = match record {
             AuditRecord::AlertClaimed(s) => (&s.alert_id, "claimed", &s.person, s.at),
             AuditRecord::AlertHandedOver(s) => (&s.alert_id, "handed_over", &s.person, s.at),
+            AuditRecord::AlertClosed(s) => (&s.alert_id, "closed", &s.person, s.at),
+            AuditRecord::AlertReopened(s) => (&s.alert_id, "reopened", &s.person, s.at),
             AuditRecord::AlertDetailsRead {
                 alert_id, person, at, ..
             } => (alert_id, "details_read", person, *at),
@@ -487,6 +504,10 @@ pub const ALERT_CLAIMED: &str = "claimed";
 pub const ALERT_DETAILS_READ: &str = "details read";
 /// How an alert's history begins a hand-over (`handed over to <person>`).
 pub const ALERT_HANDED_OVER_TO: &str = "handed over to ";
+/// How an alert's history begins a closing (`closed as <outcome>`).
+pub const ALERT_CLOSED_AS: &str = "closed as ";
+/// What an alert's history says when a contact person reopened it.
+pub const ALERT_REOPENED: &str = "reopened";
 
 /// Checks `records` (the audit) against the stored deliveries (recipient, event id): every
 /// delivery has a standing decision naming its recipient, every recipient of an event's
@@ -555,6 +576,7 @@ mod tests {
             payload_sha256: String::new(),
             flags: vec![],
             referral_sender: None,
+            named: vec![],
             delivered: to
                 .iter()
                 .map(|a| AuditRecipient {
@@ -640,6 +662,7 @@ mod tests {
             district: "politi-fyn".into(),
             person: person.into(),
             to: None,
+            outcome: None,
             at,
         };
         let mut records = vec![
@@ -682,6 +705,7 @@ mod tests {
                 district: "politi-fyn".into(),
                 person: "p".into(),
                 to: None,
+                outcome: None,
                 at: 2,
             }),
         ];

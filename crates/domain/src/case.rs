@@ -101,6 +101,8 @@ pub enum CaseChange {
     },
     /// A guardian was appointed.
     GuardianAppointed(AgencyId),
+    /// An age assessment was requested from this body.
+    AgeAssessmentRequested(AgencyId),
     /// An age assessment concluded: `child` is false only for an adult outcome.
     AgeAssessed {
         /// Whether the case still concerns a child.
@@ -133,6 +135,7 @@ impl CaseChange {
             Self::None => "none",
             Self::Opened { .. } => "opened",
             Self::GuardianAppointed(_) => "guardian_appointed",
+            Self::AgeAssessmentRequested(_) => "age_assessment_requested",
             Self::AgeAssessed { .. } => "age_assessed",
             Self::ReturnAssessed { .. } => "return_assessed",
             Self::ConsentRecorded(_) => "consent_recorded",
@@ -153,6 +156,9 @@ pub struct CaseRecord {
     /// The agency of the appointed guardian.
     #[serde(default)]
     pub guardian: Option<AgencyId>,
+    /// The bodies an age assessment was requested from: only they may complete one.
+    #[serde(default)]
+    pub age_assessors: BTreeSet<AgencyId>,
     /// False once an age assessment concluded the person is an adult; a case is presumed
     /// to concern a child until then.
     #[serde(default = "yes")]
@@ -223,6 +229,9 @@ impl CaseRecord {
                     self.guardian = Some(g.clone());
                 }
             }
+            CaseChange::AgeAssessmentRequested(a) => {
+                self.age_assessors.insert(a.clone());
+            }
             CaseChange::AgeAssessed { child } => {
                 if self.newer("age", event_id) {
                     self.child = *child;
@@ -273,6 +282,7 @@ impl CaseRecord {
             CaseChange::None => true,
             CaseChange::Opened { .. } => self.municipality_code.is_some(),
             CaseChange::GuardianAppointed(_) => applied("guardian"),
+            CaseChange::AgeAssessmentRequested(a) => self.age_assessors.contains(a),
             CaseChange::AgeAssessed { .. } => applied("age"),
             CaseChange::ReturnAssessed { .. } => applied("return"),
             CaseChange::NeverDiscloseReplaced(_) => applied("never_disclose"),
@@ -324,6 +334,7 @@ mod tests {
                 "01",
             ),
             (CaseChange::GuardianAppointed(id("ngo-a1")), "02"),
+            (CaseChange::AgeAssessmentRequested(id("region-x")), "02a"),
             (CaseChange::AgeAssessed { child: false }, "03"),
             (
                 CaseChange::ReturnAssessed {

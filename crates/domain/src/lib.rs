@@ -23,8 +23,9 @@ mod audit;
 mod case;
 mod chain;
 pub use audit::{
-    ALERT_CLAIMED, ALERT_DETAILS_READ, ALERT_HANDED_OVER_TO, AlertStep, AlertStepRecord, AuditDecision, AuditRecipient,
-    AuditRecord, AuditScope, AuditWithheld, Completeness, VoidedDecision, completeness, standing_decisions,
+    ALERT_CLAIMED, ALERT_CLOSED_AS, ALERT_DETAILS_READ, ALERT_HANDED_OVER_TO, ALERT_REOPENED, AlertStep,
+    AlertStepRecord, AuditDecision, AuditRecipient, AuditRecord, AuditScope, AuditWithheld, Completeness,
+    VoidedDecision, completeness, standing_decisions,
 };
 pub use case::{CaseChange, CaseRecord, Consent, NeverDisclose, Shielded};
 pub use chain::{Break, ChainLink, Checkpoint, GENESIS, StoredRecord, Verification, link_hash, verify};

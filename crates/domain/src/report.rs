@@ -104,7 +104,7 @@ pub enum Entry {
     },
     /// A police contact person took a step on one of the case's alerts.
     AlertAccess {
-        /// `details_read`, `claimed` or `handed_over`.
+        /// `details_read`, `claimed`, `handed_over`, `closed_as_<outcome>` or `reopened`.
         action: String,
         /// The alert.
         alert_id: String,
@@ -291,15 +291,20 @@ pub fn build(req: &ReportRequest<'_>, records: &[AuditRecord]) -> (SubjectAccess
                 },
                 true,
             ),
-            AuditRecord::AlertClaimed(s) | AuditRecord::AlertHandedOver(s) => push(
+            AuditRecord::AlertClaimed(s)
+            | AuditRecord::AlertHandedOver(s)
+            | AuditRecord::AlertClosed(s)
+            | AuditRecord::AlertReopened(s) => push(
                 s.at,
                 Entry::AlertAccess {
-                    action: if matches!(r, AuditRecord::AlertClaimed(_)) {
-                        "claimed"
-                    } else {
-                        "handed_over"
-                    }
-                    .into(),
+                    action: match r {
+                        AuditRecord::AlertClaimed(_) => "claimed".to_owned(),
+                        AuditRecord::AlertHandedOver(_) => "handed_over".to_owned(),
+                        AuditRecord::AlertClosed(_) => {
+                            format!("closed_as_{}", s.outcome.as_deref().unwrap_or("unknown"))
+                        }
+                        _ => "reopened".to_owned(),
+                    },
                     alert_id: s.alert_id.clone(),
                     district: s.district.clone(),
                     person: s.person.clone(),
@@ -664,6 +669,7 @@ mod tests {
             payload_sha256: String::new(),
             flags: vec![],
             referral_sender: None,
+            named: vec![],
             delivered: to,
             withheld: withheld
                 .iter()
@@ -719,6 +725,7 @@ mod tests {
                 district: "politi-kbh".into(),
                 person: "kp-1".into(),
                 to: None,
+                outcome: None,
                 at: 140,
             }),
         ]

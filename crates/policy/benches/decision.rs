@@ -19,7 +19,7 @@ const AT: i64 = 1_796_000_000;
 /// and the benchmarked type routed to four recipients.
 fn rules(schema: &Schema, dir: &Directory) -> RuleSet {
     let mut s = String::from(
-        "version = \"bench\"\n[[agreement]]\nid = \"a\"\nname = \"a\"\nvalid_from = \"2000-01-01T00:00:00Z\"\nvalid_until = \"2100-01-01T00:00:00Z\"\n",
+        "version = \"bench\"\n[[agreement]]\nid = \"a\"\nname = \"a\"\nvalid_from = \"2000-01-01T00:00:00Z\"\nvalid_until = \"2100-01-01T00:00:00Z\"\nparties = { sectors = [\"police\", \"health\", \"social\", \"ngo\"] }\n",
     );
     s += "[[message]]\ntype = \"suspected_victim_reported\"\nsenders = { sectors = [\"ngo\", \"police\", \"health\", \"social\"] }\n";
     for (i, (to, classes)) in [
@@ -156,6 +156,7 @@ fn route_one(f: &Fixture, case: &CaseId) -> usize {
             at: AT,
             referral_sender: None,
             flags: &[],
+            named: &[],
         },
     );
     let mut bytes = 0;

@@ -28,6 +28,8 @@ pub struct DecisionInput<'a> {
     pub referral_sender: Option<&'a AgencyId>,
     /// The BASIC boolean fields set in the event (for `urgent_when`), by name.
     pub flags: &'a [String],
+    /// The agencies the event names, as (field path, agency id) (for `named:` routes).
+    pub named: &'a [(String, String)],
 }
 
 /// One agency that receives the event.
@@ -72,6 +74,8 @@ pub enum WithheldReason {
     NeverDisclose,
     /// Administrators disabled the recipient in the directory.
     RecipientDisabled,
+    /// The recipient did not sign the cooperation agreement the route rests on.
+    NotAParty,
 }
 
 impl WithheldReason {
@@ -87,6 +91,7 @@ impl WithheldReason {
             WithheldReason::ConsentWithdrawn => "consent_withdrawn",
             WithheldReason::NeverDisclose => "never_disclose",
             WithheldReason::RecipientDisabled => "recipient_disabled",
+            WithheldReason::NotAParty => "not_a_party",
         }
     }
 
@@ -102,6 +107,7 @@ impl WithheldReason {
             WithheldReason::ConsentWithdrawn => "consent withdrawn",
             WithheldReason::NeverDisclose => "on the guardian's never-disclose list",
             WithheldReason::RecipientDisabled => "the recipient is disabled in the directory",
+            WithheldReason::NotAParty => "the recipient is not a party to the agreement the route rests on",
         }
     }
 }
@@ -149,6 +155,7 @@ pub fn decide(rules: &RuleSet, dir: &Directory, input: &DecisionInput<'_>) -> De
         at,
         referral_sender,
         flags,
+        named,
     } = *input;
     let mut decision = Decision {
         rule_set_version: rules.version().to_owned(),
@@ -197,6 +204,17 @@ pub fn decide(rules: &RuleSet, dir: &Directory, input: &DecisionInput<'_>) -> De
             Selector::CaseParticipants => case.participants.iter().cloned().collect(),
             Selector::Sender => vec![sender.clone()],
             Selector::ReferralSender => referral_sender.cloned().into_iter().collect(),
+            Selector::Named(field) => {
+                let mut ids: Vec<AgencyId> = named
+                    .iter()
+                    .filter(|(f, _)| f == field)
+                    .filter_map(|(_, a)| AgencyId::parse(a).ok())
+                    .filter(|a| dir.agency(a).is_some())
+                    .collect();
+                ids.sort();
+                ids.dedup();
+                ids
+            }
         };
         // a sender never receives its own event except through an explicit `sender` route;
         // a route that names only the sender is simply not needed, not withheld
@@ -211,6 +229,7 @@ pub fn decide(rules: &RuleSet, dir: &Directory, input: &DecisionInput<'_>) -> De
                 Selector::CaseMunicipality | Selector::CasePoliceDistrict => "case has no known municipality",
                 Selector::CaseParticipants => "case has no other participants yet",
                 Selector::ReferralSender => "the referral answered is unknown, or the responder never received it",
+                Selector::Named(_) => "the event names no agency of the directory in this field",
                 _ => "no agency matches the route",
             };
             decision
@@ -227,11 +246,23 @@ pub fn decide(rules: &RuleSet, dir: &Directory, input: &DecisionInput<'_>) -> De
                 ));
                 continue;
             }
+            let Some(sector) = dir.agency(&agency).map(|a| a.sector) else {
+                decision.withheld.push(withheld(
+                    &route.id,
+                    Some(agency),
+                    WithheldReason::NoRecipient("the agency is not in the directory"),
+                    sees,
+                ));
+                continue;
+            };
+            if !route.agreement.is_party(&agency, sector) {
+                decision
+                    .withheld
+                    .push(withheld(&route.id, Some(agency), WithheldReason::NotAParty, sees));
+                continue;
+            }
             let mut consent_ids = Vec::new();
             if let LegalBasis::Consent(_) = route.basis {
-                let Some(sector) = dir.agency(&agency).map(|a| a.sector) else {
-                    continue;
-                };
                 let covering: Vec<_> = case.consents.iter().filter(|c| c.covers(&agency, sector, mt)).collect();
                 match covering.iter().find(|c| c.in_force(at)) {
                     Some(c) => consent_ids.push(c.id.to_string()),
@@ -304,6 +335,7 @@ id = "a"
 name = "A"
 valid_from = "2026-01-01T00:00:00Z"
 valid_until = "2027-01-01T00:00:00Z"
+parties = { sectors = ["police", "health", "social", "ngo"] }
 [[message]]
 type = "child_missing"
 senders = { sectors = ["ngo", "police"] }
@@ -365,6 +397,7 @@ classes = ["HEALTH"]
                 at,
                 referral_sender: None,
                 flags: &[],
+                named: &[],
             },
         )
     }
@@ -526,6 +559,7 @@ classes = ["HEALTH"]
                 at: AT,
                 referral_sender: None,
                 flags: &[],
+                named: &[],
             },
         );
         assert!(d.recipients.is_empty());

@@ -87,6 +87,7 @@ impl Selector {
             Selector::CaseParticipants => "participants of the case".into(),
             Selector::Sender => "sender".into(),
             Selector::ReferralSender => "sender of the referral answered".into(),
+            Selector::Named(f) => format!("agencies the event names in `{f}`"),
         }
     }
 }

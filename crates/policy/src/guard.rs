@@ -1,7 +1,8 @@
 //! Workflow guards from the seed, checked where an event is admitted: plans, placements,
 //! consent, the never-disclose list and the return assessment come from the case's
 //! guardian; only the case's municipality appoints a guardian; a return is carried out only
-//! after the guardian confirmed a responsible reception; only the police submit an
+//! after the guardian confirmed a responsible reception; an age assessment is completed
+//! only by the body the case requested it from; only the police submit an
 //! investigation update (it defers the police-side part of the guardian's report).
 
 use henvis_domain::{AgencyId, CaseRecord, Directory, MessageType};
@@ -83,6 +84,14 @@ pub fn admit(mt: &MessageType, sender: &AgencyId, case: &CaseRecord, dir: &Direc
         "investigation_update" if dir.agency(sender).map(|a| a.sector) != Some(henvis_domain::Sector::Police) => Err(
             GuardError::NotAllowed("only a police agency may submit `investigation_update`".into()),
         ),
+        // the child/adult presumption changes only on the assessment the case asked for,
+        // from the body it asked
+        "age_assessment_completed" if case.age_assessors.is_empty() => Err(GuardError::MissingStep(
+            "an age assessment is completed only after the case requested one (`age_assessment_requested` naming the assessor)".into(),
+        )),
+        "age_assessment_completed" if !case.age_assessors.contains(sender) => Err(GuardError::NotAllowed(
+            "only the body the case's age assessment was requested from may complete it".into(),
+        )),
         "return_carried_out" if !case.return_reception_confirmed => Err(GuardError::MissingStep(
             "a return is carried out only after the case's guardian confirmed a responsible reception (`return_assessed` with `responsible_reception_confirmed`)".into(),
         )),
@@ -106,6 +115,27 @@ mod tests {
         assert!(matches!(
             admit(&mt, &m.agency, &case, &dir),
             Err(GuardError::NotAllowed(e)) if e.contains("only a police agency")
+        ));
+    }
+
+    #[test]
+    fn only_the_requested_body_completes_an_age_assessment() {
+        let dir = Directory::denmark().unwrap();
+        let mut case = CaseRecord::new();
+        case.municipality_code = Some("101".into());
+        let region = dir.municipality("101").unwrap().region.clone();
+        let other = AgencyId::parse("region-syddanmark").unwrap();
+        case.participants.insert(other.clone());
+        let mt = MessageType::parse("age_assessment_completed").unwrap();
+        assert!(matches!(
+            admit(&mt, &region, &case, &dir),
+            Err(GuardError::MissingStep(_))
+        ));
+        case.age_assessors.insert(region.clone());
+        assert_eq!(admit(&mt, &region, &case, &dir), Ok(()));
+        assert!(matches!(
+            admit(&mt, &other, &case, &dir),
+            Err(GuardError::NotAllowed(_))
         ));
     }
 }

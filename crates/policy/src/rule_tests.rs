@@ -35,6 +35,10 @@ pub(crate) struct TestRow {
     /// raise no alert); checked only when given.
     #[serde(default)]
     alerts: Option<BTreeMap<String, String>>,
+    /// The agencies the test event names, by agency-id field (e.g. `facility_agency_id =
+    /// ["ngo-x"]`), for `named:` routes.
+    #[serde(default)]
+    named: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -100,6 +104,7 @@ pub(crate) struct RuleTest {
     referral_sender: Option<AgencyId>,
     flags: Vec<String>,
     alerts: Option<BTreeMap<String, String>>,
+    named: Vec<(String, String)>,
 }
 
 fn classes(list: &[String]) -> Result<ClassSet, String> {
@@ -207,6 +212,16 @@ impl RuleTest {
             expect.insert(agency(&e.to)?, set);
         }
         let referral_sender = row.referral_sender.as_deref().map(agency).transpose()?;
+        let fields = schema.agency_fields(&mt);
+        let mut named = Vec::new();
+        for (field, ids) in &row.named {
+            if !fields.contains(field) {
+                return Err(fail(format!("`named`: `{field}` is not an agency-id field of `{mt}`")));
+            }
+            for id in ids {
+                named.push((field.clone(), agency(id)?.to_string()));
+            }
+        }
         let withheld = row
             .withheld
             .map(|w| w.into_iter().map(|w| (w.rule, w.reason)).collect());
@@ -222,6 +237,7 @@ impl RuleTest {
             referral_sender,
             flags: row.flags,
             alerts: row.alerts,
+            named,
         })
     }
 
@@ -237,6 +253,7 @@ impl RuleTest {
                 at: self.at,
                 referral_sender: self.referral_sender.as_ref(),
                 flags: &self.flags,
+                named: &self.named,
             },
         );
         if let Some(expected) = &self.alerts {

@@ -54,6 +54,16 @@ struct AgreementRow {
     name: String,
     valid_from: String,
     valid_until: String,
+    parties: PartiesRow,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartiesRow {
+    #[serde(default)]
+    sectors: Vec<String>,
+    #[serde(default)]
+    agencies: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -144,11 +154,14 @@ pub enum Selector {
     Sender,
     /// For `referral_response`: the sender of the referral answered.
     ReferralSender,
+    /// The agencies the event itself names in one agency-id field (a path within the
+    /// message type's message, e.g. `facility_agency_id`, `measures.responsible_agency_id`).
+    Named(String),
 }
 
 impl Selector {
-    fn parse(s: &str, dir: &Directory) -> Result<Self, String> {
-        let expected = "expected `case_municipality`, `case_police_district`, `case_guardian`, `case_participants`, `sender`, `referral_sender`, `sector:<police|health|social|ngo>` or `agency:<id>`";
+    fn parse(s: &str, dir: &Directory, named_fields: &[String]) -> Result<Self, String> {
+        let expected = "expected `case_municipality`, `case_police_district`, `case_guardian`, `case_participants`, `sender`, `referral_sender`, `sector:<police|health|social|ngo>`, `agency:<id>` or `named:<agency-id field of the message>`";
         match s {
             "case_municipality" => Ok(Selector::CaseMunicipality),
             "case_police_district" => Ok(Selector::CasePoliceDistrict),
@@ -161,6 +174,23 @@ impl Selector {
                     Sector::parse(sec)
                         .map(Selector::Sector)
                         .ok_or_else(|| format!("`to`: unknown sector `{sec}`; {expected}"))
+                } else if let Some(field) = s.strip_prefix("named:") {
+                    if named_fields.iter().any(|f| f == field) {
+                        Ok(Selector::Named(field.to_owned()))
+                    } else if named_fields.is_empty() {
+                        Err(format!(
+                            "`to`: `{field}`: this message type names no agency in any field"
+                        ))
+                    } else {
+                        Err(format!(
+                            "`to`: `{field}` is not an agency-id field of this message type; expected one of {}",
+                            named_fields
+                                .iter()
+                                .map(|f| format!("`{f}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ))
+                    }
                 } else if let Some(id) = s.strip_prefix("agency:") {
                     let a = AgencyId::parse(id).map_err(|e| format!("`to`: {e}"))?;
                     if dir.agency(&a).is_none() {
@@ -216,12 +246,43 @@ pub struct Agreement {
     pub valid_from: i64,
     /// End of validity (exclusive), unix seconds.
     pub valid_until: i64,
+    /// Sectors whose every agency signed it.
+    pub party_sectors: BTreeSet<Sector>,
+    /// Single agencies that signed it.
+    pub party_agencies: BTreeSet<AgencyId>,
 }
 
 impl Agreement {
     /// Whether it is in force at `at`.
     pub fn in_force(&self, at: i64) -> bool {
         self.valid_from <= at && at < self.valid_until
+    }
+
+    /// Whether `agency` (of `sector`) signed it.
+    pub fn is_party(&self, agency: &AgencyId, sector: Sector) -> bool {
+        self.party_sectors.contains(&sector) || self.party_agencies.contains(agency)
+    }
+
+    /// Whether any agency of `sector` can be a party.
+    fn reaches_sector(&self, sector: Sector, dir: &Directory) -> bool {
+        self.party_sectors.contains(&sector)
+            || self
+                .party_agencies
+                .iter()
+                .any(|a| dir.agency(a).is_some_and(|x| x.sector == sector))
+    }
+
+    /// Whether any recipient `selector` can name can be a party (routes to agencies the
+    /// case or the event decide at the time are checked when they deliver).
+    fn can_reach(&self, selector: &Selector, dir: &Directory) -> bool {
+        match selector {
+            Selector::Sector(s) => self.reaches_sector(*s, dir),
+            Selector::Agency(a) => dir.agency(a).is_some_and(|x| self.is_party(a, x.sector)),
+            Selector::CaseMunicipality => self.reaches_sector(Sector::Social, dir),
+            Selector::CasePoliceDistrict => self.reaches_sector(Sector::Police, dir),
+            Selector::CaseGuardian => self.reaches_sector(Sector::Social, dir) || self.reaches_sector(Sector::Ngo, dir),
+            Selector::CaseParticipants | Selector::Sender | Selector::ReferralSender | Selector::Named(_) => true,
+        }
     }
 }
 
@@ -353,6 +414,37 @@ impl RuleSet {
             if until <= from {
                 return Err(errs.at(at, id, "`valid_until`: expected a time after `valid_from`"));
             }
+            let mut party_sectors = BTreeSet::new();
+            for s in &a.parties.sectors {
+                party_sectors.insert(Sector::parse(s).ok_or_else(|| {
+                    errs.at(
+                        at,
+                        id,
+                        format!("`parties.sectors`: unknown sector `{s}`; expected police, health, social or ngo"),
+                    )
+                })?);
+            }
+            let mut party_agencies = BTreeSet::new();
+            for p in &a.parties.agencies {
+                let agency = AgencyId::parse(p)
+                    .ok()
+                    .filter(|x| dir.agency(x).is_some())
+                    .ok_or_else(|| {
+                        errs.at(
+                            at,
+                            id,
+                            format!("`parties.agencies`: `{p}` is not in the agency directory"),
+                        )
+                    })?;
+                party_agencies.insert(agency);
+            }
+            if party_sectors.is_empty() && party_agencies.is_empty() {
+                return Err(errs.at(
+                    at,
+                    id,
+                    "`parties`: expected the sectors or agencies that signed the agreement, e.g. `parties = { sectors = [\"police\", \"social\"] }`",
+                ));
+            }
             if agreements
                 .insert(
                     id.clone(),
@@ -360,6 +452,8 @@ impl RuleSet {
                         id: id.clone(),
                         valid_from: from,
                         valid_until: until,
+                        party_sectors,
+                        party_agencies,
                     },
                 )
                 .is_some()
@@ -424,7 +518,8 @@ impl RuleSet {
                 if id.is_empty() || !route_ids.insert(id.clone()) {
                     return Err(errs.at(rat, &id, "`id`: expected a non-empty route id unique in the rule set"));
                 }
-                let selector = Selector::parse(&r.to, dir).map_err(|m| errs.at(rat, &id, m))?;
+                let selector =
+                    Selector::parse(&r.to, dir, &schema.agency_fields(&mt)).map_err(|m| errs.at(rat, &id, m))?;
                 if selector == Selector::ReferralSender && name != "referral_response" {
                     return Err(errs.at(rat, &id, "`to`: `referral_sender` names the sender of the referral a `referral_response` answers; other message types have none"));
                 }
@@ -456,6 +551,16 @@ impl RuleSet {
                         ),
                     )
                 })?;
+                if !agreement.can_reach(&selector, dir) {
+                    return Err(errs.at(
+                        rat,
+                        &id,
+                        format!(
+                            "`agreement`: no recipient of `to = \"{}\"` can ever be a party to `{}`; route it under an agreement they signed",
+                            r.to, agreement.id
+                        ),
+                    ));
+                }
                 let mut classes = ClassSet::EMPTY;
                 classes.insert(Class::Basic);
                 for c in &r.classes {
@@ -586,6 +691,7 @@ id = "a"
 name = "A"
 valid_from = "2026-01-01T00:00:00Z"
 valid_until = "2027-01-01T00:00:00Z"
+parties = { sectors = ["police", "health", "social", "ngo"] }
 
 [[message]]
 type = "child_missing"
@@ -621,51 +727,75 @@ classes = ["LOCATION", "IDENTITY"]
         let cases = [
             (
                 GOOD.replace("child_missing", "child_vanished"),
-                10,
+                11,
                 "child_vanished",
                 "unknown message type",
             ),
             (
                 GOOD.replace("\"IDENTITY\"", "\"SECRET\""),
-                14,
+                15,
                 "cm-police",
                 "unknown class `SECRET`",
             ),
             (
                 GOOD.replace("case_police_district", "agency:ngo-nobody"),
-                14,
+                15,
                 "cm-police",
                 "not in the agency directory",
             ),
             (
                 GOOD.replace("case_police_district", "the_mayor"),
-                14,
+                15,
                 "cm-police",
                 "unknown recipient",
             ),
             (
                 GOOD.replace("vital_interest = \"missing child\"", "consent = \"\""),
-                14,
+                15,
                 "cm-police",
                 "exactly one",
             ),
             (
                 GOOD.replace("{ vital_interest = \"missing child\" }", "{}"),
-                14,
+                15,
                 "cm-police",
                 "exactly one",
             ),
-            (GOOD.replace("[\"ngo\"]", "[]"), 10, "child_missing", "at least one"),
+            (GOOD.replace("[\"ngo\"]", "[]"), 11, "child_missing", "at least one"),
             (
                 GOOD.replace("[\"ngo\"]", "[\"police\", \"health\", \"ngo\", \"social\"]")
                     .replace("child_missing", "investigation_update"),
-                10,
+                11,
                 "investigation_update",
                 "never accepts",
             ),
             (
+                GOOD.replace("case_police_district", "named:facility_agency_id"),
+                15,
+                "cm-police",
+                "names no agency",
+            ),
+            (
+                GOOD.replace(
+                    "sectors = [\"police\", \"health\", \"social\", \"ngo\"]",
+                    "sectors = [\"health\"]",
+                ),
+                15,
+                "cm-police",
+                "can ever be a party to `a`",
+            ),
+            (
+                GOOD.replace(
+                    "parties = { sectors = [\"police\", \"health\", \"social\", \"ngo\"] }",
+                    "parties = {}",
+                ),
+                4,
+                "a",
+                "`parties`: expected the sectors or agencies",
+            ),
+            (
                 GOOD.replace("agreement = \"a\"", "agreement = \"b\""),
-                14,
+                15,
                 "cm-police",
                 "unknown agreement `b`",
             ),
@@ -678,14 +808,14 @@ classes = ["LOCATION", "IDENTITY"]
             (
                 GOOD.replace("classes = [\"LOCATION\"", "alert = \"urgent\"\nclasses = [\"LOCATION\"")
                     .replace("case_police_district", "case_municipality"),
-                14,
+                15,
                 "cm-police",
                 "alerts go to police",
             ),
             (
                 GOOD.replace("child_missing", "suspected_victim_reported")
                     .replace("vital_interest = \"missing child\"", "consent = \"p\""),
-                14,
+                15,
                 "cm-police",
                 "no consent can exist",
             ),
@@ -709,7 +839,7 @@ classes = ["LOCATION", "IDENTITY"]
             "{GOOD}\n[[test]]\nname = \"police see health\"\nmessage = \"child_missing\"\nsender = \"ngo-hopenow\"\nat = \"2026-06-01T00:00:00Z\"\ncase = {{ municipality = \"101\" }}\nexpect = [{{ to = \"politi-koebenhavn\", classes = [\"LOCATION\", \"IDENTITY\", \"HEALTH\"] }}]\n"
         );
         let e = load(&with_test).unwrap_err();
-        assert_eq!((e.line, e.rule.as_str()), (20, "police see health"), "{e}");
+        assert_eq!((e.line, e.rule.as_str()), (21, "police see health"), "{e}");
         assert!(e.message.contains("expected `politi-koebenhavn` (BASIC, IDENTITY, LOCATION, HEALTH), got `politi-koebenhavn` (BASIC, IDENTITY, LOCATION)"), "{e}");
         let passing = with_test.replace(", \"HEALTH\"]", "]");
         assert_eq!(load(&passing).unwrap().test_count(), 1);

@@ -354,6 +354,71 @@ impl Schema {
             .collect()
     }
 
+    /// The agency-id fields of message type `mt`, as paths within its message (through
+    /// sub-messages: `measures.responsible_agency_id`), for `named:<path>` routes.
+    pub fn agency_fields(&self, mt: &MessageType) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(Kind::Message(m)) = self.types.get(mt).map(FieldDescriptor::kind) {
+            self.agency_paths(&m, "", &mut out, 0);
+        }
+        out
+    }
+
+    fn is_agency_field(&self, f: &FieldDescriptor) -> bool {
+        self.bounds
+            .get(f.full_name())
+            .is_some_and(|b| b.format == Some(crate::validate::Format::AgencyId))
+    }
+
+    fn agency_paths(&self, m: &MessageDescriptor, prefix: &str, out: &mut Vec<String>, depth: usize) {
+        if depth > 8 {
+            return;
+        }
+        for f in m.fields() {
+            let path = format!("{prefix}{}", f.name());
+            match f.kind() {
+                Kind::String if self.is_agency_field(&f) => out.push(path),
+                Kind::Message(sub) if is_henvis(&sub) => self.agency_paths(&sub, &format!("{path}."), out, depth + 1),
+                _ => {}
+            }
+        }
+    }
+
+    /// The agencies an event names in its agency-id fields, as (path within its message
+    /// type's message, agency id), in field order.
+    pub fn named_agencies(&self, event: &DynamicMessage) -> Vec<(String, String)> {
+        let Some((_, field)) = self.types.iter().find(|(_, f)| event.has_field(f)) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        if let Value::Message(inner) = event.get_field(field).into_owned() {
+            self.named_in(&inner, "", &mut out, 0);
+        }
+        out
+    }
+
+    fn named_in(&self, m: &DynamicMessage, prefix: &str, out: &mut Vec<(String, String)>, depth: usize) {
+        if depth > 8 {
+            return;
+        }
+        for (f, v) in m.fields() {
+            let path = format!("{prefix}{}", f.name());
+            let values: Vec<&Value> = match v {
+                Value::List(items) => items.iter().collect(),
+                other => vec![other],
+            };
+            for v in values {
+                match v {
+                    Value::String(s) if self.is_agency_field(&f) && !s.is_empty() => {
+                        out.push((path.clone(), s.clone()));
+                    }
+                    Value::Message(sub) => self.named_in(sub, &format!("{path}."), out, depth + 1),
+                    _ => {}
+                }
+            }
+        }
+    }
+
     /// The bounds of a field, by its full name (for docs and tests).
     pub fn bounds_of(&self, full_name: &str) -> Option<&crate::validate::Bounds> {
         self.bounds.get(full_name)

@@ -172,7 +172,7 @@ fn world() -> impl Strategy<Value = World> {
 
 fn rule_file(w: &World) -> String {
     let mut s = String::from(
-        "version = \"prop\"\n[[agreement]]\nid = \"valid\"\nname = \"v\"\nvalid_from = \"2000-01-01T00:00:00Z\"\nvalid_until = \"2100-01-01T00:00:00Z\"\n[[agreement]]\nid = \"lapsed\"\nname = \"l\"\nvalid_from = \"2000-01-01T00:00:00Z\"\nvalid_until = \"2001-01-01T00:00:00Z\"\n[[message]]\ntype = \"child_missing\"\n",
+        "version = \"prop\"\n[[agreement]]\nid = \"valid\"\nname = \"v\"\nvalid_from = \"2000-01-01T00:00:00Z\"\nvalid_until = \"2100-01-01T00:00:00Z\"\nparties = { sectors = [\"police\", \"health\", \"social\", \"ngo\"] }\n[[agreement]]\nid = \"lapsed\"\nname = \"l\"\nvalid_from = \"2000-01-01T00:00:00Z\"\nvalid_until = \"2001-01-01T00:00:00Z\"\nparties = { sectors = [\"police\", \"health\", \"social\", \"ngo\"] }\n[[message]]\ntype = \"child_missing\"\n",
     );
     let sectors: Vec<String> = w.senders.iter().map(|s| format!("\"{s}\"")).collect();
     s += &format!("senders = {{ sectors = [{}] }}\n", sectors.join(", "));
@@ -323,7 +323,7 @@ proptest! {
         let mt = MessageType::parse("child_missing").unwrap();
         let sender = id(POOL[w.sender]);
         let c = case(&w);
-        let input = DecisionInput { mt: &mt, sender: &sender, sender_sector: dir.agency(&sender).unwrap().sector, case: &c, at: AT, referral_sender: None, flags: &[] };
+        let input = DecisionInput { mt: &mt, sender: &sender, sender_sector: dir.agency(&sender).unwrap().sector, case: &c, at: AT, referral_sender: None, flags: &[], named: &[] };
         let d = decide(&rules, &dir, &input);
         let got: BTreeMap<AgencyId, ClassSet> = d.recipients.iter().map(|r| (r.agency.clone(), r.classes)).collect();
         prop_assert_eq!(&got, &reference(&w, &dir));
@@ -434,6 +434,7 @@ fn exhaustive_matrix_over_the_shipped_rules_has_no_leak_and_no_over_redaction() 
                             at,
                             referral_sender: None,
                             flags: &[],
+                            named: &[],
                         },
                     );
                     // entitlement, independently: a recipient must be named by a route of

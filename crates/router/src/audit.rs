@@ -29,6 +29,7 @@ pub(crate) fn decision_record(
         payload_sha256: hex::encode(Sha256::digest(&facts.event_bytes)),
         flags: facts.flags.clone(),
         referral_sender: facts.referral.as_ref().map(|(s, _, _)| s.to_string()),
+        named: facts.named.clone(),
         delivered: d
             .recipients
             .iter()

@@ -203,6 +203,7 @@ mod tests {
             payload_sha256: String::new(),
             flags: Vec::new(),
             referral_sender: None,
+            named: vec![],
             delivered: Vec::new(),
             withheld: Vec::new(),
         })

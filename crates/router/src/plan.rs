@@ -331,6 +331,7 @@ mod tests {
             at: 1_800_000_000,
             referral: None,
             flags: Vec::new(),
+            named: Vec::new(),
         };
         (env, facts)
     }

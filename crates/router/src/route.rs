@@ -37,6 +37,8 @@ pub(crate) struct Facts {
     pub referral: Option<(AgencyId, String, i32)>,
     /// The BASIC boolean fields set in the event.
     pub flags: Vec<String>,
+    /// The agencies the event names, by field path.
+    pub named: Vec<(String, String)>,
 }
 
 impl Facts {
@@ -50,6 +52,7 @@ impl Facts {
             at: self.at,
             referral_sender: self.referral.as_ref().map(|(s, _, _)| s),
             flags: &self.flags,
+            named: &self.named,
         }
     }
 }
@@ -108,6 +111,7 @@ impl Facts {
             return Err(RouteError::Poison("event fails validation"));
         }
         let flags = schema.flags_of(&dynamic);
+        let named = schema.named_agencies(&dynamic);
         Ok(Facts {
             event_bytes,
             mt,
@@ -117,6 +121,7 @@ impl Facts {
             at,
             referral: None,
             flags,
+            named,
         })
     }
 }

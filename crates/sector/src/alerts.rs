@@ -10,15 +10,17 @@ use std::{pin::Pin, sync::Arc, time::Duration};
 use futures::{Stream, StreamExt};
 use henvis_bus::inbound_subject;
 use henvis_domain::{
-    ALERT_CLAIMED, ALERT_DETAILS_READ, ALERT_HANDED_OVER_TO, AgencyId, AlertRecord, AlertState, AlertStep,
-    AlertStepRecord, AuditRecord, CaseId, Class, ClassSet, EventId, MessageType, PersonId, Sector, Urgency,
+    ALERT_CLAIMED, ALERT_CLOSED_AS, ALERT_DETAILS_READ, ALERT_HANDED_OVER_TO, ALERT_REOPENED, AgencyId, AlertRecord,
+    AlertState, AlertStep, AlertStepRecord, AuditRecord, CaseId, Class, ClassSet, EventId, MessageType, PersonId,
+    Sector, Urgency,
 };
 use henvis_proto::henvis::{
     broker::v1::{Envelope, Heartbeat, Sender},
     events::v1::{AlertEscalated, Event, event::Kind},
     police::v1::{
-        Alert, AlertUpdate, AlertsRequest, ClaimAlertRequest, FetchAlertDetailsRequest, FetchAlertDetailsResponse,
-        HandOverAlertRequest, ListAlertsRequest, ListAlertsResponse, alert_service_server::AlertService, alert_update,
+        Alert, AlertUpdate, AlertsRequest, ClaimAlertRequest, CloseAlertRequest, FetchAlertDetailsRequest,
+        FetchAlertDetailsResponse, HandOverAlertRequest, ListAlertsRequest, ListAlertsResponse, ReopenAlertRequest,
+        alert_service_server::AlertService, alert_update,
     },
 };
 use prost::Message;
@@ -91,6 +93,7 @@ fn to_pb(a: &AlertRecord, revision: u64, config: &AlertConfig) -> Alert {
         AlertState::Open => (Pb::Open, String::new(), a.raised_at),
         AlertState::Claimed { by, at } => (Pb::Claimed, by.to_string(), *at),
         AlertState::Escalated { at, .. } => (Pb::Escalated, String::new(), *at),
+        AlertState::Closed { by, at, .. } => (Pb::Closed, by.to_string(), *at),
     };
     Alert {
         alert_id: a.alert_id.to_string(),
@@ -109,6 +112,10 @@ fn to_pb(a: &AlertRecord, revision: u64, config: &AlertConfig) -> Alert {
             None
         },
         revision,
+        outcome: match &a.state {
+            AlertState::Closed { outcome, .. } => outcome_number(outcome),
+            _ => 0,
+        },
     }
 }
 
@@ -189,7 +196,9 @@ impl AlertService for Alerts {
         let prefix = format!("{district}.");
         let mut alerts = Vec::new();
         for key in keys(bucket).await?.into_iter().filter(|k| k.starts_with(&prefix)) {
-            if let Some(v) = bucket.get::<AlertRecord>(&key).await.map_err(ApiError::from)? {
+            if let Some(v) = bucket.get::<AlertRecord>(&key).await.map_err(ApiError::from)?
+                && !matches!(v.record.state, AlertState::Closed { .. })
+            {
                 alerts.push(to_pb(&v.record, v.revision, &self.0.alerts));
             }
         }
@@ -216,7 +225,7 @@ impl AlertService for Alerts {
         .await?;
         tracing::info!(person = %person, alert_id = %v.record.alert_id, "alert claimed");
         // a retry of a claim already made records the step it made (once)
-        audit_step(&self.0, &v.record, &person, false).await?;
+        audit_step(&self.0, &v.record, &person, Step::Claimed).await?;
         Ok(Response::new(to_pb(&v.record, v.revision, &self.0.alerts)))
     }
 
@@ -243,7 +252,58 @@ impl AlertService for Alerts {
             _ => Err("only the contact person who claimed the alert may hand it over".to_owned()),
         })
         .await?;
-        audit_step(&self.0, &v.record, &person, true).await?;
+        audit_step(&self.0, &v.record, &person, Step::HandedOver).await?;
+        Ok(Response::new(to_pb(&v.record, v.revision, &self.0.alerts)))
+    }
+
+    async fn close_alert(&self, request: Request<CloseAlertRequest>) -> Result<Response<Alert>, Status> {
+        let caller = self.0.caller(request.extensions())?;
+        let (person, district) = contact_person(&caller)?;
+        let req = request.into_inner();
+        let key = alert_key(&district, &req.alert_id)?;
+        let outcome = outcome_name(req.outcome).ok_or_else(|| {
+            ApiError::field(
+                "outcome",
+                "how the alert ends: CHILD_SAFE, INVESTIGATION_OPENED, REFERRED, NO_ACTION or DUPLICATE",
+            )
+        })?;
+        let at = now();
+        let v = transition(&self.0, &key, |a| match &a.state {
+            AlertState::Closed { by, .. } if by == &person => Ok(false),
+            AlertState::Claimed { by, .. } if by == &person => {
+                a.state = AlertState::Closed {
+                    by: person.clone(),
+                    at,
+                    outcome: outcome.to_owned(),
+                };
+                a.history
+                    .push((format!("{ALERT_CLOSED_AS}{outcome}"), person.to_string(), at));
+                Ok(true)
+            }
+            _ => Err("only the contact person who holds the alert (claimed it) may close it".to_owned()),
+        })
+        .await?;
+        tracing::info!(person = %person, alert_id = %v.record.alert_id, outcome, "alert closed");
+        audit_step(&self.0, &v.record, &person, Step::Closed).await?;
+        Ok(Response::new(to_pb(&v.record, v.revision, &self.0.alerts)))
+    }
+
+    async fn reopen_alert(&self, request: Request<ReopenAlertRequest>) -> Result<Response<Alert>, Status> {
+        let caller = self.0.caller(request.extensions())?;
+        let (person, district) = contact_person(&caller)?;
+        let key = alert_key(&district, &request.into_inner().alert_id)?;
+        let at = now();
+        let v = transition(&self.0, &key, |a| match &a.state {
+            AlertState::Closed { .. } => {
+                a.state = AlertState::Open;
+                a.history.push((ALERT_REOPENED.into(), person.to_string(), at));
+                Ok(true)
+            }
+            _ => Err("only a closed alert can be reopened".to_owned()),
+        })
+        .await?;
+        tracing::info!(person = %person, alert_id = %v.record.alert_id, "alert reopened");
+        audit_step(&self.0, &v.record, &person, Step::Reopened).await?;
         Ok(Response::new(to_pb(&v.record, v.revision, &self.0.alerts)))
     }
 
@@ -352,16 +412,35 @@ async fn transition(
     }
 }
 
-/// Records a step taken on an alert in the case's audit, as the alert's district.
-/// Records in the audit the latest claim (or hand-over) `by` made in `a`'s history, under
-/// the step's one message id: written again by a retry, it is stored once.
-async fn audit_step(core: &Core, a: &AlertRecord, by: &PersonId, handed_over: bool) -> Result<(), ApiError> {
-    let action = if handed_over { "handed_over" } else { "claimed" };
+/// A contact person's step on an alert that changes its state.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Claimed,
+    HandedOver,
+    Closed,
+    Reopened,
+}
+
+impl Step {
+    fn action(self) -> &'static str {
+        match self {
+            Self::Claimed => "claimed",
+            Self::HandedOver => "handed_over",
+            Self::Closed => "closed",
+            Self::Reopened => "reopened",
+        }
+    }
+}
+
+/// Records in the case's audit, as the alert's district, the latest step of this kind `by`
+/// took in `a`'s history, under the step's one message id: written again by a retry, it is
+/// stored once.
+async fn audit_step(core: &Core, a: &AlertRecord, by: &PersonId, kind: Step) -> Result<(), ApiError> {
     let Some((what, _, at)) = a
         .history
         .iter()
         .rev()
-        .find(|(what, person, _)| person == by.as_str() && AlertStep::of_entry(what) == Some(action))
+        .find(|(what, person, _)| person == by.as_str() && AlertStep::of_entry(what) == Some(kind.action()))
     else {
         // the person took no such step here (a claim handed to them is the other's step)
         return Ok(());
@@ -372,18 +451,46 @@ async fn audit_step(core: &Core, a: &AlertRecord, by: &PersonId, handed_over: bo
         district: a.district.to_string(),
         person: by.to_string(),
         to: what.strip_prefix(ALERT_HANDED_OVER_TO).map(str::to_owned),
+        outcome: what.strip_prefix(ALERT_CLOSED_AS).map(str::to_owned),
         at: *at,
     };
-    let record = if handed_over {
-        AuditRecord::AlertHandedOver(step)
-    } else {
-        AuditRecord::AlertClaimed(step)
+    let record = match kind {
+        Step::Claimed => AuditRecord::AlertClaimed(step),
+        Step::HandedOver => AuditRecord::AlertHandedOver(step),
+        Step::Closed => AuditRecord::AlertClosed(step),
+        Step::Reopened => AuditRecord::AlertReopened(step),
     };
     let id = AlertStep::recorded_by(&record)
         .map(|s| s.record_id())
         .ok_or_else(|| ApiError::Internal("an alert step record is a step".into()))?;
     core.bus.audit(a.district.as_str(), &id, &record).await?;
     Ok(())
+}
+
+/// The outcome's name in alert records, from the wire.
+fn outcome_name(n: i32) -> Option<&'static str> {
+    use henvis_proto::henvis::police::v1::AlertOutcome as O;
+    match O::try_from(n).ok()? {
+        O::ChildSafe => Some("child_safe"),
+        O::InvestigationOpened => Some("investigation_opened"),
+        O::Referred => Some("referred"),
+        O::NoAction => Some("no_action"),
+        O::Duplicate => Some("duplicate"),
+        O::Unspecified => None,
+    }
+}
+
+/// The outcome's wire number, from its name in alert records.
+fn outcome_number(name: &str) -> i32 {
+    use henvis_proto::henvis::police::v1::AlertOutcome as O;
+    (match name {
+        "child_safe" => O::ChildSafe,
+        "investigation_opened" => O::InvestigationOpened,
+        "referred" => O::Referred,
+        "no_action" => O::NoAction,
+        "duplicate" => O::Duplicate,
+        _ => O::Unspecified,
+    }) as i32
 }
 
 async fn keys(bucket: &henvis_bus::JsonBucket) -> Result<Vec<String>, ApiError> {

@@ -43,7 +43,7 @@ impl Fold {
                 },
             );
             let entry = self.by_recipient.entry(key).or_insert_with(|| s.clone());
-            if s.state >= entry.state {
+            if supersedes(&s, entry) {
                 let rule_id = if s.rule_id.is_empty() {
                     entry.rule_id.clone()
                 } else {
@@ -61,6 +61,30 @@ impl Fold {
             routed: self.routed,
             recipients: self.by_recipient.values().cloned().collect(),
         }
+    }
+}
+
+/// How far along a state is: the routing decision (stored or withheld), the recipient's
+/// receipt, its answer (accepted, declined, completed).
+fn stage(state: i32) -> u8 {
+    use henvis_proto::henvis::broker::v1::DeliveryState as S;
+    match S::try_from(state) {
+        Ok(S::Received) => 1,
+        Ok(S::Accepted | S::Declined | S::Completed) => 2,
+        _ => 0,
+    }
+}
+
+/// Whether `new` replaces `current` for one recipient: a later stage always does; within a
+/// stage the later in time does (records of one event come in stream order, so a tie goes
+/// to the later record). An answer given after another (ACCEPTED after DECLINED) shows;
+/// a receipt never hides an answer.
+fn supersedes(new: &RecipientStatus, current: &RecipientStatus) -> bool {
+    let secs = |s: &RecipientStatus| s.at.as_ref().map(|t| (t.seconds, t.nanos));
+    match stage(new.state).cmp(&stage(current.state)) {
+        std::cmp::Ordering::Greater => true,
+        std::cmp::Ordering::Less => false,
+        std::cmp::Ordering::Equal => secs(new) >= secs(current),
     }
 }
 
@@ -207,5 +231,68 @@ mod tests {
             .map(|r| (r.recipient_agency_id.as_str(), r.state))
             .collect();
         assert_eq!(states, [("kommune-101", DeliveryState::Received as i32)]);
+    }
+
+    fn at(recipient: &str, state: DeliveryState, secs: i64) -> Vec<u8> {
+        GetStatusResponse {
+            event_id: "e".into(),
+            routed: true,
+            recipients: vec![RecipientStatus {
+                recipient_agency_id: recipient.into(),
+                state: state as i32,
+                at: Some(prost_types::Timestamp {
+                    seconds: secs,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn a_later_answer_shows_and_a_receipt_never_hides_an_answer() {
+        let subject = "henvis.status.ngo-a.e.kommune-101";
+        let state = |records: &[Vec<u8>]| {
+            let mut fold = Fold::default();
+            fold.add(
+                "henvis.status.ngo-a.e.router",
+                &at("kommune-101", DeliveryState::Stored, 1),
+            )
+            .unwrap();
+            for r in records {
+                fold.add(subject, r).unwrap();
+            }
+            fold.status("e").recipients[0].state
+        };
+        let (received, declined, accepted) = (
+            at("kommune-101", DeliveryState::Received, 5),
+            at("kommune-101", DeliveryState::Declined, 10),
+            at("kommune-101", DeliveryState::Accepted, 20),
+        );
+        assert_eq!(
+            state(&[received.clone(), declined.clone(), accepted.clone()]),
+            DeliveryState::Accepted as i32,
+            "accepted after declining"
+        );
+        assert_eq!(
+            state(&[received.clone(), accepted.clone(), declined.clone()]),
+            DeliveryState::Accepted as i32,
+            "an older answer read later does not win"
+        );
+        assert_eq!(
+            state(&[
+                accepted,
+                declined.clone(),
+                at("kommune-101", DeliveryState::Declined, 30)
+            ]),
+            DeliveryState::Declined as i32,
+            "declined again later"
+        );
+        assert_eq!(
+            state(&[declined, received]),
+            DeliveryState::Declined as i32,
+            "a receipt read after the answer"
+        );
     }
 }

@@ -148,6 +148,34 @@ enum AlertAction {
         /// The alert id.
         alert_id: String,
     },
+    /// Closes the alert you hold, with its outcome.
+    Close {
+        /// The alert id.
+        alert_id: String,
+        /// How it ends.
+        #[arg(long, value_enum)]
+        outcome: Outcome,
+    },
+    /// Reopens a closed alert of your district.
+    Reopen {
+        /// The alert id.
+        alert_id: String,
+    },
+}
+
+/// How an alert ends.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Outcome {
+    /// The child was found or is safe.
+    ChildSafe,
+    /// Taken up in a police investigation.
+    InvestigationOpened,
+    /// Passed to another authority.
+    Referred,
+    /// Nothing for the police to do.
+    NoAction,
+    /// The same situation as another alert.
+    Duplicate,
 }
 
 #[derive(Subcommand)]
@@ -455,6 +483,31 @@ async fn alerts(conn: Conn, action: AlertAction) -> anyhow::Result<()> {
             println!(
                 "{:#?}",
                 c.fetch_alert_details(Request::new(FetchAlertDetailsRequest { alert_id }))
+                    .await?
+                    .into_inner()
+            );
+        }
+        AlertAction::Close { alert_id, outcome } => {
+            use henvis_proto::henvis::police::v1::{AlertOutcome as O, CloseAlertRequest};
+            let outcome = match outcome {
+                Outcome::ChildSafe => O::ChildSafe,
+                Outcome::InvestigationOpened => O::InvestigationOpened,
+                Outcome::Referred => O::Referred,
+                Outcome::NoAction => O::NoAction,
+                Outcome::Duplicate => O::Duplicate,
+            } as i32;
+            println!(
+                "{:#?}",
+                c.close_alert(Request::new(CloseAlertRequest { alert_id, outcome }))
+                    .await?
+                    .into_inner()
+            );
+        }
+        AlertAction::Reopen { alert_id } => {
+            use henvis_proto::henvis::police::v1::ReopenAlertRequest;
+            println!(
+                "{:#?}",
+                c.reopen_alert(Request::new(ReopenAlertRequest { alert_id }))
                     .await?
                     .into_inner()
             );
