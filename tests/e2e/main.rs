@@ -16,6 +16,7 @@ mod referral;
 mod security;
 mod service;
 mod subject_access;
+mod workflow;
 
 use std::time::Duration;
 

@@ -107,6 +107,20 @@ impl Bus {
             .map(|t| String::from_utf8_lossy(&t).into_owned()))
     }
 
+    /// Every approved rule-set proposal, the latest approval first: what a router falls back
+    /// on, newest first, when it cannot load the live set.
+    pub async fn approved_rule_sets(&self) -> Result<Vec<henvis_domain::Proposal>, BusError> {
+        let mut approved: Vec<henvis_domain::Proposal> = self
+            .latest_values::<henvis_domain::Proposal>(crate::BUCKET_GOVERNANCE)
+            .await?
+            .into_iter()
+            .filter(|(k, p)| k.starts_with("proposal.") && p.approved_at().is_some())
+            .map(|(_, p)| p)
+            .collect();
+        approved.sort_by_key(|p| std::cmp::Reverse((p.approved_at(), p.id)));
+        Ok(approved)
+    }
+
     /// Publishes a rule set's text; returns the bucket revision.
     pub async fn put_rules(&self, text: &str) -> Result<u64, BusError> {
         let store = self.js.get_key_value(BUCKET_RULES).await.map_err(unavailable)?;

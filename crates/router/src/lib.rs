@@ -67,6 +67,13 @@ pub struct Router {
     deferral_max_secs: i64,
 }
 
+impl Router {
+    /// The version of the rule set deciding now.
+    pub fn rule_set_version(&self) -> String {
+        self.rules.current().version().to_owned()
+    }
+}
+
 /// Loads the directory and rules, connects and creates the topology.
 pub async fn build(config: &RouterConfig) -> anyhow::Result<Arc<Router>> {
     let router = henvis_domain::Principal::Service("router".into());

@@ -24,12 +24,30 @@ pub const DEFAULT_RULES: &str = include_str!("../../../rules/default.toml");
 pub struct ActiveRules(RwLock<Arc<RuleSet>>);
 
 impl ActiveRules {
-    /// The published set if there is one, else the file, else the shipped default.
+    /// The published set if there is one; if it no longer loads (e.g. the directory changed
+    /// under it), the newest approved set that does; else the file, else the shipped default.
     pub(crate) async fn load(bus: &Bus, file: Option<&Path>, schema: &Schema, dir: &Directory) -> anyhow::Result<Self> {
         if let Some(text) = bus.published_rules().await? {
             match RuleSet::from_toml("published rule set", &text, schema, dir) {
                 Ok(r) => return Ok(Self(RwLock::new(Arc::new(r)))),
-                Err(e) => tracing::error!(error = %e, "published rule set refused; using the configured file"),
+                Err(e) => {
+                    tracing::error!(error = %e, "published rule set refused; falling back on the last approved set that loads");
+                    for p in bus.approved_rule_sets().await? {
+                        if p.text == text {
+                            continue;
+                        }
+                        match RuleSet::from_toml(&p.file, &p.text, schema, dir) {
+                            Ok(r) => {
+                                tracing::error!(proposal = p.id, rule_set_version = %r.version(), "routing with an earlier approved rule set until the live one loads again");
+                                return Ok(Self(RwLock::new(Arc::new(r))));
+                            }
+                            Err(e) => {
+                                tracing::warn!(proposal = p.id, error = %e, "earlier approved rule set refused too")
+                            }
+                        }
+                    }
+                    tracing::error!("no approved rule set loads; using the configured file");
+                }
             }
         }
         let (name, text) = match file {

@@ -1,0 +1,401 @@
+//! The seed's workflow steps the broker used to get wrong: agencies an event names receive
+//! it, only the requested body changes the child/adult presumption, alerts are closed and
+//! reopened, and status shows a later answer.
+
+use henvis_domain::Sector;
+use henvis_proto::henvis::{
+    broker::v1::{DeliveryState, GetStatusResponse},
+    events::v1::*,
+    police::v1::{
+        AlertOutcome, AlertState, AlertsRequest, ClaimAlertRequest, CloseAlertRequest, ListAlertsRequest,
+        ReopenAlertRequest, alert_service_client::AlertServiceClient, alert_update,
+    },
+};
+use henvis_tests::{Client, Deployment, wait_for};
+use tonic::Code;
+
+use crate::{
+    Inbox, LIMIT,
+    policy::{appoint, ev, open_case, ts},
+    routed, submit,
+};
+
+fn state_of(s: &GetStatusResponse, agency: &str) -> Option<(i32, String)> {
+    s.recipients
+        .iter()
+        .find(|r| r.recipient_agency_id == agency)
+        .map(|r| (r.state, r.rule_id.clone()))
+}
+
+/// Routed, and `agency` is among the recipients stored by route `rule`.
+async fn reaches(c: &mut Client, event_id: &str, agency: &str, rule: &str) {
+    let s = routed(c, event_id).await;
+    assert_eq!(
+        state_of(&s, agency),
+        Some((DeliveryState::Stored as i32, rule.to_owned())),
+        "{agency} by {rule}: {s:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agencies_an_event_names_receive_it_with_their_routes_classes() {
+    let d = Deployment::start().await.unwrap();
+    let case = open_case(&d, "101").await;
+    let mut kbh = d.client(Sector::Social, "kommune-101").await.unwrap();
+    let a = submit(&mut kbh, "appoint", &case, appoint("ngo-redbarnet"))
+        .await
+        .unwrap();
+    routed(&mut kbh, &a.event_id).await;
+    let mut guardian = d.client(Sector::Ngo, "ngo-redbarnet").await.unwrap();
+
+    // the body asked to assess the child's age
+    let req = ev(event::Kind::AgeAssessmentRequested(AgeAssessmentRequested {
+        reason: "age in doubt".into(),
+        assessor_agency_id: "region-sjaelland".into(),
+        ..Default::default()
+    }));
+    let r = submit(&mut kbh, "aar", &case, req).await.unwrap();
+    reaches(&mut kbh, &r.event_id, "region-sjaelland", "aar-assessor").await;
+    // the agencies responsible for the plan's measures
+    let plan = ev(event::Kind::ActionPlanUpdated(ActionPlanUpdated {
+        plan_version: 1,
+        measures: vec![
+            Measure {
+                description: "schooling".into(),
+                responsible_agency_id: "ngo-hopenow".into(),
+                due_at: ts(3600),
+            },
+            Measure {
+                description: "therapy".into(),
+                responsible_agency_id: "region-hovedstaden".into(),
+                due_at: ts(3600),
+            },
+        ],
+        ..Default::default()
+    }));
+    let r = submit(&mut guardian, "plan", &case, plan).await.unwrap();
+    reaches(&mut guardian, &r.event_id, "ngo-hopenow", "apu-responsible").await;
+    reaches(&mut guardian, &r.event_id, "region-hovedstaden", "apu-responsible").await;
+    // the place that takes the child in, with where
+    let placed = ev(event::Kind::PlacementDecided(PlacementDecided {
+        placement_kind: PlacementKind::TraffickingShelter as i32,
+        facility_agency_id: "ngo-reden-international".into(),
+        facility_location: Some(Location {
+            description: "the shelter".into(),
+            ..Default::default()
+        }),
+        starts_at: ts(3600),
+        ..Default::default()
+    }));
+    let r = submit(&mut guardian, "placed", &case, placed).await.unwrap();
+    reaches(&mut guardian, &r.event_id, "ngo-reden-international", "pd-facility").await;
+    let mut shelter = d.client(Sector::Ngo, "ngo-reden-international").await.unwrap();
+    let delivery = Inbox::open(&mut shelter).await.next_delivery().await;
+    let env = delivery.envelope.unwrap();
+    assert_eq!(env.event_id, r.event_id);
+    let Some(event::Kind::PlacementDecided(p)) = env.event.unwrap().kind else {
+        panic!("the placement")
+    };
+    assert_eq!(
+        p.facility_location.unwrap().description,
+        "the shelter",
+        "LOCATION granted"
+    );
+    // the escort of a return, once the guardian confirmed a reception
+    let assessed = ev(event::Kind::ReturnAssessed(ReturnAssessed {
+        responsible_reception_confirmed: true,
+        country_code: "RO".into(),
+        escort_needed: true,
+        ..Default::default()
+    }));
+    let r = submit(&mut guardian, "assessed", &case, assessed).await.unwrap();
+    routed(&mut guardian, &r.event_id).await;
+    let carried = ev(event::Kind::ReturnCarriedOut(ReturnCarriedOut {
+        country_code: "RO".into(),
+        departed_at: ts(-60),
+        escort_agency_id: "politi-nordsjaelland".into(),
+        ..Default::default()
+    }));
+    let r = submit(&mut guardian, "carried", &case, carried).await.unwrap();
+    reaches(&mut guardian, &r.event_id, "politi-nordsjaelland", "rco-escort").await;
+    println!(
+        "named recipients: assessor, two measure owners, the placement facility (with LOCATION) and the return escort each received their event"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_body_asked_to_assess_a_childs_age_may_change_the_presumption() {
+    let d = Deployment::start().await.unwrap();
+    let case = open_case(&d, "101").await;
+    let mut kbh = d.client(Sector::Social, "kommune-101").await.unwrap();
+    let a = submit(&mut kbh, "appoint", &case, appoint("ngo-redbarnet"))
+        .await
+        .unwrap();
+    routed(&mut kbh, &a.event_id).await;
+    let completed = |outcome: AgeAssessmentOutcome| {
+        ev(event::Kind::AgeAssessmentCompleted(AgeAssessmentCompleted {
+            outcome: outcome as i32,
+            completed_at: ts(-60),
+            ..Default::default()
+        }))
+    };
+    // the case's own region, before anything was requested
+    let mut hovedstaden = d.client(Sector::Health, "region-hovedstaden").await.unwrap();
+    let e = submit(&mut hovedstaden, "early", &case, completed(AgeAssessmentOutcome::Adult))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
+    assert!(e.message().contains("age_assessment_requested"), "{}", e.message());
+    // requested from another region: the case's region still may not conclude it
+    let req = ev(event::Kind::AgeAssessmentRequested(AgeAssessmentRequested {
+        reason: "age in doubt".into(),
+        assessor_agency_id: "region-sjaelland".into(),
+        ..Default::default()
+    }));
+    let r = submit(&mut kbh, "aar", &case, req).await.unwrap();
+    routed(&mut kbh, &r.event_id).await;
+    let e = submit(
+        &mut hovedstaden,
+        "not-asked",
+        &case,
+        completed(AgeAssessmentOutcome::Adult),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
+    // the child-only route still applies
+    let health = || {
+        ev(event::Kind::HealthAssessmentCompleted(HealthAssessmentCompleted {
+            findings: "f".into(),
+            assessed_at: ts(0),
+            ..Default::default()
+        }))
+    };
+    let h = submit(&mut hovedstaden, "ha-1", &case, health()).await.unwrap();
+    let before = routed(&mut hovedstaden, &h.event_id).await;
+    assert!(state_of(&before, "ngo-redbarnet").is_some(), "{before:?}");
+    // the body asked concludes: an adult; child-only routes stop
+    let mut sjaelland = d.client(Sector::Health, "region-sjaelland").await.unwrap();
+    let c = submit(
+        &mut sjaelland,
+        "concluded",
+        &case,
+        completed(AgeAssessmentOutcome::Adult),
+    )
+    .await
+    .unwrap();
+    routed(&mut sjaelland, &c.event_id).await;
+    let h = submit(&mut hovedstaden, "ha-2", &case, health()).await.unwrap();
+    let after = routed(&mut hovedstaden, &h.event_id).await;
+    assert!(
+        after
+            .recipients
+            .iter()
+            .all(|r| r.recipient_agency_id != "ngo-redbarnet" || r.state == DeliveryState::Withheld as i32),
+        "{after:?}"
+    );
+    println!(
+        "age presumption: refused before a request (FAILED_PRECONDITION) and from a body not asked (PERMISSION_DENIED); the body asked concluded and the child-only route stopped"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_person_closes_an_alert_with_its_outcome_and_it_can_be_reopened() {
+    let d = Deployment::start().await.unwrap();
+    let case = open_case(&d, "101").await;
+    let kp = |id: &'static str| {
+        let d = &d;
+        async move { AlertServiceClient::new(d.channel_as(Sector::Police, id).await.unwrap()) }
+    };
+    let (mut kp1, mut kp2) = (kp("politi-koebenhavn-kp1").await, kp("politi-koebenhavn-kp2").await);
+    let mut feed = kp2
+        .alerts(AlertsRequest { resume_after: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let alert = wait_for("the case's alert", LIMIT, || {
+        let mut kp1 = kp1.clone();
+        let case = case.clone();
+        async move {
+            let alerts = kp1.list_alerts(ListAlertsRequest {}).await.ok()?.into_inner().alerts;
+            alerts.into_iter().find(|a| a.case_id == case)
+        }
+    })
+    .await
+    .unwrap();
+    let id = alert.alert_id.clone();
+    let close = |outcome: AlertOutcome| CloseAlertRequest {
+        alert_id: id.clone(),
+        outcome: outcome as i32,
+    };
+    // only the one holding it closes it, and only with an outcome
+    assert_eq!(
+        kp1.close_alert(close(AlertOutcome::ChildSafe))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::FailedPrecondition
+    );
+    kp1.claim_alert(ClaimAlertRequest { alert_id: id.clone() })
+        .await
+        .unwrap();
+    assert_eq!(
+        kp2.close_alert(close(AlertOutcome::ChildSafe))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::FailedPrecondition
+    );
+    let e = kp1.close_alert(close(AlertOutcome::Unspecified)).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("outcome"), "{}", e.message());
+    let closed = kp1
+        .close_alert(close(AlertOutcome::ChildSafe))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (closed.state, closed.outcome, closed.claimed_by.as_str()),
+        (
+            AlertState::Closed as i32,
+            AlertOutcome::ChildSafe as i32,
+            "politi-koebenhavn-kp1"
+        )
+    );
+    // seen in the feed, gone from the list of alerts to act on
+    let seen = |state: AlertState| {
+        let id = id.clone();
+        move |u: &henvis_proto::henvis::police::v1::AlertUpdate| matches!(&u.kind, Some(alert_update::Kind::Alert(a)) if a.alert_id == id && a.state == state as i32)
+    };
+    let mut until = async |f: &dyn Fn(&henvis_proto::henvis::police::v1::AlertUpdate) -> bool| loop {
+        let u = tokio::time::timeout(LIMIT, feed.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if f(&u) {
+            break;
+        }
+    };
+    until(&seen(AlertState::Closed)).await;
+    let open: Vec<String> = kp2
+        .list_alerts(ListAlertsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .alerts
+        .into_iter()
+        .map(|a| a.alert_id)
+        .collect();
+    assert!(!open.contains(&id), "a closed alert is not listed");
+    // another contact person reopens it
+    let reopened = kp2
+        .reopen_alert(ReopenAlertRequest { alert_id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reopened.state, AlertState::Open as i32);
+    until(&seen(AlertState::Open)).await;
+    assert_eq!(
+        kp2.reopen_alert(ReopenAlertRequest { alert_id: id.clone() })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::FailedPrecondition,
+        "only a closed alert reopens"
+    );
+    // both steps in the case's audit, and in the alert's history
+    let audit = d.audit(&case).await.unwrap();
+    let steps: Vec<(String, String)> = audit
+        .iter()
+        .filter(|(_, r)| r["alert_id"] == id.as_str())
+        .map(|(_, r)| {
+            (
+                r["kind"].as_str().unwrap().to_owned(),
+                r["outcome"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("alert_claimed".to_owned(), String::new()),
+            ("alert_closed".to_owned(), "child_safe".to_owned()),
+            ("alert_reopened".to_owned(), String::new())
+        ]
+    );
+    let comp = crate::delivery::audit_complete(&d, "closing and reopening an alert").await;
+    assert_eq!(comp.alert_steps, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sender_sees_an_answer_given_after_another() {
+    let d = Deployment::start().await.unwrap();
+    let mut ngo = d.client(Sector::Ngo, "ngo-hopenow").await.unwrap();
+    let report = ev(event::Kind::SuspectedVictimReported(SuspectedVictimReported {
+        municipality_code: "101".into(),
+        observed_at: ts(0),
+        ..Default::default()
+    }));
+    let r = submit(&mut ngo, "open", "", report).await.unwrap();
+    routed(&mut ngo, &r.event_id).await;
+    let mut kbh = d.client(Sector::Social, "kommune-101").await.unwrap();
+    let answer = |outcome: ReferralOutcome| {
+        ev(event::Kind::ReferralResponse(ReferralResponse {
+            in_response_to_event_id: r.event_id.clone(),
+            outcome: outcome as i32,
+            reason: String::new(),
+        }))
+    };
+    let state = async |ngo: &mut Client, want: DeliveryState| {
+        wait_for("the sender's status", LIMIT, || {
+            let mut inner = ngo.inner.clone();
+            let req = ngo.req(henvis_proto::henvis::broker::v1::GetStatusRequest {
+                event_id: r.event_id.clone(),
+            });
+            async move {
+                let s = inner.get_status(req).await.ok()?.into_inner();
+                (state_of(&s, "kommune-101")?.0 == want as i32).then_some(())
+            }
+        })
+        .await
+        .unwrap();
+    };
+    let declined = submit(&mut kbh, "declined", &r.case_id, answer(ReferralOutcome::Declined))
+        .await
+        .unwrap();
+    routed(&mut kbh, &declined.event_id).await;
+    state(&mut ngo, DeliveryState::Declined).await;
+    let accepted = submit(&mut kbh, "accepted", &r.case_id, answer(ReferralOutcome::Accepted))
+        .await
+        .unwrap();
+    routed(&mut kbh, &accepted.event_id).await;
+    state(&mut ngo, DeliveryState::Accepted).await;
+    println!("status: DECLINED, then ACCEPTED shows");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_that_cannot_load_the_live_set_routes_with_the_last_approved_one() {
+    let d = Deployment::start().await.unwrap();
+    let version =
+        |v: &str| henvis_router::DEFAULT_RULES.replacen("version = \"2026-11-28.1\"", &format!("version = \"{v}\""), 1);
+    d.put_live("one.toml", &version("approved-1")).await.unwrap();
+    d.put_live("two.toml", &version("approved-2")).await.unwrap();
+    // the live set becomes one a starting router cannot load (as a directory change can
+    // make it): it routes with the newest approved set that loads, not the shipped file
+    let bus = henvis_bus::Bus::connect(
+        &d.nats.url(),
+        "inspector",
+        Some(&henvis_bus::NatsIdentity::of(d.pki_dir(), &henvis_tests::inspector())),
+    )
+    .await
+    .unwrap();
+    bus.put_rules(&version("approved-2").replace("[[message.route]]", "[[message.rout]]"))
+        .await
+        .unwrap();
+    let router = henvis_router::build(&d.router_config(1)).await.unwrap();
+    assert_eq!(router.rule_set_version(), "approved-2");
+    println!(
+        "fallback: a starting router refused the live text and routes with approved-2, the newest approved set that loads"
+    );
+}
