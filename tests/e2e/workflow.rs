@@ -399,3 +399,96 @@ async fn a_router_that_cannot_load_the_live_set_routes_with_the_last_approved_on
         "fallback: a starting router refused the live text and routes with approved-2, the newest approved set that loads"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ending_a_guardianship_ends_the_guardians_rights_and_closing_a_case_ends_its_routing() {
+    let d = Deployment::start().await.unwrap();
+    let case = open_case(&d, "101").await;
+    let mut kbh = d.client(Sector::Social, "kommune-101").await.unwrap();
+    let a = submit(&mut kbh, "appoint", &case, appoint("ngo-redbarnet"))
+        .await
+        .unwrap();
+    routed(&mut kbh, &a.event_id).await;
+    let mut guardian = d.client(Sector::Ngo, "ngo-redbarnet").await.unwrap();
+    let ended = ev(event::Kind::GuardianshipEnded(GuardianshipEnded {
+        reason: GuardianshipEndReason::Replaced as i32,
+        ended_at: ts(-60),
+    }));
+    let e = submit(&mut guardian, "self-end", &case, ended.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
+    // the municipality ends it; the former guardian is told, and loses the guardian's rights
+    let r = submit(&mut kbh, "end", &case, ended.clone()).await.unwrap();
+    reaches(&mut kbh, &r.event_id, "ngo-redbarnet", "ge-participants").await;
+    let report = guardian
+        .inner
+        .get_subject_access_report(
+            guardian.req(henvis_proto::henvis::broker::v1::GetSubjectAccessReportRequest { case_id: case.clone() }),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(report.code(), Code::PermissionDenied);
+    let consent = ev(event::Kind::ConsentRecorded(ConsentRecorded {
+        consent_id: "c1".into(),
+        recipient_agency_ids: vec!["kommune-101".into()],
+        valid_from: ts(-3600),
+        valid_until: ts(3600),
+        ..Default::default()
+    }));
+    let e = submit(&mut guardian, "late-consent", &case, consent).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
+    let e = submit(&mut kbh, "end-again", &case, ended).await.unwrap_err();
+    assert_eq!(
+        e.code(),
+        Code::FailedPrecondition,
+        "no guardian to end: {}",
+        e.message()
+    );
+    // a new guardian is appointed and then the case is closed, by the guardian or the
+    // municipality only
+    let a = submit(&mut kbh, "appoint-2", &case, appoint("ngo-hopenow"))
+        .await
+        .unwrap();
+    routed(&mut kbh, &a.event_id).await;
+    let close = ev(event::Kind::CaseClosed(CaseClosed {
+        reason: CaseClosureReason::ChildSafe as i32,
+        closed_at: ts(-60),
+    }));
+    let mut former = d.client(Sector::Ngo, "ngo-redbarnet").await.unwrap();
+    let e = submit(&mut former, "close-former", &case, close.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
+    let mut new_guardian = d.client(Sector::Ngo, "ngo-hopenow").await.unwrap();
+    let before = d.stream_messages("IN").await.unwrap();
+    let c = submit(&mut new_guardian, "close", &case, close).await.unwrap();
+    reaches(&mut new_guardian, &c.event_id, "kommune-101", "cc-participants").await;
+    // nothing more is routed in it
+    let mut region = d.client(Sector::Health, "region-hovedstaden").await.unwrap();
+    let health = ev(event::Kind::HealthAssessmentCompleted(HealthAssessmentCompleted {
+        findings: "f".into(),
+        assessed_at: ts(0),
+        ..Default::default()
+    }));
+    let e = submit(&mut region, "after-close", &case, health).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(e.message().contains("closed"), "{}", e.message());
+    assert_eq!(
+        d.stream_messages("IN").await.unwrap(),
+        before + 1,
+        "only the closure stored"
+    );
+    let audit = d.audit(&case).await.unwrap();
+    for change in ["guardianship_ended", "case_closed"] {
+        assert!(
+            audit
+                .iter()
+                .any(|(_, r)| r["kind"] == "case_change" && r["change"] == change),
+            "{change} audited"
+        );
+    }
+    println!(
+        "guardianship ended by the municipality only; the former guardian told and without rights; the case closed by its guardian; later events refused"
+    );
+}

@@ -177,6 +177,8 @@ pub fn case_change(event: &Event, event_id: &str) -> Result<CaseChange, FieldErr
             }
             CaseChange::NeverDiscloseReplaced(list)
         }
+        Kind::CaseClosed(_) => CaseChange::Closed,
+        Kind::GuardianshipEnded(_) => CaseChange::GuardianshipEnded,
         Kind::InvestigationUpdate(u) => CaseChange::SubjectAccessDeferral {
             deferred: match u.subject_access() {
                 SubjectAccessDeferral::Defer => true,

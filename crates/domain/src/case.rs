@@ -119,6 +119,10 @@ pub enum CaseChange {
     ConsentWithdrawn(ConsentId),
     /// The guardian replaced the never-disclose list.
     NeverDiscloseReplaced(Vec<NeverDisclose>),
+    /// The case was closed: nothing more is routed in it.
+    Closed,
+    /// The guardianship ended: the case has no guardian until another is appointed.
+    GuardianshipEnded,
     /// The police marked the case as under investigation (criminal code § 262 a), which
     /// defers the police-side part of the guardian's subject access report, or lifted the
     /// mark.
@@ -141,6 +145,8 @@ impl CaseChange {
             Self::ConsentRecorded(_) => "consent_recorded",
             Self::ConsentWithdrawn(_) => "consent_withdrawn",
             Self::NeverDiscloseReplaced(_) => "never_disclose_replaced",
+            Self::Closed => "case_closed",
+            Self::GuardianshipEnded => "guardianship_ended",
             Self::SubjectAccessDeferral { deferred: true } => "subject_access_deferred",
             Self::SubjectAccessDeferral { deferred: false } => "subject_access_deferral_lifted",
         }
@@ -175,6 +181,9 @@ pub struct CaseRecord {
     /// The guardian's never-disclose list.
     #[serde(default)]
     pub never_disclose: Vec<NeverDisclose>,
+    /// Once closed: the event that closed it (its id tells when; retention counts from it).
+    #[serde(default)]
+    pub closed_by_event: Option<String>,
     /// While the police have the case marked as under investigation: the event that set
     /// the mark (its id is time-ordered and tells when). Later marks while it stands do
     /// not move it, so the configured maximum age of a deferral counts from the first.
@@ -257,6 +266,16 @@ impl CaseRecord {
                     self.never_disclose = list.clone();
                 }
             }
+            CaseChange::Closed => {
+                if self.closed_by_event.is_none() {
+                    self.closed_by_event = Some(event_id.to_owned());
+                }
+            }
+            CaseChange::GuardianshipEnded => {
+                if self.newer("guardian", event_id) {
+                    self.guardian = None;
+                }
+            }
             CaseChange::SubjectAccessDeferral { deferred } => {
                 if self.newer("deferral", event_id) {
                     match (deferred, &self.deferred_by_event) {
@@ -287,6 +306,8 @@ impl CaseRecord {
             CaseChange::ReturnAssessed { .. } => applied("return"),
             CaseChange::NeverDiscloseReplaced(_) => applied("never_disclose"),
             CaseChange::SubjectAccessDeferral { .. } => applied("deferral"),
+            CaseChange::Closed => self.closed_by_event.is_some(),
+            CaseChange::GuardianshipEnded => applied("guardian"),
             CaseChange::ConsentRecorded(c) => self.consents.iter().any(|x| x.id == c.id),
             CaseChange::ConsentWithdrawn(id) => {
                 let mut named = self.consents.iter().filter(|c| &c.id == id).peekable();
@@ -346,6 +367,8 @@ mod tests {
             (CaseChange::ConsentWithdrawn(ConsentId::parse("c1").unwrap()), "06"),
             (CaseChange::NeverDiscloseReplaced(Vec::new()), "07"),
             (CaseChange::SubjectAccessDeferral { deferred: true }, "08"),
+            (CaseChange::GuardianshipEnded, "09"),
+            (CaseChange::Closed, "10"),
         ];
         for (change, event) in &changes {
             assert!(!c.reflects(change, event), "{} before it is applied", change.name());
@@ -354,7 +377,8 @@ mod tests {
         }
         // an older event of a field a newer one has set is reflected (it never applies)
         assert!(c.reflects(&CaseChange::GuardianAppointed(id("ngo-old")), "01"));
-        assert!(!c.reflects(&CaseChange::GuardianAppointed(id("ngo-new")), "09"));
+        assert!(!c.reflects(&CaseChange::GuardianAppointed(id("ngo-new")), "11"));
+        assert_eq!((c.guardian.clone(), c.closed_by_event.as_deref()), (None, Some("10")));
     }
 
     #[test]

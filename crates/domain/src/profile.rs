@@ -37,6 +37,8 @@ pub fn originates(sector: Sector) -> &'static [&'static str] {
             "consent_withdrawn",
             "never_disclose_updated",
             "referral_response",
+            "case_closed",
+            "guardianship_ended",
         ],
         // outreach, shelters and NGO social workers acting as guardians
         Sector::Ngo => &[
@@ -51,6 +53,7 @@ pub fn originates(sector: Sector) -> &'static [&'static str] {
             "consent_withdrawn",
             "never_disclose_updated",
             "referral_response",
+            "case_closed",
         ],
     }
 }

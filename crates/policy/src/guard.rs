@@ -57,6 +57,16 @@ pub fn admit(mt: &MessageType, sender: &AgencyId, case: &CaseRecord, dir: &Direc
     if !opening && !may_add_to(case, sender, dir) {
         return Err(GuardError::NotParticipant);
     }
+    if case.closed_by_event.is_some() {
+        return Err(GuardError::MissingStep(
+            "the case is closed (`case_closed`): nothing more is routed in it; report a new case with `suspected_victim_reported` if the child needs help again".into(),
+        ));
+    }
+    let municipality = case
+        .municipality_code
+        .as_deref()
+        .and_then(|c| dir.municipality(c))
+        .map(|m| &m.agency);
     if GUARDIAN_ONLY.contains(&name) {
         return match &case.guardian {
             None => Err(GuardError::MissingStep(format!(
@@ -70,7 +80,6 @@ pub fn admit(mt: &MessageType, sender: &AgencyId, case: &CaseRecord, dir: &Direc
     }
     match name {
         "guardian_appointed" => {
-            let municipality = case.municipality_code.as_deref().and_then(|c| dir.municipality(c)).map(|m| &m.agency);
             match municipality {
                 Some(m) if m == sender => Ok(()),
                 Some(_) => Err(GuardError::NotAllowed(
@@ -91,6 +100,15 @@ pub fn admit(mt: &MessageType, sender: &AgencyId, case: &CaseRecord, dir: &Direc
         )),
         "age_assessment_completed" if !case.age_assessors.contains(sender) => Err(GuardError::NotAllowed(
             "only the body the case's age assessment was requested from may complete it".into(),
+        )),
+        "case_closed" if municipality != Some(sender) && case.guardian.as_ref() != Some(sender) => Err(
+            GuardError::NotAllowed("only the case's guardian or its municipality may close the case".into()),
+        ),
+        "guardianship_ended" if municipality != Some(sender) => Err(GuardError::NotAllowed(
+            "only the case's municipality may end its guardianship".into(),
+        )),
+        "guardianship_ended" if case.guardian.is_none() => Err(GuardError::MissingStep(
+            "the case has no guardian to end the guardianship of".into(),
         )),
         "return_carried_out" if !case.return_reception_confirmed => Err(GuardError::MissingStep(
             "a return is carried out only after the case's guardian confirmed a responsible reception (`return_assessed` with `responsible_reception_confirmed`)".into(),

@@ -614,6 +614,17 @@ async fn escalate(core: &Core, to: &AgencyId, key: &str) -> Result<(), ApiError>
     if !due && !pending_follow_up {
         return Ok(());
     }
+    // a closed case routes nothing more: its open alerts are not escalated
+    let case = CaseId::parse(&v.record.case_id).map_err(|e| ApiError::Internal(e.to_string()))?;
+    if core
+        .bus
+        .case(&case)
+        .await?
+        .is_some_and(|c| c.record.closed_by_event.is_some())
+    {
+        tracing::debug!(alert_id = %v.record.alert_id, "alert of a closed case not escalated");
+        return Ok(());
+    }
     if due {
         let escalated = bucket
             .modify::<AlertRecord>(

@@ -85,6 +85,8 @@ typed_service!(SOCIAL_RPCS, social::social_service_server::SocialService, social
     update_never_disclose: UpdateNeverDiscloseRequest => NeverDiscloseUpdated,
     report_child_missing: ReportChildMissingRequest => ChildMissing,
     respond_to_referral: RespondToReferralRequest => ReferralResponse,
+    close_case: CloseCaseRequest => CaseClosed,
+    end_guardianship: EndGuardianshipRequest => GuardianshipEnded,
 });
 
 typed_service!(NGO_RPCS, ngo::ngo_service_server::NgoService, ngo, {
@@ -99,6 +101,7 @@ typed_service!(NGO_RPCS, ngo::ngo_service_server::NgoService, ngo, {
     update_never_disclose: UpdateNeverDiscloseRequest => NeverDiscloseUpdated,
     report_child_missing: ReportChildMissingRequest => ChildMissing,
     respond_to_referral: RespondToReferralRequest => ReferralResponse,
+    close_case: CloseCaseRequest => CaseClosed,
 });
 
 /// Adds the typed service of the core's sector; returns the routes and its gRPC name.
