@@ -12,7 +12,11 @@ cd "$root"
 cargo build --workspace --bins --quiet
 bin="$root/target/debug"
 state="$root/.local"
-mkdir -p "$state/nats" "$state/logs"
+mkdir -p "$state/nats" "$state/logs" "$state/secrets"
+# the key JetStream encrypts its store with: outside the store, readable by this user only
+if [ ! -s "$state/secrets/nats-store.key" ]; then
+  (umask 077 && head -c 32 /dev/urandom | base64 >"$state/secrets/nats-store.key")
+fi
 if [ ! -f "$state/pki/ca.pem" ]; then
   "$bin/henvis" dev-pki --dir "$state/pki"
 fi
@@ -36,7 +40,8 @@ await_port() { # port name log
   exit 1
 }
 
-HENVIS_NATS_STORE="$state/nats" HENVIS_NATS_CERT="$state/pki/service/nats.pem" \
+HENVIS_NATS_STORE_KEY="$(cat "$state/secrets/nats-store.key")" \
+  HENVIS_NATS_STORE="$state/nats" HENVIS_NATS_CERT="$state/pki/service/nats.pem" \
   HENVIS_NATS_KEY="$state/pki/service/nats.key" HENVIS_NATS_CA="$state/pki/ca.pem" \
   "$root/.tools/nats/bin/nats-server" -c "$root/deploy/nats/single.conf" \
   >"$state/logs/nats.log" 2>&1 &

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test binary: failing loudly is the point
 
 mod alerts;
+mod at_rest;
 mod audit_chain;
 mod bad_input;
 mod canary;

@@ -180,6 +180,7 @@ fn the_shipped_nats_configurations_are_valid_for_the_pinned_server() {
             .env("HENVIS_NATS_CERT", pki.path().join("service/nats.pem"))
             .env("HENVIS_NATS_KEY", pki.path().join("service/nats.key"))
             .env("HENVIS_NATS_CA", pki.path().join("ca.pem"))
+            .env("HENVIS_NATS_STORE_KEY", "a-test-key-of-thirty-two-bytes!!")
             .arg("-t")
             .arg("-c")
             .arg(root.join(conf))

@@ -127,6 +127,8 @@ pub struct NatsServer {
     /// The `authorization` block the nodes run with (deploy/nats/auth.conf until an
     /// approved directory change asks for another).
     authorization: String,
+    /// JetStream's store encryption key, when the store is encrypted (as shipped).
+    store_key: Option<String>,
 }
 
 /// An administrator of the default directory (`admin-1`, `admin-2`, `admin-3`).
@@ -158,6 +160,12 @@ impl NatsServer {
     /// the shipped users and permissions (deploy/nats/auth.conf), certificates from `pki`;
     /// waits until JetStream answers.
     pub async fn start_cluster(n: usize, pki: &Path) -> anyhow::Result<Self> {
+        Self::start_cluster_with(n, pki, true).await
+    }
+
+    /// As [`start_cluster`](Self::start_cluster), with JetStream's store encryption on (a
+    /// fresh random key per server set, passed in the environment as in production) or off.
+    pub async fn start_cluster_with(n: usize, pki: &Path, encrypted: bool) -> anyhow::Result<Self> {
         let mut nodes = Vec::new();
         for _ in 0..n {
             nodes.push(Node {
@@ -173,6 +181,7 @@ impl NatsServer {
             pki: pki.to_owned(),
             route_pki: None,
             authorization: include_str!("../../deploy/nats/auth.conf").to_owned(),
+            store_key: encrypted.then(|| format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())),
         };
         for i in 0..n {
             s.spawn_node(i)?;
@@ -207,6 +216,7 @@ impl NatsServer {
         std::fs::write(&conf, self.config(i))?;
         let n = &mut self.nodes[i];
         let child = Command::new(nats_server_bin())
+            .env("HENVIS_NATS_STORE_KEY", self.store_key.as_deref().unwrap_or_default())
             .arg("-c")
             .arg(&conf)
             .stdout(Stdio::null())
@@ -235,10 +245,16 @@ impl NatsServer {
             .collect();
         let n = &self.nodes[i];
         let mut text = format!(
-            "listen: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\nserver_name: node-{i}\njetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n",
+            "listen: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\nserver_name: node-{i}\njetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n{}}}\n",
             n.port,
             n.monitor_port,
-            n.dir.path().join("js").display()
+            n.dir.path().join("js").display(),
+            // the key from the environment, as in deploy/nats/
+            if self.store_key.is_some() {
+                "  cipher: chachapoly\n  key: $HENVIS_NATS_STORE_KEY\n"
+            } else {
+                ""
+            }
         );
         // client TLS and the shipped authorization, as in deploy/nats/
         let service = self.pki.join("service");
@@ -300,6 +316,26 @@ impl NatsServer {
         self.route_pki = None;
         spawned?;
         Ok(i)
+    }
+
+    /// Every file under every node's JetStream store directory.
+    pub fn store_files(&self) -> Vec<PathBuf> {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            let Ok(entries) = std::fs::read_dir(dir) else { return };
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for n in &self.nodes {
+            walk(&n.dir.path().join("js"), &mut out);
+        }
+        out
     }
 
     /// A node's monitoring endpoint, plain HTTP on loopback (e.g. `/routez`).
@@ -534,6 +570,8 @@ pub struct Options {
     pub agency_quota: i64,
     /// Each recipient's share of OUT (deliveries per message type).
     pub recipient_share: i64,
+    /// JetStream store encryption (on, as shipped; off only to show what it protects).
+    pub store_encryption: bool,
 }
 
 impl Default for Options {
@@ -550,6 +588,7 @@ impl Default for Options {
             stream_max_bytes: 1 << 30,
             agency_quota: henvis_bus::Topology::default().agency_quota,
             recipient_share: henvis_bus::Topology::default().recipient_share,
+            store_encryption: true,
         }
     }
 }
@@ -566,7 +605,8 @@ impl Deployment {
         let directory = Directory::denmark()?;
         let creds = tempfile::tempdir()?;
         henvis_pki::DevPki::create(creds.path(), &directory)?;
-        let nats = NatsServer::start_cluster(options.nats_nodes.max(1), creds.path()).await?;
+        let nats =
+            NatsServer::start_cluster_with(options.nats_nodes.max(1), creds.path(), options.store_encryption).await?;
         let (stop, _) = watch::channel(false);
         let mut d = Self {
             nats,
