@@ -15,7 +15,9 @@ state="$root/.local"
 mkdir -p "$state/nats" "$state/logs" "$state/secrets"
 # the key JetStream encrypts its store with: outside the store, readable by this user only
 if [ ! -s "$state/secrets/nats-store.key" ]; then
-  (umask 077 && head -c 32 /dev/urandom | base64 >"$state/secrets/nats-store.key")
+  # hex after a letter: nats-server reads the variable as a configuration value, and a
+  # value that starts with a letter and holds only letters and digits is a string
+  (umask 077 && printf 'k%s\n' "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$state/secrets/nats-store.key")
 fi
 if [ ! -f "$state/pki/ca.pem" ]; then
   "$bin/henvis" dev-pki --dir "$state/pki"

@@ -439,6 +439,21 @@ async fn simulation_agrees_with_what_the_router_delivers_for_every_message_type(
                 let a = submit(ngo, &format!("ra-{tag}"), &case, assessed).await.unwrap();
                 routed(ngo, &a.event_id).await;
             }
+            // an age assessment is completed only by the body it was requested from
+            if mt.as_str() == "age_assessment_completed" {
+                let requested = Event {
+                    kind: Some(event::Kind::AgeAssessmentRequested(
+                        henvis_proto::henvis::events::v1::AgeAssessmentRequested {
+                            reason: "age in doubt".into(),
+                            assessor_agency_id: sender_of(sector).into(),
+                            ..Default::default()
+                        },
+                    )),
+                };
+                let social = clients.get_mut(&Sector::Social).unwrap();
+                let a = submit(social, &format!("aar-{tag}"), &case, requested).await.unwrap();
+                routed(social, &a.event_id).await;
+            }
             let s = |v: &str| prost_reflect::Value::String(v.to_owned());
             let fixed = [("consent_id", s("c1")), ("in_response_to_event_id", s(&opening))];
             let fixed: &[(&str, prost_reflect::Value)] = match mt.as_str() {

@@ -16,6 +16,7 @@ mod recipients;
 mod referral;
 mod security;
 mod service;
+mod stats;
 mod subject_access;
 mod workflow;
 

@@ -492,3 +492,81 @@ async fn ending_a_guardianship_ends_the_guardians_rights_and_closing_a_case_ends
         "guardianship ended by the municipality only; the former guardian told and without rights; the case closed by its guardian; later events refused"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_delivers_only_to_parties_of_its_agreement() {
+    let d = Deployment::start().await.unwrap();
+    let admin1 = d.admin_client(&henvis_tests::admin("admin-1")).await.unwrap();
+    // the default set without its own tests (they expect every NGO to be a party)
+    let base = henvis_router::DEFAULT_RULES.replacen("version = \"2026-11-28.1\"", "version = \"parties-1\"", 1);
+    let base = base[..base.find("\n[[test]]").unwrap()].to_owned();
+    // a route to the police district under an agreement the police never signed: refused
+    let unsigned = base.replacen(
+        "parties = { sectors = [\"police\", \"health\", \"social\", \"ngo\"] }",
+        "parties = { sectors = [\"health\", \"social\", \"ngo\"] }",
+        1,
+    );
+    let e = admin1
+        .clone()
+        .propose_rule_set(henvis_proto::henvis::admin::v1::ProposeRuleSetRequest {
+            file: "unsigned.toml".into(),
+            text: unsigned,
+            note: "police dropped from the agreement".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("can ever be a party"), "{}", e.message());
+    // an agreement only the police, the municipalities and one NGO signed: a guardian from
+    // another NGO is not a party, and is withheld as such
+    let one_ngo = base.replacen(
+        "parties = { sectors = [\"police\", \"health\", \"social\", \"ngo\"] }",
+        "parties = { sectors = [\"police\", \"health\", \"social\"], agencies = [\"ngo-hopenow\"] }",
+        1,
+    );
+    d.put_live("one-ngo.toml", &one_ngo).await.unwrap();
+    let case = open_case(&d, "101").await;
+    let mut kbh = d.client(Sector::Social, "kommune-101").await.unwrap();
+    let a = submit(&mut kbh, "appoint", &case, appoint("ngo-redbarnet"))
+        .await
+        .unwrap();
+    routed(&mut kbh, &a.event_id).await;
+    let missing = ev(event::Kind::ChildMissing(ChildMissing {
+        last_seen_at: ts(-600),
+        risk: MissingRisk::High as i32,
+        ..Default::default()
+    }));
+    let r = submit(&mut kbh, "missing", &case, missing).await.unwrap();
+    let s = routed(&mut kbh, &r.event_id).await;
+    // the sender learns only that the guardian's route was withheld by policy
+    assert!(
+        s.recipients
+            .iter()
+            .any(|r| r.rule_id == "cm-guardian" && r.state == DeliveryState::Withheld as i32),
+        "{s:?}"
+    );
+    assert_eq!(
+        state_of(&s, "politi-koebenhavn").map(|(state, _)| state),
+        Some(DeliveryState::Stored as i32),
+        "{s:?}"
+    );
+    let audit = d.audit(&case).await.unwrap();
+    let decision = audit
+        .iter()
+        .find(|(_, x)| x["kind"] == "routing_decision" && x["event_id"] == r.event_id.as_str())
+        .unwrap()
+        .1
+        .clone();
+    assert_eq!(decision["rule_set_version"], "parties-1");
+    assert!(
+        decision["withheld"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["agency"] == "ngo-redbarnet" && w["reason"] == "not_a_party"),
+        "{decision}"
+    );
+    println!(
+        "agreement parties: a route to non-signatories refused at proposal; a guardian outside the parties withheld as not_a_party"
+    );
+}

@@ -181,7 +181,10 @@ impl NatsServer {
             pki: pki.to_owned(),
             route_pki: None,
             authorization: include_str!("../../deploy/nats/auth.conf").to_owned(),
-            store_key: encrypted.then(|| format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())),
+            // nats-server parses the variable as a configuration value: a key that starts
+            // with a letter and holds only letters and digits is read as a string
+            store_key: encrypted
+                .then(|| format!("k{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())),
         };
         for i in 0..n {
             s.spawn_node(i)?;
@@ -636,6 +639,7 @@ impl Deployment {
             listen: "127.0.0.1:0".parse()?,
             rules: None,
             audit_public_key: None,
+            stats_threshold: henvis_domain::stats::DEFAULT_THRESHOLD,
         };
         let admin = henvis_admin::build(&config).await?;
         let (listener, addr) = henvis_runtime::bind(config.listen).await?;

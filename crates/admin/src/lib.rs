@@ -13,6 +13,7 @@ mod directory;
 mod governance;
 mod report;
 mod service;
+mod stats;
 mod verify;
 mod whatif;
 
@@ -41,6 +42,9 @@ pub struct AdminConfig {
     /// checkpoints are verified with; default `<pki dir>/audit-signing.pub`.
     #[arg(long, env = "HENVIS_AUDIT_PUBLIC_KEY")]
     pub audit_public_key: Option<PathBuf>,
+    /// Counts for the mapping study under this are suppressed (at least 2).
+    #[arg(long, env = "HENVIS_STATS_THRESHOLD", default_value_t = henvis_domain::stats::DEFAULT_THRESHOLD)]
+    pub stats_threshold: u64,
 }
 
 /// The admin service's state.
@@ -57,6 +61,8 @@ pub struct Admin {
     deferral_max_secs: i64,
     /// How long the audit is kept, seconds (0: for ever): older links may have expired.
     audit_retention_secs: i64,
+    /// The smallest count the mapping study publishes.
+    stats_threshold: u64,
 }
 
 /// Loads the configuration, connects to NATS as the admin service and finishes any
@@ -94,6 +100,7 @@ pub async fn build(config: &AdminConfig) -> anyhow::Result<Arc<Admin>> {
         tls,
         deferral_max_secs: config.service.deferral_max_secs(),
         audit_retention_secs: i64::try_from(config.service.topology().audit_max_age.as_secs()).unwrap_or(i64::MAX),
+        stats_threshold: config.stats_threshold.max(2),
     });
     admin.settle().await.context("finishing an earlier approval")?;
     admin

@@ -17,7 +17,7 @@ use henvis_proto::henvis::{
         ListDirectoryChangesResponse, ListRuleSetsRequest, ListRuleSetsResponse, NatsAuthorizationRequest,
         NatsAuthorizationResponse, ProposeDirectoryChangeRequest, ProposeRollbackRequest, ProposeRuleSetRequest,
         RejectDirectoryChangeRequest, RejectRuleSetRequest, ReviewBreakGlassRequest, RuleChange, RuleSetRef,
-        RuleSetState, RuleSetVersion, SimulateRequest, SimulateResponse, SimulatedRecipient,
+        RuleSetState, RuleSetVersion, SimulateRequest, SimulateResponse, SimulatedRecipient, StatsRequest, StatsTable,
         SubjectAccessReportRequest, VerifyAuditRequest, VerifyAuditResponse, WhatIfCount, WhatIfDelivery,
         WhatIfRequest, WhatIfResponse, WhoAmIRequest, WhoAmIResponse, admin_service_server::AdminService,
         directory_change as wire_change, rule_set_ref,
@@ -642,6 +642,14 @@ impl AdminService for AdminApi {
                 .map(|b| String::from_utf8_lossy(b).into_owned())
                 .collect(),
         }))
+    }
+
+    async fn stats(&self, req: Request<StatsRequest>) -> Result<Response<StatsTable>, Status> {
+        self.caller(&req)?;
+        let r = req.get_ref();
+        Ok(Response::new(crate::stats::to_wire(
+            &self.0.stats(&r.by, r.threshold).await?,
+        )))
     }
 
     async fn subject_access_report(

@@ -88,6 +88,13 @@ impl Bus {
             .collect())
     }
 
+    /// Every case record as it stands, by case id (for the mapping study's counts).
+    pub async fn stored_cases(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, henvis_domain::CaseRecord>, BusError> {
+        Ok(self.latest_values(crate::BUCKET_CASES).await?.into_iter().collect())
+    }
+
     /// Every alert record as it stands (for the audit's completeness: the steps contact
     /// persons took).
     pub async fn stored_alerts(&self) -> Result<Vec<henvis_domain::AlertRecord>, BusError> {

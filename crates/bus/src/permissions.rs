@@ -175,7 +175,8 @@ pub fn admin_service_permissions() -> (Vec<String>, Vec<String>) {
     publish.push(format!("$JS.API.DIRECT.GET.KV_{BUCKET_DELIVERED}.>"));
     // and alert records, for the steps contact persons took (ids and times only), and
     // every service's audit alarm
-    for bucket in [BUCKET_DELIVERED, BUCKET_ALERTS, BUCKET_ALARMS] {
+    // and case records, for the mapping study's counts (municipality, age presumption)
+    for bucket in [BUCKET_DELIVERED, BUCKET_ALERTS, BUCKET_ALARMS, BUCKET_CASES] {
         publish.push(format!("$JS.API.CONSUMER.CREATE.KV_{bucket}.>"));
         for op in ["MSG.NEXT", "INFO", "DELETE"] {
             publish.push(format!("$JS.API.CONSUMER.{op}.KV_{bucket}.*"));

@@ -31,6 +31,7 @@ pub use case::{CaseChange, CaseRecord, Consent, NeverDisclose, Shielded};
 pub use chain::{Break, ChainLink, Checkpoint, GENESIS, StoredRecord, Verification, link_hash, verify};
 
 pub mod report;
+pub mod stats;
 
 mod profile;
 pub use profile::{SYSTEM_TYPES, originates};

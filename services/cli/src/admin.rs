@@ -899,3 +899,118 @@ pub async fn run(conn: AdminConn, action: AdminAction) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// How `henvis stats` writes a table.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum StatsFormat {
+    /// A plain-text table.
+    Table,
+    /// CSV, one line per cell, totals last.
+    Csv,
+    /// JSON.
+    Json,
+    /// An SVG bar chart.
+    Svg,
+}
+
+fn cell_from_wire(c: Option<&henvis_proto::henvis::admin::v1::StatsCell>) -> henvis_domain::stats::Cell {
+    use henvis_proto::henvis::admin::v1::stats_cell::Value;
+    match c.and_then(|c| c.value.as_ref()) {
+        Some(Value::Count(n)) => henvis_domain::stats::Cell::Count(*n),
+        _ => henvis_domain::stats::Cell::Suppressed,
+    }
+}
+
+/// Asks for the mapping study's counts and writes them.
+pub async fn stats(
+    conn: AdminConn,
+    by: Vec<String>,
+    threshold: u64,
+    format: StatsFormat,
+    out: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use henvis_domain::stats::{Cell, Table, render_svg, to_csv};
+    let t = conn
+        .client()
+        .await?
+        .stats(Request::new(henvis_proto::henvis::admin::v1::StatsRequest {
+            by,
+            threshold,
+        }))
+        .await?
+        .into_inner();
+    let table = Table {
+        unit: t.unit.clone(),
+        by: t.by.clone(),
+        threshold: t.threshold,
+        rows: t.rows.clone(),
+        columns: t.columns.clone(),
+        cells: t
+            .cells
+            .iter()
+            .map(|r| r.cells.iter().map(|c| cell_from_wire(Some(c))).collect())
+            .collect(),
+        row_totals: t.row_totals.iter().map(|c| cell_from_wire(Some(c))).collect(),
+        column_totals: t.column_totals.iter().map(|c| cell_from_wire(Some(c))).collect(),
+        total: cell_from_wire(t.total.as_ref()),
+    };
+    let show = |c: &Cell| match c {
+        Cell::Count(v) => v.to_string(),
+        Cell::Suppressed => format!("<{}", table.threshold),
+    };
+    let text = match format {
+        StatsFormat::Csv => to_csv(&table),
+        StatsFormat::Json => serde_json::to_string_pretty(&table)? + "\n",
+        StatsFormat::Svg => render_svg(&table),
+        StatsFormat::Table => {
+            let two = !table.row_totals.is_empty();
+            let mut lines = vec![format!("{} by {}", table.unit, table.by.join(" × "))];
+            let head: Vec<String> = if two {
+                std::iter::once(String::new())
+                    .chain(table.columns.iter().cloned())
+                    .chain(["total".to_owned()])
+                    .collect()
+            } else {
+                vec![String::new(), "count".into()]
+            };
+            let mut rows = vec![head];
+            for (i, r) in table.rows.iter().enumerate() {
+                let mut row = vec![r.clone()];
+                row.extend(table.cells[i].iter().map(show));
+                if two {
+                    row.push(show(&table.row_totals[i]));
+                }
+                rows.push(row);
+            }
+            let mut last = vec!["total".to_owned()];
+            if two {
+                last.extend(table.column_totals.iter().map(show));
+            }
+            last.push(show(&table.total));
+            rows.push(last);
+            let widths: Vec<usize> = (0..rows[0].len())
+                .map(|c| {
+                    rows.iter()
+                        .map(|r| r.get(c).map_or(0, |s| s.chars().count()))
+                        .max()
+                        .unwrap_or(0)
+                })
+                .collect();
+            for r in rows {
+                lines.push(
+                    r.iter()
+                        .zip(&widths)
+                        .map(|(s, w)| format!("{s:>w$}"))
+                        .collect::<Vec<_>>()
+                        .join("  "),
+                );
+            }
+            lines.join("\n") + "\n"
+        }
+    };
+    match out {
+        Some(p) => std::fs::write(&p, text).with_context(|| format!("writing `{}`", p.display()))?,
+        None => print!("{text}"),
+    }
+    Ok(())
+}

@@ -86,6 +86,25 @@ enum Command {
         #[command(subcommand)]
         action: admin::AdminAction,
     },
+    /// Administrators: counts for the mapping study by one or two dimensions (month,
+    /// district, region, sender_sector, age, outcome, message_type), small counts suppressed
+    /// so that none can be worked out from the totals; as a table, CSV, JSON or an SVG chart.
+    Stats {
+        #[command(flatten)]
+        conn: admin::AdminConn,
+        /// A dimension; give it twice for a cross table.
+        #[arg(long = "by", required = true)]
+        by: Vec<String>,
+        /// Suppress counts under this (0: the deployment's; a smaller one is refused).
+        #[arg(long, default_value_t = 0)]
+        threshold: u64,
+        /// How to write it.
+        #[arg(long, value_enum, default_value_t = admin::StatsFormat::Table)]
+        format: admin::StatsFormat,
+        /// Write it to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Administrators: the audit's integrity, through the admin service (`verify`).
     Audit {
         #[command(flatten)]
@@ -396,6 +415,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Admin { conn, action } => admin::run(conn, action).await,
         Command::Audit { conn, action } => admin::audit(conn, action).await,
+        Command::Stats {
+            conn,
+            by,
+            threshold,
+            format,
+            out,
+        } => admin::stats(conn, by, threshold, format, out).await,
         Command::Rules {
             action: RulesAction::Check { file, directory },
         } => {
