@@ -570,3 +570,69 @@ async fn a_route_delivers_only_to_parties_of_its_agreement() {
         "agreement parties: a route to non-signatories refused at proposal; a guardian outside the parties withheld as not_a_party"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_cases_data_is_erased_after_its_retention_and_the_audit_still_verifies() {
+    let d = Deployment::start_with(henvis_tests::Options {
+        closed_case_retention_secs: 2,
+        ..henvis_tests::Options::default()
+    })
+    .await
+    .unwrap();
+    let case = open_case(&d, "101").await;
+    let mut kbh = d.client(Sector::Social, "kommune-101").await.unwrap();
+    let close = ev(event::Kind::CaseClosed(CaseClosed {
+        reason: CaseClosureReason::ChildSafe as i32,
+        closed_at: ts(-60),
+    }));
+    let bus = henvis_bus::Bus::connect(
+        &d.nats.url(),
+        "inspector",
+        Some(&henvis_bus::NatsIdentity::of(d.pki_dir(), &henvis_tests::inspector())),
+    )
+    .await
+    .unwrap();
+    let id = henvis_domain::CaseId::parse(&case).unwrap();
+    let alerts_of_case = || async {
+        bus.stored_alerts()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|a| a.case_id == case)
+            .count()
+    };
+    wait_for("the case's alert", LIMIT, || async {
+        (alerts_of_case().await == 1).then_some(())
+    })
+    .await
+    .unwrap();
+    let c = submit(&mut kbh, "close", &case, close).await.unwrap();
+    routed(&mut kbh, &c.event_id).await;
+    // the retention after closure passes: record, alert and alert details are gone
+    wait_for("the closed case erased", LIMIT * 2, || async {
+        (bus.case(&id).await.ok()?.is_none() && alerts_of_case().await == 0).then_some(())
+    })
+    .await
+    .unwrap();
+    let audit = d.audit(&case).await.unwrap();
+    let erased: Vec<&serde_json::Value> = audit
+        .iter()
+        .map(|(_, r)| r)
+        .filter(|r| r["kind"] == "case_data_erased")
+        .collect();
+    assert_eq!(erased.len(), 1, "audited once, however many routers swept");
+    assert_eq!(
+        (erased[0]["alerts"].as_u64(), erased[0]["closed_by_event"].as_str()),
+        (Some(1), Some(c.event_id.as_str()))
+    );
+    // nothing of the case is left to add to; the audit (ids only) still verifies
+    let e = submit(&mut kbh, "after-erase", &case, appoint("ngo-redbarnet"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let comp = crate::delivery::audit_complete(&d, "erasing a closed case").await;
+    println!(
+        "retention: a closed case's record, alert and details erased after 2 s, audited; the audit verifies ({} events decided)",
+        comp.events_decided
+    );
+}

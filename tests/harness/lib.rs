@@ -575,6 +575,8 @@ pub struct Options {
     pub recipient_share: i64,
     /// JetStream store encryption (on, as shipped; off only to show what it protects).
     pub store_encryption: bool,
+    /// Seconds after closure that a case's data is erased.
+    pub closed_case_retention_secs: u64,
 }
 
 impl Default for Options {
@@ -592,6 +594,7 @@ impl Default for Options {
             agency_quota: henvis_bus::Topology::default().agency_quota,
             recipient_share: henvis_bus::Topology::default().recipient_share,
             store_encryption: true,
+            closed_case_retention_secs: 365 * 24 * 3600,
         }
     }
 }
@@ -761,6 +764,8 @@ impl Deployment {
             listen: "127.0.0.1:0".parse()?,
             expiry_warning_secs: self.options.expiry_warning_secs,
             expiry_scan_secs: 1,
+            closed_case_retention_secs: self.options.closed_case_retention_secs,
+            retention_scan_secs: self.options.closed_case_retention_secs.clamp(1, 3600),
             audit_signing_key: None,
         };
         let router = henvis_router::build(&config).await?;
@@ -782,6 +787,8 @@ impl Deployment {
             listen: "127.0.0.1:0".parse().unwrap(),
             expiry_warning_secs: 3 * 24 * 3600,
             expiry_scan_secs: 3600,
+            closed_case_retention_secs: self.options.closed_case_retention_secs,
+            retention_scan_secs: self.options.closed_case_retention_secs.clamp(1, 3600),
             audit_signing_key: None,
         }
     }

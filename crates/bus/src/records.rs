@@ -137,6 +137,11 @@ impl JsonBucket {
         self.create_new(key, record).await.map(|_| ())
     }
 
+    /// Purges `key`: every revision of it is removed, a purge marker stays.
+    pub async fn purge(&self, key: &str) -> Result<(), BusError> {
+        self.store.purge(key).await.map_err(unavailable)
+    }
+
     /// Deletes `key` (a delete marker; watchers see it go).
     pub async fn delete(&self, key: &str) -> Result<(), BusError> {
         self.store.delete(key).await.map_err(unavailable)

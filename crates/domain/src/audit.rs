@@ -185,6 +185,18 @@ pub enum AuditRecord {
         /// Why.
         reason: String,
     },
+    /// What the broker held about a closed case beyond the audit was erased at the end of
+    /// its retention.
+    CaseDataErased {
+        /// The case.
+        case_id: String,
+        /// The event that closed it.
+        closed_by_event: String,
+        /// Alert records (and their details) erased with it.
+        alerts: u64,
+        /// When, unix seconds.
+        at: i64,
+    },
     /// A subject access report on a case was given to its guardian or an administrator.
     SubjectAccessReported {
         /// The report.
@@ -234,7 +246,8 @@ impl AuditRecord {
             Self::RoutingDecisionVoided(v) => AuditScope::Decisions(&v.case_id),
             Self::CaseChange { case_id, .. }
             | Self::AlertDetailsRead { case_id, .. }
-            | Self::SubjectAccessReported { case_id, .. } => AuditScope::Case(case_id),
+            | Self::SubjectAccessReported { case_id, .. }
+            | Self::CaseDataErased { case_id, .. } => AuditScope::Case(case_id),
             Self::AlertClaimed(s) | Self::AlertHandedOver(s) | Self::AlertClosed(s) | Self::AlertReopened(s) => {
                 AuditScope::Case(&s.case_id)
             }

@@ -12,6 +12,7 @@ mod dead_letters;
 mod decisions;
 mod plan;
 mod reconcile;
+mod retention;
 mod route;
 mod rules;
 mod simulate;
@@ -48,6 +49,13 @@ pub struct RouterConfig {
     /// Seconds between scans for deliveries about to expire.
     #[arg(long, env = "HENVIS_EXPIRY_SCAN_SECS", default_value_t = 3600)]
     pub expiry_scan_secs: u64,
+    /// Seconds between looks for closed cases whose retention has ended.
+    #[arg(long, env = "HENVIS_RETENTION_SCAN_SECS", default_value_t = 3600)]
+    pub retention_scan_secs: u64,
+    /// Seconds after its closure that a case's record, alerts and alert details are erased
+    /// (the audit keeps its ids for its own retention).
+    #[arg(long, env = "HENVIS_CLOSED_CASE_RETENTION_SECS", default_value_t = 365 * 24 * 3600)]
+    pub closed_case_retention_secs: u64,
     /// The Ed25519 key (PKCS#8 DER) audit checkpoints are signed with; default
     /// `<pki dir>/service/audit-signing.p8`. Without it the chain is kept but not signed.
     #[arg(long, env = "HENVIS_AUDIT_SIGNING_KEY")]
@@ -65,6 +73,10 @@ pub struct Router {
     signer: Option<chain::Signer>,
     /// How long a police deferral of a guardian's report lasts at most, seconds.
     deferral_max_secs: i64,
+    /// How long a closed case's data is kept, seconds.
+    closed_case_retention_secs: i64,
+    /// How often closed cases are looked at.
+    retention_scan: Duration,
 }
 
 impl Router {
@@ -110,6 +122,8 @@ pub async fn build(config: &RouterConfig) -> anyhow::Result<Arc<Router>> {
         }),
         signer,
         deferral_max_secs: config.service.deferral_max_secs(),
+        closed_case_retention_secs: i64::try_from(config.closed_case_retention_secs).unwrap_or(i64::MAX),
+        retention_scan: Duration::from_secs(config.retention_scan_secs.max(1)),
     }))
 }
 
@@ -147,9 +161,10 @@ pub async fn serve(
     let expiry = tokio::spawn(dead_letters::watch_expiry(router.keeper.clone(), wait()));
     let questions = tokio::spawn(decisions::serve(router.clone(), wait()));
     let chain = tokio::spawn(chain::run(router.clone(), wait()));
+    let retention = tokio::spawn(retention::run(router.clone(), wait()));
     let routing = router.run(wait());
     let (a, b, c) = tokio::join!(grpc, routing, reload);
-    let _ = tokio::join!(dead, expiry, questions, directory, chain);
+    let _ = tokio::join!(dead, expiry, questions, directory, chain, retention);
     a.and(b).and(c)
 }
 

@@ -1,0 +1,61 @@
+//! Kept no longer than needed: a closed case's record, alerts and alert details are erased
+//! once its retention after closure has passed (audited first; the audit keeps the ids for
+//! its own, longer retention). Any router does it; erasing twice changes nothing.
+
+use std::{future::Future, sync::Arc};
+
+use henvis_bus::{BusError, ROUTER_WRITER};
+use henvis_domain::{AuditRecord, CaseId, EventId};
+
+use crate::Router;
+
+/// Sweeps every `retention_scan` until `shutdown`.
+pub(crate) async fn run(router: Arc<Router>, shutdown: impl Future<Output = ()> + Send) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            () = tokio::time::sleep(router.retention_scan) => {
+                match sweep(&router).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(cases = n, "closed cases erased after their retention"),
+                    Err(e) => tracing::warn!(error = %e, "retention sweep failed; retrying next time"),
+                }
+            }
+        }
+    }
+}
+
+/// Erases every closed case whose retention has passed; returns how many.
+async fn sweep(router: &Router) -> Result<usize, BusError> {
+    let now = henvis_runtime::unix_now();
+    let due: Vec<(String, String)> = router
+        .bus
+        .stored_cases()
+        .await?
+        .into_iter()
+        .filter_map(|(id, record)| {
+            let event = record.closed_by_event?;
+            let closed = EventId::parse(&event).ok()?.unix_seconds();
+            (now.saturating_sub(closed) >= router.closed_case_retention_secs).then_some((id, event))
+        })
+        .collect();
+    if due.is_empty() {
+        return Ok(0);
+    }
+    let alerts = router.bus.stored_alerts().await?;
+    for (id, event) in &due {
+        let Ok(case) = CaseId::parse(id) else { continue };
+        let keys: Vec<String> = alerts.iter().filter(|a| &a.case_id == id).map(|a| a.key()).collect();
+        let record = AuditRecord::CaseDataErased {
+            case_id: id.clone(),
+            closed_by_event: event.clone(),
+            alerts: keys.len() as u64,
+            at: now,
+        };
+        router.bus.audit(ROUTER_WRITER, &format!("erase:{id}"), &record).await?;
+        router.bus.erase_case_data(&case, &keys).await?;
+        tracing::info!(case_id = %id, alerts = keys.len(), "closed case erased");
+    }
+    Ok(due.len())
+}
