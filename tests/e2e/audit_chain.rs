@@ -333,7 +333,7 @@ async fn an_audit_that_cannot_be_written_delivers_nothing_and_alarms_administrat
         1,
     );
     assert_ne!(denied, shipped, "the router's deny list found");
-    d.nats.reload_authorization(&denied).unwrap();
+    d.nats.reload_authorization(&denied).await.unwrap();
     let mut ngo = d.client(Sector::Ngo, "ngo-hopenow").await.unwrap();
     let r = submit(&mut ngo, "unaudited", "", report("101")).await.unwrap();
     let alarm = wait_for("the router's audit alarm", crate::LIMIT * 3, || async {
@@ -354,7 +354,7 @@ async fn an_audit_that_cannot_be_written_delivers_nothing_and_alarms_administrat
 
     // the audit takes records again: the referral is decided, recorded and delivered, and
     // the alarm clears
-    d.nats.reload_authorization(shipped).unwrap();
+    d.nats.reload_authorization(shipped).await.unwrap();
     let status = wait_for("the referral routed once the audit is back", crate::LIMIT * 3, || {
         let mut inner = ngo.inner.clone();
         let req = ngo.req(henvis_proto::henvis::broker::v1::GetStatusRequest {

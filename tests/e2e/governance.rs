@@ -1105,7 +1105,7 @@ async fn directory_changes_apply_in_every_running_service_under_four_eyes() {
         .config;
     assert!(auth.contains("henvis.quota.ngo-nyt"), "the new agency's rights");
     let mut d = d;
-    d.nats.reload_authorization(&auth).unwrap();
+    d.nats.reload_authorization(&auth).await.unwrap();
     // the NGO service and the router take it without a restart: the new agency reports
     let opened = wait_for("the new agency to be admitted", LIMIT, || {
         let nyt = &nyt;

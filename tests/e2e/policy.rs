@@ -38,6 +38,16 @@ pub(crate) async fn open_case(d: &Deployment, municipality: &str) -> String {
         .case_id
 }
 
+/// A case in København with `guardian` appointed by the municipality, and the
+/// municipality's client.
+pub(crate) async fn case_with_guardian(d: &Deployment, guardian: &str) -> (String, Client) {
+    let case = open_case(d, "101").await;
+    let mut kbh = d.client(Sector::Social, "kommune-101").await.unwrap();
+    let a = submit(&mut kbh, "appoint", &case, appoint(guardian)).await.unwrap();
+    routed(&mut kbh, &a.event_id).await;
+    (case, kbh)
+}
+
 pub(crate) fn appoint(guardian: &str) -> Event {
     ev(event::Kind::GuardianAppointed(GuardianAppointed {
         guardian_agency_id: guardian.into(),

@@ -16,7 +16,7 @@ use tonic::Code;
 
 use crate::{
     Inbox, LIMIT,
-    policy::{appoint, ev, open_case, ts},
+    policy::{appoint, case_with_guardian, ev, open_case, ts},
     routed, submit,
 };
 
@@ -40,12 +40,7 @@ async fn reaches(c: &mut Client, event_id: &str, agency: &str, rule: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agencies_an_event_names_receive_it_with_their_routes_classes() {
     let d = Deployment::start().await.unwrap();
-    let case = open_case(&d, "101").await;
-    let mut kbh = d.client(Sector::Social, "kommune-101").await.unwrap();
-    let a = submit(&mut kbh, "appoint", &case, appoint("ngo-redbarnet"))
-        .await
-        .unwrap();
-    routed(&mut kbh, &a.event_id).await;
+    let (case, mut kbh) = case_with_guardian(&d, "ngo-redbarnet").await;
     let mut guardian = d.client(Sector::Ngo, "ngo-redbarnet").await.unwrap();
 
     // the body asked to assess the child's age
@@ -126,12 +121,7 @@ async fn agencies_an_event_names_receive_it_with_their_routes_classes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_body_asked_to_assess_a_childs_age_may_change_the_presumption() {
     let d = Deployment::start().await.unwrap();
-    let case = open_case(&d, "101").await;
-    let mut kbh = d.client(Sector::Social, "kommune-101").await.unwrap();
-    let a = submit(&mut kbh, "appoint", &case, appoint("ngo-redbarnet"))
-        .await
-        .unwrap();
-    routed(&mut kbh, &a.event_id).await;
+    let (case, mut kbh) = case_with_guardian(&d, "ngo-redbarnet").await;
     let completed = |outcome: AgeAssessmentOutcome| {
         ev(event::Kind::AgeAssessmentCompleted(AgeAssessmentCompleted {
             outcome: outcome as i32,
@@ -403,12 +393,7 @@ async fn a_router_that_cannot_load_the_live_set_routes_with_the_last_approved_on
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ending_a_guardianship_ends_the_guardians_rights_and_closing_a_case_ends_its_routing() {
     let d = Deployment::start().await.unwrap();
-    let case = open_case(&d, "101").await;
-    let mut kbh = d.client(Sector::Social, "kommune-101").await.unwrap();
-    let a = submit(&mut kbh, "appoint", &case, appoint("ngo-redbarnet"))
-        .await
-        .unwrap();
-    routed(&mut kbh, &a.event_id).await;
+    let (case, mut kbh) = case_with_guardian(&d, "ngo-redbarnet").await;
     let mut guardian = d.client(Sector::Ngo, "ngo-redbarnet").await.unwrap();
     let ended = ev(event::Kind::GuardianshipEnded(GuardianshipEnded {
         reason: GuardianshipEndReason::Replaced as i32,
@@ -525,12 +510,7 @@ async fn a_route_delivers_only_to_parties_of_its_agreement() {
         1,
     );
     d.put_live("one-ngo.toml", &one_ngo).await.unwrap();
-    let case = open_case(&d, "101").await;
-    let mut kbh = d.client(Sector::Social, "kommune-101").await.unwrap();
-    let a = submit(&mut kbh, "appoint", &case, appoint("ngo-redbarnet"))
-        .await
-        .unwrap();
-    routed(&mut kbh, &a.event_id).await;
+    let (case, mut kbh) = case_with_guardian(&d, "ngo-redbarnet").await;
     let missing = ev(event::Kind::ChildMissing(ChildMissing {
         last_seen_at: ts(-600),
         risk: MissingRisk::High as i32,

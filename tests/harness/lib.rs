@@ -197,8 +197,37 @@ impl NatsServer {
 
     /// Runs every node with `authorization` from now on: its configuration is rewritten and
     /// the server reloads it without a restart (`nats-server --signal reload`), as an
-    /// operator does after an approved directory change adds an agency.
-    pub fn reload_authorization(&mut self, authorization: &str) -> anyhow::Result<()> {
+    /// operator does after an approved directory change adds an agency. Returns once every
+    /// running node has loaded it (the signal returns before the server acts on it).
+    pub async fn reload_authorization(&mut self, authorization: &str) -> anyhow::Result<()> {
+        let mut before = Vec::new();
+        for i in 0..self.nodes.len() {
+            before.push(self.config_load_time(i).await);
+        }
+        self.signal_reload(authorization)?;
+        for (i, was) in before.into_iter().enumerate() {
+            if self.nodes[i].child.is_none() {
+                continue;
+            }
+            wait_for(
+                "the server to load the new authorization",
+                Duration::from_secs(30),
+                || async {
+                    let now = self.config_load_time(i).await;
+                    (now.is_some() && now != was).then_some(())
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn config_load_time(&self, i: usize) -> Option<String> {
+        let varz = self.monitor(i, "/varz").await.ok()?;
+        varz["config_load_time"].as_str().map(str::to_owned)
+    }
+
+    fn signal_reload(&mut self, authorization: &str) -> anyhow::Result<()> {
         self.authorization = authorization.to_owned();
         for i in 0..self.nodes.len() {
             let Some(pid) = self.nodes[i].child.as_ref().map(Child::id) else {
