@@ -97,6 +97,17 @@ pub struct AlertRecord {
 }
 
 impl AlertRecord {
+    /// Since when it has been open this time: when it was raised, or last reopened (its
+    /// escalation deadline counts from then).
+    pub fn open_since(&self) -> i64 {
+        self.history
+            .iter()
+            .filter(|(what, _, _)| what == crate::ALERT_REOPENED)
+            .map(|(_, _, at)| *at)
+            .max()
+            .map_or(self.raised_at, |t| t.max(self.raised_at))
+    }
+
     /// The key in the alerts bucket.
     pub fn key(&self) -> String {
         format!("{}.{}", self.district, self.alert_id)

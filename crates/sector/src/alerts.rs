@@ -73,7 +73,7 @@ impl AlertConfig {
         } else {
             self.normal_deadline_secs
         };
-        (secs > 0 && a.escalated_from.is_none()).then(|| a.raised_at + secs as i64)
+        (secs > 0 && a.escalated_from.is_none()).then(|| a.open_since() + secs as i64)
     }
 }
 
@@ -734,6 +734,21 @@ mod tests {
             escalation_notified: false,
             history: vec![],
         }
+    }
+
+    #[test]
+    fn a_reopened_alert_gets_a_fresh_deadline() {
+        let config = AlertConfig {
+            urgent_deadline_secs: 60,
+            ..Default::default()
+        };
+        let mut a = alert("politi-fyn", "urgent", 100);
+        assert_eq!(config.deadline(&a), Some(160));
+        a.history.push((ALERT_CLAIMED.into(), "kp1".into(), 110));
+        a.history
+            .push((format!("{ALERT_CLOSED_AS}child_safe"), "kp1".into(), 120));
+        a.history.push((ALERT_REOPENED.into(), "kp2".into(), 500));
+        assert_eq!(config.deadline(&a), Some(560), "counted from the reopening");
     }
 
     #[test]
