@@ -473,6 +473,24 @@ async fn ending_a_guardianship_ends_the_guardians_rights_and_closing_a_case_ends
             "{change} audited"
         );
     }
+    // its open alert (the opening report's, for København's police) ended with it
+    let closed_alert = audit
+        .iter()
+        .find(|(_, r)| r["kind"] == "alert_closed")
+        .map(|(_, r)| r.clone())
+        .unwrap();
+    assert_eq!(
+        (closed_alert["person"].as_str(), closed_alert["outcome"].as_str()),
+        (Some("henvis"), Some("case_closed"))
+    );
+    let mut kp = AlertServiceClient::new(d.channel_as(Sector::Police, "politi-koebenhavn-kp1").await.unwrap());
+    let listed = kp.list_alerts(ListAlertsRequest {}).await.unwrap().into_inner().alerts;
+    assert!(
+        listed.iter().all(|a| a.case_id != case),
+        "a closed case's alert is not listed"
+    );
+    let comp = crate::delivery::audit_complete(&d, "closing a case").await;
+    assert_eq!(comp.alert_steps, 1);
     println!(
         "guardianship ended by the municipality only; the former guardian told and without rights; the case closed by its guardian; later events refused"
     );

@@ -192,6 +192,10 @@ impl Router {
                 })
                 .await?;
         }
+        // a closed case's open alerts end with it (again on a retry: closed ones are left)
+        if change == CaseChange::Closed {
+            self.close_alerts_of(case_id, facts.at).await?;
+        }
 
         let empty = CaseRecord::new();
         let mut planned: Option<Plan> = None;
@@ -402,5 +406,66 @@ impl Router {
             .delivered_to(responder.as_str(), event_id)
             .await?
             .and_then(|d| AgencyId::parse(&d.sender).ok()))
+    }
+}
+
+impl Router {
+    /// Closes every alert of `case` that is not closed, as henvis, with the outcome
+    /// `case_closed` at `at` (the closing event's time, so a retry writes the same records),
+    /// each audited before it changes.
+    async fn close_alerts_of(&self, case: &CaseId, at: i64) -> Result<(), henvis_bus::BusError> {
+        use henvis_domain::{
+            ALERT_CLOSED_AS, AlertRecord, AlertState, AlertStep, AlertStepRecord, AuditRecord, PersonId,
+        };
+        const BY: &str = "henvis";
+        const OUTCOME: &str = "case_closed";
+        let case_id = case.to_string();
+        let open: Vec<AlertRecord> = self
+            .bus
+            .stored_alerts()
+            .await?
+            .into_iter()
+            .filter(|a| a.case_id == case_id && !matches!(a.state, AlertState::Closed { .. }))
+            .collect();
+        if open.is_empty() {
+            return Ok(());
+        }
+        let by = PersonId::parse(BY).map_err(|e| henvis_bus::BusError::Other(e.to_string()))?;
+        let bucket = self.bus.alert_bucket().await?;
+        for a in open {
+            let record = AuditRecord::AlertClosed(AlertStepRecord {
+                alert_id: a.alert_id.to_string(),
+                case_id: case_id.clone(),
+                district: a.district.to_string(),
+                person: BY.into(),
+                to: None,
+                outcome: Some(OUTCOME.into()),
+                at,
+            });
+            let id = AlertStep::recorded_by(&record)
+                .map(|s| s.record_id())
+                .unwrap_or_else(|| format!("step:{}:closed", a.alert_id));
+            self.bus.audit(ROUTER_WRITER, &id, &record).await?;
+            bucket
+                .modify::<AlertRecord>(
+                    &a.key(),
+                    || None,
+                    |x| {
+                        if matches!(x.state, AlertState::Closed { .. }) {
+                            return false;
+                        }
+                        x.state = AlertState::Closed {
+                            by: by.clone(),
+                            at,
+                            outcome: OUTCOME.into(),
+                        };
+                        x.history.push((format!("{ALERT_CLOSED_AS}{OUTCOME}"), BY.into(), at));
+                        true
+                    },
+                )
+                .await?;
+            tracing::info!(alert_id = %a.alert_id, case_id = %case_id, "alert closed with its case");
+        }
+        Ok(())
     }
 }

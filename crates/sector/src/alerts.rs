@@ -476,7 +476,8 @@ fn outcome_name(n: i32) -> Option<&'static str> {
         O::Referred => Some("referred"),
         O::NoAction => Some("no_action"),
         O::Duplicate => Some("duplicate"),
-        O::Unspecified => None,
+        // only henvis closes an alert as its case's closure
+        O::CaseClosed | O::Unspecified => None,
     }
 }
 
@@ -489,6 +490,7 @@ fn outcome_number(name: &str) -> i32 {
         "referred" => O::Referred,
         "no_action" => O::NoAction,
         "duplicate" => O::Duplicate,
+        "case_closed" => O::CaseClosed,
         _ => O::Unspecified,
     }) as i32
 }
