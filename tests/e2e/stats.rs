@@ -6,7 +6,7 @@ use henvis_domain::{
     Sector,
     stats::{Cell, Table, recoverable},
 };
-use henvis_proto::henvis::admin::v1::{StatsRequest, stats_cell::Value};
+use henvis_proto::henvis::admin::v1::StatsRequest;
 use henvis_tests::{Deployment, admin};
 use tonic::Code;
 
@@ -23,25 +23,7 @@ async fn table(d: &Deployment, by: &[&str], threshold: u64) -> Result<Table, ton
         })
         .await?
         .into_inner();
-    let cell = |c: Option<&henvis_proto::henvis::admin::v1::StatsCell>| match c.and_then(|c| c.value.as_ref()) {
-        Some(Value::Count(n)) => Cell::Count(*n),
-        _ => Cell::Suppressed,
-    };
-    Ok(Table {
-        unit: t.unit,
-        by: t.by,
-        threshold: t.threshold,
-        rows: t.rows,
-        columns: t.columns,
-        cells: t
-            .cells
-            .iter()
-            .map(|r| r.cells.iter().map(|c| cell(Some(c))).collect())
-            .collect(),
-        row_totals: t.row_totals.iter().map(|c| cell(Some(c))).collect(),
-        column_totals: t.column_totals.iter().map(|c| cell(Some(c))).collect(),
-        total: cell(t.total.as_ref()),
-    })
+    Ok(henvis_convert::stats_from_wire(&t))
 }
 
 fn no_small_count_published(t: &Table) {

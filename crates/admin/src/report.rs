@@ -3,16 +3,14 @@
 //! router uses for guardians; its giving is audited before it leaves.
 
 use henvis_domain::{
-    AgencyId, AuditRecord, CaseId, CaseRecord, PersonId,
+    CaseId, CaseRecord, PersonId,
     report::{self, ReportRequest, SubjectAccessReport, Viewer},
 };
 use tonic::Status;
 
 use crate::Admin;
 
-fn unavailable(e: impl std::fmt::Display) -> Status {
-    Status::unavailable(format!("the audit is unavailable; try again: {e}"))
-}
+use crate::verify::{audit_read_error, unavailable};
 
 impl Admin {
     /// The report on `case` for administrator `admin`, its giving audited.
@@ -30,19 +28,10 @@ impl Admin {
             .record;
         let records = self
             .bus
-            .read_subject(henvis_bus::STREAM_AUDIT, &henvis_bus::audit_case_filter(case))
+            .audit_records(&henvis_bus::audit_case_filter(case))
             .await
-            .map_err(unavailable)?
-            .iter()
-            .map(|b| serde_json::from_slice::<AuditRecord>(b))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Status::data_loss(format!("an audit record of the case does not parse: {e}")))?;
+            .map_err(audit_read_error)?;
         let directory = self.directory.current();
-        let sector_of = |a: &str| {
-            AgencyId::parse(a)
-                .ok()
-                .and_then(|a| directory.agency(&a).map(|a| a.sector))
-        };
         let report_id = henvis_domain::EventId::new_now().to_string();
         let case_text = case.to_string();
         let admin_text = admin.to_string();
@@ -55,7 +44,7 @@ impl Admin {
                 requested_by: &admin_text,
                 now: crate::now(),
                 deferral_max_secs: self.deferral_max_secs,
-                sector_of: &sector_of,
+                directory: &directory,
             },
             &records,
         );

@@ -647,7 +647,7 @@ impl AdminService for AdminApi {
     async fn stats(&self, req: Request<StatsRequest>) -> Result<Response<StatsTable>, Status> {
         self.caller(&req)?;
         let r = req.get_ref();
-        Ok(Response::new(crate::stats::to_wire(
+        Ok(Response::new(henvis_convert::stats_to_wire(
             &self.0.stats(&r.by, r.threshold).await?,
         )))
     }

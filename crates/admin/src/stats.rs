@@ -1,48 +1,13 @@
 //! The mapping study's counts for administrators: from the audit's standing routing
 //! decisions and the case records, by one or two dimensions, small cells suppressed.
 
-use henvis_domain::{
-    AuditRecord,
-    stats::{self, Cell, Dimension, Table},
-};
-use henvis_proto::henvis::admin::v1::{StatsCell, StatsRow, StatsTable, stats_cell};
+use henvis_domain::stats::{self, Dimension, Table};
 use tonic::Status;
 
-use crate::Admin;
-
-fn unavailable(e: impl std::fmt::Display) -> Status {
-    Status::unavailable(format!("the audit is unavailable; try again: {e}"))
-}
-
-fn wire(c: &Cell) -> StatsCell {
-    StatsCell {
-        value: Some(match c {
-            Cell::Count(n) => stats_cell::Value::Count(*n),
-            Cell::Suppressed => stats_cell::Value::Suppressed(true),
-        }),
-    }
-}
-
-/// A table on the wire.
-pub(crate) fn to_wire(t: &Table) -> StatsTable {
-    StatsTable {
-        unit: t.unit.clone(),
-        by: t.by.clone(),
-        threshold: t.threshold,
-        rows: t.rows.clone(),
-        columns: t.columns.clone(),
-        cells: t
-            .cells
-            .iter()
-            .map(|r| StatsRow {
-                cells: r.iter().map(wire).collect(),
-            })
-            .collect(),
-        row_totals: t.row_totals.iter().map(wire).collect(),
-        column_totals: t.column_totals.iter().map(wire).collect(),
-        total: Some(wire(&t.total)),
-    }
-}
+use crate::{
+    Admin,
+    verify::{audit_read_error, unavailable},
+};
 
 impl Admin {
     /// The counts by `by` (one or two dimension names) with counts under `threshold` (0:
@@ -73,15 +38,11 @@ impl Admin {
             }
             t => t,
         };
-        let records: Vec<AuditRecord> = self
+        let records = self
             .bus
-            .read_subject(henvis_bus::STREAM_AUDIT, "henvis.audit.decision.>")
+            .audit_records(&henvis_bus::audit_decisions_filter())
             .await
-            .map_err(unavailable)?
-            .iter()
-            .map(|b| serde_json::from_slice(b))
-            .collect::<Result<_, _>>()
-            .map_err(|e| Status::data_loss(format!("an audit decision record does not parse: {e}")))?;
+            .map_err(audit_read_error)?;
         let decisions = henvis_domain::standing_decisions(&records);
         let cases = self.bus.stored_cases().await.map_err(unavailable)?;
         Ok(stats::table(

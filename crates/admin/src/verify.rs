@@ -6,8 +6,17 @@ use tonic::Status;
 
 use crate::Admin;
 
-fn unavailable(e: impl std::fmt::Display) -> Status {
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> Status {
     Status::unavailable(format!("the audit is unavailable; try again: {e}"))
+}
+
+/// The status for a failed read of typed audit records: a record that does not parse was
+/// written behind the services (DATA_LOSS); anything else is NATS (UNAVAILABLE).
+pub(crate) fn audit_read_error(e: henvis_bus::BusError) -> Status {
+    match e {
+        henvis_bus::BusError::Other(m) => Status::data_loss(format!("an audit record does not parse: {m}")),
+        other => unavailable(other),
+    }
 }
 
 /// Checks an Ed25519 signature over `message` with the key `c.key_id` names among `keys`.
@@ -59,14 +68,12 @@ impl Admin {
                 .iter()
                 .flat_map(henvis_domain::AlertStep::of)
                 .collect();
+            // every record (completeness reads the decisions and the alert steps among them)
             let case_records: Vec<henvis_domain::AuditRecord> = records
                 .iter()
-                .filter(|r| {
-                    r.subject.starts_with("henvis.audit.decision.") || r.subject.starts_with("henvis.audit.case.")
-                })
                 .map(|r| serde_json::from_slice(&r.payload))
                 .collect::<Result<_, _>>()
-                .map_err(|e| Status::data_loss(format!("an audit record of a case does not parse: {e}")))?;
+                .map_err(|e| Status::data_loss(format!("an audit record does not parse: {e}")))?;
             Some(henvis_domain::completeness(&case_records, &deliveries, &steps))
         } else {
             None

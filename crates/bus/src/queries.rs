@@ -126,32 +126,32 @@ impl Bus {
 
     /// Asks the router for the subject access report on `case`, as `asker` (its guardian).
     pub async fn ask_report(&self, asker: &AgencyId, case: &CaseId) -> Result<ReportAnswer, BusError> {
-        let mut whole: Option<Box<SubjectAccessReport>> = None;
-        let mut offset = 0;
-        loop {
-            let query = ReportQuery {
-                case_id: case.to_string(),
-                offset,
-                report_id: whole.as_ref().map(|r| r.report_id.clone()),
-            };
-            match self.ask(QueryKind::Report, asker, &query).await? {
-                ReportAnswer::Report { report, next } => {
-                    match &mut whole {
-                        Some(w) => w.entries.extend(report.entries),
-                        None => whole = Some(report),
-                    }
-                    match (next, whole) {
-                        (Some(n), w) if n > offset => {
-                            offset = n;
-                            whole = w;
-                        }
-                        (_, Some(report)) => return Ok(ReportAnswer::Report { report, next: None }),
-                        (_, None) => return Ok(ReportAnswer::Unavailable),
-                    }
+        let query = |offset, report_id| ReportQuery {
+            case_id: case.to_string(),
+            offset,
+            report_id,
+        };
+        let (mut whole, mut next) = match self.ask(QueryKind::Report, asker, &query(0, None)).await? {
+            ReportAnswer::Report { report, next } => (report, next),
+            other => return Ok(other),
+        };
+        // later pages of the same report (its giving is audited once), each further on
+        while let Some(offset) = next {
+            match self
+                .ask(QueryKind::Report, asker, &query(offset, Some(whole.report_id.clone())))
+                .await?
+            {
+                ReportAnswer::Report { report, next: n } => {
+                    whole.entries.extend(report.entries);
+                    next = n.filter(|n| *n > offset);
                 }
                 other => return Ok(other),
             }
         }
+        Ok(ReportAnswer::Report {
+            report: whole,
+            next: None,
+        })
     }
 
     /// Answers `kind` requests with `answer(asker, query)` until `shutdown` (every router in

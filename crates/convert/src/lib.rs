@@ -5,7 +5,9 @@
 //! Pure: no I/O, no policy.
 
 mod report;
+mod stats;
 pub use report::{class_numbers, report_from_wire, report_to_wire};
+pub use stats::{stats_from_wire, stats_to_wire};
 
 use std::collections::BTreeSet;
 

@@ -16,7 +16,7 @@
 
 use std::fmt::Write as _;
 
-use crate::{AuditRecord, CaseRecord, EventId, Sector, standing_decisions};
+use crate::{AgencyId, AuditRecord, CaseRecord, Directory, EventId, Sector, standing_decisions};
 
 /// How long a deferral lasts at most unless configured otherwise (`HENVIS_DEFERRAL_MAX_DAYS`).
 pub const DEFAULT_DEFERRAL_MAX_DAYS: u64 = 180;
@@ -193,15 +193,20 @@ pub struct ReportRequest<'a> {
     pub now: i64,
     /// The longest a deferral lasts, seconds.
     pub deferral_max_secs: i64,
-    /// The sector of an agency, from the directory (None for one it does not know).
-    pub sector_of: &'a dyn Fn(&str) -> Option<Sector>,
+    /// The directory (which agencies are police).
+    pub directory: &'a Directory,
 }
 
 /// Builds the report on `req.case_id` from its audit records (`records`, in audit order),
 /// with the number of entries a deferral in force keeps from the guardian (for the audit
 /// record of its giving; a guardian's report itself does not say).
 pub fn build(req: &ReportRequest<'_>, records: &[AuditRecord]) -> (SubjectAccessReport, u64) {
-    let police = |agency: &str| (req.sector_of)(agency) == Some(Sector::Police);
+    let police = |agency: &str| {
+        AgencyId::parse(agency)
+            .ok()
+            .and_then(|a| req.directory.agency(&a))
+            .is_some_and(|a| a.sector == Sector::Police)
+    };
     let mut entries: Vec<(ReportEntry, bool)> = Vec::new();
     let mut push = |at: i64, entry: Entry, police_side: bool| {
         entries.push((
@@ -691,22 +696,22 @@ mod tests {
                 "kommune-101",
                 100,
                 vec![
-                    recipient("politi-kbh", &["BASIC", "LOCATION"]),
-                    recipient("ngo-a", &["BASIC"]),
+                    recipient("politi-koebenhavn", &["BASIC", "LOCATION"]),
+                    recipient("ngo-hopenow", &["BASIC"]),
                 ],
-                &["sundhed-x"],
+                &["region-hovedstaden"],
             ),
             AuditRecord::CaseChange {
                 event_id: POLICE_EVENT.into(),
                 case_id: "c".into(),
                 message_type: "investigation_update".into(),
-                by: "politi-kbh".into(),
+                by: "politi-koebenhavn".into(),
                 change: "subject_access_deferred".into(),
             },
             decision(
                 POLICE_EVENT,
                 "investigation_update",
-                "politi-kbh",
+                "politi-koebenhavn",
                 200,
                 vec![recipient("kommune-101", &["BASIC", "CRIMINAL"])],
                 &[],
@@ -714,7 +719,7 @@ mod tests {
             AuditRecord::AlertDetailsRead {
                 alert_id: "al-1".into(),
                 case_id: "c".into(),
-                district: "politi-kbh".into(),
+                district: "politi-koebenhavn".into(),
                 person: "kp-1".into(),
                 classes: vec!["BASIC".into(), "LOCATION".into()],
                 at: 150,
@@ -722,23 +727,13 @@ mod tests {
             AuditRecord::AlertClaimed(AlertStepRecord {
                 alert_id: "al-1".into(),
                 case_id: "c".into(),
-                district: "politi-kbh".into(),
+                district: "politi-koebenhavn".into(),
                 person: "kp-1".into(),
                 to: None,
                 outcome: None,
                 at: 140,
             }),
         ]
-    }
-
-    fn sector(a: &str) -> Option<Sector> {
-        match a.split('-').next() {
-            Some("politi") => Some(Sector::Police),
-            Some("kommune") => Some(Sector::Social),
-            Some("ngo") => Some(Sector::Ngo),
-            Some("sundhed") => Some(Sector::Health),
-            _ => None,
-        }
     }
 
     fn report(viewer: Viewer, deferred: bool, now: i64) -> SubjectAccessReport {
@@ -756,10 +751,10 @@ mod tests {
                 case_id: "c",
                 case: &case,
                 viewer,
-                requested_by: "ngo-a",
+                requested_by: "ngo-hopenow",
                 now,
                 deferral_max_secs: 3600,
-                sector_of: &sector,
+                directory: &Directory::denmark().unwrap(),
             },
             &records(),
         )
@@ -792,9 +787,9 @@ mod tests {
         assert_eq!(
             shape(&r),
             vec![
-                s(100, "delivered politi-kbh"),
-                s(100, "delivered ngo-a"),
-                s(100, "withheld sundhed-x"),
+                s(100, "delivered politi-koebenhavn"),
+                s(100, "delivered ngo-hopenow"),
+                s(100, "withheld region-hovedstaden"),
                 s(140, "alert claimed"),
                 s(150, "alert details_read"),
                 s(200, "delivered kommune-101"),
@@ -824,8 +819,8 @@ mod tests {
         assert_eq!(
             shape(&g),
             vec![
-                (100, false, "delivered ngo-a".into()),
-                (100, false, "withheld sundhed-x".into())
+                (100, false, "delivered ngo-hopenow".into()),
+                (100, false, "withheld region-hovedstaden".into())
             ]
         );
         let notice = g.deferral.clone().unwrap();
@@ -853,7 +848,7 @@ mod tests {
                 notice.marked_by.as_deref(),
                 notice.entries_deferred
             ),
-            (true, Some(since()), Some(since() + 3600), Some("politi-kbh"), 5)
+            (true, Some(since()), Some(since() + 3600), Some("politi-koebenhavn"), 5)
         );
     }
 
@@ -873,7 +868,7 @@ mod tests {
         let text = render_text(&r);
         assert_eq!(text.lines().count(), 3 + 2 + 7, "{text}");
         assert!(
-            text.contains("[deferred]") && text.contains("marked by politi-kbh"),
+            text.contains("[deferred]") && text.contains("marked by politi-koebenhavn"),
             "{text}"
         );
         if let Entry::Withheld { explanation, .. } = &mut r.entries[2].entry {

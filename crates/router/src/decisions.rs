@@ -93,11 +93,6 @@ async fn answer_report(router: &Router, asker: AgencyId, query: ReportQuery) -> 
         .filter(|r| !matches!(r, AuditRecord::SubjectAccessReported { report_id: id, .. } if *id == report_id))
         .collect();
     let directory = router.directory.current();
-    let sector_of = |a: &str| {
-        AgencyId::parse(a)
-            .ok()
-            .and_then(|a| directory.agency(&a).map(|a| a.sector))
-    };
     let case_text = case.to_string();
     let (report, deferred) = report::build(
         &ReportRequest {
@@ -108,7 +103,7 @@ async fn answer_report(router: &Router, asker: AgencyId, query: ReportQuery) -> 
             requested_by: asker.as_str(),
             now: henvis_runtime::unix_now(),
             deferral_max_secs: router.deferral_max_secs,
-            sector_of: &sector_of,
+            directory: &directory,
         },
         &records,
     );

@@ -913,14 +913,6 @@ pub enum StatsFormat {
     Svg,
 }
 
-fn cell_from_wire(c: Option<&henvis_proto::henvis::admin::v1::StatsCell>) -> henvis_domain::stats::Cell {
-    use henvis_proto::henvis::admin::v1::stats_cell::Value;
-    match c.and_then(|c| c.value.as_ref()) {
-        Some(Value::Count(n)) => henvis_domain::stats::Cell::Count(*n),
-        _ => henvis_domain::stats::Cell::Suppressed,
-    }
-}
-
 /// Asks for the mapping study's counts and writes them.
 pub async fn stats(
     conn: AdminConn,
@@ -929,7 +921,7 @@ pub async fn stats(
     format: StatsFormat,
     out: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    use henvis_domain::stats::{Cell, Table, render_svg, to_csv};
+    use henvis_domain::stats::{Cell, render_svg, to_csv};
     let t = conn
         .client()
         .await?
@@ -939,21 +931,7 @@ pub async fn stats(
         }))
         .await?
         .into_inner();
-    let table = Table {
-        unit: t.unit.clone(),
-        by: t.by.clone(),
-        threshold: t.threshold,
-        rows: t.rows.clone(),
-        columns: t.columns.clone(),
-        cells: t
-            .cells
-            .iter()
-            .map(|r| r.cells.iter().map(|c| cell_from_wire(Some(c))).collect())
-            .collect(),
-        row_totals: t.row_totals.iter().map(|c| cell_from_wire(Some(c))).collect(),
-        column_totals: t.column_totals.iter().map(|c| cell_from_wire(Some(c))).collect(),
-        total: cell_from_wire(t.total.as_ref()),
-    };
+    let table = henvis_convert::stats_from_wire(&t);
     let show = |c: &Cell| match c {
         Cell::Count(v) => v.to_string(),
         Cell::Suppressed => format!("<{}", table.threshold),
