@@ -119,9 +119,14 @@ async fn killing_the_router_again_and_again_under_load_loses_and_duplicates_noth
         .as_nanos() as u64;
     let mut rng = Lcg(seed);
     let mut router = RouterProcess::spawn(&d.nats.url(), 600, d.pki_dir()).unwrap();
-    // the load: several agencies submitting concurrently, each submit tried once
+    // the load: several agencies submitting concurrently, each submit tried once; it runs
+    // at least `referrals` and goes on until the last kill, so that every kill lands under
+    // load however fast this machine submits and however slowly a router starts
     let senders = ["ngo-redbarnet", "ngo-hopenow", "ngo-reden-international", "politi-fyn"];
-    let (load, acked, failed) = start_load(&d, referrals, &senders, "crash", false).await;
+    let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let all: Vec<String> = d.directory.municipalities().map(|m| m.code.clone()).collect();
+    let (load, acked, failed) =
+        start_load_in(&d, referrals, &senders, &all, "crash", false, Some(running.clone())).await;
 
     // the faults: SIGKILL the router at random points while the load runs, and start it
     // again; each kill waits until the load has reached its (random) point and the router
@@ -157,7 +162,7 @@ async fn killing_the_router_again_and_again_under_load_loses_and_duplicates_noth
         .await
         .unwrap();
         router.kill9();
-        killed_under_load += usize::from(acked.lock().unwrap().len() + *failed.lock().unwrap() < referrals);
+        killed_under_load += usize::from(load.iter().any(|l| !l.is_finished()));
         versions += 1;
         let text = henvis_router::DEFAULT_RULES.replacen(
             "version = \"2026-11-28.1\"",
@@ -167,6 +172,7 @@ async fn killing_the_router_again_and_again_under_load_loses_and_duplicates_noth
         d.put_live("crash.toml", &text).await.unwrap();
         router = RouterProcess::spawn(&d.nats.url(), 600, d.pki_dir()).unwrap();
     }
+    running.store(false, std::sync::atomic::Ordering::SeqCst);
     for l in load {
         l.await.unwrap();
     }
@@ -178,7 +184,8 @@ async fn killing_the_router_again_and_again_under_load_loses_and_duplicates_noth
     let failed = *failed.lock().unwrap();
     let c = count(&d, &acked).await;
     println!(
-        "router crash (seed {seed}): {kills} SIGKILLs ({killed_under_load} under load), a new rule set published during each ({versions} versions); referrals attempted {referrals}, acknowledged {}, unknown outcome {failed}; {c}",
+        "router crash (seed {seed}): {kills} SIGKILLs ({killed_under_load} under load), a new rule set published during each ({versions} versions); referrals attempted {}, acknowledged {}, unknown outcome {failed}; {c}",
+        acked.len() + failed,
         acked.len()
     );
     assert_eq!(killed_under_load, kills, "every kill landed while the load was running");
@@ -454,10 +461,11 @@ pub(crate) async fn start_load(
     retry: bool,
 ) -> (Vec<tokio::task::JoinHandle<()>>, Acked, Arc<Mutex<usize>>) {
     let all: Vec<String> = d.directory.municipalities().map(|m| m.code.clone()).collect();
-    start_load_in(d, referrals, senders, &all, prefix, retry).await
+    start_load_in(d, referrals, senders, &all, prefix, retry, None).await
 }
 
-/// [`start_load`] for cases in the given municipalities only.
+/// [`start_load`] for cases in the given municipalities only; with `running`, each sender
+/// goes on past its share of `referrals` for as long as the flag stays set.
 pub(crate) async fn start_load_in(
     d: &Deployment,
     referrals: usize,
@@ -465,6 +473,7 @@ pub(crate) async fn start_load_in(
     municipalities: &[String],
     prefix: &str,
     retry: bool,
+    running: Option<Arc<std::sync::atomic::AtomicBool>>,
 ) -> (Vec<tokio::task::JoinHandle<()>>, Acked, Arc<Mutex<usize>>) {
     let acked: Acked = Arc::default();
     let failures = Arc::new(Mutex::new(0usize));
@@ -479,8 +488,17 @@ pub(crate) async fn start_load_in(
         let (acked, failures, municipalities) = (acked.clone(), failures.clone(), municipalities.to_vec());
         let share = referrals / senders.len() + usize::from(w < referrals % senders.len());
         let prefix = prefix.to_owned();
+        let running = running.clone();
         load.push(tokio::spawn(async move {
-            for i in 0..share {
+            let go_on = || {
+                running
+                    .as_ref()
+                    .is_some_and(|r| r.load(std::sync::atomic::Ordering::SeqCst))
+            };
+            for i in 0.. {
+                if i >= share && !go_on() {
+                    break;
+                }
                 let m = municipalities[(w * 31 + i) % municipalities.len()].clone();
                 let key = format!("{prefix}-{w}-{i}");
                 let attempt = || {

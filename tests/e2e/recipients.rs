@@ -151,6 +151,7 @@ async fn agencies_dropping_streams_and_a_killed_sector_service_lose_and_duplicat
         &municipalities,
         "recipients",
         true,
+        None,
     )
     .await;
 
