@@ -555,7 +555,8 @@ async fn events_published_into_in_behind_the_checks_are_not_routed_but_kept_with
     let mut ids = Vec::new();
     for (what, env, mt) in &forged {
         let subject = format!("henvis.in.ngo.{mt}.{case}");
-        js.publish(subject, env.encode_to_vec().into())
+        // sealed with the case's key, as the service could (it holds the master key)
+        js.publish(subject, d.sealed(&case, &env.encode_to_vec()).await.unwrap())
             .await
             .unwrap()
             .await
@@ -589,7 +590,8 @@ async fn events_published_into_in_behind_the_checks_are_not_routed_but_kept_with
         let Ok(m) = out.get_raw_message(seq).await else {
             continue;
         };
-        let delivery = henvis_proto::henvis::broker::v1::Delivery::decode(m.payload).unwrap();
+        let delivery =
+            henvis_proto::henvis::broker::v1::Delivery::decode(d.opened(&m.payload).await.unwrap().as_slice()).unwrap();
         let id = delivery.envelope.unwrap().event_id;
         assert!(!ids.contains(&id), "a forged event was delivered");
     }

@@ -308,7 +308,11 @@ async fn count(d: &Deployment, acked: &BTreeMap<String, (String, &'static str)>)
     for seq in 1..=last {
         if let Ok(m) = out.get_raw_message(seq).await {
             let recipient = m.subject.split('.').nth(2).unwrap_or_default().to_owned();
-            let event_id = Delivery::decode(m.payload).unwrap().envelope.unwrap().event_id;
+            let event_id = Delivery::decode(d.opened(&m.payload).await.unwrap().as_slice())
+                .unwrap()
+                .envelope
+                .unwrap()
+                .event_id;
             *delivered.entry((event_id, recipient)).or_default() += 1;
         }
     }
@@ -380,7 +384,11 @@ async fn a_delivery_never_acknowledged_goes_to_the_dead_letters_with_an_administ
     .await
     .unwrap();
     assert_eq!(
-        Delivery::decode(dead[0].1.clone()).unwrap().envelope.unwrap().event_id,
+        Delivery::decode(d.opened(&dead[0].1).await.unwrap().as_slice())
+            .unwrap()
+            .envelope
+            .unwrap()
+            .event_id,
         r.event_id
     );
     let alerts = d.read_all("AUDIT", "henvis.audit.admin.>").await.unwrap();
@@ -871,24 +879,49 @@ async fn an_event_the_router_can_never_route_is_kept_in_the_dead_letters_with_an
             .await
             .unwrap(),
     );
+    let case = "0196f3a0-7b5c-7cc0-8000-000000000001";
+    let sealed = d.sealed(case, b"\xff\xff not an envelope").await.unwrap();
+    js.publish(format!("henvis.in.ngo.report.{case}"), sealed.clone())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    // and one not sealed with a case key at all
     js.publish(
-        "henvis.in.ngo.report.0196f3a0-7b5c-7cc0-8000-000000000001",
-        bytes::Bytes::from_static(b"\xff\xff not an envelope"),
+        format!("henvis.in.ngo.report.{case}"),
+        bytes::Bytes::from_static(b"\xff\xff not sealed"),
     )
     .await
     .unwrap()
     .await
     .unwrap();
-    wait_for("the event in DEAD", crate::LIMIT, || async {
+    wait_for("the events in DEAD", crate::LIMIT, || async {
         let dead = d.read_all("DEAD", "henvis.dead.router.inbound").await.ok()?;
-        (dead.len() == 1 && dead[0].1.as_ref() == b"\xff\xff not an envelope").then_some(())
+        (dead.len() == 2 && dead[0].1 == sealed && dead[1].1.as_ref() == b"\xff\xff not sealed").then_some(())
     })
     .await
     .unwrap();
     let alerts = d.read_all("AUDIT", "henvis.audit.admin.>").await.unwrap();
-    let alert: serde_json::Value = serde_json::from_slice(&alerts[0].1).unwrap();
-    assert_eq!(alert["kind"], "unroutable_event");
-    assert_eq!(alert["reason"], "undecodable envelope");
+    let reasons: Vec<(String, String)> = alerts
+        .iter()
+        .map(|(_, a)| {
+            let alert: serde_json::Value = serde_json::from_slice(a).unwrap();
+            (
+                alert["kind"].as_str().unwrap().to_owned(),
+                alert["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            ("unroutable_event".to_owned(), "undecodable envelope".to_owned()),
+            (
+                "unroutable_event".to_owned(),
+                "not sealed with its case's key".to_owned()
+            )
+        ]
+    );
     drain(&d).await;
 }
 
@@ -941,7 +974,7 @@ async fn a_deliveries_stream_full_for_longer_than_the_duplicate_window_still_del
         let Ok(m) = out.get_raw_message(seq).await else {
             continue;
         };
-        let delivery = Delivery::decode(m.payload).unwrap();
+        let delivery = Delivery::decode(d.opened(&m.payload).await.unwrap().as_slice()).unwrap();
         *per_event.entry(delivery.envelope.unwrap().event_id).or_default() += 1;
     }
     let partial = per_event.values().filter(|n| **n == 1).count();

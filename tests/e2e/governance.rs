@@ -489,7 +489,7 @@ async fn simulation_agrees_with_what_the_router_delivers_for_every_message_type(
                     for recipient in expected.keys() {
                         let subject = format!("henvis.out.{recipient}.{mt}");
                         if let Ok(m) = out.get_last_raw_message_by_subject(&subject).await {
-                            let dl = Delivery::decode(m.payload).unwrap();
+                            let dl = Delivery::decode(d.opened(&m.payload).await.unwrap().as_slice()).unwrap();
                             if dl.envelope.as_ref().unwrap().event_id == r.event_id {
                                 actual.insert(
                                     recipient.clone(),

@@ -8,6 +8,7 @@ mod bad_input;
 mod canary;
 mod corrections;
 mod delivery;
+mod erasure;
 mod governance;
 mod matrix;
 mod order;

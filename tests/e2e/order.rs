@@ -49,7 +49,10 @@ async fn three_routers_deliver_the_events_of_each_case_in_the_order_they_were_st
     for seq in 1..=last {
         let m = out.get_raw_message(seq).await.unwrap();
         let agency = m.subject.split('.').nth(2).unwrap().to_owned();
-        let env = Delivery::decode(m.payload).unwrap().envelope.unwrap();
+        let env = Delivery::decode(d.opened(&m.payload).await.unwrap().as_slice())
+            .unwrap()
+            .envelope
+            .unwrap();
         per_agency
             .entry(agency)
             .or_default()

@@ -195,7 +195,10 @@ async fn every_identity_that_must_be_refused_is_refused_and_a_renewed_certificat
     let ch = d.channel_as(Sector::Police, "politi-koebenhavn-kp1").await.unwrap();
     ReferralServiceClient::new(ch).submit(own).await.unwrap();
     let stored = d.read_all("IN", "henvis.in.police.>").await.unwrap();
-    let env = <henvis_proto::henvis::broker::v1::Envelope as prost::Message>::decode(stored[0].1.clone()).unwrap();
+    let env = <henvis_proto::henvis::broker::v1::Envelope as prost::Message>::decode(
+        d.opened(&stored[0].1).await.unwrap().as_slice(),
+    )
+    .unwrap();
     let sender = env.sender.unwrap();
     assert_eq!(
         (

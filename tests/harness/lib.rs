@@ -570,6 +570,8 @@ pub struct Deployment {
     stop: watch::Sender<bool>,
     services: HashMap<Sector, (watch::Sender<bool>, tokio::task::JoinHandle<anyhow::Result<()>>)>,
     options: Options,
+    /// A connection that opens sealed payloads, made on first use.
+    opener: tokio::sync::OnceCell<henvis_bus::Bus>,
     _creds: tempfile::TempDir,
 }
 
@@ -652,6 +654,7 @@ impl Deployment {
             stop,
             services: HashMap::new(),
             options,
+            opener: tokio::sync::OnceCell::new(),
             _creds: creds,
         };
         for sector in Sector::ALL {
@@ -886,6 +889,36 @@ impl Deployment {
         let endpoint =
             tonic::transport::Endpoint::from_shared(format!("https://{}", self.endpoints[&sector]))?.tls_config(tls)?;
         Ok(endpoint.connect().await?)
+    }
+
+    /// `payload` as stored in IN, OUT, DEAD or the alert details (sealed with its case's
+    /// key), opened as the router would: for checks of what the services stored.
+    pub async fn opened(&self, payload: &[u8]) -> anyhow::Result<Vec<u8>> {
+        Ok(self.opener().await?.open(payload).await?.plaintext)
+    }
+
+    /// `plaintext` sealed with `case`'s key, as a sector service stores it (for tests that
+    /// publish as a buggy or compromised service would).
+    pub async fn sealed(&self, case: &str, plaintext: &[u8]) -> anyhow::Result<bytes::Bytes> {
+        Ok(self.opener().await?.seal(case, plaintext).await?)
+    }
+
+    async fn opener(&self) -> anyhow::Result<&henvis_bus::Bus> {
+        self.opener
+            .get_or_try_init(|| async {
+                let config = self.service_config();
+                let bus = henvis_bus::Bus::connect(
+                    &self.nats.url(),
+                    "henvis-test-opener",
+                    Some(&henvis_bus::NatsIdentity::of(self.pki_dir(), &inspector())),
+                )
+                .await?;
+                let master = config
+                    .case_master_key()?
+                    .ok_or_else(|| anyhow::anyhow!("no case master key in the test PKI"))?;
+                Ok::<_, anyhow::Error>(bus.with_master_key(master))
+            })
+            .await
     }
 
     /// A JetStream context on the deployment's server, for checks behind the services.

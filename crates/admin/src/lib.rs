@@ -10,6 +10,7 @@
 //! have no NATS rights at all. It never reads a submitted event.
 
 mod directory;
+mod erasure;
 mod governance;
 mod report;
 mod service;
@@ -107,6 +108,7 @@ pub async fn build(config: &AdminConfig) -> anyhow::Result<Arc<Admin>> {
         .settle_directory()
         .await
         .context("finishing an earlier directory approval")?;
+    admin.settle_erasures().await.context("finishing an earlier erasure")?;
     tracing::info!("admin service ready");
     Ok(admin)
 }

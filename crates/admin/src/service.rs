@@ -11,16 +11,18 @@ use henvis_domain::{
 use henvis_policy::RuleSet;
 use henvis_proto::henvis::{
     admin::v1::{
-        AdminAlertsRequest, AdminAlertsResponse, ApproveDirectoryChangeRequest, ApproveRuleSetRequest, AuditRecords,
-        BreakGlassInfo, BreakGlassRequest, CaseAuditRequest, DiffRuleSetsRequest, DiffRuleSetsResponse,
-        DirectoryChange as WireChange, DirectoryChangeProposal, GetRuleSetRequest, ListDirectoryChangesRequest,
-        ListDirectoryChangesResponse, ListRuleSetsRequest, ListRuleSetsResponse, NatsAuthorizationRequest,
-        NatsAuthorizationResponse, ProposeDirectoryChangeRequest, ProposeRollbackRequest, ProposeRuleSetRequest,
-        RejectDirectoryChangeRequest, RejectRuleSetRequest, ReviewBreakGlassRequest, RuleChange, RuleSetRef,
-        RuleSetState, RuleSetVersion, SimulateRequest, SimulateResponse, SimulatedRecipient, StatsRequest, StatsTable,
-        SubjectAccessReportRequest, VerifyAuditRequest, VerifyAuditResponse, WhatIfCount, WhatIfDelivery,
-        WhatIfRequest, WhatIfResponse, WhoAmIRequest, WhoAmIResponse, admin_service_server::AdminService,
-        directory_change as wire_change, rule_set_ref,
+        AdminAlertsRequest, AdminAlertsResponse, ApproveCaseErasureRequest, ApproveDirectoryChangeRequest,
+        ApproveRuleSetRequest, AuditRecords, BreakGlassInfo, BreakGlassRequest, CaseAuditRequest,
+        CaseErasure as WireErasure, DiffRuleSetsRequest, DiffRuleSetsResponse, DirectoryChange as WireChange,
+        DirectoryChangeProposal, GetRuleSetRequest, ListCaseErasuresRequest, ListCaseErasuresResponse,
+        ListDirectoryChangesRequest, ListDirectoryChangesResponse, ListRuleSetsRequest, ListRuleSetsResponse,
+        NatsAuthorizationRequest, NatsAuthorizationResponse, ProposeCaseErasureRequest, ProposeDirectoryChangeRequest,
+        ProposeRollbackRequest, ProposeRuleSetRequest, RejectCaseErasureRequest, RejectDirectoryChangeRequest,
+        RejectRuleSetRequest, ReviewBreakGlassRequest, RuleChange, RuleSetRef, RuleSetState, RuleSetVersion,
+        SimulateRequest, SimulateResponse, SimulatedRecipient, StatsRequest, StatsTable, SubjectAccessReportRequest,
+        VerifyAuditRequest, VerifyAuditResponse, WhatIfCount, WhatIfDelivery, WhatIfRequest, WhatIfResponse,
+        WhoAmIRequest, WhoAmIResponse, admin_service_server::AdminService, directory_change as wire_change,
+        rule_set_ref,
     },
     broker::v1::{Envelope, Sender, SubjectAccessReport},
     events::v1::Event,
@@ -664,6 +666,53 @@ impl AdminService for AdminApi {
         )))
     }
 
+    async fn propose_case_erasure(
+        &self,
+        req: Request<ProposeCaseErasureRequest>,
+    ) -> Result<Response<WireErasure>, Status> {
+        let me = self.caller(&req)?;
+        let r = req.into_inner();
+        let case = CaseId::parse(&r.case_id).map_err(|e| Status::invalid_argument(format!("`case_id`: {e}")))?;
+        let reason = required_text("reason", &r.reason, "a reason for the erasure")?;
+        let hold = optional_text("police_hold_override", &r.police_hold_override)?;
+        let e = self
+            .0
+            .propose_erasure(&me, &case, reason, (!hold.is_empty()).then_some(hold))
+            .await?;
+        Ok(Response::new(erasure(&e)))
+    }
+
+    async fn approve_case_erasure(
+        &self,
+        req: Request<ApproveCaseErasureRequest>,
+    ) -> Result<Response<WireErasure>, Status> {
+        let me = self.caller(&req)?;
+        let e = self.0.approve_erasure(&me, req.get_ref().erasure_id).await?;
+        Ok(Response::new(erasure(&e)))
+    }
+
+    async fn reject_case_erasure(
+        &self,
+        req: Request<RejectCaseErasureRequest>,
+    ) -> Result<Response<WireErasure>, Status> {
+        let me = self.caller(&req)?;
+        let r = req.into_inner();
+        let reason = required_text("reason", &r.reason, "a reason for the rejection")?;
+        let e = self.0.reject_erasure(&me, r.erasure_id, reason).await?;
+        Ok(Response::new(erasure(&e)))
+    }
+
+    async fn list_case_erasures(
+        &self,
+        req: Request<ListCaseErasuresRequest>,
+    ) -> Result<Response<ListCaseErasuresResponse>, Status> {
+        self.caller(&req)?;
+        let all = self.0.erasures().await?;
+        Ok(Response::new(ListCaseErasuresResponse {
+            erasures: all.iter().rev().map(|v| erasure(&v.record)).collect(),
+        }))
+    }
+
     async fn admin_alerts(&self, req: Request<AdminAlertsRequest>) -> Result<Response<AdminAlertsResponse>, Status> {
         self.caller(&req)?;
         let unavailable =
@@ -781,6 +830,36 @@ pub(crate) fn describe_change(c: &DirectoryChange) -> String {
         DirectoryChange::EnablePerson { id } => format!("enable person {id}"),
         DirectoryChange::AddAdministrator { id } => format!("add administrator {id}"),
     }
+}
+
+fn erasure(e: &henvis_domain::CaseErasure) -> WireErasure {
+    let mut v = WireErasure {
+        erasure_id: e.id,
+        case_id: e.case_id.clone(),
+        reason: e.reason.clone(),
+        police_hold_override: e.police_hold_override.clone().unwrap_or_default(),
+        state: RuleSetState::Proposed as i32,
+        proposed_by: e.proposed_by.to_string(),
+        proposed_at: ts(e.proposed_at),
+        delivered_to: e.delivered_to.clone(),
+        statement: crate::erasure::statement(e),
+        ..Default::default()
+    };
+    match &e.decision {
+        Some(ProposalDecision::Approved { by, at, .. }) => {
+            v.state = RuleSetState::Live as i32;
+            v.approved_by = by.to_string();
+            v.approved_at = ts(*at);
+        }
+        Some(ProposalDecision::Rejected { by, at, reason }) => {
+            v.state = RuleSetState::Rejected as i32;
+            v.rejected_by = by.to_string();
+            v.rejected_at = ts(*at);
+            v.rejection_reason = reason.clone();
+        }
+        None => {}
+    }
+    v
 }
 
 fn directory_proposal(p: &DirectoryProposal) -> DirectoryChangeProposal {

@@ -73,7 +73,7 @@ impl Bus {
         let kind = match e {
             BusError::Unavailable(_) => "the audit stream did not acknowledge the record in time",
             BusError::Full(_) => "the audit stream is full",
-            BusError::Other(_) => "the audit stream refused the record",
+            BusError::Other(_) | BusError::Erased(_) => "the audit stream refused the record",
         };
         tracing::error!(service = %self.service, reason = kind, "audit record not written: nothing is delivered until it is");
         let key = crate::audit_alarm_key(&self.service);

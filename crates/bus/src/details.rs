@@ -4,12 +4,12 @@ use crate::{Bus, BusError};
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Details {
-    /// The redacted envelope, protobuf, hex.
+    /// The redacted envelope, sealed with its case's key, hex.
     envelope_hex: String,
 }
 
 impl Bus {
-    /// Stores the redacted envelope behind alert `key`, unless stored before.
+    /// Stores the redacted envelope behind alert `key` (sealed), unless stored before.
     pub async fn store_alert_details(&self, key: &str, envelope: &[u8]) -> Result<(), BusError> {
         let d = Details {
             envelope_hex: hex::encode(envelope),
@@ -17,7 +17,7 @@ impl Bus {
         self.alert_details_bucket().await?.create_if_absent(key, &d).await
     }
 
-    /// The redacted envelope behind alert `key` (leader read).
+    /// The redacted envelope behind alert `key`, sealed (leader read).
     pub async fn alert_details(&self, key: &str) -> Result<Option<Vec<u8>>, BusError> {
         let Some(v) = self.alert_details_bucket().await?.get::<Details>(key).await? else {
             return Ok(None);

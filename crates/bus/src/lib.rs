@@ -7,6 +7,8 @@ mod audit;
 mod chain;
 pub use chain::AppendError;
 mod inbound;
+mod keys;
+pub use keys::{MasterKey, Opened, sealed_case};
 mod names;
 mod permissions;
 mod queries;
@@ -40,6 +42,10 @@ pub enum BusError {
     /// A stream refused the message because it is full; retry later.
     #[error("message bus full: {0}")]
     Full(String),
+    /// The case's data was erased (its key destroyed): nothing of it can be read, and its
+    /// id is never used again.
+    #[error("the data of case `{0}` was erased")]
+    Erased(String),
     /// Any other failure of the bus.
     #[error("message bus error: {0}")]
     Other(String),
@@ -77,6 +83,8 @@ pub struct Bus {
     directory: std::sync::Arc<tokio::sync::OnceCell<records::JsonBucket>>,
     in_stream: std::sync::Arc<tokio::sync::OnceCell<jetstream::stream::Stream>>,
     alarms: std::sync::Arc<tokio::sync::OnceCell<records::JsonBucket>>,
+    case_keys: std::sync::Arc<tokio::sync::OnceCell<records::JsonBucket>>,
+    keyring: std::sync::Arc<keys::Keyring>,
     /// The service this connection speaks for (its NATS connection name less `henvis-`),
     /// which names its alarms.
     service: std::sync::Arc<str>,
@@ -155,6 +163,8 @@ impl Bus {
             directory: Default::default(),
             in_stream: Default::default(),
             alarms: Default::default(),
+            case_keys: Default::default(),
+            keyring: Default::default(),
             service: name.strip_prefix("henvis-").unwrap_or(name).into(),
             audit_alarm: Default::default(),
         })

@@ -318,8 +318,16 @@ pub fn audit_alarm_key(service: &str) -> String {
     format!("audit_unwritable.{service}")
 }
 
+/// Where a PKI folder keeps the case master key by default (relative to the folder).
+pub const CASE_MASTER_KEY_FILE: &str = "service/case-master.key";
+
+/// Key-value bucket of per-case data keys, wrapped with the master key, keyed by case id;
+/// an erased case keeps a tombstone (keys.rs).
+pub const BUCKET_CASE_KEYS: &str = "henvis_case_keys";
+
 /// Every key-value bucket of the topology (each service may create them where missing).
-pub const BUCKETS: [&str; 10] = [
+pub const BUCKETS: [&str; 11] = [
+    BUCKET_CASE_KEYS,
     BUCKET_ALARMS,
     BUCKET_DIRECTORY,
     BUCKET_CASES,

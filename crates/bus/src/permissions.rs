@@ -45,6 +45,21 @@ fn raise_audit_alarm(publish: &mut Vec<String>, service: &str) {
     ));
 }
 
+/// Sealing and opening case data (keys.rs): reading and creating case keys, and watching
+/// the bucket for erasures. Keys are wrapped with the master key, which NATS never sees;
+/// a key opens only what the service's other permissions let it read.
+fn case_keys(publish: &mut Vec<String>) {
+    publish.push(format!("$KV.{BUCKET_CASE_KEYS}.>"));
+    publish.push(format!("$JS.API.STREAM.MSG.GET.KV_{BUCKET_CASE_KEYS}"));
+    publish.push(format!("$JS.API.DIRECT.GET.KV_{BUCKET_CASE_KEYS}.>"));
+    publish.push(format!("$JS.API.CONSUMER.CREATE.KV_{BUCKET_CASE_KEYS}"));
+    publish.push(format!("$JS.API.CONSUMER.CREATE.KV_{BUCKET_CASE_KEYS}.>"));
+    for op in ["MSG.NEXT", "INFO", "DELETE"] {
+        publish.push(format!("$JS.API.CONSUMER.{op}.KV_{BUCKET_CASE_KEYS}.*"));
+    }
+    publish.push(format!("$JS.FC.KV_{BUCKET_CASE_KEYS}.>"));
+}
+
 /// What a sector service may publish (including JetStream API requests) and subscribe to.
 pub fn sector_permissions(sector: Sector, agencies: &[AgencyId]) -> (Vec<String>, Vec<String>) {
     let mut publish = vec![
@@ -62,6 +77,7 @@ pub fn sector_permissions(sector: Sector, agencies: &[AgencyId]) -> (Vec<String>
     ];
     create_topology(&mut publish);
     raise_audit_alarm(&mut publish, sector.as_str());
+    case_keys(&mut publish);
     for op in ["MSG.NEXT", "INFO", "DELETE"] {
         publish.push(format!("$JS.API.CONSUMER.{op}.{STREAM_STATUS}.*"));
     }
@@ -163,6 +179,8 @@ pub fn admin_service_permissions() -> (Vec<String>, Vec<String>) {
     ];
     create_topology(&mut publish);
     raise_audit_alarm(&mut publish, ADMIN_WRITER);
+    // an approved erasure destroys the case's key (a tombstone in its place)
+    case_keys(&mut publish);
     for bucket in [BUCKET_RULES, BUCKET_GOVERNANCE, BUCKET_DIRECTORY] {
         publish.push(format!("$KV.{bucket}.>"));
     }

@@ -26,13 +26,13 @@ pub struct Submitted {
     pub event_id: String,
     /// Its sequence in IN.
     pub in_sequence: u64,
-    /// The stored envelope, protobuf, hex.
+    /// The stored envelope as stored in IN (sealed with its case's key), hex.
     pub envelope_hex: String,
 }
 
 impl Bus {
-    /// Records that `agency`'s `key` stored `envelope` at `in_sequence`, unless a record
-    /// exists (which is kept).
+    /// Records that `agency`'s `key` stored `envelope` (sealed, as stored in IN) at
+    /// `in_sequence`, unless a record exists (which is kept).
     pub async fn remember_submitted(
         &self,
         agency: &str,
@@ -52,9 +52,9 @@ impl Bus {
             .await
     }
 
-    /// The envelope `agency`'s `key` stored, if any. A direct get of the record's own
-    /// subject, which NATS permissions scope to the agency's records: a sector service can
-    /// read the records of its own agencies only.
+    /// The envelope `agency`'s `key` stored (opened with its case's key), if any. A direct
+    /// get of the record's own subject, which NATS permissions scope to the agency's
+    /// records: a sector service can read the records of its own agencies only.
     pub async fn submitted(&self, agency: &str, key: &str) -> Result<Option<(Vec<u8>, u64)>, BusError> {
         let Some(record) = self
             .idempotency_bucket()
@@ -64,9 +64,9 @@ impl Bus {
         else {
             return Ok(None);
         };
-        let envelope = hex::decode(&record.envelope_hex)
+        let sealed = hex::decode(&record.envelope_hex)
             .map_err(|e| BusError::Other(format!("idempotency record of `{}`: {e}", record.event_id)))?;
-        Ok(Some((envelope, record.in_sequence)))
+        Ok(Some((self.open(&sealed).await?.plaintext, record.in_sequence)))
     }
 
     /// Records that `agency` opened `case` (kept if recorded already).

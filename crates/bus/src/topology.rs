@@ -273,6 +273,10 @@ impl Topology {
             }
         }
         for (bucket, description) in [
+            (
+                BUCKET_CASE_KEYS,
+                "per-case data keys wrapped with the master key; a tombstone once a case is erased",
+            ),
             (BUCKET_CASES, "henvis case records, keyed by pseudonymous case id"),
             (BUCKET_RULES, "the active henvis rule set"),
             (

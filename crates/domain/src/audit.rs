@@ -185,17 +185,64 @@ pub enum AuditRecord {
         /// Why.
         reason: String,
     },
-    /// What the broker held about a closed case beyond the audit was erased at the end of
-    /// its retention.
+    /// What the broker held about a case beyond the audit (its key, record, alerts) was
+    /// erased: at the end of a closed case's retention, or after an approved erasure.
     CaseDataErased {
         /// The case.
         case_id: String,
-        /// The event that closed it.
+        /// The event that closed it; empty when erased by an administrators' approved
+        /// erasure (its `case_erased` record comes first).
         closed_by_event: String,
         /// Alert records (and their details) erased with it.
         alerts: u64,
         /// When, unix seconds.
         at: i64,
+    },
+    /// An administrator proposed erasing a case (its key destroyed); another must approve.
+    CaseErasureProposed {
+        /// The erasure proposal.
+        erasure: u64,
+        /// The case.
+        case_id: String,
+        /// Who proposed it.
+        by: String,
+        /// Why.
+        reason: String,
+        /// Set when the police hold the case under investigation and the proposer
+        /// overrides the hold: why.
+        #[serde(default)]
+        police_hold_override: Option<String>,
+    },
+    /// A second administrator approved a case's erasure: its key is destroyed after this
+    /// record, and nothing the broker holds of its data can be read again.
+    CaseErased {
+        /// The erasure proposal.
+        erasure: u64,
+        /// The case.
+        case_id: String,
+        /// Who proposed it.
+        proposed_by: String,
+        /// Who approved it.
+        by: String,
+        /// Why, in the proposer's words.
+        reason: String,
+        /// The override of a police hold, if any.
+        #[serde(default)]
+        police_hold_override: Option<String>,
+        /// Agencies that had received events of the case: what they acknowledged is in
+        /// their own systems, outside the broker's reach.
+        delivered_to: Vec<String>,
+    },
+    /// An administrator rejected a case's erasure.
+    CaseErasureRejected {
+        /// The erasure proposal.
+        erasure: u64,
+        /// The case.
+        case_id: String,
+        /// Who.
+        by: String,
+        /// Why.
+        reason: String,
     },
     /// A subject access report on a case was given to its guardian or an administrator.
     SubjectAccessReported {
@@ -247,7 +294,10 @@ impl AuditRecord {
             Self::CaseChange { case_id, .. }
             | Self::AlertDetailsRead { case_id, .. }
             | Self::SubjectAccessReported { case_id, .. }
-            | Self::CaseDataErased { case_id, .. } => AuditScope::Case(case_id),
+            | Self::CaseDataErased { case_id, .. }
+            | Self::CaseErasureProposed { case_id, .. }
+            | Self::CaseErased { case_id, .. }
+            | Self::CaseErasureRejected { case_id, .. } => AuditScope::Case(case_id),
             Self::AlertClaimed(s) | Self::AlertHandedOver(s) | Self::AlertClosed(s) | Self::AlertReopened(s) => {
                 AuditScope::Case(&s.case_id)
             }

@@ -179,6 +179,32 @@ pub struct DirectoryProposal {
     pub decision: Option<ProposalDecision>,
 }
 
+/// A proposed erasure of one case and what became of it: four eyes, no break-glass.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CaseErasure {
+    /// Its number (1, 2, …), counted apart from other proposals.
+    pub id: u64,
+    /// The case (a case id).
+    pub case_id: String,
+    /// Why, in the proposer's words (a legal ground, a request): never the child's data.
+    pub reason: String,
+    /// Set when the police held the case under investigation when it was proposed and the
+    /// proposer overrode the hold: why.
+    #[serde(default)]
+    pub police_hold_override: Option<String>,
+    /// The administrator who proposed it.
+    pub proposed_by: PersonId,
+    /// When, unix seconds.
+    pub proposed_at: i64,
+    /// What was decided on it; `None` while proposed.
+    #[serde(default)]
+    pub decision: Option<ProposalDecision>,
+    /// Once approved: the agencies that had received events of the case (what they
+    /// acknowledged is in their systems, outside the broker's reach).
+    #[serde(default)]
+    pub delivered_to: Vec<String>,
+}
+
 /// The approved directory changes, in approval order: what every service applies over its
 /// directory file, and watches for.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

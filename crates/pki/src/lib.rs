@@ -227,6 +227,24 @@ pub fn create_audit_key(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The case master key (64 hex digits), which wraps every case's data key, relative to
+/// the PKI folder; services read it from here unless configured elsewhere.
+pub const CASE_MASTER_KEY: &str = "service/case-master.key";
+
+/// Creates the case master key in `dir` (readable by its owner only).
+pub fn create_case_master_key(dir: &Path) -> anyhow::Result<()> {
+    use ring::rand::SecureRandom as _;
+    let mut bytes = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| anyhow::anyhow!("generating the case master key"))?;
+    let path = dir.join(CASE_MASTER_KEY);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    write_private(&path, &hex::encode(bytes))
+}
+
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing `{}`", path.display()))?;
     #[cfg(unix)]
@@ -270,6 +288,7 @@ impl DevPki {
         }
         pki.publish_crl(Duration::days(30))?;
         create_audit_key(dir)?;
+        create_case_master_key(dir)?;
         Ok(pki)
     }
 

@@ -58,7 +58,11 @@ async fn dead_letter(core: &Core, a: &MaxDeliveries) -> Result<(), ApiError> {
         return Ok(()); // already moved by an earlier advisory
     };
     let mt = outbound_parts(&m.subject).map_or("unknown", |(_, mt)| mt).to_owned();
-    let delivery = Delivery::decode(m.payload.clone()).ok();
+    // the event id for the alert (none when the case was erased meanwhile)
+    let delivery = match core.bus.open(&m.payload).await {
+        Ok(o) => Delivery::decode(o.plaintext.as_slice()).ok(),
+        Err(_) => None,
+    };
     let event_id = delivery
         .as_ref()
         .and_then(|d| d.envelope.as_ref())
@@ -117,7 +121,10 @@ async fn warn_expiring(core: &Core) -> Result<(), ApiError> {
             .map(|(a, _)| a)
             .unwrap_or_default()
             .to_owned();
-        let event_id = Delivery::decode(m.payload)
+        let Ok(opened) = core.bus.open(&m.payload).await else {
+            continue; // its case was erased: nothing of it is waiting for anyone
+        };
+        let event_id = Delivery::decode(opened.plaintext.as_slice())
             .ok()
             .and_then(|d| d.envelope)
             .map(|e| e.event_id)

@@ -49,7 +49,14 @@ impl Router {
                     .map(|(r, _)| r)
                     .unwrap_or_default()
                     .to_owned();
-                if let Some(env) = Delivery::decode(m.payload).ok().and_then(|d| d.envelope) {
+                // an erased case's waiting deliveries cannot be opened: not counted
+                let Ok(opened) = self.bus.open(&m.payload).await else {
+                    continue;
+                };
+                if let Some(env) = Delivery::decode(opened.plaintext.as_slice())
+                    .ok()
+                    .and_then(|d| d.envelope)
+                {
                     in_inbox.insert((env.event_id, recipient));
                 }
             }
@@ -84,7 +91,11 @@ impl Router {
             let Some(m) = self.bus.stored_message(STREAM_IN, seq).await? else {
                 continue;
             };
-            let Ok(env) = Envelope::decode(m.payload.clone()) else {
+            // an erased case's events cannot be opened: nothing of them is re-driven
+            let Ok(opened) = self.bus.open(&m.payload).await else {
+                continue;
+            };
+            let Ok(env) = Envelope::decode(opened.plaintext.as_slice()) else {
                 continue;
             };
             report.events += 1;
@@ -105,7 +116,7 @@ impl Router {
                 } else {
                     report.missing.push((env.event_id.clone(), agency.clone()));
                     if redrive {
-                        if self.redeliver(&m.payload, agency, out_last).await? {
+                        if self.redeliver(&opened.plaintext, agency, out_last).await? {
                             report.redriven += 1;
                         } else {
                             report.no_longer_entitled += 1;
@@ -117,7 +128,7 @@ impl Router {
         Ok(report)
     }
 
-    /// Stores the delivery of `payload` to `agency` again if the agency is still entitled.
+    /// Stores the delivery of `payload` (an opened envelope) to `agency` again if the agency is still entitled.
     async fn redeliver(&self, payload: &[u8], agency: &str, pass: u64) -> anyhow::Result<bool> {
         let env = Envelope::decode(payload)?;
         // the very facts the router decides on (the referral's sender included)
@@ -143,9 +154,8 @@ impl Router {
             return Ok(false);
         };
         let id = format!("redrive:{}:{agency}:{pass}", env.event_id);
-        self.bus
-            .publish_stored(d.subject.clone(), &id, d.delivery.encode_to_vec().into())
-            .await?;
+        let sealed = self.bus.seal(&env.case_id, &d.delivery.encode_to_vec()).await?;
+        self.bus.publish_stored(d.subject.clone(), &id, sealed).await?;
         let alert = henvis_domain::AuditRecord::DeliveryRedriven {
             event_id: env.event_id.clone(),
             agency: agency.to_string(),

@@ -1,6 +1,7 @@
-//! Kept no longer than needed: a closed case's record, alerts and alert details are erased
-//! once its retention after closure has passed (audited first; the audit keeps the ids for
-//! its own, longer retention). Any router does it; erasing twice changes nothing.
+//! Kept no longer than needed: a closed case's key, record, alerts and alert details are
+//! erased once its retention after closure has passed (audited first; the audit keeps the
+//! ids for its own, longer retention), and so are the records left of a case whose key an
+//! approved erasure destroyed. Any router does it; erasing twice changes nothing.
 
 use std::{future::Future, sync::Arc};
 
@@ -18,7 +19,7 @@ pub(crate) async fn run(router: Arc<Router>, shutdown: impl Future<Output = ()> 
             () = tokio::time::sleep(router.retention_scan) => {
                 match sweep(&router).await {
                     Ok(0) => {}
-                    Ok(n) => tracing::info!(cases = n, "closed cases erased after their retention"),
+                    Ok(n) => tracing::info!(cases = n, "closed or erased cases' records removed"),
                     Err(e) => tracing::warn!(error = %e, "retention sweep failed; retrying next time"),
                 }
             }
@@ -26,15 +27,21 @@ pub(crate) async fn run(router: Arc<Router>, shutdown: impl Future<Output = ()> 
     }
 }
 
-/// Erases every closed case whose retention has passed; returns how many.
+/// Erases every closed case whose retention has passed (its key destroyed with its
+/// records), and the records left of every case administrators erased; returns how many.
 async fn sweep(router: &Router) -> Result<usize, BusError> {
     let now = henvis_runtime::unix_now();
+    let erased = router.bus.erased_cases().await?;
     let due: Vec<(String, String)> = router
         .bus
         .stored_cases()
         .await?
         .into_iter()
         .filter_map(|(id, record)| {
+            if erased.contains(&id) {
+                // an approved erasure destroyed the key: the id-only records go too
+                return Some((id, String::new()));
+            }
             let event = record.closed_by_event?;
             let closed = EventId::parse(&event).ok()?.unix_seconds();
             (now.saturating_sub(closed) >= router.closed_case_retention_secs).then_some((id, event))
@@ -54,8 +61,10 @@ async fn sweep(router: &Router) -> Result<usize, BusError> {
             at: now,
         };
         router.bus.audit(ROUTER_WRITER, &format!("erase:{id}"), &record).await?;
+        // the key first: from here on nothing of the case can be opened anywhere
+        router.bus.destroy_case_key(id).await?;
         router.bus.erase_case_data(&case, &keys).await?;
-        tracing::info!(case_id = %id, alerts = keys.len(), "closed case erased");
+        tracing::info!(case_id = %id, alerts = keys.len(), "case erased");
     }
     Ok(due.len())
 }

@@ -142,7 +142,18 @@ impl Router {
 
     /// Routes one stored envelope and returns once everything it produced is stored.
     pub(crate) async fn route(&self, subject: &str, payload: &[u8], in_sequence: u64) -> Result<(), RouteError> {
-        let env = Envelope::decode(payload).map_err(|_| RouteError::Poison("undecodable envelope"))?;
+        // sealed with its case's key; an erased case's events can never be opened again
+        let opened = match self.bus.open(payload).await {
+            Ok(o) => o,
+            Err(henvis_bus::BusError::Erased(_)) => return Err(RouteError::Poison("its case was erased")),
+            Err(henvis_bus::BusError::Other(_)) => return Err(RouteError::Poison("not sealed with its case's key")),
+            Err(e) => return Err(e.into()),
+        };
+        let env =
+            Envelope::decode(opened.plaintext.as_slice()).map_err(|_| RouteError::Poison("undecodable envelope"))?;
+        if opened.case_id != env.case_id {
+            return Err(RouteError::Poison("sealed for another case"));
+        }
         let event = env.event.as_ref().ok_or(RouteError::Poison("envelope without event"))?;
         let facts = self.facts(&env).await?;
         // what Submit checked, again: a sector service may publish only under its own
@@ -320,12 +331,12 @@ impl Router {
             if mark.record.published {
                 continue;
             }
+            // sealed with the case's key: an erasure reaches deliveries still waiting
+            let sealed = self.bus.seal(&env.case_id, &d.delivery.encode_to_vec()).await?;
             delivery_acks.push((
                 &d.agency,
                 mark,
-                self.bus
-                    .publish(d.subject.clone(), &d.msg_id, d.delivery.encode_to_vec().into())
-                    .await?,
+                self.bus.publish(d.subject.clone(), &d.msg_id, sealed).await?,
             ));
         }
         let mut acks = Vec::with_capacity(p.statuses.len());
@@ -377,7 +388,8 @@ impl Router {
         // event as redacted for the district) stored before the alert exists, each once
         for a in &p.alerts {
             let key = a.alert.key();
-            self.bus.store_alert_details(&key, &a.details).await?;
+            let sealed = self.bus.seal(&env.case_id, &a.details).await?;
+            self.bus.store_alert_details(&key, &sealed).await?;
             self.bus.alert_bucket().await?.create_if_absent(&key, &a.alert).await?;
         }
         tracing::info!(

@@ -57,6 +57,11 @@ pub struct ServiceConfig {
     /// case's subject access report from its guardian, counted from the first mark.
     #[arg(long, env = "HENVIS_DEFERRAL_MAX_DAYS", default_value_t = henvis_domain::report::DEFAULT_DEFERRAL_MAX_DAYS)]
     pub deferral_max_days: u64,
+    /// The master key that wraps every case's data key (64 hex digits, a file readable by
+    /// the service only); default `<pki dir>/service/case-master.key` (`henvis dev-pki`
+    /// makes one). Without it a service cannot seal or open case data.
+    #[arg(long, env = "HENVIS_CASE_MASTER_KEY_FILE")]
+    pub case_master_key_file: Option<PathBuf>,
 }
 
 impl ServiceConfig {
@@ -76,6 +81,7 @@ impl ServiceConfig {
             recipient_share: t.recipient_share,
             audit_retention_days: t.audit_max_age.as_secs() / (24 * 3600),
             deferral_max_days: henvis_domain::report::DEFAULT_DEFERRAL_MAX_DAYS,
+            case_master_key_file: None,
         }
     }
 
@@ -120,8 +126,28 @@ impl ServiceConfig {
             Principal::Service(s) => format!("henvis-{s}"),
             other => format!("henvis-{}", other.path().replace('/', "-")),
         };
-        let bus = Bus::connect(&self.nats_url, &name, Some(&NatsIdentity::of(&self.pki_dir, principal))).await?;
+        let mut bus = Bus::connect(&self.nats_url, &name, Some(&NatsIdentity::of(&self.pki_dir, principal))).await?;
+        if let Some(master) = self.case_master_key()? {
+            bus = bus.with_master_key(master);
+        }
         self.topology().ensure(&bus).await?;
         Ok(bus)
+    }
+
+    /// The case master key: from the configured file (which must exist), else from the
+    /// default place in the PKI folder when it is there.
+    pub fn case_master_key(&self) -> anyhow::Result<Option<henvis_bus::MasterKey>> {
+        let (path, required) = match &self.case_master_key_file {
+            Some(p) => (p.clone(), true),
+            None => (self.pki_dir.join(henvis_bus::CASE_MASTER_KEY_FILE), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(None),
+            Err(e) => return Err(anyhow::anyhow!("reading the case master key `{}`: {e}", path.display())),
+        };
+        henvis_bus::MasterKey::from_hex(&text)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("the case master key `{}`: {e}", path.display()))
     }
 }

@@ -330,8 +330,9 @@ impl AlertService for Alerts {
             .await
             .map_err(ApiError::from)?
             .ok_or_else(|| ApiError::Unavailable("the alert's details are not stored yet".into()))?;
-        let env =
-            Envelope::decode(stored.as_slice()).map_err(|e| ApiError::Internal(format!("stored envelope: {e}")))?;
+        let opened = self.0.bus.open(&stored).await.map_err(ApiError::from)?;
+        let env = Envelope::decode(opened.plaintext.as_slice())
+            .map_err(|e| ApiError::Internal(format!("stored envelope: {e}")))?;
         if env.event_id != a.alert_id.to_string() {
             return Err(ApiError::Internal("alert and stored event disagree".into()).into());
         }

@@ -68,6 +68,9 @@ impl From<BusError> for ApiError {
         match e {
             BusError::Unavailable(_) => ApiError::Unavailable("message bus unavailable".into()),
             BusError::Full(_) => ApiError::Full("message bus full".into()),
+            BusError::Erased(case) => ApiError::FailedPrecondition(format!(
+                "case_id: case `{case}` was erased by its administrators; nothing of it can be read, and its id is not used again: open a new case"
+            )),
             BusError::Other(m) => ApiError::Internal(m),
         }
     }

@@ -62,7 +62,24 @@ pub(crate) async fn open(
                         Err(e) => { tracing::warn!(agency = %caller.agency, error = %e, "inbox consumer error"); continue; }
                     };
                     let info = (m.sequence(), m.attempt());
-                    let mut delivery = match Delivery::decode(m.payload().clone()) {
+                    // sealed with its case's key; an erased case's delivery is gone for
+                    // good: it leaves the inbox unread
+                    let opened = match core.bus.open(m.payload()).await {
+                        Ok(o) => o,
+                        Err(henvis_bus::BusError::Erased(case)) => {
+                            tracing::info!(agency = %caller.agency, seq = info.0, case_id = %case, "delivery of an erased case removed unread");
+                            if let Err(e) = m.done().await {
+                                tracing::warn!(agency = %caller.agency, seq = info.0, error = %e, "removal not confirmed");
+                            }
+                            continue;
+                        }
+                        Err(e) => {
+                            // offered again once the key can be read
+                            tracing::warn!(agency = %caller.agency, seq = info.0, error = %e, "delivery not opened");
+                            continue;
+                        }
+                    };
+                    let mut delivery = match Delivery::decode(opened.plaintext.as_slice()) {
                         Ok(d) => d,
                         Err(e) => {
                             // never silently drop: leave it unacked for an administrator to see

@@ -198,8 +198,9 @@ impl Core {
             subject,
             msg_id,
         } = stamped;
-        // encoded once: stored in IN and, below, in the idempotency record
-        let encoded = bytes::Bytes::from(envelope.encode_to_vec());
+        // sealed once with the case's key (an erased case refuses here, before anything is
+        // stored): stored in IN and, below, in the idempotency record
+        let encoded = self.bus.seal(&envelope.case_id, &envelope.encode_to_vec()).await?;
         // the agency's share of IN: one agency cannot fill it for everyone
         if !self.bus.take_quota(&caller.agency, encoded.len()).await? {
             tracing::warn!(agency = %caller.agency, "agency's share of the submitted-events stream used up; submission refused");

@@ -162,6 +162,120 @@ pub enum AdminAction {
     },
     /// Administrator alerts and the dead letters (ids only).
     Alerts,
+    /// Erasing a case (its key destroyed: nothing the broker holds of it can be read
+    /// again), under four eyes: proposed here, carried out when another administrator
+    /// approves.
+    Erasure {
+        #[command(subcommand)]
+        action: ErasureAction,
+    },
+}
+
+/// Case erasures and their approval.
+#[derive(Subcommand)]
+pub enum ErasureAction {
+    /// Proposes erasing a case.
+    Propose {
+        /// The case id.
+        case_id: String,
+        /// Why (mandatory): a legal ground or a request, never the child's data.
+        #[arg(long)]
+        reason: String,
+        /// While the police hold the case under investigation: why the hold is overridden.
+        #[arg(long)]
+        police_hold_override: Option<String>,
+    },
+    /// Approves an erasure another administrator proposed; the case is erased at once.
+    Approve {
+        /// The erasure number.
+        erasure: u64,
+    },
+    /// Rejects an erasure.
+    Reject {
+        /// The erasure number.
+        erasure: u64,
+        /// Why (mandatory).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Every erasure, newest first.
+    List,
+}
+
+async fn erasure(
+    c: &mut AdminServiceClient<tonic::transport::Channel>,
+    action: ErasureAction,
+    json_out: bool,
+) -> anyhow::Result<()> {
+    use henvis_proto::henvis::admin::v1::{
+        ApproveCaseErasureRequest, CaseErasure, ListCaseErasuresRequest, ProposeCaseErasureRequest,
+        RejectCaseErasureRequest,
+    };
+    let print = |e: &CaseErasure| -> anyhow::Result<()> {
+        if json_out {
+            println!("{}", json(e, "henvis.admin.v1.CaseErasure")?);
+        } else {
+            println!(
+                "erasure #{} of case {} ({}) proposed by {} at {}: {}",
+                e.erasure_id,
+                e.case_id,
+                state_name(e.state),
+                e.proposed_by,
+                when(e.proposed_at),
+                e.reason
+            );
+            if !e.police_hold_override.is_empty() {
+                println!("  police hold overridden: {}", e.police_hold_override);
+            }
+            if !e.approved_by.is_empty() {
+                println!("  approved by {} at {}", e.approved_by, when(e.approved_at));
+            }
+            if !e.rejected_by.is_empty() {
+                println!("  rejected by {}: {}", e.rejected_by, e.rejection_reason);
+            }
+            println!("  {}", e.statement);
+        }
+        Ok(())
+    };
+    match action {
+        ErasureAction::Propose {
+            case_id,
+            reason,
+            police_hold_override,
+        } => print(
+            &c.propose_case_erasure(ProposeCaseErasureRequest {
+                case_id,
+                reason,
+                police_hold_override: police_hold_override.unwrap_or_default(),
+            })
+            .await?
+            .into_inner(),
+        ),
+        ErasureAction::Approve { erasure } => print(
+            &c.approve_case_erasure(ApproveCaseErasureRequest { erasure_id: erasure })
+                .await?
+                .into_inner(),
+        ),
+        ErasureAction::Reject { erasure, reason } => print(
+            &c.reject_case_erasure(RejectCaseErasureRequest {
+                erasure_id: erasure,
+                reason,
+            })
+            .await?
+            .into_inner(),
+        ),
+        ErasureAction::List => {
+            let r = c.list_case_erasures(ListCaseErasuresRequest {}).await?.into_inner();
+            if json_out {
+                println!("{}", json(&r, "henvis.admin.v1.ListCaseErasuresResponse")?);
+            } else {
+                for e in &r.erasures {
+                    print(e)?;
+                }
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Directory changes and their approval.
@@ -856,6 +970,7 @@ pub async fn run(conn: AdminConn, action: AdminAction) -> anyhow::Result<()> {
             }
         }
         AdminAction::Directory { action } => directory(&mut c, action, j).await?,
+        AdminAction::Erasure { action } => erasure(&mut c, action, j).await?,
         AdminAction::NatsAuth => {
             let r = c
                 .nats_authorization(Request::new(

@@ -1,0 +1,447 @@
+//! Per-case data keys (crypto-shredding). Every payload the broker keeps that carries a
+//! child's data — a submitted envelope in IN and in its idempotency record, a delivery in
+//! OUT, an alert's details — is sealed with its case's own key (ChaCha20-Poly1305). Case
+//! keys are random, wrapped with the deployment's master key and kept in one bucket, keyed
+//! by case id. Erasing a case replaces its key with a tombstone: every sealed byte of the
+//! case, wherever it lies (streams, followers, backups of those streams), can no longer be
+//! opened by anyone, while the audit, which holds ids and hashes only, still verifies.
+//!
+//! Each service caches unwrapped keys only while it watches the bucket for erasures, and a
+//! case once seen erased is never cached again; the watch failing empties the cache.
+//!
+//! A sealed payload: `00 'h' 'v' 01`, the case id's length (one byte) and the case id, a
+//! 12-byte nonce, the ciphertext with its tag. The header is the associated data, so a
+//! payload cannot be moved to another case. The first byte, zero, is never the first byte
+//! of a protobuf message, so a sealed payload is never mistaken for a plain one.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use ring::aead::{self, Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::rand::{SecureRandom, SystemRandom};
+
+use crate::{Bus, BusError, records::JsonBucket};
+
+const MAGIC: [u8; 4] = [0, b'h', b'v', 1];
+const KEY_LEN: usize = 32;
+
+/// The deployment's master key, which wraps every case key. Kept outside NATS (a file
+/// beside the service certificates); never logged.
+#[derive(Clone)]
+pub struct MasterKey(Arc<LessSafeKey>);
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey(..)")
+    }
+}
+
+impl MasterKey {
+    /// A master key from its hex form (64 hex digits, 32 bytes), surrounding white space
+    /// ignored.
+    pub fn from_hex(text: &str) -> Result<Self, String> {
+        let bytes = hex::decode(text.trim()).map_err(|_| "expected 64 hex digits".to_owned())?;
+        if bytes.len() != KEY_LEN {
+            return Err(format!(
+                "expected 64 hex digits (32 bytes), found {} bytes",
+                bytes.len()
+            ));
+        }
+        Ok(Self(Arc::new(aead_key(&bytes)?)))
+    }
+}
+
+fn aead_key(bytes: &[u8]) -> Result<LessSafeKey, String> {
+    UnboundKey::new(&CHACHA20_POLY1305, bytes)
+        .map(LessSafeKey::new)
+        .map_err(|_| "not a ChaCha20-Poly1305 key".to_owned())
+}
+
+fn nonce() -> Result<[u8; NONCE_LEN], BusError> {
+    let mut n = [0u8; NONCE_LEN];
+    SystemRandom::new()
+        .fill(&mut n)
+        .map_err(|_| BusError::Other("no randomness for a nonce".into()))?;
+    Ok(n)
+}
+
+/// What the case-key bucket holds per case: its wrapped key, or that it was erased.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum KeyRecord {
+    /// The case's data key, sealed with the master key (nonce then ciphertext, hex).
+    Wrapped { key_hex: String },
+    /// The case's key was destroyed at this time (unix seconds): its data is gone.
+    Erased { at_unix: i64 },
+}
+
+fn wrap_aad(case: &str) -> Vec<u8> {
+    format!("henvis case key {case}").into_bytes()
+}
+
+/// A payload opened with its case's key.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    /// The case the payload was sealed for.
+    pub case_id: String,
+    /// The plain bytes.
+    pub plaintext: Vec<u8>,
+}
+
+/// The case id a sealed payload names, without opening it (None: not a sealed payload).
+pub fn sealed_case(sealed: &[u8]) -> Option<&str> {
+    let rest = sealed.strip_prefix(&MAGIC)?;
+    let (&len, rest) = rest.split_first()?;
+    std::str::from_utf8(rest.get(..usize::from(len))?).ok()
+}
+
+#[derive(Default)]
+struct Cache {
+    keys: HashMap<String, Arc<LessSafeKey>>,
+    /// Cases seen erased: never cached again.
+    erased: HashSet<String>,
+}
+
+/// The keys of one connection.
+#[derive(Default)]
+pub(crate) struct Keyring {
+    master: Option<MasterKey>,
+    cache: Mutex<Cache>,
+    /// True while the erasure watch runs: only then are keys cached.
+    watching: AtomicBool,
+    started: AtomicBool,
+}
+
+impl Keyring {
+    pub(crate) fn new(master: Option<MasterKey>) -> Self {
+        Self {
+            master,
+            ..Default::default()
+        }
+    }
+
+    fn cached(&self, case: &str) -> Option<Arc<LessSafeKey>> {
+        if !self.watching.load(Ordering::SeqCst) {
+            return None;
+        }
+        self.cache.lock().ok()?.keys.get(case).cloned()
+    }
+
+    fn remember(&self, case: &str, key: Arc<LessSafeKey>) {
+        if !self.watching.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Ok(mut c) = self.cache.lock()
+            && !c.erased.contains(case)
+        {
+            c.keys.insert(case.to_owned(), key);
+        }
+    }
+
+    fn forget(&self, case: &str) {
+        if let Ok(mut c) = self.cache.lock() {
+            c.keys.remove(case);
+            c.erased.insert(case.to_owned());
+        }
+    }
+
+    fn known_erased(&self, case: &str) -> bool {
+        self.cache.lock().is_ok_and(|c| c.erased.contains(case))
+    }
+
+    fn stop_caching(&self) {
+        self.watching.store(false, Ordering::SeqCst);
+        if let Ok(mut c) = self.cache.lock() {
+            c.keys.clear();
+        }
+    }
+}
+
+impl Bus {
+    /// This connection with `master` as its master key (the router's and the sector
+    /// services'; the admin service erases keys without it).
+    pub fn with_master_key(mut self, master: MasterKey) -> Self {
+        self.keyring = Arc::new(Keyring::new(Some(master)));
+        self
+    }
+
+    /// Whether this connection can seal and open case data.
+    pub fn has_master_key(&self) -> bool {
+        self.keyring.master.is_some()
+    }
+
+    async fn case_key_bucket(&self) -> Result<&JsonBucket, BusError> {
+        self.case_keys
+            .get_or_try_init(|| JsonBucket::open(&self.js, crate::BUCKET_CASE_KEYS))
+            .await
+    }
+
+    fn master(&self) -> Result<&MasterKey, BusError> {
+        self.keyring.master.as_ref().ok_or_else(|| {
+            BusError::Other(
+                "no case master key configured (HENVIS_CASE_MASTER_KEY_FILE, default <pki dir>/service/case-master.key)"
+                    .into(),
+            )
+        })
+    }
+
+    /// Starts the erasure watch once per connection.
+    fn watch_erasures(&self) {
+        if self.keyring.started.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let bus = self.clone();
+        let ring = Arc::downgrade(&self.keyring);
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            loop {
+                if ring.upgrade().is_none() {
+                    return;
+                }
+                if let Ok(bucket) = bus.case_key_bucket().await
+                    && let Ok(mut watch) = bucket.store().watch_all().await
+                {
+                    if let Some(r) = ring.upgrade() {
+                        r.watching.store(true, Ordering::SeqCst);
+                    }
+                    loop {
+                        // wakes now and then to notice that the connection was dropped
+                        match tokio::time::timeout(Duration::from_secs(30), watch.next()).await {
+                            Err(_) => {
+                                if ring.upgrade().is_none() {
+                                    return;
+                                }
+                            }
+                            Ok(Some(Ok(entry))) => {
+                                let Some(r) = ring.upgrade() else { return };
+                                let erased = match entry.operation {
+                                    async_nats::jetstream::kv::Operation::Put => {
+                                        matches!(
+                                            serde_json::from_slice::<KeyRecord>(&entry.value),
+                                            Ok(KeyRecord::Erased { .. })
+                                        )
+                                    }
+                                    _ => true,
+                                };
+                                if erased {
+                                    r.forget(&entry.key);
+                                }
+                            }
+                            Ok(Some(Err(_)) | None) => break,
+                        }
+                    }
+                }
+                match ring.upgrade() {
+                    Some(r) => r.stop_caching(),
+                    None => return,
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+
+    /// The data key of `case`: cached, read and unwrapped, or (with `create`) made, wrapped
+    /// and stored (one writer wins a race; the others read its key).
+    async fn case_key(&self, case: &str, create: bool) -> Result<Arc<LessSafeKey>, BusError> {
+        self.watch_erasures();
+        if let Some(k) = self.keyring.cached(case) {
+            return Ok(k);
+        }
+        if self.keyring.known_erased(case) {
+            return Err(BusError::Erased(case.to_owned()));
+        }
+        let master = self.master()?;
+        let bucket = self.case_key_bucket().await?;
+        for _ in 0..3 {
+            match bucket.get::<KeyRecord>(case).await? {
+                Some(v) => {
+                    let key = match v.record {
+                        KeyRecord::Erased { .. } => {
+                            self.keyring.forget(case);
+                            return Err(BusError::Erased(case.to_owned()));
+                        }
+                        KeyRecord::Wrapped { key_hex } => Arc::new(unwrap(master, case, &key_hex)?),
+                    };
+                    self.keyring.remember(case, key.clone());
+                    return Ok(key);
+                }
+                None if !create => return Err(BusError::Erased(case.to_owned())),
+                None => {
+                    let mut raw = [0u8; KEY_LEN];
+                    SystemRandom::new()
+                        .fill(&mut raw)
+                        .map_err(|_| BusError::Other("no randomness for a case key".into()))?;
+                    let record = KeyRecord::Wrapped {
+                        key_hex: wrap(master, case, &raw)?,
+                    };
+                    if bucket.create_new(case, &record).await?.is_some() {
+                        let key = Arc::new(aead_key(&raw).map_err(BusError::Other)?);
+                        self.keyring.remember(case, key.clone());
+                        return Ok(key);
+                    }
+                    // another writer made it first: read its key
+                }
+            }
+        }
+        Err(BusError::Unavailable(format!(
+            "the key of case `{case}` could not be read"
+        )))
+    }
+
+    /// Seals `plaintext` with `case`'s key, making the key on the case's first payload.
+    /// Fails with [`BusError::Erased`] once the case was erased: its id is never used again.
+    pub async fn seal(&self, case: &str, plaintext: &[u8]) -> Result<Bytes, BusError> {
+        let len = u8::try_from(case.len()).map_err(|_| BusError::Other("case id too long to seal".into()))?;
+        let key = self.case_key(case, true).await?;
+        let mut out = Vec::with_capacity(MAGIC.len() + 1 + case.len() + NONCE_LEN + plaintext.len() + 16);
+        out.extend_from_slice(&MAGIC);
+        out.push(len);
+        out.extend_from_slice(case.as_bytes());
+        let header_len = out.len();
+        let n = nonce()?;
+        let mut body = plaintext.to_vec();
+        key.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(n),
+            Aad::from(&out[..header_len]),
+            &mut body,
+        )
+        .map_err(|_| BusError::Other("sealing failed".into()))?;
+        out.extend_from_slice(&n);
+        out.extend_from_slice(&body);
+        Ok(out.into())
+    }
+
+    /// Opens a payload sealed by [`Bus::seal`]. [`BusError::Erased`] when its case's key was
+    /// destroyed; [`BusError::Other`] when it is not a sealed payload or was altered.
+    pub async fn open(&self, sealed: &[u8]) -> Result<Opened, BusError> {
+        let case = sealed_case(sealed)
+            .ok_or_else(|| BusError::Other("stored payload is not sealed with a case key".into()))?
+            .to_owned();
+        let header_len = MAGIC.len() + 1 + case.len();
+        let key = self.case_key(&case, false).await?;
+        let (header, rest) = sealed.split_at(header_len);
+        if rest.len() < NONCE_LEN + aead::MAX_TAG_LEN {
+            return Err(BusError::Other("sealed payload truncated".into()));
+        }
+        let (n, body) = rest.split_at(NONCE_LEN);
+        let n = Nonce::try_assume_unique_for_key(n).map_err(|_| BusError::Other("sealed payload nonce".into()))?;
+        let mut body = body.to_vec();
+        let plain = key
+            .open_in_place(n, Aad::from(header), &mut body)
+            .map_err(|_| BusError::Other(format!("a sealed payload of case `{case}` fails its check (altered)")))?;
+        let plaintext = plain.to_vec();
+        Ok(Opened {
+            case_id: case,
+            plaintext,
+        })
+    }
+
+    /// Destroys `case`'s key: every revision of its record is purged, and a tombstone takes
+    /// its place, so its data can never be opened again and its id never gets a new key.
+    /// Returns false when the case had been erased before.
+    pub async fn destroy_case_key(&self, case: &str) -> Result<bool, BusError> {
+        let bucket = self.case_key_bucket().await?;
+        if let Some(v) = bucket.get::<KeyRecord>(case).await?
+            && matches!(v.record, KeyRecord::Erased { .. })
+        {
+            return Ok(false);
+        }
+        bucket.purge(case).await?;
+        bucket
+            .put(
+                case,
+                &KeyRecord::Erased {
+                    at_unix: crate::unix_now(),
+                },
+            )
+            .await?;
+        self.keyring.forget(case);
+        Ok(true)
+    }
+
+    /// Every case whose key was destroyed.
+    pub async fn erased_cases(&self) -> Result<std::collections::BTreeSet<String>, BusError> {
+        Ok(self
+            .latest_values::<KeyRecord>(crate::BUCKET_CASE_KEYS)
+            .await?
+            .into_iter()
+            .filter(|(_, r)| matches!(r, KeyRecord::Erased { .. }))
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    /// Whether `case`'s key was destroyed.
+    pub async fn case_erased(&self, case: &str) -> Result<bool, BusError> {
+        Ok(matches!(
+            self.case_key_bucket().await?.get::<KeyRecord>(case).await?,
+            Some(v) if matches!(v.record, KeyRecord::Erased { .. })
+        ))
+    }
+}
+
+fn wrap(master: &MasterKey, case: &str, raw: &[u8]) -> Result<String, BusError> {
+    let n = nonce()?;
+    let mut body = raw.to_vec();
+    master
+        .0
+        .seal_in_place_append_tag(Nonce::assume_unique_for_key(n), Aad::from(wrap_aad(case)), &mut body)
+        .map_err(|_| BusError::Other("wrapping a case key failed".into()))?;
+    let mut out = n.to_vec();
+    out.extend_from_slice(&body);
+    Ok(hex::encode(out))
+}
+
+fn unwrap(master: &MasterKey, case: &str, key_hex: &str) -> Result<LessSafeKey, BusError> {
+    let bad = || BusError::Other(format!("the key of case `{case}` does not open with this master key"));
+    let bytes = hex::decode(key_hex).map_err(|_| bad())?;
+    if bytes.len() < NONCE_LEN {
+        return Err(bad());
+    }
+    let (n, body) = bytes.split_at(NONCE_LEN);
+    let n = Nonce::try_assume_unique_for_key(n).map_err(|_| bad())?;
+    let mut body = body.to_vec();
+    let raw = master
+        .0
+        .open_in_place(n, Aad::from(wrap_aad(case)), &mut body)
+        .map_err(|_| bad())?;
+    aead_key(raw).map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wrapped_key_opens_only_with_its_master_and_case() {
+        let m = MasterKey::from_hex(&"1a".repeat(32)).unwrap();
+        let other = MasterKey::from_hex(&"2b".repeat(32)).unwrap();
+        let raw = [7u8; KEY_LEN];
+        let w = wrap(&m, "case-a", &raw).unwrap();
+        assert!(unwrap(&m, "case-a", &w).is_ok());
+        assert!(unwrap(&m, "case-b", &w).is_err(), "a key moved to another case");
+        assert!(unwrap(&other, "case-a", &w).is_err(), "another master key");
+    }
+
+    #[test]
+    fn master_keys_are_64_hex_digits() {
+        assert!(MasterKey::from_hex("abcd").is_err());
+        assert!(MasterKey::from_hex(&"zz".repeat(32)).is_err());
+        assert!(MasterKey::from_hex(&format!(" {}\n", "ab".repeat(32))).is_ok());
+    }
+
+    #[test]
+    fn a_sealed_payload_names_its_case_and_is_never_a_protobuf() {
+        let mut p = MAGIC.to_vec();
+        p.push(3);
+        p.extend_from_slice(b"abc");
+        assert_eq!(sealed_case(&p), Some("abc"));
+        assert_eq!(sealed_case(b"\x0a\x03abc"), None);
+    }
+}
