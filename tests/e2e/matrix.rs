@@ -161,15 +161,15 @@ async fn every_type_sender_relation_and_consent_state_through_the_services_leaks
     let mut deliveries: BTreeMap<String, Vec<Stored>> = BTreeMap::new();
     for seq in 1..=last {
         if let Ok(m) = out.get_raw_message(seq).await {
-            let delivery = Delivery::decode(d.opened(&m.payload).await.unwrap().as_slice()).unwrap();
+            // what the recipient receives: the delivery opened with the case's key
+            let opened = d.opened(&m.payload).await.unwrap();
+            let delivery = Delivery::decode(opened.as_slice()).unwrap();
             let event_id = delivery.envelope.as_ref().unwrap().event_id.clone();
             let recipient = m.subject.split('.').nth(2).unwrap_or_default().to_owned();
-            deliveries.entry(event_id).or_default().push((
-                delivery,
-                m.payload.to_vec(),
-                format!("{:?}", m.headers),
-                recipient,
-            ));
+            deliveries
+                .entry(event_id)
+                .or_default()
+                .push((delivery, opened, format!("{:?}", m.headers), recipient));
         }
     }
     let (mut delivered, mut unentitled, mut withheld_canaries, mut missing, mut elsewhere) = (0, 0, 0, 0, 0);

@@ -708,12 +708,10 @@ async fn follow_up(core: &Core, to: &AgencyId, a: &AlertRecord, at: i64) -> Resu
     };
     // same message id as any earlier try: JetStream keeps one
     let msg_id = format!("{}:escalation-{}", a.district, a.alert_id);
+    // sealed with the case's key, like every submission (an erased case escalates nothing)
+    let sealed = core.bus.seal(&a.case_id, &env.encode_to_vec()).await?;
     core.bus
-        .publish_stored(
-            inbound_subject(Sector::Police, &mt, &case),
-            &msg_id,
-            env.encode_to_vec().into(),
-        )
+        .publish_stored(inbound_subject(Sector::Police, &mt, &case), &msg_id, sealed)
         .await?;
     Ok(())
 }
