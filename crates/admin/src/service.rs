@@ -832,59 +832,75 @@ pub(crate) fn describe_change(c: &DirectoryChange) -> String {
     }
 }
 
+/// A four-eyes decision as the wire shows it: state, who approved when, who rejected when
+/// and why.
+struct Decided {
+    state: RuleSetState,
+    approved: (String, Option<prost_types::Timestamp>),
+    rejected: (String, Option<prost_types::Timestamp>, String),
+}
+
+fn decided(d: &Option<ProposalDecision>) -> Decided {
+    match d {
+        Some(ProposalDecision::Approved { by, at, .. }) => Decided {
+            state: RuleSetState::Live,
+            approved: (by.to_string(), ts(*at)),
+            rejected: Default::default(),
+        },
+        Some(ProposalDecision::Rejected { by, at, reason }) => Decided {
+            state: RuleSetState::Rejected,
+            approved: Default::default(),
+            rejected: (by.to_string(), ts(*at), reason.clone()),
+        },
+        None => Decided {
+            state: RuleSetState::Proposed,
+            approved: Default::default(),
+            rejected: Default::default(),
+        },
+    }
+}
+
 fn erasure(e: &henvis_domain::CaseErasure) -> WireErasure {
-    let mut v = WireErasure {
+    let Decided {
+        state,
+        approved: (approved_by, approved_at),
+        rejected: (rejected_by, rejected_at, rejection_reason),
+    } = decided(&e.decision);
+    WireErasure {
         erasure_id: e.id,
         case_id: e.case_id.clone(),
         reason: e.reason.clone(),
         police_hold_override: e.police_hold_override.clone().unwrap_or_default(),
-        state: RuleSetState::Proposed as i32,
+        state: state as i32,
         proposed_by: e.proposed_by.to_string(),
         proposed_at: ts(e.proposed_at),
+        approved_by,
+        approved_at,
+        rejected_by,
+        rejected_at,
+        rejection_reason,
         delivered_to: e.delivered_to.clone(),
         statement: crate::erasure::statement(e),
-        ..Default::default()
-    };
-    match &e.decision {
-        Some(ProposalDecision::Approved { by, at, .. }) => {
-            v.state = RuleSetState::Live as i32;
-            v.approved_by = by.to_string();
-            v.approved_at = ts(*at);
-        }
-        Some(ProposalDecision::Rejected { by, at, reason }) => {
-            v.state = RuleSetState::Rejected as i32;
-            v.rejected_by = by.to_string();
-            v.rejected_at = ts(*at);
-            v.rejection_reason = reason.clone();
-        }
-        None => {}
     }
-    v
 }
 
 fn directory_proposal(p: &DirectoryProposal) -> DirectoryChangeProposal {
-    let mut v = DirectoryChangeProposal {
+    let Decided {
+        state,
+        approved: (approved_by, approved_at),
+        rejected: (rejected_by, rejected_at, rejection_reason),
+    } = decided(&p.decision);
+    DirectoryChangeProposal {
         proposal_id: p.id,
         changes: p.changes.iter().map(describe_change).collect(),
-        state: RuleSetState::Proposed as i32,
+        state: state as i32,
         proposed_by: p.proposed_by.to_string(),
         proposed_at: ts(p.proposed_at),
         note: p.note.clone(),
-        ..Default::default()
-    };
-    match &p.decision {
-        Some(ProposalDecision::Approved { by, at, .. }) => {
-            v.state = RuleSetState::Live as i32;
-            v.approved_by = by.to_string();
-            v.approved_at = ts(*at);
-        }
-        Some(ProposalDecision::Rejected { by, at, reason }) => {
-            v.state = RuleSetState::Rejected as i32;
-            v.rejected_by = by.to_string();
-            v.rejected_at = ts(*at);
-            v.rejection_reason = reason.clone();
-        }
-        None => {}
+        approved_by,
+        approved_at,
+        rejected_by,
+        rejected_at,
+        rejection_reason,
     }
-    v
 }
