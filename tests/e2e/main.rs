@@ -10,6 +10,7 @@ mod corrections;
 mod delivery;
 mod erasure;
 mod governance;
+mod linkage;
 mod matrix;
 mod order;
 mod policy;

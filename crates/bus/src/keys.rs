@@ -35,7 +35,7 @@ const KEY_LEN: usize = 32;
 /// The deployment's master key, which wraps every case key. Kept outside NATS (a file
 /// beside the service certificates); never logged.
 #[derive(Clone)]
-pub struct MasterKey(Arc<LessSafeKey>);
+pub struct MasterKey(Arc<LessSafeKey>, Arc<ring::hmac::Key>);
 
 impl std::fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -54,7 +54,21 @@ impl MasterKey {
                 bytes.len()
             ));
         }
-        Ok(Self(Arc::new(aead_key(&bytes)?)))
+        // the linkage key (linkage.rs) is derived, so no second secret must be kept
+        let derived = ring::hmac::sign(
+            &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &bytes),
+            b"henvis linkage key v1",
+        );
+        Ok(Self(
+            Arc::new(aead_key(&bytes)?),
+            Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, derived.as_ref())),
+        ))
+    }
+
+    /// The keyed token of `input` (linkage): hex of HMAC-SHA256 under a key derived from
+    /// the master key, so nobody without it can test a guessed identity.
+    pub(crate) fn token(&self, input: &str) -> String {
+        hex::encode(ring::hmac::sign(&self.1, input.as_bytes()).as_ref())
     }
 }
 
@@ -183,7 +197,7 @@ impl Bus {
             .await
     }
 
-    fn master(&self) -> Result<&MasterKey, BusError> {
+    pub(crate) fn master(&self) -> Result<&MasterKey, BusError> {
         self.keyring.master.as_ref().ok_or_else(|| {
             BusError::Other(
                 "no case master key configured (HENVIS_CASE_MASTER_KEY_FILE, default <pki dir>/service/case-master.key)"

@@ -9,6 +9,8 @@ pub use chain::AppendError;
 mod inbound;
 mod keys;
 pub use keys::{MasterKey, Opened, sealed_case};
+mod linkage;
+pub use linkage::VersionedLink;
 mod names;
 mod permissions;
 mod queries;
@@ -30,7 +32,10 @@ pub use permissions::{
     admin_service_permissions, denied_to_everyone, nats_authorization, nats_user, permissions_markdown, router_denied,
     sector_permissions,
 };
-pub use queries::{DECISIONS_PAGE, DecisionsAnswer, DecisionsQuery, REPORT_PAGE, ReportAnswer, ReportQuery};
+pub use queries::{
+    DECISIONS_PAGE, DecisionsAnswer, DecisionsQuery, LinkAnswerAnswer, LinkAnswerQuery, LinkView, LinksAnswer,
+    LinksQuery, REPORT_PAGE, ReportAnswer, ReportQuery,
+};
 pub use topology::Topology;
 
 /// A failure talking to NATS, by kind, so callers map it to a status by type.
@@ -84,6 +89,7 @@ pub struct Bus {
     in_stream: std::sync::Arc<tokio::sync::OnceCell<jetstream::stream::Stream>>,
     alarms: std::sync::Arc<tokio::sync::OnceCell<records::JsonBucket>>,
     case_keys: std::sync::Arc<tokio::sync::OnceCell<records::JsonBucket>>,
+    linkage: std::sync::Arc<tokio::sync::OnceCell<records::JsonBucket>>,
     keyring: std::sync::Arc<keys::Keyring>,
     /// The service this connection speaks for (its NATS connection name less `henvis-`),
     /// which names its alarms.
@@ -164,6 +170,7 @@ impl Bus {
             in_stream: Default::default(),
             alarms: Default::default(),
             case_keys: Default::default(),
+            linkage: Default::default(),
             keyring: Default::default(),
             service: name.strip_prefix("henvis-").unwrap_or(name).into(),
             audit_alarm: Default::default(),

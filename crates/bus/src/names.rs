@@ -220,17 +220,28 @@ pub enum QueryKind {
     Decisions,
     /// A case's subject access report.
     Report,
+    /// The proposed links of the asker's cases.
+    Links,
+    /// An answer to a proposed link.
+    LinkAnswer,
 }
 
 impl QueryKind {
     /// Every kind.
-    pub const ALL: [QueryKind; 2] = [QueryKind::Decisions, QueryKind::Report];
+    pub const ALL: [QueryKind; 4] = [
+        QueryKind::Decisions,
+        QueryKind::Report,
+        QueryKind::Links,
+        QueryKind::LinkAnswer,
+    ];
 
     /// Its name in subjects.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Decisions => "decisions",
             Self::Report => "report",
+            Self::Links => "links",
+            Self::LinkAnswer => "link_answer",
         }
     }
 }
@@ -325,9 +336,15 @@ pub const CASE_MASTER_KEY_FILE: &str = "service/case-master.key";
 /// an erased case keeps a tombstone (keys.rs).
 pub const BUCKET_CASE_KEYS: &str = "henvis_case_keys";
 
+/// Key-value bucket of linkage tokens and proposed links (the router's only):
+/// `token.<hex>` → the cases whose reports gave the token, `case.<case>` → the case's
+/// tokens (so they go with it), `link.<id>` → a proposed link and its answers.
+pub const BUCKET_LINKAGE: &str = "henvis_linkage";
+
 /// Every key-value bucket of the topology (each service may create them where missing).
-pub const BUCKETS: [&str; 11] = [
+pub const BUCKETS: [&str; 12] = [
     BUCKET_CASE_KEYS,
+    BUCKET_LINKAGE,
     BUCKET_ALARMS,
     BUCKET_DIRECTORY,
     BUCKET_CASES,

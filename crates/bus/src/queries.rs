@@ -78,7 +78,85 @@ pub enum ReportAnswer {
 /// Report entries in one answer (a few hundred bytes each), well inside 1 MiB.
 pub const REPORT_PAGE: usize = 1000;
 
+/// A proposed link as one side sees it: ids, the other case's municipality, what matched.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LinkView {
+    /// The link.
+    pub link_id: String,
+    /// The asker's case.
+    pub case_id: String,
+    /// The other case.
+    pub other_case_id: String,
+    /// The municipality responsible for the other case.
+    pub other_municipality_code: String,
+    /// What matched.
+    pub matched_on: Vec<henvis_domain::linkage::MatchKind>,
+    /// `proposed`, `confirmed` or `rejected`.
+    pub state: String,
+    /// When proposed, unix seconds.
+    pub proposed_at: i64,
+    /// This side's answer, once given.
+    pub answered: Option<bool>,
+}
+
+/// A request for the proposed links of the asker's cases (as guardian or municipality).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LinksQuery {}
+
+/// The router's answer to a [`LinksQuery`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "answer", rename_all = "snake_case")]
+pub enum LinksAnswer {
+    /// The links, newest first.
+    Links {
+        /// Them.
+        links: Vec<LinkView>,
+    },
+    /// The router could not read the links; retry.
+    Unavailable,
+}
+
+/// An answer to a proposed link, for one side.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LinkAnswerQuery {
+    /// The link.
+    pub link_id: String,
+    /// The asker's side.
+    pub case_id: String,
+    /// The same child (true) or not.
+    pub confirm: bool,
+}
+
+/// The router's answer to a [`LinkAnswerQuery`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "answer", rename_all = "snake_case")]
+pub enum LinkAnswerAnswer {
+    /// Recorded; the link as it stands.
+    Link {
+        /// It.
+        link: Box<LinkView>,
+    },
+    /// No such link, or the case is not one of its sides.
+    NoLink,
+    /// The asker is neither the case's guardian nor its municipality.
+    NotEntitled,
+    /// This side answered already.
+    AlreadyAnswered,
+    /// The router could not record it; retry.
+    Unavailable,
+}
+
 impl Bus {
+    /// Asks the router for the proposed links of `asker`'s cases.
+    pub async fn ask_links(&self, asker: &AgencyId) -> Result<LinksAnswer, BusError> {
+        self.ask(QueryKind::Links, asker, &LinksQuery {}).await
+    }
+
+    /// Gives `asker`'s answer to a proposed link.
+    pub async fn answer_link(&self, asker: &AgencyId, query: &LinkAnswerQuery) -> Result<LinkAnswerAnswer, BusError> {
+        self.ask(QueryKind::LinkAnswer, asker, query).await
+    }
+
     /// Asks the router one `kind` request as `asker`.
     async fn ask<Q: Serialize, A: DeserializeOwned>(
         &self,

@@ -245,70 +245,80 @@ impl Topology {
                 tracing::warn!(stream = %cfg.name, differences = %softer.join(", "), "existing stream differs from the configured topology");
             }
         }
-        // written once per key and expiring: idempotency records, delivery marks
-        for (bucket, description, max_age) in [
+        // (bucket, description, history, max age): records written once per key and
+        // expiring keep no history; case keys and linkage keep none either, so what is
+        // erased from them leaves no older revision behind; the rest keep five revisions
+        let none = Duration::ZERO;
+        for (bucket, description, history, max_age) in [
             (
                 BUCKET_IDEMPOTENCY,
                 "submitted idempotency keys per agency, kept for days",
+                1,
                 self.idempotency_ttl,
             ),
             (
                 BUCKET_DELIVERED,
                 "which events were delivered to which agency (for referral responses)",
+                1,
                 self.max_age,
             ),
-        ] {
-            if js.get_key_value(bucket).await.is_err() {
-                js.create_key_value(kv::Config {
-                    bucket: bucket.to_owned(),
-                    description: description.to_owned(),
-                    history: 1,
-                    max_age,
-                    storage: StorageType::File,
-                    num_replicas: self.replicas,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| BusError::Unavailable(e.to_string()))?;
-            }
-        }
-        for (bucket, description) in [
             (
                 BUCKET_CASE_KEYS,
                 "per-case data keys wrapped with the master key; a tombstone once a case is erased",
+                1,
+                none,
             ),
-            (BUCKET_CASES, "henvis case records, keyed by pseudonymous case id"),
-            (BUCKET_RULES, "the active henvis rule set"),
+            (
+                BUCKET_LINKAGE,
+                "keyed linkage tokens of reports' identity fields and proposed case links (router only)",
+                1,
+                none,
+            ),
+            (BUCKET_CASES, "henvis case records, keyed by pseudonymous case id", 5, none),
+            (BUCKET_RULES, "the active henvis rule set", 5, none),
             (
                 BUCKET_GOVERNANCE,
                 "rule-set and directory proposals, their tests and decisions",
+                5,
+                none,
             ),
             (
                 BUCKET_DIRECTORY,
                 "the approved directory changes, applied by every service",
+                5,
+                none,
             ),
             (
                 BUCKET_ALERT_DETAILS,
                 "alerted events, redacted to the classes granted to the district",
+                5,
+                none,
             ),
             (
                 BUCKET_ORDER,
                 "per case, the IN sequence up to which every event has been routed",
+                5,
+                none,
             ),
             (
                 BUCKET_ALERTS,
                 "police case alerts and their state, keyed by district and alert id",
+                5,
+                none,
             ),
             (
                 BUCKET_ALARMS,
                 "services that cannot write the audit (and so deliver nothing), for administrators",
+                5,
+                none,
             ),
         ] {
             if js.get_key_value(bucket).await.is_err() {
                 js.create_key_value(kv::Config {
                     bucket: bucket.to_owned(),
                     description: description.to_owned(),
-                    history: 5,
+                    history,
+                    max_age,
                     storage: StorageType::File,
                     num_replicas: self.replicas,
                     ..Default::default()

@@ -244,6 +244,32 @@ pub enum AuditRecord {
         /// Why.
         reason: String,
     },
+    /// The broker found that a case's report looks like another case's (keyed tokens of
+    /// identity fields matched; the tokens themselves are never recorded) and proposed a
+    /// link to each side. One record in each case's audit.
+    CaseLinkProposed {
+        /// The link.
+        link_id: String,
+        /// This side's case.
+        case_id: String,
+        /// The other case.
+        other_case_id: String,
+        /// What matched (`names_and_birth_date`, …).
+        matched_on: Vec<crate::linkage::MatchKind>,
+    },
+    /// A side (the case's guardian or municipality) answered a proposed link.
+    CaseLinkAnswered {
+        /// The link.
+        link_id: String,
+        /// The answering side's case.
+        case_id: String,
+        /// The other case.
+        other_case_id: String,
+        /// The agency that answered.
+        by: String,
+        /// Confirmed (the same child) or rejected.
+        confirmed: bool,
+    },
     /// A subject access report on a case was given to its guardian or an administrator.
     SubjectAccessReported {
         /// The report.
@@ -297,7 +323,9 @@ impl AuditRecord {
             | Self::CaseDataErased { case_id, .. }
             | Self::CaseErasureProposed { case_id, .. }
             | Self::CaseErased { case_id, .. }
-            | Self::CaseErasureRejected { case_id, .. } => AuditScope::Case(case_id),
+            | Self::CaseErasureRejected { case_id, .. }
+            | Self::CaseLinkProposed { case_id, .. }
+            | Self::CaseLinkAnswered { case_id, .. } => AuditScope::Case(case_id),
             Self::AlertClaimed(s) | Self::AlertHandedOver(s) | Self::AlertClosed(s) | Self::AlertReopened(s) => {
                 AuditScope::Case(&s.case_id)
             }

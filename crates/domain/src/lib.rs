@@ -30,6 +30,7 @@ pub use audit::{
 pub use case::{CaseChange, CaseRecord, Consent, NeverDisclose, Shielded};
 pub use chain::{Break, ChainLink, Checkpoint, GENESIS, StoredRecord, Verification, link_hash, verify};
 
+pub mod linkage;
 pub mod report;
 pub mod stats;
 

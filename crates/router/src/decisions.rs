@@ -30,6 +30,18 @@ pub(crate) async fn serve(router: Arc<Router>, shutdown: impl std::future::Futur
             .serve_queries(QueryKind::Report, wait(), ReportAnswer::NoCase, |asker, query| {
                 answer_report(&router, asker, query)
             }),
+        router.bus.serve_queries(
+            QueryKind::Links,
+            wait(),
+            henvis_bus::LinksAnswer::Unavailable,
+            |asker, query| { crate::linkage::answer_links(&router, asker, query) }
+        ),
+        router.bus.serve_queries(
+            QueryKind::LinkAnswer,
+            wait(),
+            henvis_bus::LinkAnswerAnswer::NoLink,
+            |asker, query| crate::linkage::answer_link(&router, asker, query)
+        ),
     );
 }
 

@@ -10,6 +10,7 @@ mod audit;
 mod chain;
 mod dead_letters;
 mod decisions;
+mod linkage;
 mod plan;
 mod reconcile;
 mod retention;

@@ -1,4 +1,4 @@
-//! Kept no longer than needed: a closed case's key, record, alerts and alert details are
+//! Kept no longer than needed: a closed case's key, linkage tokens and links, record, alerts and alert details are
 //! erased once its retention after closure has passed (audited first; the audit keeps the
 //! ids for its own, longer retention), and so are the records left of a case whose key an
 //! approved erasure destroyed. Any router does it; erasing twice changes nothing.
@@ -63,6 +63,7 @@ async fn sweep(router: &Router) -> Result<usize, BusError> {
         router.bus.audit(ROUTER_WRITER, &format!("erase:{id}"), &record).await?;
         // the key first: from here on nothing of the case can be opened anywhere
         router.bus.destroy_case_key(id).await?;
+        router.bus.forget_linkage(id).await?;
         router.bus.erase_case_data(&case, &keys).await?;
         tracing::info!(case_id = %id, alerts = keys.len(), "case erased");
     }

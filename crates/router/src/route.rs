@@ -392,6 +392,11 @@ impl Router {
             self.bus.store_alert_details(&key, &sealed).await?;
             self.bus.alert_bucket().await?.create_if_absent(&key, &a.alert).await?;
         }
+        // a report with identity fields: keyed tokens, and a link proposed to every case
+        // that looks like the same child
+        if let Some(Kind::SuspectedVictimReported(r)) = env.event.as_ref().and_then(|e| e.kind.as_ref()) {
+            crate::linkage::index(self, &facts.case_id, r).await?;
+        }
         tracing::info!(
             event_id = %env.event_id,
             case_id = %facts.case_id,

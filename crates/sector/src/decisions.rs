@@ -79,3 +79,73 @@ pub(crate) async fn report(core: &Core, caller: &Caller, case_id: &str) -> Resul
         )),
     }
 }
+
+fn link_to_wire(v: &henvis_bus::LinkView) -> henvis_proto::henvis::broker::v1::CaseLink {
+    use henvis_proto::henvis::broker::v1::{CaseLink, CaseLinkState};
+    let state = match v.state.as_str() {
+        "confirmed" => CaseLinkState::Confirmed,
+        "rejected" => CaseLinkState::Rejected,
+        _ => CaseLinkState::Proposed,
+    };
+    CaseLink {
+        link_id: v.link_id.clone(),
+        case_id: v.case_id.clone(),
+        other_case_id: v.other_case_id.clone(),
+        other_municipality_code: v.other_municipality_code.clone(),
+        matched_on: v.matched_on.iter().map(|k| k.as_str().to_owned()).collect(),
+        state: state as i32,
+        proposed_at: Some(prost_types::Timestamp {
+            seconds: v.proposed_at,
+            nanos: 0,
+        }),
+        answered: v.answered.is_some(),
+        confirmed_by_this_side: v.answered == Some(true),
+    }
+}
+
+/// The proposed links of the caller's cases (as guardian or municipality), from the router.
+pub(crate) async fn links(
+    core: &Core,
+    caller: &Caller,
+) -> Result<henvis_proto::henvis::broker::v1::ListCaseLinksResponse, ApiError> {
+    match core.bus.ask_links(&caller.agency).await? {
+        henvis_bus::LinksAnswer::Links { links } => Ok(henvis_proto::henvis::broker::v1::ListCaseLinksResponse {
+            links: links.iter().map(link_to_wire).collect(),
+        }),
+        henvis_bus::LinksAnswer::Unavailable => Err(ApiError::Unavailable("the links could not be read; retry".into())),
+    }
+}
+
+/// The caller's answer to a proposed link.
+pub(crate) async fn answer_link(
+    core: &Core,
+    caller: &Caller,
+    req: henvis_proto::henvis::broker::v1::AnswerCaseLinkRequest,
+) -> Result<henvis_proto::henvis::broker::v1::CaseLink, ApiError> {
+    if req.link_id.is_empty() || req.link_id.len() > 64 || !req.link_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::field("link_id", "a link id as ListCaseLinks returns it"));
+    }
+    let case = CaseId::parse(&req.case_id).map_err(|e| ApiError::field("case_id", e.expected))?;
+    let query = henvis_bus::LinkAnswerQuery {
+        link_id: req.link_id.clone(),
+        case_id: case.to_string(),
+        confirm: req.confirm,
+    };
+    match core.bus.answer_link(&caller.agency, &query).await? {
+        henvis_bus::LinkAnswerAnswer::Link { link } => Ok(link_to_wire(&link)),
+        henvis_bus::LinkAnswerAnswer::NoLink => Err(ApiError::NotFound(format!(
+            "link_id: no link `{}` with case `{case}` as a side",
+            req.link_id
+        ))),
+        henvis_bus::LinkAnswerAnswer::NotEntitled => Err(ApiError::PermissionDenied(
+            "only the case's guardian or its municipality may answer for its side of a link".into(),
+        )),
+        henvis_bus::LinkAnswerAnswer::AlreadyAnswered => Err(ApiError::FailedPrecondition(format!(
+            "link_id: case `{case}`'s side of link `{}` was answered already",
+            req.link_id
+        ))),
+        henvis_bus::LinkAnswerAnswer::Unavailable => {
+            Err(ApiError::Unavailable("the answer could not be recorded; retry".into()))
+        }
+    }
+}

@@ -616,6 +616,24 @@ impl ReferralService for Referrals {
             crate::decisions::report(&self.0, &caller, &request.into_inner().case_id).await?,
         ))
     }
+
+    async fn list_case_links(
+        &self,
+        request: Request<henvis_proto::henvis::broker::v1::ListCaseLinksRequest>,
+    ) -> Result<Response<henvis_proto::henvis::broker::v1::ListCaseLinksResponse>, Status> {
+        let caller = self.0.caller(request.extensions())?;
+        Ok(Response::new(crate::decisions::links(&self.0, &caller).await?))
+    }
+
+    async fn answer_case_link(
+        &self,
+        request: Request<henvis_proto::henvis::broker::v1::AnswerCaseLinkRequest>,
+    ) -> Result<Response<henvis_proto::henvis::broker::v1::CaseLink>, Status> {
+        let caller = self.0.caller(request.extensions())?;
+        Ok(Response::new(
+            crate::decisions::answer_link(&self.0, &caller, request.into_inner()).await?,
+        ))
+    }
 }
 /// How long Submit waits for the router to apply its event's case change.
 const CASE_CHANGE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);

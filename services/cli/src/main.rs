@@ -131,6 +131,14 @@ enum Command {
         #[command(flatten)]
         out: report::ReportOut,
     },
+    /// A case's guardian or municipality: cases other agencies opened that look like the
+    /// same child (`list`), and this side's answer to one (`confirm`, `reject`).
+    Links {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        action: LinksAction,
+    },
     /// Prints the status of a submitted event per recipient.
     Status {
         #[command(flatten)]
@@ -231,6 +239,27 @@ enum PkiAction {
         /// Days until it is out of date.
         #[arg(long, default_value_t = 30)]
         days: i64,
+    },
+}
+
+/// What to do with proposed case links.
+#[derive(clap::Subcommand)]
+enum LinksAction {
+    /// Every proposed link of the caller's cases, newest first.
+    List,
+    /// The caller's case and the other concern the same child.
+    Confirm {
+        /// The link id.
+        link_id: String,
+        /// The caller's case (its side of the link).
+        case_id: String,
+    },
+    /// They do not.
+    Reject {
+        /// The link id.
+        link_id: String,
+        /// The caller's case (its side of the link).
+        case_id: String,
     },
 }
 
@@ -448,6 +477,53 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .await?
                     .into_inner(),
             )
+        }
+        Command::Links { conn, action } => {
+            let mut c = conn.client().await?;
+            let print = |l: &henvis_proto::henvis::broker::v1::CaseLink| {
+                let state = henvis_proto::henvis::broker::v1::CaseLinkState::try_from(l.state)
+                    .map_or("unknown", |s| s.as_str_name());
+                println!(
+                    "link {}: your case {} looks like case {} (municipality {}) on {}; {}{}",
+                    l.link_id,
+                    l.case_id,
+                    l.other_case_id,
+                    l.other_municipality_code,
+                    l.matched_on.join(", "),
+                    state.trim_start_matches("CASE_LINK_STATE_").to_lowercase(),
+                    match (l.answered, l.confirmed_by_this_side) {
+                        (false, _) => "; not answered by you",
+                        (true, true) => "; you confirmed",
+                        (true, false) => "; you rejected",
+                    }
+                );
+            };
+            match &action {
+                LinksAction::List => {
+                    for l in c
+                        .list_case_links(Request::new(henvis_proto::henvis::broker::v1::ListCaseLinksRequest {}))
+                        .await?
+                        .into_inner()
+                        .links
+                    {
+                        print(&l);
+                    }
+                }
+                LinksAction::Confirm { link_id, case_id } | LinksAction::Reject { link_id, case_id } => {
+                    let (link_id, case_id) = (link_id.clone(), case_id.clone());
+                    let confirm = matches!(action, LinksAction::Confirm { .. });
+                    let l = c
+                        .answer_case_link(Request::new(henvis_proto::henvis::broker::v1::AnswerCaseLinkRequest {
+                            link_id,
+                            case_id,
+                            confirm,
+                        }))
+                        .await?
+                        .into_inner();
+                    print(&l);
+                }
+            }
+            Ok(())
         }
         Command::Status { conn, event_id } => {
             let mut c = conn.client().await?;

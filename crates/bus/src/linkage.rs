@@ -1,0 +1,138 @@
+//! Linkage tokens and proposed links in [`BUCKET_LINKAGE`](crate::BUCKET_LINKAGE), which only
+//! the router reads and writes: tokens never leave the broker, and they go with their case.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use henvis_domain::linkage::{CaseLink, MatchKind};
+
+use crate::{Bus, BusError, records::JsonBucket};
+
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct TokenCases {
+    cases: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct CaseTokens {
+    tokens: BTreeSet<String>,
+}
+
+/// A link record as read, with its revision for compare-and-set.
+pub type VersionedLink = crate::Versioned<CaseLink>;
+
+impl Bus {
+    async fn linkage_bucket(&self) -> Result<&JsonBucket, BusError> {
+        self.linkage
+            .get_or_try_init(|| JsonBucket::open(&self.js, crate::BUCKET_LINKAGE))
+            .await
+    }
+
+    /// Records `case`'s keyed tokens of `inputs` (linkage.rs in the domain) and returns the
+    /// other cases that gave one of them, with what matched. Idempotent.
+    pub async fn index_linkage(
+        &self,
+        case: &str,
+        inputs: &[(MatchKind, String)],
+    ) -> Result<BTreeMap<String, BTreeSet<MatchKind>>, BusError> {
+        let master = self.master()?;
+        let tokens: Vec<(MatchKind, String)> = inputs.iter().map(|(k, i)| (*k, master.token(i))).collect();
+        let bucket = self.linkage_bucket().await?;
+        // the case's own list first: an erasure finds every token it must remove
+        bucket
+            .modify(
+                &format!("case.{case}"),
+                || Some(CaseTokens::default()),
+                |t: &mut CaseTokens| {
+                    let before = t.tokens.len();
+                    t.tokens.extend(tokens.iter().map(|(_, x)| x.clone()));
+                    t.tokens.len() != before
+                },
+            )
+            .await?;
+        let mut others: BTreeMap<String, BTreeSet<MatchKind>> = BTreeMap::new();
+        for (kind, token) in &tokens {
+            let mut seen = BTreeSet::new();
+            bucket
+                .modify(
+                    &format!("token.{token}"),
+                    || Some(TokenCases::default()),
+                    |t: &mut TokenCases| {
+                        seen.clone_from(&t.cases);
+                        t.cases.insert(case.to_owned())
+                    },
+                )
+                .await?;
+            for other in seen.into_iter().filter(|c| c != case) {
+                others.entry(other).or_default().insert(*kind);
+            }
+        }
+        Ok(others)
+    }
+
+    /// Removes every token of `case` and every link it is a side of (its erasure).
+    pub async fn forget_linkage(&self, case: &str) -> Result<(), BusError> {
+        let bucket = self.linkage_bucket().await?;
+        let key = format!("case.{case}");
+        if let Some(own) = bucket.get::<CaseTokens>(&key).await? {
+            for token in &own.record.tokens {
+                let k = format!("token.{token}");
+                bucket
+                    .modify(&k, || None, |t: &mut TokenCases| t.cases.remove(case))
+                    .await?;
+                if bucket
+                    .get::<TokenCases>(&k)
+                    .await?
+                    .is_some_and(|t| t.record.cases.is_empty())
+                {
+                    bucket.purge(&k).await?;
+                }
+            }
+            bucket.purge(&key).await?;
+        }
+        for link in self.links().await? {
+            if link.record.other(case).is_some() {
+                bucket.purge(&format!("link.{}", link.record.id)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores a proposed link unless one exists for its pair; true when this call made it.
+    pub async fn propose_link(&self, link: &CaseLink) -> Result<bool, BusError> {
+        Ok(self
+            .linkage_bucket()
+            .await?
+            .create_new(&format!("link.{}", link.id), link)
+            .await?
+            .is_some())
+    }
+
+    /// Every link record.
+    pub async fn links(&self) -> Result<Vec<VersionedLink>, BusError> {
+        let bucket = self.linkage_bucket().await?;
+        let mut out = Vec::new();
+        for key in bucket.keys().await? {
+            if key.starts_with("link.")
+                && let Some(v) = bucket.get::<CaseLink>(&key).await?
+            {
+                out.push(v);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One link record.
+    pub async fn link(&self, id: &str) -> Result<Option<VersionedLink>, BusError> {
+        self.linkage_bucket().await?.get(&format!("link.{id}")).await
+    }
+
+    /// Replaces link `link` if still at `revision`; false when someone answered meanwhile.
+    pub async fn update_link(&self, link: &CaseLink, revision: u64) -> Result<bool, BusError> {
+        Ok(self
+            .linkage_bucket()
+            .await?
+            .update(&format!("link.{}", link.id), link, revision)
+            .await?
+            .is_some())
+    }
+}
