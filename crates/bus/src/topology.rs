@@ -274,7 +274,12 @@ impl Topology {
                 1,
                 none,
             ),
-            (BUCKET_CASES, "henvis case records, keyed by pseudonymous case id", 5, none),
+            (
+                BUCKET_CASES,
+                "henvis case records, keyed by pseudonymous case id",
+                5,
+                none,
+            ),
             (BUCKET_RULES, "the active henvis rule set", 5, none),
             (
                 BUCKET_GOVERNANCE,
