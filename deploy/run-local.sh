@@ -22,6 +22,10 @@ fi
 if [ ! -f "$state/pki/ca.pem" ]; then
   "$bin/henvis" dev-pki --dir "$state/pki"
 fi
+# the case master key (a PKI folder made before it existed has none)
+if [ ! -s "$state/pki/service/case-master.key" ]; then
+  (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$state/pki/service/case-master.key")
+fi
 
 pids=()
 stop() {

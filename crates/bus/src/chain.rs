@@ -49,10 +49,21 @@ impl Bus {
         if pending == 0 || max == 0 {
             return Ok(out);
         }
+        // an ordered consumer recreated before it delivered anything (a stream leader
+        // change) starts again from the stream's first message (async-nats resets to
+        // DeliverPolicy::All): only records from `from` on, each once, in order, are kept
+        let mut next = from.max(1);
         let mut messages = consumer.messages().await.map_err(unavailable)?;
         while let Some(m) = messages.next().await {
             let m = m.map_err(unavailable)?;
             let info = m.info().map_err(unavailable)?;
+            if info.stream_sequence < next {
+                if info.pending == 0 {
+                    break;
+                }
+                continue;
+            }
+            next = info.stream_sequence + 1;
             out.push(StoredRecord {
                 seq: info.stream_sequence,
                 at: info.published.unix_timestamp(),

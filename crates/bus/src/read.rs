@@ -54,11 +54,23 @@ impl Bus {
         if pending == 0 {
             return Ok(out);
         }
+        // an ordered consumer that is recreated before it delivered anything (a stream
+        // leader change) starts again from the stream's first message: what is before the
+        // start, or delivered already, is skipped
+        let since = match deliver {
+            DeliverPolicy::ByStartTime { start_time } => Some(start_time),
+            _ => None,
+        };
+        let mut last = 0;
         let mut messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
         while let Some(m) = messages.next().await {
             let m = m.map_err(|e| unavailable(&e))?;
-            let left = m.info().map(|i| i.pending).unwrap_or(0);
-            out.push((m.subject.to_string(), m.payload.clone()));
+            let info = m.info().map_err(|e| unavailable(&e))?;
+            let (seq, left) = (info.stream_sequence, info.pending);
+            if seq > last && since.is_none_or(|t| info.published >= t) {
+                last = seq;
+                out.push((m.subject.to_string(), m.payload.clone()));
+            }
             if left == 0 {
                 break;
             }
