@@ -124,20 +124,31 @@ struct Cache {
 }
 
 /// The keys of one connection.
-#[derive(Default)]
 pub(crate) struct Keyring {
     master: Option<MasterKey>,
     cache: Mutex<Cache>,
     /// True while the erasure watch runs: only then are keys cached.
     watching: AtomicBool,
     started: AtomicBool,
+    /// Dropped with the keyring (the last clone of its connection): the erasure watch
+    /// ends at once and lets the connection close.
+    alive: tokio::sync::watch::Sender<()>,
+}
+
+impl Default for Keyring {
+    fn default() -> Self {
+        Self::new(None)
+    }
 }
 
 impl Keyring {
     pub(crate) fn new(master: Option<MasterKey>) -> Self {
         Self {
             master,
-            ..Default::default()
+            cache: Mutex::default(),
+            watching: AtomicBool::new(false),
+            started: AtomicBool::new(false),
+            alive: tokio::sync::watch::channel(()).0,
         }
     }
 
@@ -206,57 +217,52 @@ impl Bus {
         })
     }
 
-    /// Starts the erasure watch once per connection.
+    /// Starts the erasure watch once per connection. The task holds no clone of the
+    /// connection's keyring, only a weak reference, and ends when the keyring is dropped:
+    /// a stopped service's connection closes (and with it its pending inbox pulls).
     fn watch_erasures(&self) {
         if self.keyring.started.swap(true, Ordering::SeqCst) {
             return;
         }
-        let bus = self.clone();
+        let js = self.js.clone();
         let ring = Arc::downgrade(&self.keyring);
+        let mut alive = self.keyring.alive.subscribe();
         tokio::spawn(async move {
             use futures::StreamExt;
-            loop {
-                if ring.upgrade().is_none() {
-                    return;
-                }
-                if let Ok(bucket) = bus.case_key_bucket().await
-                    && let Ok(mut watch) = bucket.store().watch_all().await
-                {
-                    if let Some(r) = ring.upgrade() {
-                        r.watching.store(true, Ordering::SeqCst);
-                    }
-                    loop {
-                        // wakes now and then to notice that the connection was dropped
-                        match tokio::time::timeout(Duration::from_secs(30), watch.next()).await {
-                            Err(_) => {
-                                if ring.upgrade().is_none() {
-                                    return;
-                                }
+            let keep = async {
+                loop {
+                    if let Ok(store) = js.get_key_value(crate::BUCKET_CASE_KEYS).await
+                        && let Ok(mut watch) = store.watch_all().await
+                    {
+                        match ring.upgrade() {
+                            Some(r) => r.watching.store(true, Ordering::SeqCst),
+                            None => return,
+                        }
+                        while let Some(Ok(entry)) = watch.next().await {
+                            let Some(r) = ring.upgrade() else { return };
+                            let erased = match entry.operation {
+                                async_nats::jetstream::kv::Operation::Put => matches!(
+                                    serde_json::from_slice::<KeyRecord>(&entry.value),
+                                    Ok(KeyRecord::Erased { .. })
+                                ),
+                                _ => true,
+                            };
+                            if erased {
+                                r.forget(&entry.key);
                             }
-                            Ok(Some(Ok(entry))) => {
-                                let Some(r) = ring.upgrade() else { return };
-                                let erased = match entry.operation {
-                                    async_nats::jetstream::kv::Operation::Put => {
-                                        matches!(
-                                            serde_json::from_slice::<KeyRecord>(&entry.value),
-                                            Ok(KeyRecord::Erased { .. })
-                                        )
-                                    }
-                                    _ => true,
-                                };
-                                if erased {
-                                    r.forget(&entry.key);
-                                }
-                            }
-                            Ok(Some(Err(_)) | None) => break,
                         }
                     }
+                    match ring.upgrade() {
+                        Some(r) => r.stop_caching(),
+                        None => return,
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
-                match ring.upgrade() {
-                    Some(r) => r.stop_caching(),
-                    None => return,
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
+            };
+            tokio::select! {
+                // the keyring (every clone of the connection) was dropped
+                _ = alive.changed() => {}
+                () = keep => {}
             }
         });
     }

@@ -52,11 +52,6 @@ impl JsonBucket {
         })
     }
 
-    /// The bucket itself, for watches.
-    pub(crate) fn store(&self) -> &kv::Store {
-        &self.store
-    }
-
     /// Every key of the bucket.
     pub async fn keys(&self) -> Result<Vec<String>, BusError> {
         use futures::TryStreamExt;
