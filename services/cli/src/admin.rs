@@ -219,7 +219,10 @@ async fn erasure(
                 "erasure #{} of case {} ({}) proposed by {} at {}: {}",
                 e.erasure_id,
                 e.case_id,
-                state_name(e.state),
+                match RuleSetState::try_from(e.state) {
+                    Ok(RuleSetState::Live) => "erased",
+                    _ => state_name(e.state),
+                },
                 e.proposed_by,
                 when(e.proposed_at),
                 e.reason
