@@ -11,6 +11,7 @@ use henvis_proto::henvis::{
     police::v1::{FetchAlertDetailsRequest, ListAlertsRequest, alert_service_client::AlertServiceClient},
 };
 use henvis_tests::{Deployment, admin, wait_for};
+use prost::Message as _;
 use tonic::Code;
 
 use crate::{Inbox, LIMIT, policy::ev, routed, submit};
@@ -202,6 +203,20 @@ async fn an_erased_case_opens_nowhere_another_is_untouched_and_the_audit_verifie
         .await
         .unwrap_err();
     assert_eq!(own.code(), Code::PermissionDenied);
+    // the erasure lands mid-run: other agencies keep submitting (cases in Odense) until
+    // every check below is done, and each of their referrals must still arrive once
+    let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (load, acked, failures) = crate::delivery::start_load_in(
+        &d,
+        100,
+        &["ngo-redbarnet", "ngo-reden-international"],
+        &["461".to_owned()],
+        "bg",
+        true,
+        Some(running.clone()),
+    )
+    .await;
+    crate::delivery::load_reaches(&acked, &failures, 20).await;
     let erased = admin2
         .approve_case_erasure(ApproveCaseErasureRequest {
             erasure_id: proposed.erasure_id,
@@ -229,6 +244,7 @@ async fn an_erased_case_opens_nowhere_another_is_untouched_and_the_audit_verifie
         assert!(e.to_string().contains("erased"), "{what}: {e}");
         refused += 1;
     }
+    let load_running = load.iter().any(|l| !l.is_finished());
     // the services refuse it: the alert's details, a new event, a retry of the opening
     let details = kp
         .fetch_alert_details(FetchAlertDetailsRequest {
@@ -277,6 +293,39 @@ async fn an_erased_case_opens_nowhere_another_is_untouched_and_the_audit_verifie
     for (what, p) in sealed_of(&d, &b).await {
         d.opened(&p).await.unwrap_or_else(|e| panic!("case B's {what}: {e}"));
     }
+    // the load ends; every one of its referrals reached its recipients once
+    running.store(false, std::sync::atomic::Ordering::SeqCst);
+    for l in load {
+        l.await.unwrap();
+    }
+    crate::delivery::drain(&d).await;
+    let acked = acked.lock().unwrap().clone();
+    let intended = crate::delivery::intended(&d, &acked);
+    let mut delivered: std::collections::BTreeMap<(String, String), usize> = Default::default();
+    let out = d.jetstream().await.unwrap().get_stream("OUT").await.unwrap();
+    let state = out.get_info().await.unwrap().state;
+    for seq in state.first_sequence..=state.last_sequence {
+        let Ok(m) = out.get_raw_message(seq).await else {
+            continue;
+        };
+        if henvis_bus::sealed_case(&m.payload) == Some(a.as_str()) {
+            continue;
+        }
+        let dl =
+            henvis_proto::henvis::broker::v1::Delivery::decode(d.opened(&m.payload).await.unwrap().as_slice()).unwrap();
+        let event = dl.envelope.unwrap().event_id;
+        if acked.contains_key(&event) {
+            let recipient = m.subject.split('.').nth(2).unwrap_or_default().to_owned();
+            *delivered.entry((event, recipient)).or_default() += 1;
+        }
+    }
+    let once = intended.iter().filter(|p| delivered.get(*p) == Some(&1)).count();
+    assert!(load_running, "the erasure landed while the load ran");
+    assert_eq!(
+        (once, delivered.len(), delivered.values().filter(|n| **n > 1).count()),
+        (intended.len(), intended.len(), 0),
+        "every referral of the load delivered once"
+    );
     // the routers remove the id-only records left (case record, alert), audited
     let case_a = henvis_domain::CaseId::parse(&a).unwrap();
     let bus = henvis_bus::Bus::connect(
@@ -303,10 +352,12 @@ async fn an_erased_case_opens_nowhere_another_is_untouched_and_the_audit_verifie
     );
     let comp = crate::delivery::audit_complete(&d, "an erasure").await;
     println!(
-        "erasure: case A's {} stored payloads ({:?}) open before, {refused} refuse after (\"erased\"), 0 canaries in their bytes; named {:?}; case B's open; audit verifies ({} events decided)",
+        "erasure: case A's {} stored payloads ({:?}) open before, {refused} refuse after (\"erased\"), 0 canaries in their bytes; named {:?}; case B's open; erased while {} other referrals were submitted, each delivered once to its {} intended recipients; audit verifies ({} events decided)",
         before.len(),
         kinds(&before),
         erased.delivered_to,
+        acked.len(),
+        intended.len(),
         comp.events_decided
     );
 }
