@@ -10,14 +10,14 @@ use henvis_domain::{
 };
 use tonic::Status;
 
-use crate::{Admin, now};
+use crate::{
+    Admin,
+    governance::{unavailable, undecided_record},
+    now,
+};
 
 /// Most changes in one proposal.
 pub(crate) const MAX_CHANGES: usize = 100;
-
-fn unavailable(e: impl std::fmt::Display) -> Status {
-    Status::unavailable(format!("governance store unavailable, nothing changed; try again: {e}"))
-}
 
 /// `dir` with `changes` applied in order, or the first that cannot apply, by index.
 fn apply_all(dir: &Directory, changes: &[DirectoryChange]) -> Result<Directory, (usize, String)> {
@@ -35,23 +35,14 @@ impl Admin {
     }
 
     async fn directory_proposal(&self, id: u64) -> Result<Versioned<DirectoryProposal>, Status> {
-        if id == 0 {
-            return Err(Status::invalid_argument(
-                "`proposal_id`: a directory proposal number (1 or more) expected",
-            ));
-        }
-        self.bus
-            .governance_bucket()
-            .await
-            .map_err(unavailable)?
-            .get::<DirectoryProposal>(&directory_proposal_key(id))
-            .await
-            .map_err(unavailable)?
-            .ok_or_else(|| {
-                Status::not_found(format!(
-                    "no directory proposal #{id}; `henvis admin directory list` shows them"
-                ))
-            })
+        self.numbered_one(
+            directory_proposal_key,
+            id,
+            "proposal_id",
+            "directory proposal",
+            "henvis admin directory list",
+        )
+        .await
     }
 
     /// Proposes `changes`, checked against the directory as it is now.
@@ -147,18 +138,14 @@ impl Admin {
     }
 
     async fn write_directory_proposal(&self, record: &DirectoryProposal, revision: u64) -> Result<(), Status> {
-        let bucket = self.bus.governance_bucket().await.map_err(unavailable)?;
-        match bucket
-            .update(&directory_proposal_key(record.id), record, revision)
-            .await
-            .map_err(unavailable)?
-        {
-            Some(_) => Ok(()),
-            None => Err(Status::aborted(format!(
-                "directory change #{} changed while you acted; look at it again (`henvis admin directory list`)",
-                record.id
-            ))),
-        }
+        self.update_numbered(
+            &directory_proposal_key(record.id),
+            record,
+            revision,
+            &format!("directory change #{}", record.id),
+            "henvis admin directory list",
+        )
+        .await
     }
 
     /// Applies every approved directory proposal not applied yet, in approval order: its
@@ -223,15 +210,5 @@ impl Admin {
 }
 
 fn directory_undecided(p: &DirectoryProposal) -> Result<(), Status> {
-    match &p.decision {
-        None => Ok(()),
-        Some(ProposalDecision::Approved { by, .. }) => Err(Status::failed_precondition(format!(
-            "directory change #{} was approved already, by `{by}`",
-            p.id
-        ))),
-        Some(ProposalDecision::Rejected { by, .. }) => Err(Status::failed_precondition(format!(
-            "directory change #{} was rejected, by `{by}`; propose it again to reconsider it",
-            p.id
-        ))),
-    }
+    undecided_record(&format!("directory change #{}", p.id), &p.decision)
 }

@@ -13,8 +13,10 @@ use henvis_domain::{AuditRecord, CaseErasure, CaseId, PersonId, ProposalDecision
 use tonic::Status;
 
 use crate::{
-    Admin, now,
-    verify::{audit_read_error, unavailable},
+    Admin,
+    governance::{unavailable, undecided_record},
+    now,
+    verify::audit_read_error,
 };
 
 /// The key of erasure proposal `n` in the governance bucket.
@@ -46,19 +48,8 @@ impl Admin {
     }
 
     async fn erasure(&self, id: u64) -> Result<Versioned<CaseErasure>, Status> {
-        if id == 0 {
-            return Err(Status::invalid_argument(
-                "`erasure_id`: an erasure number (1 or more) expected",
-            ));
-        }
-        self.bus
-            .governance_bucket()
+        self.numbered_one(erasure_key, id, "erasure_id", "erasure", "henvis admin erasure list")
             .await
-            .map_err(unavailable)?
-            .get::<CaseErasure>(&erasure_key(id))
-            .await
-            .map_err(unavailable)?
-            .ok_or_else(|| Status::not_found(format!("no erasure #{id}; `henvis admin erasure list` shows them")))
     }
 
     /// Proposes erasing `case`.
@@ -231,31 +222,17 @@ impl Admin {
     }
 
     async fn write_erasure(&self, record: &CaseErasure, revision: u64) -> Result<(), Status> {
-        let bucket = self.bus.governance_bucket().await.map_err(unavailable)?;
-        match bucket
-            .update(&erasure_key(record.id), record, revision)
-            .await
-            .map_err(unavailable)?
-        {
-            Some(_) => Ok(()),
-            None => Err(Status::aborted(format!(
-                "erasure #{} changed while you acted; look at it again (`henvis admin erasure list`)",
-                record.id
-            ))),
-        }
+        self.update_numbered(
+            &erasure_key(record.id),
+            record,
+            revision,
+            &format!("erasure #{}", record.id),
+            "henvis admin erasure list",
+        )
+        .await
     }
 }
 
 fn undecided(e: &CaseErasure) -> Result<(), Status> {
-    match &e.decision {
-        None => Ok(()),
-        Some(ProposalDecision::Approved { by, .. }) => Err(Status::failed_precondition(format!(
-            "erasure #{} was approved already, by `{by}`",
-            e.id
-        ))),
-        Some(ProposalDecision::Rejected { by, .. }) => Err(Status::failed_precondition(format!(
-            "erasure #{} was rejected, by `{by}`; propose it again to reconsider it",
-            e.id
-        ))),
-    }
+    undecided_record(&format!("erasure #{}", e.id), &e.decision)
 }

@@ -18,8 +18,22 @@ use crate::{Admin, now};
 /// Longest reason, note or review accepted (in characters).
 pub(crate) const MAX_NOTE: usize = 2000;
 
-fn unavailable(e: impl std::fmt::Display) -> Status {
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> Status {
     Status::unavailable(format!("governance store unavailable, nothing changed; try again: {e}"))
+}
+
+/// Refuses to act on a four-eyes record (`what`: "directory change #3", "erasure #1")
+/// that was decided already.
+pub(crate) fn undecided_record(what: &str, decision: &Option<ProposalDecision>) -> Result<(), Status> {
+    match decision {
+        None => Ok(()),
+        Some(ProposalDecision::Approved { by, .. }) => Err(Status::failed_precondition(format!(
+            "{what} was approved already, by `{by}`"
+        ))),
+        Some(ProposalDecision::Rejected { by, .. }) => Err(Status::failed_precondition(format!(
+            "{what} was rejected, by `{by}`; propose it again to reconsider it"
+        ))),
+    }
 }
 
 /// A mandatory free-text field: present, and not too long.
@@ -93,6 +107,50 @@ impl Admin {
                 Some(_) => return Ok(record),
                 None => n += 1,
             }
+        }
+    }
+
+    /// Numbered record `id` of the governance bucket under `key(id)`: INVALID_ARGUMENT
+    /// naming `field` for 0, NOT_FOUND naming `what` and the command `list` that shows them.
+    pub(crate) async fn numbered_one<T: serde::de::DeserializeOwned>(
+        &self,
+        key: fn(u64) -> String,
+        id: u64,
+        field: &str,
+        what: &str,
+        list: &str,
+    ) -> Result<Versioned<T>, Status> {
+        if id == 0 {
+            return Err(Status::invalid_argument(format!(
+                "`{field}`: the number of a {what} (1 or more) expected"
+            )));
+        }
+        self.bus
+            .governance_bucket()
+            .await
+            .map_err(unavailable)?
+            .get::<T>(&key(id))
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| Status::not_found(format!("no {what} #{id}; `{list}` shows them")))
+    }
+
+    /// Writes numbered record `record` under `key` if still at `revision`; ABORTED naming
+    /// `what` when another administrator changed it meanwhile.
+    pub(crate) async fn update_numbered<T: serde::Serialize>(
+        &self,
+        key: &str,
+        record: &T,
+        revision: u64,
+        what: &str,
+        list: &str,
+    ) -> Result<(), Status> {
+        let bucket = self.bus.governance_bucket().await.map_err(unavailable)?;
+        match bucket.update(key, record, revision).await.map_err(unavailable)? {
+            Some(_) => Ok(()),
+            None => Err(Status::aborted(format!(
+                "{what} changed while you acted; look at it again (`{list}`)"
+            ))),
         }
     }
 

@@ -49,8 +49,8 @@ impl Bus {
                 },
             )
             .await?;
-        let mut others: BTreeMap<String, BTreeSet<MatchKind>> = BTreeMap::new();
-        for (kind, token) in &tokens {
+        // every token's record at once (one round trip's latency on the routing path)
+        let seen = futures::future::try_join_all(tokens.iter().map(|(kind, token)| async move {
             let mut seen = BTreeSet::new();
             bucket
                 .modify(
@@ -62,8 +62,13 @@ impl Bus {
                     },
                 )
                 .await?;
-            for other in seen.into_iter().filter(|c| c != case) {
-                others.entry(other).or_default().insert(*kind);
+            Ok::<_, BusError>((*kind, seen))
+        }))
+        .await?;
+        let mut others: BTreeMap<String, BTreeSet<MatchKind>> = BTreeMap::new();
+        for (kind, cases) in seen {
+            for other in cases.into_iter().filter(|c| c != case) {
+                others.entry(other).or_default().insert(kind);
             }
         }
         Ok(others)
@@ -90,8 +95,8 @@ impl Bus {
             bucket.purge(&key).await?;
         }
         for link in self.links().await? {
-            if link.record.other(case).is_some() {
-                bucket.purge(&format!("link.{}", link.record.id)).await?;
+            if link.other(case).is_some() {
+                bucket.purge(&format!("link.{}", link.id)).await?;
             }
         }
         Ok(())
@@ -107,18 +112,15 @@ impl Bus {
             .is_some())
     }
 
-    /// Every link record.
-    pub async fn links(&self) -> Result<Vec<VersionedLink>, BusError> {
-        let bucket = self.linkage_bucket().await?;
-        let mut out = Vec::new();
-        for key in bucket.keys().await? {
-            if key.starts_with("link.")
-                && let Some(v) = bucket.get::<CaseLink>(&key).await?
-            {
-                out.push(v);
-            }
-        }
-        Ok(out)
+    /// Every link record (one read of the bucket).
+    pub async fn links(&self) -> Result<Vec<CaseLink>, BusError> {
+        Ok(self
+            .latest_values::<CaseLink>(crate::BUCKET_LINKAGE)
+            .await?
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("link."))
+            .map(|(_, l)| l)
+            .collect())
     }
 
     /// One link record.

@@ -163,11 +163,12 @@ pub fn router_denied() -> Vec<String> {
 
 /// What the admin service may do over NATS: keep rule-set governance (its bucket), put
 /// the approved set live (the rules bucket), write governance records, its administrator
-/// alerts and the giving of subject access reports to the audit, read the audit, the dead letters' subjects and case
-/// records (for simulations and what-if replays), and create the topology (a no-op where
-/// it exists). No submission, delivery, status or alert; no read of IN, OUT or any
-/// agency's records. Administrators themselves have no NATS identity: they call this
-/// service over gRPC with their certificates.
+/// alerts and the giving of subject access reports to the audit, read the audit, the dead
+/// letters' subjects and case records (for simulations and what-if replays), destroy a
+/// case's key after an approved erasure, and create the topology (a no-op where it
+/// exists). No submission, delivery, status or alert; no read of IN, OUT or any agency's
+/// records. Administrators themselves have no NATS identity: they call this service over
+/// gRPC with their certificates.
 pub fn admin_service_permissions() -> (Vec<String>, Vec<String>) {
     let mut publish = vec![
         "$JS.API.INFO".to_owned(),

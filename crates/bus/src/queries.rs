@@ -91,8 +91,8 @@ pub struct LinkView {
     pub other_municipality_code: String,
     /// What matched.
     pub matched_on: Vec<henvis_domain::linkage::MatchKind>,
-    /// `proposed`, `confirmed` or `rejected`.
-    pub state: String,
+    /// Where it stands.
+    pub state: henvis_domain::linkage::LinkState,
     /// When proposed, unix seconds.
     pub proposed_at: i64,
     /// This side's answer, once given.

@@ -227,7 +227,8 @@ pub struct LinkAnswer {
 }
 
 /// Where a link stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum LinkState {
     /// Waiting for one side or both.
     Proposed,

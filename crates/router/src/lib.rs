@@ -94,12 +94,7 @@ pub async fn build(config: &RouterConfig) -> anyhow::Result<Arc<Router>> {
     let schema = Schema::from_descriptor_set(henvis_proto::FILE_DESCRIPTOR_SET)?;
     let tls =
         henvis_runtime::tls::TlsServer::load(henvis_runtime::tls::PkiFiles::of(&config.service.pki_dir, &router))?;
-    let bus = config.service.connect(&router).await?;
-    anyhow::ensure!(
-        bus.has_master_key(),
-        "no case master key: every child's data is sealed with its case's key, wrapped by it; set HENVIS_CASE_MASTER_KEY_FILE (64 hex digits, mode 600) or put one at <pki dir>/{}",
-        henvis_bus::CASE_MASTER_KEY_FILE
-    );
+    let bus = config.service.connect_sealing(&router).await?;
     let directory = henvis_runtime::LiveDirectory::load(directory, &bus).await?;
     let rules = ActiveRules::load(&bus, config.rules.as_deref(), &schema, &directory.current()).await?;
     let key = config

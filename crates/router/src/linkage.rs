@@ -10,7 +10,7 @@ use std::sync::Arc;
 use henvis_bus::{LinkAnswerAnswer, LinkAnswerQuery, LinkView, LinksAnswer, LinksQuery, ROUTER_WRITER};
 use henvis_domain::{
     AgencyId, AuditRecord, CaseId, CaseRecord,
-    linkage::{CaseLink, Identity, LinkAnswer, LinkState, token_inputs},
+    linkage::{CaseLink, Identity, LinkAnswer, token_inputs},
 };
 use henvis_proto::henvis::events::v1::SuspectedVictimReported;
 
@@ -77,12 +77,7 @@ fn view(link: &CaseLink, case: &str, other_municipality: String) -> LinkView {
         other_case_id: link.other(case).unwrap_or_default().to_owned(),
         other_municipality_code: other_municipality,
         matched_on: link.matched_on.clone(),
-        state: match link.state() {
-            LinkState::Proposed => "proposed",
-            LinkState::Confirmed => "confirmed",
-            LinkState::Rejected => "rejected",
-        }
-        .to_owned(),
+        state: link.state(),
         proposed_at: link.proposed_at,
         answered: link.answers.iter().find(|a| a.case_id == case).map(|a| a.confirmed),
     }
@@ -93,25 +88,31 @@ async fn record_of(router: &Router, case: &str) -> Result<Option<CaseRecord>, he
     Ok(router.bus.case(&id).await?.map(|c| c.record))
 }
 
-/// The links of `asker`'s cases.
+/// The links of `asker`'s cases (each case record read once).
 pub(crate) async fn answer_links(router: &Arc<Router>, asker: AgencyId, _query: LinksQuery) -> LinksAnswer {
     let result = async {
+        let links = router.bus.links().await?;
+        let mut records = std::collections::BTreeMap::new();
+        for case in links.iter().flat_map(|l| l.cases.iter()) {
+            if !records.contains_key(case) {
+                records.insert(case.clone(), record_of(router, case).await?);
+            }
+        }
         let mut out = Vec::new();
-        for v in router.bus.links().await? {
-            let link = v.record;
+        for link in &links {
             for case in &link.cases {
-                let Some(record) = record_of(router, case).await? else {
+                let Some(Some(record)) = records.get(case) else {
                     continue;
                 };
-                if !entitled(router, &asker, &record) {
+                if !entitled(router, &asker, record) {
                     continue;
                 }
-                let other = link.other(case).unwrap_or_default();
-                let other_municipality = record_of(router, other)
-                    .await?
-                    .and_then(|r| r.municipality_code)
+                let other_municipality = link
+                    .other(case)
+                    .and_then(|o| records.get(o))
+                    .and_then(|r| r.as_ref()?.municipality_code.clone())
                     .unwrap_or_default();
-                out.push(view(&link, case, other_municipality));
+                out.push(view(link, case, other_municipality));
             }
         }
         out.sort_by(|a, b| b.proposed_at.cmp(&a.proposed_at).then(a.link_id.cmp(&b.link_id)));

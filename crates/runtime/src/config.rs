@@ -134,6 +134,18 @@ impl ServiceConfig {
         Ok(bus)
     }
 
+    /// [`connect`](Self::connect) for a service that seals and opens case data (the router,
+    /// the sector services): refused without the case master key.
+    pub async fn connect_sealing(&self, principal: &Principal) -> anyhow::Result<Bus> {
+        let bus = self.connect(principal).await?;
+        anyhow::ensure!(
+            bus.has_master_key(),
+            "no case master key: every child's data is sealed with its case's key, wrapped by it; set HENVIS_CASE_MASTER_KEY_FILE (64 hex digits, mode 600) or put one at <pki dir>/{}",
+            henvis_bus::CASE_MASTER_KEY_FILE
+        );
+        Ok(bus)
+    }
+
     /// The case master key: from the configured file (which must exist), else from the
     /// default place in the PKI folder when it is there.
     pub fn case_master_key(&self) -> anyhow::Result<Option<henvis_bus::MasterKey>> {

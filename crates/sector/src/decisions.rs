@@ -81,11 +81,12 @@ pub(crate) async fn report(core: &Core, caller: &Caller, case_id: &str) -> Resul
 }
 
 fn link_to_wire(v: &henvis_bus::LinkView) -> henvis_proto::henvis::broker::v1::CaseLink {
+    use henvis_domain::linkage::LinkState;
     use henvis_proto::henvis::broker::v1::{CaseLink, CaseLinkState};
-    let state = match v.state.as_str() {
-        "confirmed" => CaseLinkState::Confirmed,
-        "rejected" => CaseLinkState::Rejected,
-        _ => CaseLinkState::Proposed,
+    let state = match v.state {
+        LinkState::Proposed => CaseLinkState::Proposed,
+        LinkState::Confirmed => CaseLinkState::Confirmed,
+        LinkState::Rejected => CaseLinkState::Rejected,
     };
     CaseLink {
         link_id: v.link_id.clone(),

@@ -81,12 +81,7 @@ pub async fn build(sector: Sector, config: &SectorConfig) -> anyhow::Result<Arc<
     let tls =
         henvis_runtime::tls::TlsServer::load(henvis_runtime::tls::PkiFiles::of(&config.service.pki_dir, &principal))?;
     let schema = Schema::from_descriptor_set(henvis_proto::FILE_DESCRIPTOR_SET)?;
-    let bus = config.service.connect(&principal).await?;
-    anyhow::ensure!(
-        bus.has_master_key(),
-        "no case master key: every child's data is sealed with its case's key, wrapped by it; set HENVIS_CASE_MASTER_KEY_FILE (64 hex digits, mode 600) or put one at <pki dir>/{}",
-        henvis_bus::CASE_MASTER_KEY_FILE
-    );
+    let bus = config.service.connect_sealing(&principal).await?;
     let directory = henvis_runtime::LiveDirectory::load(base, &bus).await?;
     Ok(Arc::new(Core {
         profile: SectorProfile::of(sector),
