@@ -5,6 +5,7 @@ mod alerts;
 mod at_rest;
 mod audit_chain;
 mod bad_input;
+mod bench;
 mod canary;
 mod corrections;
 mod delivery;

