@@ -32,6 +32,12 @@ struct Args {
     /// Encoded size of each referral event, bytes.
     #[arg(long)]
     payload_bytes: Option<usize>,
+    /// Events already in IN before the run (routed before it).
+    #[arg(long)]
+    prefill_events: Option<usize>,
+    /// Open cases already in the broker before the run.
+    #[arg(long)]
+    prefill_cases: Option<usize>,
 }
 
 #[tokio::main]
@@ -47,6 +53,12 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(b) = args.payload_bytes {
         config.payload_bytes = b;
+    }
+    if let Some(n) = args.prefill_events {
+        config.prefill_events = n;
+    }
+    if let Some(n) = args.prefill_cases {
+        config.prefill_cases = n;
     }
     let modes: &[bool] = match args.sync {
         Sync::Always => &[true],

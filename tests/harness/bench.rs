@@ -49,6 +49,11 @@ pub struct BenchConfig {
     pub payload_bytes: usize,
     /// Seconds of paced load for the latency figure.
     pub latency_secs: u64,
+    /// Events already in IN before anything is measured (routed: the routers' consumer
+    /// starts after them), sealed and stored as a sector service stores them.
+    pub prefill_events: usize,
+    /// Open cases already in the broker (record and key each), the prefilled events' cases.
+    pub prefill_cases: usize,
 }
 
 impl BenchConfig {
@@ -61,6 +66,8 @@ impl BenchConfig {
             raw_window: 256,
             payload_bytes: 512,
             latency_secs: 10,
+            prefill_events: 0,
+            prefill_cases: 0,
         }
     }
 
@@ -74,6 +81,8 @@ impl BenchConfig {
             raw_window: 64,
             payload_bytes: 512,
             latency_secs: 1,
+            prefill_events: 200,
+            prefill_cases: 50,
         }
     }
 }
@@ -102,10 +111,14 @@ pub struct Report {
     pub event_bytes: usize,
     /// Referrals per phase.
     pub referrals: usize,
+    /// Events in IN and open cases before the run.
+    pub prefilled: (usize, usize),
     /// The figures, in the order measured.
     pub rows: Vec<Row>,
     /// Peak resident memory per process, KiB.
     pub memory: Vec<(String, u64)>,
+    /// CPU seconds per process over the whole run (user and system).
+    pub cpu: Vec<(String, f64)>,
     /// Everything the henvis phases checked: referrals submitted, deliveries acknowledged.
     pub delivered: usize,
 }
@@ -121,8 +134,11 @@ impl Report {
         };
         let _ = writeln!(
             s,
-            "\n### {mode}, {} B referral events, {} referrals per phase\n",
-            self.event_bytes, self.referrals
+            "\n### {mode}, {} B referral events, {} referrals per phase, {} events in IN and {} open cases before\n",
+            self.event_bytes,
+            self.referrals,
+            fmt_count(self.prefilled.0),
+            fmt_count(self.prefilled.1)
         );
         let _ = writeln!(s, "| figure | value | ÷ raw baseline | ratio | target |");
         let _ = writeln!(s, "| --- | ---: | --- | ---: | --- |");
@@ -142,9 +158,16 @@ impl Report {
                 r.target
             );
         }
-        let _ = writeln!(s, "\nPeak resident memory (VmHWM):");
+        let _ = writeln!(s, "\n| process | peak resident memory (VmHWM) | CPU time, whole run |");
+        let _ = writeln!(s, "| --- | ---: | ---: |");
         for (name, kib) in &self.memory {
-            let _ = writeln!(s, "- {name}: {:.1} MiB", *kib as f64 / 1024.0);
+            let cpu = self
+                .cpu
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, secs)| format!("{secs:.1} s"))
+                .unwrap_or_default();
+            let _ = writeln!(s, "| {name} | {:.1} MiB | {cpu} |", *kib as f64 / 1024.0);
         }
         s
     }
@@ -156,6 +179,10 @@ impl Report {
             .map(|r| r.value)
             .unwrap_or(f64::NAN)
     }
+}
+
+fn fmt_count(n: usize) -> String {
+    if n >= 100 { fmt_value(n as f64) } else { n.to_string() }
 }
 
 fn fmt_value(v: f64) -> String {
@@ -251,6 +278,10 @@ pub async fn run(config: &BenchConfig, sync_always: bool) -> anyhow::Result<Repo
     let mut d = Deployment::start_with(Options {
         in_process_router: false,
         sync_always,
+        // one sender and three recipients carry the whole load: shares far above it
+        agency_quota: 100_000_000,
+        recipient_share: 100_000_000,
+        stream_max_bytes: 8 << 30,
         ..Options::default()
     })
     .await?;
@@ -262,8 +293,9 @@ pub async fn run(config: &BenchConfig, sync_always: bool) -> anyhow::Result<Repo
     }
     let event = referral(config.payload_bytes);
     let event_bytes = event.encoded_len();
+    prefill(&d, config, &event).await?;
     let mut rows = Vec::new();
-    let mut peaks: HashMap<String, u64> = HashMap::new();
+    let mut peaks = Usage::default();
 
     // raw baselines, async-nats alone on the same server, as the router's NATS user
     let nats = connect_as(&d.nats.url(), d.pki_dir(), &inspector()).await?;
@@ -349,13 +381,23 @@ pub async fn run(config: &BenchConfig, sync_always: bool) -> anyhow::Result<Repo
     // end to end: Submit → every recipient's acknowledgement confirmed
     let mut router = RouterProcess::spawn(&d.nats.url(), 600, d.pki_dir())?;
     let readers = Readers::start(&d).await?;
+    let stored_before = stored_records(&js).await?;
     let e2e = end_to_end(&ngo, &readers, config, &event).await?;
+    // what one referral costs the store: every record in every stream and bucket
+    let per_referral = (stored_records(&js).await? - stored_before) as f64 / config.referrals as f64;
     rows.push(row(
         "end to end, 3 recipients",
         e2e,
         "referrals/s",
         Some(("raw relay", relay)),
         if sync_always { "≥ 0.35" } else { "≥ 0.15" },
+    ));
+    rows.push(row(
+        "records stored per referral (every stream and bucket)",
+        per_referral,
+        "",
+        None,
+        "",
     ));
     let half = (e2e / 2.0).max(1.0);
     let latency = paced(&ngo, &readers, config, &event, half).await?;
@@ -369,6 +411,13 @@ pub async fn run(config: &BenchConfig, sync_always: bool) -> anyhow::Result<Repo
     rows.push(row("end to end p99", latency.p99, "ms", None, "≤ 20 ms"));
     rows.push(row("end to end p999", latency.p999, "ms", None, ""));
     let delivered = readers.total();
+    rows.push(row(
+        "deliveries offered again (lost acknowledgements)",
+        readers.again() as f64,
+        "",
+        None,
+        "",
+    ));
     readers.stop();
     note_peak(&mut peaks, "henvis-router", router.pid());
     router.kill9();
@@ -378,17 +427,122 @@ pub async fn run(config: &BenchConfig, sync_always: bool) -> anyhow::Result<Repo
     for (i, pid) in d.nats.pids().into_iter().enumerate() {
         note_peak(&mut peaks, &format!("nats-server {i}"), pid);
     }
-    let mut memory: Vec<(String, u64)> = peaks.into_iter().collect();
+    note_peak(
+        &mut peaks,
+        "henvis-bench (clients, admin, raw baselines)",
+        std::process::id(),
+    );
+    let mut memory: Vec<(String, u64)> = peaks.peak_kib.clone().into_iter().collect();
     memory.sort();
+    let mut cpu: Vec<(String, f64)> = peaks
+        .cpu_ticks
+        .iter()
+        .map(|(name, ticks)| (name.clone(), *ticks as f64 / 100.0))
+        .collect();
+    cpu.sort_by(|a, b| a.0.cmp(&b.0));
     drop(sectors);
     Ok(Report {
         sync_always,
         event_bytes,
         referrals: config.referrals,
+        prefilled: (config.prefill_events, config.prefill_cases),
         rows,
         memory,
+        cpu,
         delivered,
     })
+}
+
+/// Fills the broker as a long-running deployment would be: `prefill_cases` open cases
+/// (record and key each) and `prefill_events` sealed events about them in IN, stored as the
+/// NGO service stores them, all routed before (the routers' consumer starts after them).
+async fn prefill(d: &Deployment, config: &BenchConfig, event: &Event) -> anyhow::Result<()> {
+    use henvis_proto::henvis::broker::v1::{Envelope, Sender};
+    if config.prefill_events == 0 && config.prefill_cases == 0 {
+        return Ok(());
+    }
+    let cases: Vec<henvis_domain::CaseId> = (0..config.prefill_cases.max(1))
+        .map(|_| henvis_domain::CaseId::new_random())
+        .collect();
+    // the case records, as the router writes them, and each case's key
+    let opener = d.opener().await?;
+    let municipality = MUNICIPALITY.to_owned();
+    let sender = henvis_domain::AgencyId::parse(SENDER)?;
+    futures::stream::iter(&cases)
+        .map(|case| {
+            let (municipality, sender) = (municipality.clone(), sender.clone());
+            async move {
+                let opening = henvis_domain::EventId::new_now().to_string();
+                opener
+                    .modify_case_from(case, None, true, |r| {
+                        r.apply(
+                            &henvis_domain::CaseChange::Opened {
+                                municipality_code: municipality.clone(),
+                            },
+                            &opening,
+                        );
+                        r.add_participants([&sender]);
+                        true
+                    })
+                    .await?;
+                opener.seal(&case.to_string(), b"key").await.map(|_| ())
+            }
+        })
+        .buffer_unordered(256)
+        .collect::<Vec<Result<(), henvis_bus::BusError>>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    // the events, published as the NGO service publishes them, many awaiting their ack
+    let ngo = connect_as(&d.nats.url(), d.pki_dir(), &Principal::Service("ngo".into())).await?;
+    let js = jetstream::new(ngo);
+    let mt = henvis_domain::MessageType::parse("suspected_victim_reported")?;
+    let mut acks = FuturesUnordered::new();
+    for i in 0..config.prefill_events {
+        // a case's events one after another, as a case's history grows
+        let case = &cases[i * cases.len() / config.prefill_events];
+        let envelope = Envelope {
+            event_id: henvis_domain::EventId::new_now().to_string(),
+            idempotency_key: format!("prefill-{i}"),
+            message_type: mt.to_string(),
+            sender: Some(Sender {
+                agency_id: SENDER.into(),
+                actor_id: "bench".into(),
+                ..Default::default()
+            }),
+            case_id: case.to_string(),
+            submitted_at: Some(std::time::SystemTime::now().into()),
+            event: Some(event.clone()),
+        };
+        let sealed = opener.seal(&case.to_string(), &envelope.encode_to_vec()).await?;
+        if acks.len() >= 256
+            && let Some(r) = acks.next().await
+        {
+            r?;
+        }
+        let subject = henvis_bus::inbound_subject(Sector::Ngo, &mt, case);
+        acks.push(js.publish(subject, sealed).await?.into_future());
+    }
+    while let Some(r) = acks.next().await {
+        r?;
+    }
+    // the routers' consumer, as a router creates it, starting after what is there
+    let router_js = jetstream::new(connect_as(&d.nats.url(), d.pki_dir(), &inspector()).await?);
+    let mut stream = router_js.get_stream(henvis_bus::STREAM_IN).await?;
+    let last = stream.info().await?.state.last_sequence;
+    stream
+        .create_consumer(pull::Config {
+            durable_name: Some(henvis_bus::ROUTER_CONSUMER.to_owned()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: last + 1,
+            },
+            ack_wait: Duration::from_secs(10),
+            max_ack_pending: 20_000,
+            ..Default::default()
+        })
+        .await?;
+    Ok(())
 }
 
 fn s_name(s: &SectorProcess) -> String {
@@ -412,10 +566,29 @@ fn peak_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn note_peak(peaks: &mut HashMap<String, u64>, name: &str, pid: u32) {
+/// CPU time a process has used (user and system), in clock ticks of 10 ms.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // the fields after the command name, which may hold spaces, in parentheses
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Peak memory (the largest of a name's processes) and CPU time (summed over them).
+#[derive(Default)]
+struct Usage {
+    peak_kib: HashMap<String, u64>,
+    cpu_ticks: HashMap<String, u64>,
+}
+
+fn note_peak(usage: &mut Usage, name: &str, pid: u32) {
     if let Some(kib) = peak_kib(pid) {
-        let e = peaks.entry(name.to_owned()).or_default();
+        let e = usage.peak_kib.entry(name.to_owned()).or_default();
         *e = (*e).max(kib);
+    }
+    if let Some(t) = cpu_ticks(pid) {
+        *usage.cpu_ticks.entry(name.to_owned()).or_default() += t;
     }
 }
 
@@ -692,7 +865,7 @@ async fn route_backlog(
     js: &jetstream::Context,
     n: usize,
     recipients: usize,
-    peaks: &mut HashMap<String, u64>,
+    peaks: &mut Usage,
 ) -> anyhow::Result<f64> {
     let last_seq = || async {
         let mut s = js.get_stream(henvis_bus::STREAM_OUT).await.ok()?;
@@ -710,10 +883,42 @@ async fn route_backlog(
     let done_at = poll_until(limit, || async { last_seq().await.is_some_and(|s| s >= want) })
         .await
         .with_context(|| format!("the router routing {n} events to {recipients} recipient(s)"))?;
+    // every event acknowledged in IN before the router stops: one it had not acknowledged
+    // would be routed again by the next router, under the next phase's rules
+    wait_for(
+        "the router to acknowledge every event",
+        Duration::from_secs(60),
+        || async {
+            let mut c: jetstream::consumer::PullConsumer = js
+                .get_stream(henvis_bus::STREAM_IN)
+                .await
+                .ok()?
+                .get_consumer(henvis_bus::ROUTER_CONSUMER)
+                .await
+                .ok()?;
+            let info = c.info().await.ok()?;
+            (info.num_ack_pending == 0 && info.num_pending == 0).then_some(())
+        },
+    )
+    .await?;
     note_peak(peaks, "henvis-router", router.pid());
     router.kill9();
     let routed = (want - first) as f64 / recipients as f64;
     Ok(routed / (done_at - first_at).as_secs_f64().max(1e-6))
+}
+
+/// Messages ever stored in henvis's streams and buckets (the raw baselines' excepted).
+async fn stored_records(js: &jetstream::Context) -> anyhow::Result<u64> {
+    let mut names = js.stream_names();
+    let mut total = 0;
+    while let Some(name) = names.next().await {
+        let name = name?;
+        if name.starts_with("BENCH_") {
+            continue;
+        }
+        total += js.get_stream(&name).await?.info().await?.state.last_sequence;
+    }
+    Ok(total)
 }
 
 /// Polls `done` every 2 ms until it holds; returns when it did.
@@ -732,13 +937,19 @@ where
     }
 }
 
-/// When each event's deliveries were acknowledged (confirmed by the service), per event id.
-type Acked = Arc<Mutex<HashMap<String, Vec<Instant>>>>;
+/// When each event's deliveries were acknowledged (confirmed by the service), per event id
+/// and recipient: the first acknowledgement of each pair counts; a delivery offered again
+/// (after a lost acknowledgement, as the inbox contract allows) is counted apart.
+#[derive(Default)]
+struct Tally {
+    acked: HashMap<String, HashMap<usize, Instant>>,
+    unique: usize,
+    again: usize,
+}
 
-/// Inbox readers of the three recipients, acknowledging every delivery at once.
+/// Inbox readers acknowledging every delivery at once.
 struct Readers {
-    acked: Acked,
-    total: Arc<std::sync::atomic::AtomicUsize>,
+    tally: Arc<Mutex<Tally>>,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
@@ -748,27 +959,34 @@ impl Readers {
     }
 
     async fn start_for(d: &Deployment, agencies: &[(Sector, &str)]) -> anyhow::Result<Self> {
-        let acked: Acked = Arc::default();
-        let total = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let tally: Arc<Mutex<Tally>> = Arc::default();
         let mut tasks = Vec::new();
-        for &(sector, agency) in agencies {
+        for (i, &(sector, agency)) in agencies.iter().enumerate() {
             let client = ReferralServiceClient::new(d.channel_as(sector, agency).await?);
-            tasks.push(tokio::spawn(read_inbox(client, acked.clone(), total.clone())));
+            tasks.push(tokio::spawn(read_inbox(client, i, tally.clone())));
         }
-        Ok(Self { acked, total, tasks })
+        Ok(Self { tally, tasks })
     }
 
+    /// Distinct (event, recipient) deliveries acknowledged so far.
     fn total(&self) -> usize {
-        self.total.load(std::sync::atomic::Ordering::SeqCst)
+        self.tally.lock().map(|t| t.unique).unwrap_or(0)
+    }
+
+    /// Deliveries offered and acknowledged again.
+    fn again(&self) -> usize {
+        self.tally.lock().map(|t| t.again).unwrap_or(0)
     }
 
     async fn until_total(&self, n: usize, limit: Duration) -> anyhow::Result<Instant> {
-        for t in &self.tasks {
-            if t.is_finished() {
-                anyhow::bail!("an inbox reader ended early");
-            }
-        }
-        poll_until(limit, || async { self.total() >= n }).await
+        poll_until(limit, || async {
+            self.total() >= n || self.tasks.iter().any(tokio::task::JoinHandle::is_finished)
+        })
+        .await
+        .and_then(|at| {
+            anyhow::ensure!(self.total() >= n, "an inbox reader ended early");
+            Ok(at)
+        })
     }
 
     fn stop(self) {
@@ -780,8 +998,8 @@ impl Readers {
 
 async fn read_inbox(
     mut client: ReferralServiceClient<Channel>,
-    acked: Acked,
-    total: Arc<std::sync::atomic::AtomicUsize>,
+    recipient: usize,
+    tally: Arc<Mutex<Tally>>,
 ) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel::<InboxRequest>(4096);
     let mut stream = client
@@ -802,11 +1020,20 @@ async fn read_inbox(
                 .await?;
             }
             Some(inbox_response::Kind::AckConfirmed(a)) => {
-                if let Some(event_id) = open.remove(&a.delivery_id) {
-                    if let Ok(mut m) = acked.lock() {
-                        m.entry(event_id).or_default().push(Instant::now());
+                if let Some(event_id) = open.remove(&a.delivery_id)
+                    && let Ok(mut t) = tally.lock()
+                {
+                    let first = t
+                        .acked
+                        .entry(event_id)
+                        .or_default()
+                        .insert(recipient, Instant::now())
+                        .is_none();
+                    if first {
+                        t.unique += 1;
+                    } else {
+                        t.again += 1;
                     }
-                    total.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 }
             }
             _ => {}
@@ -885,27 +1112,27 @@ async fn paced(
         .await
         .context("the paced referrals' deliveries")?;
     let started = started.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
-    let acked = readers.acked.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+    let tally = readers.tally.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
     let mut samples = Vec::with_capacity(count);
     for (event_id, t) in started {
-        let times = acked.get(&event_id).context("an acknowledged referral")?;
+        let times = tally.acked.get(&event_id).context("an acknowledged referral")?;
         anyhow::ensure!(
             times.len() == RECIPIENTS.len(),
-            "event {event_id} acknowledged {} times",
-            times.len()
+            "event {event_id} acknowledged by {:?} of its recipients; {} pairs, {} again, {} events, base {base}, count {count}",
+            times.keys().collect::<Vec<_>>(),
+            tally.unique,
+            tally.again,
+            tally.acked.len()
         );
-        let last = times.iter().max().copied().unwrap_or(t);
+        let last = times.values().max().copied().unwrap_or(t);
         samples.push(last.saturating_duration_since(t));
     }
     Ok(quantiles(samples))
 }
 
-/// Every mode's report side by side: the ratios of the two modes in one table.
+/// What the two modes' reports say together.
 pub fn summary(reports: &[Report]) -> String {
     let mut s = String::new();
-    for r in reports {
-        s += &r.markdown();
-    }
     if reports.len() == 2 {
         let _ = writeln!(
             s,

@@ -501,15 +501,14 @@ fn spawn_service(name: &str, env: &[(&str, String)]) -> anyhow::Result<Child> {
     for (k, v) in env {
         cmd.env(k, v);
     }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(std::env::temp_dir().join(format!("{name}-test.log")))?;
     cmd.env("HENVIS_LOG", "warn")
         .env("HENVIS_LOG_FORMAT", "json")
-        .stdout(Stdio::null())
-        .stderr(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(std::env::temp_dir().join(format!("{name}-test.log")))?,
-        )
+        .stdout(log.try_clone()?)
+        .stderr(log)
         .spawn()
         .with_context(|| {
             format!(
@@ -960,7 +959,8 @@ impl Deployment {
         Ok(self.opener().await?.seal(case, plaintext).await?)
     }
 
-    async fn opener(&self) -> anyhow::Result<&henvis_bus::Bus> {
+    /// A connection as the router with the case master key (opens and seals payloads).
+    pub async fn opener(&self) -> anyhow::Result<&henvis_bus::Bus> {
         self.opener
             .get_or_try_init(|| async {
                 let config = self.service_config();

@@ -15,7 +15,7 @@
 //! of a protobuf message, so a sealed payload is never mistaken for a plain one.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashSet,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -116,11 +116,25 @@ pub fn sealed_case(sealed: &[u8]) -> Option<&str> {
     std::str::from_utf8(rest.get(..usize::from(len))?).ok()
 }
 
-#[derive(Default)]
+/// Case keys a connection keeps at most: the least recently used beyond it is read again
+/// when needed, so a service's memory stays flat however many cases the broker holds.
+pub const CACHED_CASE_KEYS: usize = 65_536;
+
 struct Cache {
-    keys: HashMap<String, Arc<LessSafeKey>>,
+    keys: lru::LruCache<String, Arc<LessSafeKey>>,
     /// Cases seen erased: never cached again.
     erased: HashSet<String>,
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Self {
+            keys: lru::LruCache::new(
+                std::num::NonZeroUsize::new(CACHED_CASE_KEYS).unwrap_or(std::num::NonZeroUsize::MIN),
+            ),
+            erased: HashSet::new(),
+        }
+    }
 }
 
 /// The keys of one connection.
@@ -166,14 +180,21 @@ impl Keyring {
         if let Ok(mut c) = self.cache.lock()
             && !c.erased.contains(case)
         {
-            c.keys.insert(case.to_owned(), key);
+            c.keys.put(case.to_owned(), key);
         }
     }
 
     fn forget(&self, case: &str) {
         if let Ok(mut c) = self.cache.lock() {
-            c.keys.remove(case);
+            c.keys.pop(case);
             c.erased.insert(case.to_owned());
+        }
+    }
+
+    /// Drops a key that was made but never used, without marking its case erased.
+    fn forget_unused(&self, case: &str) {
+        if let Ok(mut c) = self.cache.lock() {
+            c.keys.pop(case);
         }
     }
 
@@ -270,6 +291,13 @@ impl Bus {
     /// The data key of `case`: cached, read and unwrapped, or (with `create`) made, wrapped
     /// and stored (one writer wins a race; the others read its key).
     async fn case_key(&self, case: &str, create: bool) -> Result<Arc<LessSafeKey>, BusError> {
+        self.case_key_of(case, create, false).await
+    }
+
+    /// As [`case_key`](Self::case_key); `fresh`: the case id was just minted (a random id
+    /// nobody has used), so its key is created without reading first (a create that finds
+    /// a key falls back to reading it).
+    async fn case_key_of(&self, case: &str, create: bool, fresh: bool) -> Result<Arc<LessSafeKey>, BusError> {
         self.watch_erasures();
         if let Some(k) = self.keyring.cached(case) {
             return Ok(k);
@@ -279,8 +307,13 @@ impl Bus {
         }
         let master = self.master()?;
         let bucket = self.case_key_bucket().await?;
-        for _ in 0..3 {
-            match bucket.get::<KeyRecord>(case).await? {
+        for attempt in 0..3 {
+            let stored = if fresh && create && attempt == 0 {
+                None
+            } else {
+                bucket.get::<KeyRecord>(case).await?
+            };
+            match stored {
                 Some(v) => {
                     let key = match v.record {
                         KeyRecord::Erased { .. } => {
@@ -318,9 +351,31 @@ impl Bus {
     /// Seals `plaintext` with `case`'s key, making the key on the case's first payload.
     /// Fails with [`BusError::Erased`] once the case was erased: its id is never used again.
     pub async fn seal(&self, case: &str, plaintext: &[u8]) -> Result<Bytes, BusError> {
+        self.seal_with(case, plaintext, false).await
+    }
+
+    /// Seals the first payload of a case whose id this service has just minted: its key is
+    /// created without a read first (one round trip less for every opening report).
+    pub async fn seal_new_case(&self, case: &str, plaintext: &[u8]) -> Result<Bytes, BusError> {
+        self.seal_with(case, plaintext, true).await
+    }
+
+    /// Removes the key [`seal_new_case`](Self::seal_new_case) made for a case that was then
+    /// never stored (its submission refused): no key is left for a case that does not exist.
+    pub async fn discard_new_case_key(&self, case: &str) -> Result<(), BusError> {
+        self.keyring.forget_unused(case);
+        self.case_key_bucket().await?.purge(case).await
+    }
+
+    /// The length of `plaintext_len` bytes sealed for `case`.
+    pub fn sealed_len(case: &str, plaintext_len: usize) -> usize {
+        MAGIC.len() + 1 + case.len() + NONCE_LEN + plaintext_len + 16
+    }
+
+    async fn seal_with(&self, case: &str, plaintext: &[u8], fresh: bool) -> Result<Bytes, BusError> {
         let len = u8::try_from(case.len()).map_err(|_| BusError::Other("case id too long to seal".into()))?;
-        let key = self.case_key(case, true).await?;
-        let mut out = Vec::with_capacity(MAGIC.len() + 1 + case.len() + NONCE_LEN + plaintext.len() + 16);
+        let key = self.case_key_of(case, true, fresh).await?;
+        let mut out = Vec::with_capacity(Self::sealed_len(case, plaintext.len()));
         out.extend_from_slice(&MAGIC);
         out.push(len);
         out.extend_from_slice(case.as_bytes());
@@ -437,6 +492,27 @@ fn unwrap(master: &MasterKey, case: &str, key_hex: &str) -> Result<LessSafeKey, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_key_cache_keeps_the_most_recently_used_keys_and_no_more() {
+        let ring = Keyring::new(None);
+        ring.watching.store(true, Ordering::SeqCst);
+        let key = Arc::new(aead_key(&[9u8; KEY_LEN]).unwrap());
+        for i in 0..CACHED_CASE_KEYS + 100 {
+            ring.remember(&format!("case-{i}"), key.clone());
+            if i == CACHED_CASE_KEYS - 1 {
+                // used again just before it would be the oldest: kept
+                assert!(ring.cached("case-0").is_some());
+            }
+        }
+        assert_eq!(ring.cache.lock().unwrap().keys.len(), CACHED_CASE_KEYS);
+        assert!(ring.cached("case-0").is_some(), "recently used");
+        assert!(
+            ring.cached("case-1").is_none(),
+            "least recently used, read again when needed"
+        );
+        assert!(ring.cached(&format!("case-{}", CACHED_CASE_KEYS + 99)).is_some());
+    }
 
     #[test]
     fn a_wrapped_key_opens_only_with_its_master_and_case() {

@@ -238,9 +238,16 @@ impl Router {
         // per-case order across router replicas: wait while an earlier event of the case
         // has not been routed (by this router or another)
         let case = henvis_bus::case_of_inbound_subject(m.subject());
-        let turn = match &case {
-            None => None,
-            Some(case) => match self.bus.turn_of_case(case, in_sequence).await {
+        // the payload is opened (a new case's key is one read) while the turn is read
+        let turn_read = async {
+            match &case {
+                Some(case) => Some(self.bus.turn_of_case(case, in_sequence).await),
+                None => None,
+            }
+        };
+        let (turn_read, opened) = tokio::join!(turn_read, self.bus.open(m.payload()));
+        let turn = match (&case, turn_read) {
+            (Some(case), Some(read)) => match read {
                 Ok(Some(turn)) => Some((case, turn)),
                 Ok(None) => {
                     tracing::debug!(case_id = %case, seq = in_sequence, "an earlier event of the case is pending; waiting");
@@ -253,6 +260,7 @@ impl Router {
                     return;
                 }
             },
+            _ => None,
         };
         // the case's routed mark moves only once everything the event produced is stored
         let routed = || async {
@@ -261,7 +269,7 @@ impl Router {
                 None => Ok(()),
             }
         };
-        match self.route(m.subject(), m.payload(), in_sequence).await {
+        match self.route(m.subject(), m.payload(), opened, in_sequence).await {
             Ok(()) => {
                 if let Err(e) = routed().await {
                     tracing::warn!(error = %e, seq = in_sequence, "routing order not recorded; will route again");

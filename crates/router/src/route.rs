@@ -141,9 +141,16 @@ impl Router {
     }
 
     /// Routes one stored envelope and returns once everything it produced is stored.
-    pub(crate) async fn route(&self, subject: &str, payload: &[u8], in_sequence: u64) -> Result<(), RouteError> {
+    /// `opened`: the payload opened with its case's key.
+    pub(crate) async fn route(
+        &self,
+        subject: &str,
+        payload: &[u8],
+        opened: Result<henvis_bus::Opened, henvis_bus::BusError>,
+        in_sequence: u64,
+    ) -> Result<(), RouteError> {
         // sealed with its case's key; an erased case's events can never be opened again
-        let opened = match self.bus.open(payload).await {
+        let opened = match opened {
             Ok(o) => o,
             Err(henvis_bus::BusError::Erased(_)) => return Err(RouteError::Poison("its case was erased")),
             Err(henvis_bus::BusError::Other(_)) => return Err(RouteError::Poison("not sealed with its case's key")),
@@ -381,17 +388,22 @@ impl Router {
                 None => Ok::<(), RouteError>(()),
             }
         };
-        let (remembered, stored) = tokio::join!(remembered, stored);
+        // police case alerts the routes raise, stored alongside: the details a contact
+        // person may fetch (the event as redacted for the district) stored before the alert
+        // exists, each once
+        let alerted = async {
+            for a in &p.alerts {
+                let key = a.alert.key();
+                let sealed = self.bus.seal(&env.case_id, &a.details).await?;
+                self.bus.store_alert_details(&key, &sealed).await?;
+                self.bus.alert_bucket().await?.create_if_absent(&key, &a.alert).await?;
+            }
+            Ok::<(), henvis_bus::BusError>(())
+        };
+        let (remembered, stored, alerted) = tokio::join!(remembered, stored, alerted);
         remembered?;
         stored?;
-        // police case alerts the routes raise: the details a contact person may fetch (the
-        // event as redacted for the district) stored before the alert exists, each once
-        for a in &p.alerts {
-            let key = a.alert.key();
-            let sealed = self.bus.seal(&env.case_id, &a.details).await?;
-            self.bus.store_alert_details(&key, &sealed).await?;
-            self.bus.alert_bucket().await?.create_if_absent(&key, &a.alert).await?;
-        }
+        alerted?;
         // a report with identity fields: keyed tokens, and a link proposed to every case
         // that looks like the same child
         if let Some(Kind::SuspectedVictimReported(r)) = env.event.as_ref().and_then(|e| e.kind.as_ref()) {

@@ -1,14 +1,17 @@
 //! The inbox stream: deliveries routed to the calling agency, from its durable consumer on
-//! OUT, acknowledged one by one. An acknowledged delivery is removed from the broker; one
-//! left unacknowledged when the client goes away is offered again at once.
+//! OUT. Each acknowledgement is recorded on its own (the sender's "received" status, then
+//! the acknowledgement to NATS) and confirmed to the client when both are stored; many are
+//! recorded at once, so a client acknowledging as it reads is not held up by each one's
+//! round trips. An acknowledged delivery is removed from the broker; one left
+//! unacknowledged when the client goes away is offered again at once.
 //!
 //! Every offer counts as an attempt towards the dead-letter limit, so a stream holds at
-//! most `inbox_window` unacknowledged deliveries (and fetches no more than that ahead): a
-//! client that drops its stream does not use up attempts of deliveries it never saw.
+//! most `inbox_window` unacknowledged deliveries (and fetches and opens no more than that
+//! ahead); a client that drops its stream has what it never saw offered again at once.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use futures::StreamExt;
+use futures::{StreamExt, stream::FuturesUnordered};
 use henvis_bus::{InboxConsumer, Offered, status_subject};
 use henvis_domain::AgencyId;
 use henvis_proto::henvis::broker::v1::{
@@ -35,7 +38,7 @@ pub(crate) async fn open(
     let window = core.inbox_window;
     // offered again after ack_wait, then less and less often; after the last attempt the
     // delivery goes to the dead-letter stream (the router's dead_letters.rs)
-    let mut messages = core
+    let fetched = core
         .bus
         .inbox(
             &caller.agency,
@@ -47,24 +50,40 @@ pub(crate) async fn open(
             },
         )
         .await?;
+    // each delivery opened as it arrives, up to a window of them at once (a new case's key
+    // is one read), offered in the stream's order
+    let opener = core.clone();
+    let mut messages = fetched
+        .map(move |m| {
+            let core = opener.clone();
+            async move {
+                let m = m?;
+                let opened = core.bus.open(m.payload()).await;
+                Ok::<_, henvis_bus::BusError>((m, opened))
+            }
+        })
+        .buffered(window);
     let (tx, rx) = mpsc::channel::<Result<InboxResponse, Status>>(window);
     tracing::info!(agency = %caller.agency, "inbox opened");
     tokio::spawn(async move {
         let mut open: HashMap<u64, Open> = HashMap::new();
+        // acknowledgements being recorded: many at once, each "received" status before its
+        // acknowledgement to NATS; they still count against the window until confirmed
+        let mut acking = FuturesUnordered::new();
         let mut heartbeat = tokio::time::interval(core.heartbeat);
         heartbeat.tick().await;
         loop {
             tokio::select! {
-                m = messages.next(), if open.len() < window => {
+                m = messages.next(), if open.len() + acking.len() < window => {
                     let Some(m) = m else { break };
-                    let m = match m {
+                    let (m, opened) = match m {
                         Ok(m) => m,
                         Err(e) => { tracing::warn!(agency = %caller.agency, error = %e, "inbox consumer error"); continue; }
                     };
                     let info = (m.sequence(), m.attempt());
                     // sealed with its case's key; an erased case's delivery is gone for
                     // good: it leaves the inbox unread
-                    let opened = match core.bus.open(m.payload()).await {
+                    let opened = match opened {
                         Ok(o) => o,
                         Err(henvis_bus::BusError::Erased(case)) => {
                             tracing::info!(agency = %caller.agency, seq = info.0, case_id = %case, "delivery of an erased case removed unread");
@@ -107,21 +126,21 @@ pub(crate) async fn open(
                         let _ = tx.send(Err(ApiError::field("ack.delivery_id", format!("an open delivery of this inbox; `{}` is not", ack.delivery_id)).into())).await;
                         break;
                     };
-                    // the sender's "received" first, then the acknowledgement to NATS: a
-                    // service killed between the two offers the delivery again, and the
-                    // status (idempotent per event and recipient) has already converged
-                    if let Err(e) = record_received(&core, &caller.agency, &o).await {
-                        tracing::warn!(agency = %caller.agency, event_id = %o.event_id, error = %e, "received status not stored; delivery offered again");
-                        open.insert(ack.delivery_id, o);
-                        let _ = tx.send(Err(ApiError::Unavailable("acknowledgement not recorded".into()).into())).await;
+                    let core = core.clone();
+                    let agency = caller.agency.clone();
+                    acking.push(async move {
+                        let outcome = acknowledge(&core, &agency, &o).await;
+                        (ack.delivery_id, o, outcome)
+                    });
+                }
+                Some((delivery_id, o, outcome)) = acking.next(), if !acking.is_empty() => {
+                    if let Err(e) = outcome {
+                        // offered again: to this stream's successor, since the stream ends
+                        open.insert(delivery_id, o);
+                        let _ = tx.send(Err(e.into())).await;
                         break;
                     }
-                    if let Err(e) = o.message.done().await {
-                        tracing::warn!(agency = %caller.agency, seq = ack.delivery_id, error = %e, "ack not confirmed");
-                        let _ = tx.send(Err(ApiError::Unavailable("acknowledgement not confirmed".into()).into())).await;
-                        break;
-                    }
-                    if tx.send(Ok(InboxResponse { kind: Some(inbox_response::Kind::AckConfirmed(AckConfirmed { delivery_id: ack.delivery_id })) })).await.is_err() {
+                    if tx.send(Ok(InboxResponse { kind: Some(inbox_response::Kind::AckConfirmed(AckConfirmed { delivery_id })) })).await.is_err() {
                         break;
                     }
                 }
@@ -133,6 +152,12 @@ pub(crate) async fn open(
                 }
             }
         }
+        // acknowledgements under way finish (each either confirmed or left for redelivery)
+        while let Some((delivery_id, o, outcome)) = acking.next().await {
+            if outcome.is_err() {
+                open.insert(delivery_id, o);
+            }
+        }
         // the client went away: offer what it did not acknowledge again at once, and what
         // was fetched for it but not sent. A plain NAK would wait out the consumer's back-off;
         // an explicit (tiny) delay overrides it.
@@ -140,13 +165,17 @@ pub(crate) async fn open(
         for o in open.into_values() {
             o.message.retry_after(again).await;
         }
-        while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::ZERO, messages.next()).await {
+        while let Ok(Some(Ok((m, _)))) = tokio::time::timeout(OPENING_GRACE, messages.next()).await {
             m.retry_after(again).await;
         }
         tracing::info!(agency = %caller.agency, "inbox closed");
     });
     Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
 }
+
+/// How long a closing stream waits for a delivery being opened, to offer it again at once
+/// rather than after the ack wait.
+const OPENING_GRACE: Duration = Duration::from_millis(100);
 
 /// Redelivery intervals after an offer nobody acknowledged: ack_wait, doubling up to eight
 /// times ack_wait (at most an hour), one per attempt. A connected client that does not
@@ -156,6 +185,21 @@ fn backoff(ack_wait: Duration, attempts: i64) -> Vec<Duration> {
     (0..attempts.clamp(1, 20))
         .map(|i| (ack_wait * 2u32.pow(i.min(3) as u32)).min(Duration::from_secs(3600)))
         .collect()
+}
+
+/// Records the sender's "received" first, then the acknowledgement to NATS: a service
+/// killed between the two offers the delivery again, and the status (idempotent per event
+/// and recipient) has already converged.
+async fn acknowledge(core: &Core, agency: &AgencyId, o: &Open) -> Result<(), ApiError> {
+    if let Err(e) = record_received(core, agency, o).await {
+        tracing::warn!(agency = %agency, event_id = %o.event_id, error = %e, "received status not stored; delivery offered again");
+        return Err(ApiError::Unavailable("acknowledgement not recorded".into()));
+    }
+    if let Err(e) = o.message.done().await {
+        tracing::warn!(agency = %agency, event_id = %o.event_id, error = %e, "ack not confirmed");
+        return Err(ApiError::Unavailable("acknowledgement not confirmed".into()));
+    }
+    Ok(())
 }
 
 /// Appends "received" to the sender's status of the event, before the delivery is

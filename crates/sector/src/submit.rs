@@ -199,10 +199,29 @@ impl Core {
             msg_id,
         } = stamped;
         // sealed once with the case's key (an erased case refuses here, before anything is
-        // stored): stored in IN and, below, in the idempotency record
-        let encoded = self.bus.seal(&envelope.case_id, &envelope.encode_to_vec()).await?;
+        // stored): stored in IN and, below, in the idempotency record. A case this request
+        // opens has a fresh id: its key is made while the agency's share is taken (neither
+        // can refuse because of the other), and removed again if the share is used up.
+        let plaintext = envelope.encode_to_vec();
+        let opening = requested_case.is_empty();
+        let (encoded, has_quota) = if opening {
+            let len = henvis_bus::Bus::sealed_len(&envelope.case_id, plaintext.len());
+            let (sealed, quota) = tokio::join!(
+                self.bus.seal_new_case(&envelope.case_id, &plaintext),
+                self.bus.take_quota(&caller.agency, len)
+            );
+            let has_quota = quota?;
+            if !has_quota && let Err(e) = self.bus.discard_new_case_key(&envelope.case_id).await {
+                tracing::warn!(case_id = %envelope.case_id, error = %e, "unused case key not removed");
+            }
+            (sealed?, has_quota)
+        } else {
+            let sealed = self.bus.seal(&envelope.case_id, &plaintext).await?;
+            let has_quota = self.bus.take_quota(&caller.agency, sealed.len()).await?;
+            (sealed, has_quota)
+        };
         // the agency's share of IN: one agency cannot fill it for everyone
-        if !self.bus.take_quota(&caller.agency, encoded.len()).await? {
+        if !has_quota {
             tracing::warn!(agency = %caller.agency, "agency's share of the submitted-events stream used up; submission refused");
             self.bus
                 .alert_stream_full(
