@@ -393,6 +393,20 @@ pub async fn run(config: &BenchConfig, sync_always: bool) -> anyhow::Result<Repo
         if sync_always { "≥ 0.35" } else { "≥ 0.15" },
     ));
     rows.push(row(
+        "end to end: longest pause between one recipient's deliveries",
+        readers.longest_pause_ms(),
+        "ms",
+        None,
+        "",
+    ));
+    rows.push(row(
+        "end to end: deliveries offered before (attempt > 1)",
+        readers.late_offers() as f64,
+        "",
+        None,
+        "",
+    ));
+    rows.push(row(
         "records stored per referral (every stream and bucket)",
         per_referral,
         "",
@@ -945,6 +959,12 @@ struct Tally {
     acked: HashMap<String, HashMap<usize, Instant>>,
     unique: usize,
     again: usize,
+    /// Per recipient: when it last acknowledged, and its longest pause between two.
+    last: HashMap<usize, Instant>,
+    longest_pause: HashMap<usize, Duration>,
+    /// Deliveries whose first offer this reader saw was not their first (an earlier offer
+    /// went to a stream that had closed).
+    late_offers: usize,
 }
 
 /// Inbox readers acknowledging every delivery at once.
@@ -976,6 +996,22 @@ impl Readers {
     /// Deliveries offered and acknowledged again.
     fn again(&self) -> usize {
         self.tally.lock().map(|t| t.again).unwrap_or(0)
+    }
+
+    /// Deliveries offered more than once before this reader saw them.
+    fn late_offers(&self) -> usize {
+        self.tally.lock().map(|t| t.late_offers).unwrap_or(0)
+    }
+
+    /// The longest pause between two acknowledgements of one recipient, ms.
+    fn longest_pause_ms(&self) -> f64 {
+        self.tally
+            .lock()
+            .ok()
+            .and_then(|t| t.longest_pause.values().max().copied())
+            .unwrap_or_default()
+            .as_secs_f64()
+            * 1000.0
     }
 
     async fn until_total(&self, n: usize, limit: Duration) -> anyhow::Result<Instant> {
@@ -1010,6 +1046,11 @@ async fn read_inbox(
     while let Some(r) = stream.message().await? {
         match r.kind {
             Some(inbox_response::Kind::Delivery(delivery)) => {
+                if delivery.attempt > 1
+                    && let Ok(mut t) = tally.lock()
+                {
+                    t.late_offers += 1;
+                }
                 let event_id = delivery.envelope.map(|e| e.event_id).unwrap_or_default();
                 open.insert(delivery.delivery_id, event_id);
                 tx.send(InboxRequest {
@@ -1031,6 +1072,11 @@ async fn read_inbox(
                         .is_none();
                     if first {
                         t.unique += 1;
+                        let now = Instant::now();
+                        if let Some(last) = t.last.insert(recipient, now) {
+                            let pause = t.longest_pause.entry(recipient).or_default();
+                            *pause = (*pause).max(now - last);
+                        }
                     } else {
                         t.again += 1;
                     }
