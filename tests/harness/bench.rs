@@ -281,7 +281,8 @@ pub async fn run(config: &BenchConfig, sync_always: bool) -> anyhow::Result<Repo
         // one sender and three recipients carry the whole load: shares far above it
         agency_quota: 100_000_000,
         recipient_share: 100_000_000,
-        stream_max_bytes: 8 << 30,
+        // room for what is prefilled (JetStream reserves it from the disk)
+        stream_max_bytes: (1 << 30).max(i64::try_from(config.prefill_events * 1024).unwrap_or(i64::MAX) + (256 << 20)),
         ..Options::default()
     })
     .await?;

@@ -16,6 +16,8 @@ use crate::{Bus, BusError, ROUTER_CONSUMER, STREAM_IN, STREAM_OUT, inbox_consume
 /// How an agency's inbox consumer behaves.
 #[derive(Debug, Clone)]
 pub struct InboxConsumer {
+    /// Deliveries fetched ahead.
+    pub window: usize,
     /// How long an offered delivery may stay unacknowledged before it is offered again.
     pub ack_wait: Duration,
     /// Offers before the delivery is given up (and dead-lettered by the router).
@@ -106,9 +108,13 @@ impl Bus {
         offered(consumer.stream().max_messages_per_batch(how.batch).messages().await)
     }
 
-    /// `agency`'s durable inbox consumer on OUT (created on first use with `how`; only its
-    /// own deliveries), read in pulls of bounded lifetime ([`InboxPulls`]).
-    pub async fn inbox(&self, agency: &henvis_domain::AgencyId, how: &InboxConsumer) -> Result<InboxPulls, BusError> {
+    /// The deliveries for `agency`, from its durable inbox consumer on OUT (created on
+    /// first use with `how`; only its own deliveries).
+    pub async fn inbox(
+        &self,
+        agency: &henvis_domain::AgencyId,
+        how: &InboxConsumer,
+    ) -> Result<impl Stream<Item = Result<Offered, BusError>> + Unpin + use<>, BusError> {
         let consumer = self
             .durable(
                 STREAM_OUT,
@@ -125,7 +131,15 @@ impl Bus {
                 },
             )
             .await?;
-        Ok(InboxPulls { consumer })
+        offered(
+            consumer
+                .stream()
+                .max_messages_per_batch(how.window)
+                .heartbeat(Duration::from_secs(5))
+                .expires(Duration::from_secs(30))
+                .messages()
+                .await,
+        )
     }
 
     /// The durable consumer `config` names on `stream`, created on first use.
@@ -139,36 +153,6 @@ impl Bus {
             .get_or_create_consumer(&name, config)
             .await
             .map_err(|e| unavailable(&e))
-    }
-}
-
-/// How long one pull of an inbox stays open on the server. A pull outlives the stream that
-/// made it (NATS cannot withdraw it), and what it takes after the stream closed would wait
-/// out the ack wait: a closing stream keeps taking (and offering again at once) until its
-/// last pull has ended, so this bounds how long that lasts.
-pub const INBOX_PULL_EXPIRES: Duration = Duration::from_secs(2);
-
-/// An agency's inbox consumer, read one pull at a time: each asks for as many deliveries as
-/// the stream has room for, and ends when it has them or after [`INBOX_PULL_EXPIRES`].
-pub struct InboxPulls {
-    consumer: Consumer<pull::Config>,
-}
-
-impl InboxPulls {
-    /// One pull of up to `max` deliveries.
-    pub async fn pull(
-        &self,
-        max: usize,
-    ) -> Result<impl Stream<Item = Result<Offered, BusError>> + Unpin + use<>, BusError> {
-        let batch = self
-            .consumer
-            .batch()
-            .max_messages(max.max(1))
-            .expires(INBOX_PULL_EXPIRES)
-            .messages()
-            .await
-            .map_err(|e| BusError::Unavailable(e.to_string()))?;
-        Ok(batch.map(|m| m.map(Offered).map_err(|e| BusError::Unavailable(e.to_string()))))
     }
 }
 

@@ -26,7 +26,7 @@ use async_nats::{
 use bytes::Bytes;
 
 pub use audit::{ALARM_REFRESH, AuditAlarm};
-pub use inbound::{INBOX_PULL_EXPIRES, InboxConsumer, InboxPulls, Offered, RoutingConsumer};
+pub use inbound::{InboxConsumer, Offered, RoutingConsumer};
 pub use names::*;
 pub use permissions::{
     admin_service_permissions, denied_to_everyone, nats_authorization, nats_user, permissions_markdown, router_denied,

@@ -6,13 +6,13 @@
 //! unacknowledged when the client goes away is offered again at once.
 //!
 //! Every offer counts as an attempt towards the dead-letter limit, so a stream holds at
-//! most `inbox_window` unacknowledged deliveries (and fetches and opens no more than that
-//! ahead); a client that drops its stream has what it never saw offered again at once.
+//! most `inbox_window` unacknowledged deliveries (and fetches no more than that ahead): a
+//! client that drops its stream does not use up attempts of deliveries it never saw.
 
-use std::{collections::HashMap, pin::Pin, sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use futures::{Stream, StreamExt, stream::FuturesUnordered};
-use henvis_bus::{BusError, INBOX_PULL_EXPIRES, InboxConsumer, Offered, Opened, status_subject};
+use futures::{StreamExt, stream::FuturesUnordered};
+use henvis_bus::{InboxConsumer, Offered, status_subject};
 use henvis_domain::AgencyId;
 use henvis_proto::henvis::broker::v1::{
     AckConfirmed, Delivery, DeliveryState, GetStatusResponse, Heartbeat, InboxRequest, InboxResponse, RecipientStatus,
@@ -38,11 +38,12 @@ pub(crate) async fn open(
     let window = core.inbox_window;
     // offered again after ack_wait, then less and less often; after the last attempt the
     // delivery goes to the dead-letter stream (the router's dead_letters.rs)
-    let pulls = core
+    let mut messages = core
         .bus
         .inbox(
             &caller.agency,
             &InboxConsumer {
+                window,
                 ack_wait: core.ack_wait,
                 max_attempts: core.inbox_max_attempts,
                 backoff: backoff(core.ack_wait, core.inbox_max_attempts),
@@ -56,35 +57,20 @@ pub(crate) async fn open(
         // acknowledgements being recorded: many at once, each "received" status before its
         // acknowledgement to NATS; they still count against the window until confirmed
         let mut acking = FuturesUnordered::new();
-        let mut current = CurrentPull(None);
-        let mut pause: Option<tokio::time::Instant> = None;
         let mut heartbeat = tokio::time::interval(core.heartbeat);
         heartbeat.tick().await;
         loop {
-            // a new pull for the room the window has, once half of it is free (or all of
-            // it is idle), never two at once
-            let held = open.len() + acking.len();
-            let free = window.saturating_sub(held);
-            if current.0.is_none() && pause.is_none() && free > 0 && (free >= window.div_ceil(2) || held == 0) {
-                match pulls.pull(free).await {
-                    Ok(p) => current.0 = Some(opened_in_order(&core, p, free)),
-                    Err(e) => {
-                        tracing::warn!(agency = %caller.agency, error = %e, "inbox pull failed; trying again");
-                        pause = Some(tokio::time::Instant::now() + PULL_RETRY);
-                    }
-                }
-            }
             tokio::select! {
-                pulled = current.next() => {
-                    let Some(m) = pulled else { continue };
-                    let (m, opened) = match m {
+                m = messages.next(), if open.len() + acking.len() < window => {
+                    let Some(m) = m else { break };
+                    let m = match m {
                         Ok(m) => m,
                         Err(e) => { tracing::warn!(agency = %caller.agency, error = %e, "inbox consumer error"); continue; }
                     };
                     let info = (m.sequence(), m.attempt());
                     // sealed with its case's key; an erased case's delivery is gone for
                     // good: it leaves the inbox unread
-                    let opened = match opened {
+                    let opened = match core.bus.open(m.payload()).await {
                         Ok(o) => o,
                         Err(henvis_bus::BusError::Erased(case)) => {
                             tracing::info!(agency = %caller.agency, seq = info.0, case_id = %case, "delivery of an erased case removed unread");
@@ -136,7 +122,7 @@ pub(crate) async fn open(
                 }
                 Some((delivery_id, o, outcome)) = acking.next(), if !acking.is_empty() => {
                     if let Err(e) = outcome {
-                        // offered again: to this stream's successor, since the stream ends
+                        // offered again: the stream ends, and what it held is given back
                         open.insert(delivery_id, o);
                         let _ = tx.send(Err(e.into())).await;
                         break;
@@ -151,14 +137,6 @@ pub(crate) async fn open(
                         break;
                     }
                 }
-                () = async {
-                    match pause {
-                        Some(at) => tokio::time::sleep_until(at).await,
-                        None => std::future::pending().await,
-                    }
-                } => {
-                    pause = None;
-                }
             }
         }
         // acknowledgements under way finish (each either confirmed or left for redelivery)
@@ -167,73 +145,19 @@ pub(crate) async fn open(
                 open.insert(delivery_id, o);
             }
         }
-        // the client went away: what it did not acknowledge, and what the last pull takes
-        // until it ends on the server (NATS cannot withdraw a pull; within
-        // INBOX_PULL_EXPIRES), is offered again at once once that pull has ended, so none
-        // of it comes back to this stream's own pull or waits out the ack wait. A plain NAK
-        // would wait out the consumer's back-off; an explicit (tiny) delay overrides it.
-        let mut again: Vec<Offered> = open.into_values().map(|o| o.message).collect();
-        if let Some(mut last) = current.0.take() {
-            let until = tokio::time::Instant::now() + INBOX_PULL_EXPIRES + PULL_RETRY;
-            while let Ok(Some(m)) = tokio::time::timeout_at(until, last.next()).await {
-                if let Ok((m, _)) = m {
-                    again.push(m);
-                }
-            }
+        // the client went away: offer what it did not acknowledge again at once, and what
+        // was fetched for it but not sent. A plain NAK would wait out the consumer's back-off;
+        // an explicit (tiny) delay overrides it.
+        let again = Duration::from_millis(1);
+        for o in open.into_values() {
+            o.message.retry_after(again).await;
         }
-        for m in again {
-            m.retry_after(Duration::from_millis(1)).await;
+        while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::ZERO, messages.next()).await {
+            m.retry_after(again).await;
         }
         tracing::info!(agency = %caller.agency, "inbox closed");
     });
     Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
-}
-
-/// Pause before pulling again after a pull failed (NATS unavailable).
-const PULL_RETRY: Duration = Duration::from_secs(1);
-
-/// A pull's deliveries, each opened with its case's key.
-type Pulled = Pin<Box<dyn Stream<Item = Result<(Offered, Result<Opened, BusError>), BusError>> + Send>>;
-
-/// The pull being read, if any.
-struct CurrentPull(Option<Pulled>);
-
-impl CurrentPull {
-    /// The pull's next delivery; `None` once it has ended (and there is no pull any more);
-    /// pending while there is none.
-    async fn next(&mut self) -> Option<Result<(Offered, Result<Opened, BusError>), BusError>> {
-        match &mut self.0 {
-            Some(p) => {
-                let next = p.next().await;
-                if next.is_none() {
-                    self.0 = None;
-                }
-                next
-            }
-            None => std::future::pending().await,
-        }
-    }
-}
-
-/// Each delivery of a pull opened as it arrives, up to `ahead` at once (a new case's key is
-/// one read), in the pull's order.
-fn opened_in_order(
-    core: &Arc<Core>,
-    pull: impl Stream<Item = Result<Offered, BusError>> + Send + 'static,
-    ahead: usize,
-) -> Pulled {
-    let core = core.clone();
-    Box::pin(
-        pull.map(move |m| {
-            let core = core.clone();
-            async move {
-                let m = m?;
-                let opened = core.bus.open(m.payload()).await;
-                Ok((m, opened))
-            }
-        })
-        .buffered(ahead.max(1)),
-    )
 }
 
 /// Redelivery intervals after an offer nobody acknowledged: ack_wait, doubling up to eight

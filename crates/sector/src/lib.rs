@@ -48,7 +48,7 @@ pub struct SectorConfig {
     #[arg(long, env = "HENVIS_INBOX_MAX_ATTEMPTS", default_value_t = 10)]
     pub inbox_max_attempts: i64,
     /// Unacknowledged deliveries one inbox stream holds at a time (and fetches ahead).
-    #[arg(long, env = "HENVIS_INBOX_WINDOW", default_value_t = 64)]
+    #[arg(long, env = "HENVIS_INBOX_WINDOW", default_value_t = 8)]
     pub inbox_window: usize,
     /// Seconds between heartbeats on an idle inbox stream.
     #[arg(long, env = "HENVIS_HEARTBEAT_SECS", default_value_t = 10)]
