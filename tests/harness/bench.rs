@@ -296,7 +296,7 @@ pub async fn run(config: &BenchConfig, sync_always: bool) -> anyhow::Result<Repo
     let event_bytes = event.encoded_len();
     prefill(&d, config, &event).await?;
     let mut rows = Vec::new();
-    let mut peaks = Usage::default();
+    let mut usage = Usage::default();
 
     // raw baselines, async-nats alone on the same server, as the router's NATS user
     let nats = connect_as(&d.nats.url(), d.pki_dir(), &inspector()).await?;
@@ -332,7 +332,7 @@ pub async fn run(config: &BenchConfig, sync_always: bool) -> anyhow::Result<Repo
     rows.push(row("Submit p99", submitted.latency.p99, "ms", None, "≤ 10 ms"));
 
     // the router alone: events stored in IN, routed to one recipient each
-    let router1 = route_backlog(&d, &js, config.referrals, 1, &mut peaks).await?;
+    let router1 = route_backlog(&d, &js, config.referrals, 1, &mut usage).await?;
     rows.push(row(
         "router, 1 recipient",
         router1,
@@ -355,7 +355,7 @@ pub async fn run(config: &BenchConfig, sync_always: bool) -> anyhow::Result<Repo
     // three recipients
     d.put_live("bench-3.toml", &rules(3)?).await?;
     submit_all(&ngo, config.referrals, config.in_flight, &event, "s2").await?;
-    let router3 = route_backlog(&d, &js, config.referrals, 3, &mut peaks).await?;
+    let router3 = route_backlog(&d, &js, config.referrals, 3, &mut usage).await?;
     rows.push(row(
         "router, 3 recipients",
         router3,
@@ -434,22 +434,22 @@ pub async fn run(config: &BenchConfig, sync_always: bool) -> anyhow::Result<Repo
         "",
     ));
     readers.stop();
-    note_peak(&mut peaks, "henvis-router", router.pid());
+    note_peak(&mut usage, "henvis-router", router.pid());
     router.kill9();
     for s in &sectors {
-        note_peak(&mut peaks, &format!("henvis-{}", s_name(s)), s.pid());
+        note_peak(&mut usage, &format!("henvis-{}", s.sector()), s.pid());
     }
     for (i, pid) in d.nats.pids().into_iter().enumerate() {
-        note_peak(&mut peaks, &format!("nats-server {i}"), pid);
+        note_peak(&mut usage, &format!("nats-server {i}"), pid);
     }
     note_peak(
-        &mut peaks,
+        &mut usage,
         "henvis-bench (clients, admin, raw baselines)",
         std::process::id(),
     );
-    let mut memory: Vec<(String, u64)> = peaks.peak_kib.clone().into_iter().collect();
+    let mut memory: Vec<(String, u64)> = usage.peak_kib.clone().into_iter().collect();
     memory.sort();
-    let mut cpu: Vec<(String, f64)> = peaks
+    let mut cpu: Vec<(String, f64)> = usage
         .cpu_ticks
         .iter()
         .map(|(name, ticks)| (name.clone(), *ticks as f64 / 100.0))
@@ -558,10 +558,6 @@ async fn prefill(d: &Deployment, config: &BenchConfig, event: &Event) -> anyhow:
         })
         .await?;
     Ok(())
-}
-
-fn s_name(s: &SectorProcess) -> String {
-    s.sector().to_string()
 }
 
 fn row(figure: &str, value: f64, unit: &'static str, base: Option<(&str, f64)>, target: &'static str) -> Row {
@@ -880,7 +876,7 @@ async fn route_backlog(
     js: &jetstream::Context,
     n: usize,
     recipients: usize,
-    peaks: &mut Usage,
+    usage: &mut Usage,
 ) -> anyhow::Result<f64> {
     let last_seq = || async {
         let mut s = js.get_stream(henvis_bus::STREAM_OUT).await.ok()?;
@@ -916,7 +912,7 @@ async fn route_backlog(
         },
     )
     .await?;
-    note_peak(peaks, "henvis-router", router.pid());
+    note_peak(usage, "henvis-router", router.pid());
     router.kill9();
     let routed = (want - first) as f64 / recipients as f64;
     Ok(routed / (done_at - first_at).as_secs_f64().max(1e-6))

@@ -201,20 +201,25 @@ impl Core {
         // sealed once with the case's key (an erased case refuses here, before anything is
         // stored): stored in IN and, below, in the idempotency record. A case this request
         // opens has a fresh id: its key is made while the agency's share is taken (neither
-        // can refuse because of the other), and removed again if the share is used up.
+        // can refuse because of the other), and removed again whenever IN is certain not
+        // to hold the event (share used up or not known, IN full).
         let plaintext = envelope.encode_to_vec();
         let opening = requested_case.is_empty();
+        let discard_new_key = || async {
+            if opening && let Err(e) = self.bus.discard_new_case_key(&envelope.case_id).await {
+                tracing::warn!(case_id = %envelope.case_id, error = %e, "unused case key not removed");
+            }
+        };
         let (encoded, has_quota) = if opening {
             let len = henvis_bus::Bus::sealed_len(&envelope.case_id, plaintext.len());
             let (sealed, quota) = tokio::join!(
                 self.bus.seal_new_case(&envelope.case_id, &plaintext),
                 self.bus.take_quota(&caller.agency, len)
             );
-            let has_quota = quota?;
-            if !has_quota && let Err(e) = self.bus.discard_new_case_key(&envelope.case_id).await {
-                tracing::warn!(case_id = %envelope.case_id, error = %e, "unused case key not removed");
+            if !matches!(quota, Ok(true)) {
+                discard_new_key().await;
             }
-            (sealed?, has_quota)
+            (sealed?, quota?)
         } else {
             let sealed = self.bus.seal(&envelope.case_id, &plaintext).await?;
             let has_quota = self.bus.take_quota(&caller.agency, sealed.len()).await?;
@@ -242,6 +247,7 @@ impl Core {
             Err(BusError::Full(e)) => {
                 // nothing old is evicted; administrators must know at once
                 tracing::error!(agency = %caller.agency, "submitted-events stream full; submission refused");
+                discard_new_key().await;
                 self.bus
                     .alert_stream_full(self.profile.sector.as_str(), STREAM_IN, caller.agency.as_str())
                     .await;
