@@ -56,17 +56,19 @@ await_port 4222 nats-server "$state/logs/nats.log"
 
 export HENVIS_NATS_URL=nats://127.0.0.1:4222
 export HENVIS_PKI_DIR="$state/pki"
-"$bin/henvis-router" >"$state/logs/router.log" 2>&1 &
+# each service's operator port (Prometheus /metrics, /livez, /readyz): 9550 + the last digit of its gRPC port
+HENVIS_METRICS_LISTEN=127.0.0.1:9550 "$bin/henvis-router" >"$state/logs/router.log" 2>&1 &
 pids+=($!)
-echo "henvis-router  grpcs://127.0.0.1:50050 (health, reflection)"
-HENVIS_ADMIN_LISTEN=127.0.0.1:50055 "$bin/henvis-admin" >"$state/logs/admin.log" 2>&1 &
+echo "henvis-router  grpcs://127.0.0.1:50050 (health, reflection)   metrics http://127.0.0.1:9550/metrics"
+HENVIS_METRICS_LISTEN=127.0.0.1:9555 HENVIS_ADMIN_LISTEN=127.0.0.1:50055 "$bin/henvis-admin" >"$state/logs/admin.log" 2>&1 &
 pids+=($!)
-echo "henvis-admin   grpcs://127.0.0.1:50055 (administrators)"
+echo "henvis-admin   grpcs://127.0.0.1:50055 (administrators)       metrics http://127.0.0.1:9555/metrics"
 port=50051
 for sector in police health social ngo; do
-  HENVIS_LISTEN="127.0.0.1:$port" "$bin/henvis-$sector" >"$state/logs/$sector.log" 2>&1 &
+  metrics="127.0.0.1:$((port - 50051 + 9551))"
+  HENVIS_METRICS_LISTEN="$metrics" HENVIS_LISTEN="127.0.0.1:$port" "$bin/henvis-$sector" >"$state/logs/$sector.log" 2>&1 &
   pids+=($!)
-  echo "henvis-$sector  grpcs://127.0.0.1:$port"
+  echo "henvis-$sector  grpcs://127.0.0.1:$port                      metrics http://$metrics/metrics"
   port=$((port + 1))
 done
 port=50051

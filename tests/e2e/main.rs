@@ -13,6 +13,7 @@ mod erasure;
 mod governance;
 mod linkage;
 mod matrix;
+mod operations;
 mod order;
 mod policy;
 mod recipients;

@@ -811,6 +811,7 @@ async fn raw_ingest(
         Arc::new(|_| Ok(())),
         tonic::service::Routes::new(ReferralServiceServer::new(BareIngest(js.clone()))),
         &[],
+        henvis_runtime::Readiness::new(),
         async {
             let _ = stopped.await;
         },

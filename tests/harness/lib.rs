@@ -518,6 +518,38 @@ fn spawn_service(name: &str, env: &[(&str, String)]) -> anyhow::Result<Child> {
         })
 }
 
+/// Sends SIGTERM to `pid` (with the system's `kill`: the workspace forbids unsafe code).
+pub fn terminate(pid: u32) -> anyhow::Result<()> {
+    let status = Command::new("kill").arg("-TERM").arg(pid.to_string()).status()?;
+    anyhow::ensure!(status.success(), "kill -TERM {pid}: {status}");
+    Ok(())
+}
+
+/// A free loopback address for a service's port.
+pub fn free_addr() -> anyhow::Result<SocketAddr> {
+    Ok(format!("127.0.0.1:{}", free_port()?).parse()?)
+}
+
+/// `GET http://<addr><path>`: the status code and the body as text.
+pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    use http_body_util::BodyExt as _;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let response = client.get(format!("http://{addr}{path}").parse()?).await?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// The value of the metric sample `name{labels}` (labels exactly as encoded, in order), if
+/// the text has it.
+pub fn metric(text: &str, sample: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
 /// A sector service running as its own process (the real binary) on a fixed port, so
 /// clients reconnect to the same address after a restart. Killed on drop.
 pub struct SectorProcess {
@@ -542,6 +574,16 @@ impl SectorProcess {
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// SIGTERM: the service drains and stops on its own.
+    pub fn terminate(&self) -> anyhow::Result<()> {
+        terminate(self.child.id())
+    }
+
+    /// Whether the process has ended (with its exit status).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     /// Starts the service again with the same settings and port; waits until it answers.
@@ -571,18 +613,26 @@ pub struct RouterProcess(Child);
 impl RouterProcess {
     /// Starts `henvis-router` against `nats_url`.
     pub fn spawn(nats_url: &str, duplicate_window_secs: u64, pki_dir: &Path) -> anyhow::Result<Self> {
+        Self::spawn_with(nats_url, duplicate_window_secs, pki_dir, &[])
+    }
+
+    /// [`spawn`](Self::spawn) with `extra` settings.
+    pub fn spawn_with(
+        nats_url: &str,
+        duplicate_window_secs: u64,
+        pki_dir: &Path,
+        extra: &[(&'static str, String)],
+    ) -> anyhow::Result<Self> {
         let replicas = if nats_url.contains(',') { "3" } else { "1" };
-        let child = spawn_service(
-            "henvis-router",
-            &[
-                ("HENVIS_NATS_URL", nats_url.to_owned()),
-                ("HENVIS_ROUTER_LISTEN", "127.0.0.1:0".to_owned()),
-                ("HENVIS_DUPLICATE_WINDOW_SECS", duplicate_window_secs.to_string()),
-                ("HENVIS_STREAM_REPLICAS", replicas.to_owned()),
-                ("HENVIS_PKI_DIR", pki_dir.display().to_string()),
-            ],
-        )?;
-        Ok(Self(child))
+        let mut env = vec![
+            ("HENVIS_NATS_URL", nats_url.to_owned()),
+            ("HENVIS_ROUTER_LISTEN", "127.0.0.1:0".to_owned()),
+            ("HENVIS_DUPLICATE_WINDOW_SECS", duplicate_window_secs.to_string()),
+            ("HENVIS_STREAM_REPLICAS", replicas.to_owned()),
+            ("HENVIS_PKI_DIR", pki_dir.display().to_string()),
+        ];
+        env.extend(extra.iter().cloned());
+        Ok(Self(spawn_service("henvis-router", &env)?))
     }
 
     /// Its process id.
@@ -594,6 +644,13 @@ impl RouterProcess {
     pub fn kill9(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+impl RouterProcess {
+    /// SIGTERM: the router drains and stops on its own.
+    pub fn terminate(&self) -> anyhow::Result<()> {
+        terminate(self.0.id())
     }
 }
 
@@ -734,7 +791,12 @@ impl Deployment {
         };
         let admin = henvis_admin::build(&config).await?;
         let (listener, addr) = henvis_runtime::bind(config.listen).await?;
-        tokio::spawn(henvis_admin::serve(admin, listener, stopped(self.stop.subscribe())));
+        tokio::spawn(henvis_admin::serve(
+            admin,
+            listener,
+            henvis_runtime::Readiness::new(),
+            stopped(self.stop.subscribe()),
+        ));
         Ok(addr)
     }
 
@@ -795,7 +857,12 @@ impl Deployment {
         let core = henvis_sector::build(sector, &config).await?;
         let (listener, addr) = henvis_runtime::bind(config.listen).await?;
         let (stop, rx) = watch::channel(false);
-        let handle = tokio::spawn(henvis_sector::serve(core, listener, stopped(rx)));
+        let handle = tokio::spawn(henvis_sector::serve(
+            core,
+            listener,
+            henvis_runtime::Readiness::new(),
+            stopped(rx),
+        ));
         self.services.insert(sector, (stop, handle));
         self.endpoints.insert(sector, addr);
         Ok(())
@@ -813,10 +880,31 @@ impl Deployment {
     /// Replaces the in-process `sector` service with its real binary as a process on a
     /// fixed port (same settings), for tests that kill it.
     pub async fn run_sector_as_process(&mut self, sector: Sector) -> anyhow::Result<SectorProcess> {
+        self.run_sector_as_process_with(sector, &[]).await
+    }
+
+    /// [`run_sector_as_process`](Self::run_sector_as_process) with `extra` settings.
+    pub async fn run_sector_as_process_with(
+        &mut self,
+        sector: Sector,
+        extra: &[(&'static str, String)],
+    ) -> anyhow::Result<SectorProcess> {
         self.stop_sector(sector).await?;
+        let p = self.start_sector_process(sector, extra)?;
+        wait_listening(p.addr).await?;
+        Ok(p)
+    }
+
+    /// Starts `sector`'s binary as a process on a fresh fixed port with `extra` settings,
+    /// without waiting for it (the in-process service must be stopped first).
+    pub fn start_sector_process(
+        &mut self,
+        sector: Sector,
+        extra: &[(&'static str, String)],
+    ) -> anyhow::Result<SectorProcess> {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let o = &self.options;
-        let env = vec![
+        let mut env = vec![
             ("HENVIS_LISTEN", addr.to_string()),
             ("HENVIS_NATS_URL", self.nats.url()),
             ("HENVIS_PKI_DIR", self._creds.path().display().to_string()),
@@ -833,8 +921,8 @@ impl Deployment {
                 if o.nats_nodes > 1 { "3" } else { "1" }.to_owned(),
             ),
         ];
+        env.extend(extra.iter().cloned());
         let child = spawn_service(&format!("henvis-{sector}"), &env)?;
-        wait_listening(addr).await?;
         self.endpoints.insert(sector, addr);
         Ok(SectorProcess {
             child,
@@ -858,7 +946,12 @@ impl Deployment {
         };
         let router = henvis_router::build(&config).await?;
         let (listener, addr) = henvis_runtime::bind(config.listen).await?;
-        tokio::spawn(henvis_router::serve(router, listener, stopped(self.stop.subscribe())));
+        tokio::spawn(henvis_router::serve(
+            router,
+            listener,
+            henvis_runtime::Readiness::new(),
+            stopped(self.stop.subscribe()),
+        ));
         Ok(addr)
     }
 

@@ -66,6 +66,33 @@ pub struct Admin {
     stats_threshold: u64,
 }
 
+/// Validates everything `config` names before any port opens (`--check-config`).
+pub fn check(config: &AdminConfig) -> anyhow::Result<()> {
+    config
+        .service
+        .check(&Principal::Service(henvis_bus::ADMIN_WRITER.into()), false)?;
+    if let Some(p) = &config.rules {
+        henvis_router::check_rule_file(p, &config.service)?;
+    }
+    if let Some(p) = &config.audit_public_key {
+        std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("audit_public_key: reading `{}`: {e}", p.display()))?;
+    }
+    anyhow::ensure!(config.stats_threshold >= 2, "stats_threshold: expected 2 or more");
+    Ok(())
+}
+
+/// The admin service's whole life, as its binary runs it: the configuration (file,
+/// environment, flags; `--check-config`), the operator port, NATS (waiting through an
+/// outage), then the gRPC port until SIGTERM.
+pub async fn main(parsed: henvis_runtime::cli::Parsed<AdminConfig>) -> anyhow::Result<()> {
+    henvis_runtime::init_telemetry();
+    if parsed.check(|| check(&parsed.args))? {
+        return Ok(());
+    }
+    let config = parsed.args;
+    henvis_runtime::run(config.service.metrics_listen, config.listen, build(&config), serve).await
+}
+
 /// Loads the configuration, connects to NATS as the admin service and finishes any
 /// publication an earlier instance left half done.
 pub async fn build(config: &AdminConfig) -> anyhow::Result<Arc<Admin>> {
@@ -117,10 +144,12 @@ pub async fn build(config: &AdminConfig) -> anyhow::Result<Arc<Admin>> {
 pub async fn serve(
     admin: Arc<Admin>,
     listener: tokio::net::TcpListener,
+    readiness: henvis_runtime::Readiness,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let max = henvis_proto::codec::MAX_TRANSPORT_BYTES;
     type S = AdminServiceServer<service::AdminApi>;
+    henvis_runtime::metrics::watch_nats(admin.bus.client().clone(), readiness.clone());
     let routes = tonic::service::Routes::new(S::new(service::AdminApi(admin.clone())).max_decoding_message_size(max));
     // every authenticated principal reaches the handlers, which answer anyone but a listed
     // administrator with PERMISSION_DENIED naming why (health and reflection stay open to
@@ -135,6 +164,7 @@ pub async fn serve(
         admit,
         routes,
         &[henvis_runtime::service_name::<S>()],
+        readiness,
         wait(),
     )
     .await;

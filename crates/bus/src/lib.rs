@@ -139,6 +139,29 @@ impl Bus {
     /// Connects to NATS at `url` (one URL, or several separated by commas) as `name`, over
     /// TLS as `identity` when given. Fails when no server can be reached.
     pub async fn connect(url: &str, name: &str, identity: Option<&NatsIdentity>) -> Result<Self, BusError> {
+        Self::try_connect(url, name, identity).await.map_err(|(e, _)| e)
+    }
+
+    /// [`connect`](Self::connect), waiting while no server answers (a NATS outage at start:
+    /// the service keeps trying rather than dies). Refusals (TLS, authorization, a bad
+    /// URL) fail at once.
+    pub async fn connect_waiting(url: &str, name: &str, identity: Option<&NatsIdentity>) -> Result<Self, BusError> {
+        let mut pause = Duration::from_millis(250);
+        loop {
+            match Self::try_connect(url, name, identity).await {
+                Ok(bus) => return Ok(bus),
+                Err((e, true)) => {
+                    tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "NATS not reachable; waiting");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                Err((e, false)) => return Err(e),
+            }
+        }
+    }
+
+    /// Connects once; on failure also whether waiting may help (nobody answered).
+    async fn try_connect(url: &str, name: &str, identity: Option<&NatsIdentity>) -> Result<Self, (BusError, bool)> {
         let mut options = async_nats::ConnectOptions::new()
             .name(name)
             .connection_timeout(Duration::from_secs(5));
@@ -150,10 +173,14 @@ impl Bus {
                 url.split(',')
                     .map(str::parse)
                     .collect::<Result<Vec<async_nats::ServerAddr>, _>>()
-                    .map_err(|e| BusError::Unavailable(format!("nats url: {e}")))?,
+                    .map_err(|e| (BusError::Unavailable(format!("nats url: {e}")), false))?,
             )
             .await
-            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+            .map_err(|e| {
+                use async_nats::ConnectErrorKind as K;
+                let transient = matches!(e.kind(), K::Io | K::TimedOut | K::Dns | K::MaxReconnects);
+                (BusError::Unavailable(e.to_string()), transient)
+            })?;
         let mut js = jetstream::new(client.clone());
         js.set_timeout(Duration::from_secs(5));
         Ok(Self {

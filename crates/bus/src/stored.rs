@@ -137,3 +137,35 @@ impl Bus {
         }))
     }
 }
+
+impl Bus {
+    /// Deliveries waiting in OUT for each agency that has any (OUT is a work queue: what
+    /// is stored is unacknowledged), with when the oldest of them was stored. One listing
+    /// of OUT's subjects, then one read per agency with a backlog.
+    pub async fn inbox_backlog(&self) -> Result<Vec<(String, u64, SystemTime)>, BusError> {
+        let stream = self.js.get_stream(crate::STREAM_OUT).await.map_err(unavailable)?;
+        let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
+        let mut subjects = stream
+            .info_with_subjects(format!("{}.>", crate::names::OUT_PREFIX))
+            .await
+            .map_err(unavailable)?;
+        while let Some(entry) = subjects.next().await {
+            let (subject, count) = entry.map_err(unavailable)?;
+            if let Some((agency, _)) = crate::names::outbound_parts(&subject) {
+                *counts.entry(agency.to_owned()).or_default() += u64::try_from(count).unwrap_or(0);
+            }
+        }
+        let mut out = Vec::with_capacity(counts.len());
+        for (agency, count) in counts.into_iter().filter(|(_, n)| *n > 0) {
+            let filter = format!("{}.{agency}.>", crate::names::OUT_PREFIX);
+            let oldest = match stream.get_first_raw_message_by_subject(&filter, 0).await {
+                Ok(m) => m.time.into(),
+                // acknowledged meanwhile
+                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => continue,
+                Err(e) => return Err(unavailable(e)),
+            };
+            out.push((agency, count, oldest));
+        }
+        Ok(out)
+    }
+}

@@ -82,6 +82,12 @@ async fn dead_letter(core: &Core, a: &MaxDeliveries) -> Result<(), ApiError> {
         .audit(ROUTER_WRITER, &format!("dead-alert:{}", a.stream_seq), &alert)
         .await?;
     core.bus.delete_stored(STREAM_OUT, a.stream_seq).await?;
+    henvis_runtime::metrics::metrics()
+        .dead_letters
+        .get_or_create(&henvis_runtime::metrics::DeadLetterLabels {
+            reason: "max_deliveries".into(),
+        })
+        .inc();
     tracing::warn!(agency = %agency, event_id = %event_id, attempts = a.deliveries, "delivery moved to the dead-letter stream");
     Ok(())
 }

@@ -87,6 +87,42 @@ impl Router {
     }
 }
 
+/// Validates everything `config` names before any port opens (`--check-config`).
+pub fn check(config: &RouterConfig) -> anyhow::Result<()> {
+    config
+        .service
+        .check(&henvis_domain::Principal::Service("router".into()), true)?;
+    if let Some(p) = &config.rules {
+        check_rule_file(p, &config.service)?;
+    }
+    if let Some(p) = &config.audit_signing_key {
+        chain::Signer::load(p).map_err(|e| anyhow::anyhow!("audit_signing_key: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Validates the rule file at `path` against the schema and the configured directory.
+pub fn check_rule_file(path: &std::path::Path, service: &henvis_runtime::ServiceConfig) -> anyhow::Result<()> {
+    let schema = Schema::from_descriptor_set(henvis_proto::FILE_DESCRIPTOR_SET)?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("rules: reading `{}`: {e}", path.display()))?;
+    henvis_policy::RuleSet::from_toml(&path.display().to_string(), &text, &schema, &service.directory()?)
+        .map_err(|e| anyhow::anyhow!("rules: {e}"))?;
+    Ok(())
+}
+
+/// The router's whole life, as its binary runs it: the configuration (file, environment,
+/// flags; `--check-config`), the operator port, NATS (waiting through an outage), then
+/// routing and its gRPC port until SIGTERM.
+pub async fn main(parsed: henvis_runtime::cli::Parsed<RouterConfig>) -> anyhow::Result<()> {
+    henvis_runtime::init_telemetry();
+    if parsed.check(|| check(&parsed.args))? {
+        return Ok(());
+    }
+    let config = parsed.args;
+    henvis_runtime::run(config.service.metrics_listen, config.listen, build(&config), serve).await
+}
+
 /// Loads the directory and rules, connects and creates the topology.
 pub async fn build(config: &RouterConfig) -> anyhow::Result<Arc<Router>> {
     let router = henvis_domain::Principal::Service("router".into());
@@ -133,9 +169,11 @@ pub async fn build(config: &RouterConfig) -> anyhow::Result<Arc<Router>> {
 pub async fn serve(
     router: Arc<Router>,
     listener: tokio::net::TcpListener,
+    readiness: henvis_runtime::Readiness,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let wait = henvis_runtime::fan_out(shutdown);
+    henvis_runtime::metrics::watch_nats(router.bus.client().clone(), readiness.clone());
     // health and reflection, for henvis services and administrators
     let dir = router.directory.clone();
     let admit: henvis_runtime::Admit = Arc::new(move |p| match p {
@@ -154,6 +192,7 @@ pub async fn serve(
         admit,
         tonic::service::Routes::default(),
         &[],
+        readiness,
         wait(),
     );
     let reload = router.clone().follow_rules(wait());
@@ -163,10 +202,58 @@ pub async fn serve(
     let questions = tokio::spawn(decisions::serve(router.clone(), wait()));
     let chain = tokio::spawn(chain::run(router.clone(), wait()));
     let retention = tokio::spawn(retention::run(router.clone(), wait()));
+    let backlog = tokio::spawn(measure_backlog(router.clone(), wait()));
     let routing = router.run(wait());
     let (a, b, c) = tokio::join!(grpc, routing, reload);
-    let _ = tokio::join!(dead, expiry, questions, directory, chain, retention);
+    let _ = tokio::join!(dead, expiry, questions, directory, chain, retention, backlog);
     a.and(b).and(c)
+}
+
+/// How often the router measures every agency's inbox backlog for the metrics.
+const BACKLOG_SCAN: Duration = Duration::from_secs(15);
+
+/// Keeps `henvis_inbox_backlog` and `henvis_inbox_oldest_unacked_seconds` for every agency
+/// in the directory (0 when nothing waits) until `shutdown`.
+async fn measure_backlog(router: Arc<Router>, shutdown: impl Future<Output = ()> + Send) {
+    let mut tick = tokio::time::interval(BACKLOG_SCAN);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            _ = tick.tick() => {}
+        }
+        let waiting = match router.bus.inbox_backlog().await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::debug!(error = %e, "inbox backlog not measured");
+                continue;
+            }
+        };
+        let m = henvis_runtime::metrics::metrics();
+        let now = std::time::SystemTime::now();
+        let mut found: HashMap<String, (u64, u64)> = waiting
+            .into_iter()
+            .map(|(agency, n, oldest)| (agency, (n, now.duration_since(oldest).map_or(0, |d| d.as_secs()))))
+            .collect();
+        let mut agencies: std::collections::BTreeSet<String> = router
+            .directory
+            .current()
+            .agencies()
+            .map(|a| a.id.to_string())
+            .collect();
+        agencies.extend(found.keys().cloned());
+        for agency in agencies {
+            let (n, age) = found.remove(&agency).unwrap_or((0, 0));
+            let label = henvis_runtime::metrics::AgencyLabel { agency };
+            m.inbox_backlog
+                .get_or_create(&label)
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+            m.inbox_oldest_seconds
+                .get_or_create(&label)
+                .set(i64::try_from(age).unwrap_or(i64::MAX));
+        }
+    }
 }
 
 impl Router {
@@ -294,6 +381,12 @@ impl Router {
                     .await;
                 let alerted = self.bus.audit(henvis_bus::ROUTER_WRITER, &id, &alert).await;
                 if kept.is_ok() && alerted.is_ok() && routed().await.is_ok() {
+                    henvis_runtime::metrics::metrics()
+                        .dead_letters
+                        .get_or_create(&henvis_runtime::metrics::DeadLetterLabels {
+                            reason: "unroutable".into(),
+                        })
+                        .inc();
                     m.finish_unroutable().await;
                 } else {
                     m.retry_after(FULL_PAUSE).await;

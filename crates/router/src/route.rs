@@ -409,6 +409,7 @@ impl Router {
         if let Some(Kind::SuspectedVictimReported(r)) = env.event.as_ref().and_then(|e| e.kind.as_ref()) {
             crate::linkage::index(self, &facts.case_id, r).await?;
         }
+        record_decision(&p.decision);
         tracing::info!(
             event_id = %env.event_id,
             case_id = %facts.case_id,
@@ -496,5 +497,26 @@ impl Router {
             tracing::info!(alert_id = %a.alert_id, case_id = %case_id, "alert closed with its case");
         }
         Ok(())
+    }
+}
+
+/// Counts one event's decision per recipient (delivered, or withheld by reason).
+fn record_decision(decision: &henvis_policy::Decision) {
+    use henvis_runtime::metrics::{DecisionLabels, metrics};
+    let m = metrics();
+    m.events_routed.inc();
+    m.decisions
+        .get_or_create(&DecisionLabels {
+            outcome: "delivered".into(),
+            reason: String::new(),
+        })
+        .inc_by(decision.recipients.len() as u64);
+    for w in &decision.withheld {
+        m.decisions
+            .get_or_create(&DecisionLabels {
+                outcome: "withheld".into(),
+                reason: w.reason.code().into(),
+            })
+            .inc();
     }
 }

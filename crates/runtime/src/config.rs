@@ -62,6 +62,10 @@ pub struct ServiceConfig {
     /// makes one). Without it a service cannot seal or open case data.
     #[arg(long, env = "HENVIS_CASE_MASTER_KEY_FILE")]
     pub case_master_key_file: Option<PathBuf>,
+    /// Address of the plain-HTTP operator port: `/metrics` (Prometheus), `/livez`,
+    /// `/readyz`. Off when absent. Nothing on it is personal data.
+    #[arg(long, env = "HENVIS_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl ServiceConfig {
@@ -82,6 +86,7 @@ impl ServiceConfig {
             audit_retention_days: t.audit_max_age.as_secs() / (24 * 3600),
             deferral_max_days: henvis_domain::report::DEFAULT_DEFERRAL_MAX_DAYS,
             case_master_key_file: None,
+            metrics_listen: None,
         }
     }
 
@@ -126,7 +131,8 @@ impl ServiceConfig {
             Principal::Service(s) => format!("henvis-{s}"),
             other => format!("henvis-{}", other.path().replace('/', "-")),
         };
-        let mut bus = Bus::connect(&self.nats_url, &name, Some(&NatsIdentity::of(&self.pki_dir, principal))).await?;
+        let mut bus =
+            Bus::connect_waiting(&self.nats_url, &name, Some(&NatsIdentity::of(&self.pki_dir, principal))).await?;
         if let Some(master) = self.case_master_key()? {
             bus = bus.with_master_key(master);
         }
@@ -144,6 +150,41 @@ impl ServiceConfig {
             henvis_bus::CASE_MASTER_KEY_FILE
         );
         Ok(bus)
+    }
+
+    /// Validates everything these settings name before any port opens: the NATS URLs,
+    /// the directory, `principal`'s certificate and key with the CA and revocation list,
+    /// the case master key (required when `sealing`), and the retention settings.
+    pub fn check(&self, principal: &Principal, sealing: bool) -> anyhow::Result<()> {
+        for url in self.nats_url.split(',') {
+            url.parse::<async_nats::ServerAddr>().map_err(|e| {
+                anyhow::anyhow!("nats_url: `{url}` is not a NATS URL ({e}); expected e.g. nats://127.0.0.1:4222")
+            })?;
+        }
+        self.directory().context("directory")?;
+        crate::tls::TlsServer::load(crate::tls::PkiFiles::of(&self.pki_dir, principal))
+            .with_context(|| format!("pki_dir `{}`", self.pki_dir.display()))?;
+        let key = self.case_master_key()?;
+        anyhow::ensure!(
+            !sealing || key.is_some(),
+            "case_master_key_file: no case master key at `{}` (64 hex digits, mode 600)",
+            self.pki_dir.join(henvis_bus::CASE_MASTER_KEY_FILE).display()
+        );
+        anyhow::ensure!(self.stream_replicas >= 1, "stream_replicas: expected 1 or more");
+        anyhow::ensure!(
+            self.stream_max_bytes > 0,
+            "stream_max_bytes: expected a positive number of bytes"
+        );
+        anyhow::ensure!(
+            self.agency_quota > 0,
+            "agency_quota: expected a positive number of events"
+        );
+        anyhow::ensure!(
+            self.recipient_share > 0,
+            "recipient_share: expected a positive number of deliveries"
+        );
+        self.topology().check()?;
+        Ok(())
     }
 
     /// The case master key: from the configured file (which must exist), else from the

@@ -7,6 +7,11 @@ mod config;
 pub use config::ServiceConfig;
 mod directory;
 pub use directory::LiveDirectory;
+pub mod cli;
+mod grpc_metrics;
+pub mod metrics;
+mod readiness;
+pub use readiness::{Readiness, State};
 pub mod refusals;
 pub mod tls;
 
@@ -93,6 +98,50 @@ pub fn fan_out(
     }
 }
 
+/// A shutdown signal fanned out to the tasks that want it.
+pub type Shutdown = Box<dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// What a service's `main` does first, before it connects anywhere: opens the operator port
+/// (metrics and probes, `/readyz` answering 503 `starting`) and listens for SIGTERM.
+pub async fn start(metrics_listen: Option<SocketAddr>) -> anyhow::Result<(Readiness, Shutdown)> {
+    let readiness = Readiness::new();
+    let shutdown = fan_out(shutdown_signal());
+    metrics::spawn_http(metrics_listen, readiness.clone()).await?;
+    Ok((readiness, Box::new(shutdown)))
+}
+
+/// A service binary's life after its configuration was checked: the operator port, then
+/// `build` (NATS, the streams, what the service loads; given up on SIGTERM), then `serve`
+/// on `listen` until SIGTERM.
+pub async fn run<T, S>(
+    metrics_listen: Option<SocketAddr>,
+    listen: SocketAddr,
+    build: impl Future<Output = anyhow::Result<T>>,
+    serve: impl FnOnce(T, TcpListener, Readiness, std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> S,
+) -> anyhow::Result<()>
+where
+    S: Future<Output = anyhow::Result<()>>,
+{
+    let (readiness, shutdown) = start(metrics_listen).await?;
+    let Some(built) = unless_stopped(build, shutdown()).await? else {
+        return Ok(());
+    };
+    let (listener, _) = bind(listen).await?;
+    serve(built, listener, readiness, shutdown()).await
+}
+
+/// Runs `starting` (connecting to NATS, which may wait through an outage) unless shutdown
+/// is asked for first: then `None`.
+pub async fn unless_stopped<T>(
+    starting: impl Future<Output = anyhow::Result<T>>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<Option<T>> {
+    tokio::select! {
+        r = starting => r.map(Some),
+        () = shutdown => Ok(None),
+    }
+}
+
 /// Binds a TCP listener and reports the bound address (port 0 picks a free port).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)> {
     let l = TcpListener::bind(addr).await?;
@@ -114,17 +163,18 @@ pub async fn serve_grpc(
     admit: Admit,
     routes: Routes,
     service_names: &[&str],
+    readiness: Readiness,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (reporter, health) = tonic_health::server::health_reporter();
-    for name in service_names {
-        reporter
-            .set_service_status(*name, tonic_health::ServingStatus::Serving)
-            .await;
-    }
-    reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
+    // the health service follows readiness: SERVING only while NATS is connected and the
+    // service is not draining (NOT_SERVING before, during an outage and while draining)
+    tokio::spawn(
+        readiness
+            .clone()
+            .report_to(reporter, service_names.iter().map(|s| (*s).to_owned()).collect()),
+    );
+    readiness.set_started();
     // reflection lists exactly what this port serves: its own services, health, reflection
     let reflection = || {
         let mut b = tonic_reflection::server::Builder::configure()
@@ -177,12 +227,15 @@ pub async fn serve_grpc(
     // the shutdown signal, seen by the server (stop accepting, drain) and by the bound
     let (asked, _) = tokio::sync::watch::channel(false);
     let (drain, bound) = (asked.subscribe(), asked.subscribe());
+    let draining = readiness.clone();
     tokio::spawn(async move {
         shutdown.await;
+        draining.set_draining();
         let _ = asked.send(true);
     });
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .layer(grpc_metrics::MetricsLayer)
         .layer(tonic::service::InterceptorLayer::new(authenticate))
         .add_routes(routes)
         .serve_with_incoming_shutdown(tls.incoming(listener), async move {

@@ -508,6 +508,8 @@ pub(crate) struct DeadlineIndex {
     due: std::collections::BTreeSet<(i64, String)>,
     by_key: std::collections::HashMap<String, i64>,
     follow_ups: std::collections::BTreeSet<String>,
+    /// Each alert's gauge labels (district and state) while it is not closed.
+    counted: std::collections::HashMap<String, henvis_runtime::metrics::AlertLabels>,
 }
 
 impl DeadlineIndex {
@@ -517,6 +519,7 @@ impl DeadlineIndex {
             self.due.remove(&(at, key.to_owned()));
         }
         self.follow_ups.remove(key);
+        self.count(key, record);
         let Some(a) = record.filter(|_| !key.starts_with(own)) else {
             return;
         };
@@ -546,7 +549,30 @@ impl DeadlineIndex {
         self.due.len()
     }
 
+    /// Keeps the `henvis_alerts` gauge: one per alert in its district and state.
+    fn count(&mut self, key: &str, record: Option<&AlertRecord>) {
+        let gauge = &henvis_runtime::metrics::metrics().alerts;
+        if let Some(old) = self.counted.remove(key) {
+            gauge.get_or_create(&old).dec();
+        }
+        let state = match record.map(|a| &a.state) {
+            Some(AlertState::Open) => "open",
+            Some(AlertState::Claimed { .. }) => "claimed",
+            Some(AlertState::Escalated { .. }) => "escalated",
+            _ => return,
+        };
+        let labels = henvis_runtime::metrics::AlertLabels {
+            district: record.map(|a| a.district.to_string()).unwrap_or_default(),
+            state: state.into(),
+        };
+        gauge.get_or_create(&labels).inc();
+        self.counted.insert(key.to_owned(), labels);
+    }
+
     fn clear(&mut self) {
+        for labels in self.counted.values() {
+            henvis_runtime::metrics::metrics().alerts.get_or_create(labels).dec();
+        }
         *self = Self::default();
     }
 }
@@ -646,6 +672,7 @@ async fn escalate(core: &Core, to: &AgencyId, key: &str) -> Result<(), ApiError>
         if !escalated.is_some_and(|e| matches!(e.record.state, AlertState::Escalated { .. })) {
             return Ok(()); // claimed in the meantime
         }
+        henvis_runtime::metrics::metrics().alerts_escalated.inc();
     }
     follow_up(core, to, &v.record, at).await?;
     bucket

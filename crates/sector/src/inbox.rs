@@ -28,6 +28,8 @@ struct Open {
     message: Offered,
     sender: Option<AgencyId>,
     event_id: String,
+    /// When the event was submitted (unix seconds, fractional), for the delivery latency.
+    submitted_at: Option<f64>,
 }
 
 pub(crate) async fn open(
@@ -98,7 +100,11 @@ pub(crate) async fn open(
                     let env = delivery.envelope.as_ref();
                     let sender = env.and_then(|e| e.sender.as_ref()).and_then(|s| AgencyId::parse(&s.agency_id).ok());
                     let event_id = env.map(|e| e.event_id.clone()).unwrap_or_default();
-                    open.insert(info.0, Open { message: m, sender, event_id });
+                    let submitted_at = env.and_then(|e| e.submitted_at.as_ref()).map(|t| t.seconds as f64 + f64::from(t.nanos) / 1e9);
+                    if info.1 > 1 {
+                        henvis_runtime::metrics::metrics().redeliveries.get_or_create(&henvis_runtime::metrics::sector(core.profile.sector)).inc();
+                    }
+                    open.insert(info.0, Open { message: m, sender, event_id, submitted_at });
                     if tx.send(Ok(InboxResponse { kind: Some(inbox_response::Kind::Delivery(delivery)) })).await.is_err() {
                         break;
                     }
@@ -181,6 +187,16 @@ async fn acknowledge(core: &Core, agency: &AgencyId, o: &Open) -> Result<(), Api
     if let Err(e) = o.message.done().await {
         tracing::warn!(agency = %agency, event_id = %o.event_id, error = %e, "ack not confirmed");
         return Err(ApiError::Unavailable("acknowledgement not confirmed".into()));
+    }
+    if let Some(at) = o.submitted_at {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(at);
+        henvis_runtime::metrics::metrics()
+            .delivery_latency
+            .get_or_create(&henvis_runtime::metrics::sector(core.profile.sector))
+            .observe((now - at).max(0.0));
     }
     Ok(())
 }

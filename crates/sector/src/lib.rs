@@ -74,6 +74,46 @@ pub struct Core {
     alerts: AlertConfig,
 }
 
+/// Validates everything `config` names before any port opens (`--check-config`).
+pub fn check(sector: Sector, config: &SectorConfig) -> anyhow::Result<()> {
+    config
+        .service
+        .check(&henvis_domain::Principal::Service(sector.to_string()), true)?;
+    anyhow::ensure!(
+        config.max_event_bytes > 0,
+        "max_event_bytes: expected a positive number of bytes"
+    );
+    anyhow::ensure!(
+        (1..=1000).contains(&config.inbox_window),
+        "inbox_window: expected 1 to 1000 deliveries, got {}",
+        config.inbox_window
+    );
+    anyhow::ensure!(config.inbox_max_attempts >= 1, "inbox_max_attempts: expected 1 or more");
+    if sector == Sector::Police {
+        henvis_domain::AgencyId::parse(&config.alerts.escalate_to)
+            .map_err(|e| anyhow::anyhow!("escalate_to: `{}` is not an agency id ({e})", config.alerts.escalate_to))?;
+    }
+    Ok(())
+}
+
+/// A sector service's whole life, as its binary runs it: the configuration (file,
+/// environment, flags; `--check-config`), the operator port, NATS (waiting through an
+/// outage), then the gRPC port until SIGTERM.
+pub async fn main(sector: Sector, parsed: henvis_runtime::cli::Parsed<SectorConfig>) -> anyhow::Result<()> {
+    henvis_runtime::init_telemetry();
+    if parsed.check(|| check(sector, &parsed.args))? {
+        return Ok(());
+    }
+    let config = parsed.args;
+    henvis_runtime::run(
+        config.service.metrics_listen,
+        config.listen,
+        build(sector, &config),
+        serve,
+    )
+    .await
+}
+
 /// Loads the configured files, connects to NATS and creates the JetStream topology.
 pub async fn build(sector: Sector, config: &SectorConfig) -> anyhow::Result<Arc<Core>> {
     let principal = henvis_domain::Principal::Service(sector.to_string());
@@ -103,9 +143,11 @@ pub async fn build(sector: Sector, config: &SectorConfig) -> anyhow::Result<Arc<
 pub async fn serve(
     core: Arc<Core>,
     listener: TcpListener,
+    readiness: henvis_runtime::Readiness,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let sector = core.profile.sector;
+    henvis_runtime::metrics::watch_nats(core.bus.client().clone(), readiness.clone());
     // the codec refuses requests over 256 KiB by name; the transport limit sits above it
     let max = henvis_proto::codec::MAX_TRANSPORT_BYTES;
     let common = ReferralServiceServer::new(submit::Referrals(core.clone())).max_decoding_message_size(max);
@@ -130,7 +172,7 @@ pub async fn serve(
     background.push(tokio::spawn(core.directory.clone().follow(core.bus.clone(), wait())));
     let dir = core.directory.clone();
     let admit: henvis_runtime::Admit = Arc::new(move |p| auth::admit(&dir.current(), p));
-    let served = henvis_runtime::serve_grpc(listener, core.tls.clone(), admit, routes, &names, wait()).await;
+    let served = henvis_runtime::serve_grpc(listener, core.tls.clone(), admit, routes, &names, readiness, wait()).await;
     for task in background {
         let _ = task.await;
     }

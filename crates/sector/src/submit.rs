@@ -61,6 +61,17 @@ impl Core {
     /// The whole Submit path: check (nothing is stored unless every check passed; a true
     /// retry is answered from its record), stamp (the pure plan of what is stored), store.
     pub(crate) async fn submit(&self, caller: &Caller, req: SubmitRequest) -> Result<SubmitResponse, ApiError> {
+        let started = std::time::Instant::now();
+        let result = self.submit_unmeasured(caller, req).await;
+        henvis_runtime::metrics::record_submit(
+            &self.profile.sector.to_string(),
+            result.as_ref().map(|r| r.duplicate).map_err(ApiError::code),
+            started.elapsed(),
+        );
+        result
+    }
+
+    async fn submit_unmeasured(&self, caller: &Caller, req: SubmitRequest) -> Result<SubmitResponse, ApiError> {
         let a = match self.check(caller, req).await? {
             Checked::Answered(r) => return Ok(r),
             Checked::Admitted(a) => *a,

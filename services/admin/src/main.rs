@@ -1,9 +1,7 @@
 //! The henvis admin service: rule-set governance for administrators (four-eyes approval,
 //! break-glass with review, rollback), simulation, diff and what-if, over mutual TLS.
 
-use clap::Parser;
-
-#[derive(Parser)]
+#[derive(clap::Parser)]
 #[command(name = "henvis-admin", about = "henvis admin service", version)]
 struct Args {
     #[command(flatten)]
@@ -12,9 +10,5 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    henvis_runtime::init_telemetry();
-    let admin = henvis_admin::build(&args.config).await?;
-    let (listener, _) = henvis_runtime::bind(args.config.listen).await?;
-    henvis_admin::serve(admin, listener, henvis_runtime::shutdown_signal()).await
+    henvis_admin::main(henvis_runtime::cli::parse::<Args>()?.map(|a| a.config)).await
 }

@@ -19,7 +19,7 @@ use henvis_proto::henvis::{
 };
 use tonic::Request;
 
-#[derive(Parser)]
+#[derive(clap::Parser)]
 #[command(name = "henvis", about = "henvis command-line client", version)]
 struct Cli {
     #[command(subcommand)]

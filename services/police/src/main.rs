@@ -1,9 +1,7 @@
 //! The henvis police service: the police sector's agencies submit referrals and read their inbox
 //! here. All mechanics live in henvis-sector; this binary only wires them up.
 
-use clap::Parser;
-
-#[derive(Parser)]
+#[derive(clap::Parser)]
 #[command(name = "henvis-police", about = "henvis police sector service", version)]
 struct Args {
     #[command(flatten)]
@@ -12,9 +10,6 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    henvis_runtime::init_telemetry();
-    let core = henvis_sector::build(henvis_domain::Sector::Police, &args.config).await?;
-    let (listener, _) = henvis_runtime::bind(args.config.listen).await?;
-    henvis_sector::serve(core, listener, henvis_runtime::shutdown_signal()).await
+    let parsed = henvis_runtime::cli::parse::<Args>()?.map(|a| a.config);
+    henvis_sector::main(henvis_domain::Sector::Police, parsed).await
 }

@@ -1,8 +1,6 @@
 //! The henvis router: the single policy enforcement point between IN and OUT.
 
-use clap::Parser;
-
-#[derive(Parser)]
+#[derive(clap::Parser)]
 #[command(name = "henvis-router", about = "henvis routing service", version)]
 struct Args {
     #[command(flatten)]
@@ -11,9 +9,5 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    henvis_runtime::init_telemetry();
-    let router = henvis_router::build(&args.config).await?;
-    let (listener, _) = henvis_runtime::bind(args.config.listen).await?;
-    henvis_router::serve(router, listener, henvis_runtime::shutdown_signal()).await
+    henvis_router::main(henvis_runtime::cli::parse::<Args>()?.map(|a| a.config)).await
 }
