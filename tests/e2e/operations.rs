@@ -367,3 +367,127 @@ async fn the_example_configurations_in_deploy_are_valid() {
         assert!(out.contains("stream_replicas = 3  # file"), "{name}: {out}");
     }
 }
+
+/// A received span: its service, trace id and name.
+type Received = (String, Vec<u8>, String);
+
+/// An OTLP trace collector: every span it receives.
+#[derive(Clone, Default)]
+struct Collector(std::sync::Arc<std::sync::Mutex<Vec<Received>>>);
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest>,
+    ) -> Result<
+        tonic::Response<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse>,
+        tonic::Status,
+    > {
+        use opentelemetry_proto::tonic::common::v1::any_value::Value;
+        let mut got = self.0.lock().unwrap();
+        for rs in request.into_inner().resource_spans {
+            let service = rs
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|a| a.key == "service.name")
+                .and_then(|a| a.value.as_ref()?.value.as_ref())
+                .map(|v| match v {
+                    Value::StringValue(s) => s.clone(),
+                    other => format!("{other:?}"),
+                })
+                .unwrap_or_default();
+            for span in rs.scope_spans.into_iter().flat_map(|s| s.spans) {
+                got.push((service.clone(), span.trace_id, span.name));
+            }
+        }
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_referral_is_one_trace_from_submit_to_every_acknowledged_delivery() {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
+    let collector = Collector::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(collector.clone()))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let mut d = Deployment::start_with(Options {
+        in_process_router: false,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let otlp = [
+        ("HENVIS_OTLP_ENDPOINT", endpoint),
+        ("OTEL_BSP_SCHEDULE_DELAY", "200".to_owned()),
+    ];
+    let _router = RouterProcess::spawn_with(&d.nats.url(), 600, d.pki_dir(), &otlp).unwrap();
+    let _ngo = d.run_sector_as_process_with(Sector::Ngo, &otlp).await.unwrap();
+    let _social = d.run_sector_as_process_with(Sector::Social, &otlp).await.unwrap();
+
+    // the NGO's own system started the trace; henvis continues it
+    let trace_hex = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let trace_id = hex::decode(trace_hex).unwrap();
+    let mut ngo = d.client(Sector::Ngo, "ngo-redbarnet").await.unwrap();
+    let mut request = ngo.req(henvis_proto::henvis::broker::v1::SubmitRequest {
+        idempotency_key: "traced-1".into(),
+        case_id: String::new(),
+        event: Some(named_report()),
+        sender: None,
+        actor_id: "officer-7".into(),
+    });
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_hex}-00f067aa0ba902b7-01").parse().unwrap(),
+    );
+    let r = ngo.inner.submit(request).await.unwrap().into_inner();
+    routed(&mut ngo, &r.event_id).await;
+    let mut municipality = d.client(Sector::Social, "kommune-101").await.unwrap();
+    let mut inbox = Inbox::open(&mut municipality).await;
+    loop {
+        let delivery = inbox.next_delivery().await;
+        let done = delivery.envelope.as_ref().unwrap().event_id == r.event_id;
+        inbox.ack(delivery.delivery_id).await;
+        if done {
+            break;
+        }
+    }
+    let expected = [
+        ("henvis-ngo", "/henvis.broker.v1.ReferralService/Submit"),
+        ("henvis-router", "route"),
+        ("henvis-social", "offer"),
+        ("henvis-social", "acknowledge"),
+    ];
+    let spans = wait_for("every service's spans of the referral", LIMIT + LIMIT, || {
+        let got = collector.0.lock().unwrap().clone();
+        let ours: Vec<(String, String)> = got
+            .into_iter()
+            .filter(|(_, t, _)| *t == trace_id)
+            .map(|(s, _, n)| (s, n))
+            .collect();
+        let all = expected
+            .iter()
+            .all(|(s, n)| ours.iter().any(|(ss, nn)| ss == s && nn == n));
+        async move { all.then_some(ours) }
+    })
+    .await
+    .unwrap_or_else(|e| {
+        let got = collector.0.lock().unwrap().clone();
+        let seen: Vec<_> = got.iter().map(|(s, t, n)| (s, hex::encode(t), n)).collect();
+        panic!("{e}: the collector has {seen:?}")
+    });
+    // and no span names the child
+    let everything = format!("{:?}", collector.0.lock().unwrap());
+    assert!(!everything.contains(GIVEN) && !everything.contains(FAMILY));
+    println!(
+        "trace {trace_hex}: {} spans from {:?}",
+        spans.len(),
+        expected.map(|e| e.0)
+    );
+}

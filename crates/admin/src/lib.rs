@@ -85,7 +85,7 @@ pub fn check(config: &AdminConfig) -> anyhow::Result<()> {
 /// environment, flags; `--check-config`), the operator port, NATS (waiting through an
 /// outage), then the gRPC port until SIGTERM.
 pub async fn main(parsed: henvis_runtime::cli::Parsed<AdminConfig>) -> anyhow::Result<()> {
-    henvis_runtime::init_telemetry();
+    henvis_runtime::telemetry::init("henvis-admin", &parsed.args.service.telemetry)?;
     if parsed.check(|| check(&parsed.args))? {
         return Ok(());
     }

@@ -52,6 +52,11 @@ impl Offered {
         &self.0.payload
     }
 
+    /// A span continuing the trace it carries (see [`crate::trace`]).
+    pub fn span(&self, name: &'static str) -> tracing::Span {
+        crate::trace::continue_trace(name, self.0.headers.as_ref())
+    }
+
     /// Its sequence in its stream (0 if unknown).
     pub fn sequence(&self) -> u64 {
         self.0.info().map(|i| i.stream_sequence).unwrap_or(0)

@@ -16,6 +16,7 @@ mod permissions;
 mod queries;
 mod stored;
 mod topology;
+pub mod trace;
 
 use std::time::Duration;
 
@@ -234,6 +235,7 @@ impl Bus {
     pub async fn publish(&self, subject: String, msg_id: &str, payload: Bytes) -> Result<PendingAck, BusError> {
         let mut headers = HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
+        trace::inject_current(&mut headers);
         let fut = self
             .js
             .publish_with_headers(subject, headers, payload)

@@ -115,7 +115,7 @@ pub fn check_rule_file(path: &std::path::Path, service: &henvis_runtime::Service
 /// flags; `--check-config`), the operator port, NATS (waiting through an outage), then
 /// routing and its gRPC port until SIGTERM.
 pub async fn main(parsed: henvis_runtime::cli::Parsed<RouterConfig>) -> anyhow::Result<()> {
-    henvis_runtime::init_telemetry();
+    henvis_runtime::telemetry::init("henvis-router", &parsed.args.service.telemetry)?;
     if parsed.check(|| check(&parsed.args))? {
         return Ok(());
     }
@@ -305,10 +305,12 @@ impl Router {
                         let lock = case_locks.entry(case).or_default().clone();
                         let turn = lock.lock_owned().await;
                         let router = self.clone();
-                        in_flight.spawn(async move {
+                        // the trace the event's Submit started continues here
+                        let span = m.span("route");
+                        in_flight.spawn(tracing::Instrument::instrument(async move {
                             router.handle(m).await;
                             drop(turn);
-                        });
+                        }, span));
                     }
                 }
             }

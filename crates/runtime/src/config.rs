@@ -66,6 +66,9 @@ pub struct ServiceConfig {
     /// `/readyz`. Off when absent. Nothing on it is personal data.
     #[arg(long, env = "HENVIS_METRICS_LISTEN")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Logs and traces.
+    #[command(flatten)]
+    pub telemetry: crate::telemetry::TelemetryConfig,
 }
 
 impl ServiceConfig {
@@ -87,6 +90,7 @@ impl ServiceConfig {
             deferral_max_days: henvis_domain::report::DEFAULT_DEFERRAL_MAX_DAYS,
             case_master_key_file: None,
             metrics_listen: None,
+            telemetry: Default::default(),
         }
     }
 
@@ -184,6 +188,7 @@ impl ServiceConfig {
             "recipient_share: expected a positive number of deliveries"
         );
         self.topology().check()?;
+        self.telemetry.check()?;
         Ok(())
     }
 

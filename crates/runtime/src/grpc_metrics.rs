@@ -1,6 +1,7 @@
 //! A tower layer that counts every gRPC call by RPC and status code and times it until its
 //! status is known: from the response headers of a trailers-only answer (every refusal),
-//! else from the trailers at the end of the response body.
+//! else from the trailers at the end of the response body. It also opens each call's
+//! server span, continuing the W3C trace context of the caller's `traceparent` metadata.
 
 use std::{
     pin::Pin,
@@ -9,7 +10,10 @@ use std::{
 };
 
 use http_body::{Body, Frame};
+use opentelemetry::propagation::Extractor;
 use tonic::codegen::http;
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::metrics::{RpcLabels, RpcName, metrics};
 
@@ -105,21 +109,50 @@ where
             started: Instant::now(),
             done: false,
         };
-        let future = self.inner.call(req);
-        Box::pin(async move {
-            let response = match future.await {
-                Ok(r) => r,
-                Err(e) => {
-                    call.finish("INTERNAL");
-                    return Err(e);
+        let span = tracing::info_span!(
+            "grpc",
+            otel.name = call.rpc.as_str(),
+            otel.kind = "server",
+            rpc.system = "grpc"
+        );
+        let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&MetadataReader(req.headers())));
+        // fails only when spans are off (no OpenTelemetry layer)
+        let _ = span.set_parent(parent);
+        let future = {
+            let _entered = span.enter();
+            self.inner.call(req)
+        };
+        let instrumented = span.clone();
+        Box::pin(
+            async move {
+                let response = match future.await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        call.finish("INTERNAL");
+                        return Err(e);
+                    }
+                };
+                // a trailers-only answer carries its status in the headers
+                if let Some(code) = code_name(response.headers().get("grpc-status")) {
+                    call.finish(code);
                 }
-            };
-            // a trailers-only answer carries its status in the headers
-            if let Some(code) = code_name(response.headers().get("grpc-status")) {
-                call.finish(code);
+                Ok(response.map(|body| MeasuredBody { inner: body, call }))
             }
-            Ok(response.map(|body| MeasuredBody { inner: body, call }))
-        })
+            .instrument(instrumented),
+        )
+    }
+}
+
+/// The W3C trace context in a request's metadata.
+struct MetadataReader<'a>(&'a http::HeaderMap);
+
+impl Extractor for MetadataReader<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
     }
 }
 

@@ -13,6 +13,7 @@ pub mod metrics;
 mod readiness;
 pub use readiness::{Readiness, State};
 pub mod refusals;
+pub mod telemetry;
 pub mod tls;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
@@ -32,26 +33,6 @@ pub type Admit = Arc<dyn Fn(&Principal) -> Result<(), String> + Send + Sync>;
 
 /// How often a server looks for renewed certificates and revocation lists.
 pub const TLS_RELOAD: Duration = Duration::from_secs(1);
-
-/// Initialises tracing: `RUST_LOG`-style filter from `HENVIS_LOG` (default `info`),
-/// JSON lines when `HENVIS_LOG_FORMAT=json`. Logs carry ids only, never payloads.
-pub fn init_telemetry() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HENVIS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // colour only on a terminal: log files (run-local.sh) stay plain text
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout()) && std::env::var_os("NO_COLOR").is_none();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(ansi);
-    let result = if std::env::var("HENVIS_LOG_FORMAT").as_deref() == Ok("json") {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
-    // already initialised (tests run several services in one process): keep the first
-    let _ = result;
-}
 
 /// Resolves on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
@@ -127,7 +108,9 @@ where
         return Ok(());
     };
     let (listener, _) = bind(listen).await?;
-    serve(built, listener, readiness, shutdown()).await
+    let served = serve(built, listener, readiness, shutdown()).await;
+    telemetry::shutdown();
+    served
 }
 
 /// Runs `starting` (connecting to NATS, which may wait through an outage) unless shutdown

@@ -104,6 +104,7 @@ pub(crate) async fn open(
                     if info.1 > 1 {
                         henvis_runtime::metrics::metrics().redeliveries.get_or_create(&henvis_runtime::metrics::sector(core.profile.sector)).inc();
                     }
+                    m.span("offer").in_scope(|| tracing::debug!(agency = %caller.agency, seq = info.0, attempt = info.1, "delivery offered"));
                     open.insert(info.0, Open { message: m, sender, event_id, submitted_at });
                     if tx.send(Ok(InboxResponse { kind: Some(inbox_response::Kind::Delivery(delivery)) })).await.is_err() {
                         break;
@@ -122,7 +123,9 @@ pub(crate) async fn open(
                     let core = core.clone();
                     let agency = caller.agency.clone();
                     acking.push(async move {
-                        let outcome = acknowledge(&core, &agency, &o).await;
+                        // the acknowledgement ends the delivery's part of the referral's trace
+                        let span = o.message.span("acknowledge");
+                        let outcome = tracing::Instrument::instrument(acknowledge(&core, &agency, &o), span).await;
                         (ack.delivery_id, o, outcome)
                     });
                 }

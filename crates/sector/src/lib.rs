@@ -100,7 +100,7 @@ pub fn check(sector: Sector, config: &SectorConfig) -> anyhow::Result<()> {
 /// environment, flags; `--check-config`), the operator port, NATS (waiting through an
 /// outage), then the gRPC port until SIGTERM.
 pub async fn main(sector: Sector, parsed: henvis_runtime::cli::Parsed<SectorConfig>) -> anyhow::Result<()> {
-    henvis_runtime::init_telemetry();
+    henvis_runtime::telemetry::init(&format!("henvis-{sector}"), &parsed.args.service.telemetry)?;
     if parsed.check(|| check(sector, &parsed.args))? {
         return Ok(());
     }

@@ -53,7 +53,11 @@ impl Core {
         req: SubmitRequest,
     ) -> Result<SubmitResponse, ApiError> {
         let caller = self.caller(&ext)?;
-        let done = tokio::spawn(async move { self.submit(&caller, req).await });
+        // the task continues the call's span: the trace goes on into what Submit stores
+        let done = tokio::spawn(tracing::Instrument::instrument(
+            async move { self.submit(&caller, req).await },
+            tracing::Span::current(),
+        ));
         done.await
             .map_err(|e| ApiError::Internal(format!("submit task: {e}")))?
     }
