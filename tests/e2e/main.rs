@@ -9,6 +9,7 @@ mod bench;
 mod canary;
 mod corrections;
 mod delivery;
+mod deployment;
 mod erasure;
 mod governance;
 mod linkage;

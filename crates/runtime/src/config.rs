@@ -140,8 +140,20 @@ impl ServiceConfig {
         if let Some(master) = self.case_master_key()? {
             bus = bus.with_master_key(master);
         }
-        self.topology().ensure(&bus).await?;
-        Ok(bus)
+        // JetStream may not answer yet (a cluster electing its leaders, a node catching
+        // up): wait for it as for NATS itself; a weaker existing topology is refused at once
+        let mut pause = Duration::from_millis(250);
+        loop {
+            match self.topology().ensure(&bus).await {
+                Ok(()) => return Ok(bus),
+                Err(henvis_bus::BusError::Unavailable(e)) => {
+                    tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "JetStream not ready; waiting");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// [`connect`](Self::connect) for a service that seals and opens case data (the router,
