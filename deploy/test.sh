@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Runs every henvis test: installs the pinned nats-server if missing, then the unit tests,
-# the policy proofs and the integration tests (real nats-server processes, real gRPC over
-# TCP). Ends with one summary line of all test binaries together.
+# Runs every henvis test: installs the pinned nats-server and checkers if missing, checks
+# what is shipped besides the code (protos, systemd units, Kubernetes manifests), then the
+# unit tests, the policy proofs and the integration tests (real nats-server processes,
+# real gRPC over TCP, the deployment scripts, the Python client example). Ends with one
+# summary line of all test binaries together.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -12,6 +14,7 @@ trap 'rm -f "$log"' EXIT
 status=0
 # the crash tests run the real binaries as processes
 cargo build --workspace --bins
+"$root/deploy/check-deploy.sh"
 cargo test --workspace --all-targets 2>&1 | tee "$log" || status=$?
 passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '; [0-9]+ failed' "$log" | awk '{s+=$2} END {print s+0}')

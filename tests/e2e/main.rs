@@ -17,6 +17,7 @@ mod matrix;
 mod operations;
 mod order;
 mod policy;
+mod python_client;
 mod recipients;
 mod referral;
 mod security;

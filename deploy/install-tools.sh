@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs the pinned checkers and client tools the tests use, into .tools/ (nothing
+# system-wide but Debian packages a fresh machine lacks):
+#   .tools/py   kubernetes-validate (Kubernetes manifests against the API schemas, offline),
+#               grpcio and grpcio-tools (the Python client example; grpcio-tools carries
+#               stock protoc)
+#   .tools/buf  buf (protobuf lint and wire-compatibility check), from the npm registry
+#   systemd-analyze (systemd unit checks), from Debian's systemd package
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+KUBERNETES_VALIDATE=1.37.0
+GRPCIO=1.75.1
+BUF=1.75.0
+apt_install() {
+  echo "installing Debian packages: $*" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+command -v python3 >/dev/null || apt_install python3 python3-venv python3-pip
+command -v npm >/dev/null || apt_install npm
+command -v systemd-analyze >/dev/null || apt_install systemd
+
+py="$root/.tools/py"
+if [ ! -x "$py/bin/python" ]; then
+  python3 -m venv "$py" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$py"; }
+fi
+want="grpcio==$GRPCIO grpcio-tools==$GRPCIO kubernetes-validate==$KUBERNETES_VALIDATE"
+have=$("$py/bin/pip" freeze --disable-pip-version-check 2>/dev/null | tr '\n' ' ')
+missing=0
+for pkg in $want; do
+  case " $have " in *" $pkg "*) ;; *) missing=1 ;; esac
+done
+if [ "$missing" = 1 ]; then
+  # shellcheck disable=SC2086
+  "$py/bin/pip" install --quiet --disable-pip-version-check $want
+fi
+
+buf="$root/.tools/buf/node_modules/.bin/buf"
+if [ ! -x "$buf" ] || [ "$("$buf" --version)" != "$BUF" ]; then
+  mkdir -p "$root/.tools/buf"
+  (cd "$root/.tools/buf" && npm install --silent --no-audit --no-fund --prefix . "@bufbuild/buf@$BUF" >/dev/null)
+fi
+got=$("$buf" --version)
+[ "$got" = "$BUF" ] || { echo "expected buf $BUF, got $got" >&2; exit 1; }
