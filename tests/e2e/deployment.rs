@@ -161,3 +161,92 @@ async fn the_cluster_script_brings_henvis_up_and_a_referral_goes_through_with_a_
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_backed_up_wiped_and_restored_loses_no_referral() {
+    use henvis_proto::henvis::admin::v1::VerifyAuditRequest;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let script = root.join("deploy/backup.sh");
+    let mut d = henvis_tests::Deployment::start().await.unwrap();
+    let mut ngo = d.client(Sector::Ngo, "ngo-redbarnet").await.unwrap();
+    let mut events = Vec::new();
+    for i in 0..3 {
+        let r = submit(&mut ngo, &format!("backup-{i}"), "", crate::report("101"))
+            .await
+            .unwrap();
+        routed(&mut ngo, &r.event_id).await;
+        events.push(r.event_id);
+    }
+    // the municipality handles the first; two wait in its inbox
+    let mut municipality = d.client(Sector::Social, "kommune-101").await.unwrap();
+    let mut inbox = Inbox::open(&mut municipality).await;
+    let first = inbox.next_delivery().await;
+    assert_eq!(first.envelope.as_ref().unwrap().event_id, events[0]);
+    inbox.ack(first.delivery_id).await;
+    drop(inbox);
+
+    // the node stopped, its store backed up (refused while the server has it open)
+    let store = d.nats.store_dir(0);
+    let backups = tempfile::tempdir().unwrap();
+    let archive = backups.path().join("nats-0.tar.gz");
+    let run = |args: &[&Path]| {
+        let out = Command::new("bash").arg(&script).args(args).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, err) = run(&[Path::new("create"), &store, &archive]);
+    assert!(!ok && err.contains("stop the nats-server"), "{err}");
+    d.nats.kill();
+    let (ok, err) = run(&[Path::new("create"), &store, &archive]);
+    assert!(ok, "{err}");
+    // the disk is lost
+    std::fs::remove_dir_all(&store).unwrap();
+    std::fs::create_dir_all(&store).unwrap();
+    // a tampered archive is refused, the real one restored
+    let tampered = backups.path().join("tampered.tar.gz");
+    std::fs::copy(&archive, &tampered).unwrap();
+    std::fs::copy(
+        backups.path().join("nats-0.tar.gz.sha256"),
+        backups.path().join("tampered.tar.gz.sha256"),
+    )
+    .unwrap();
+    let mut bytes = std::fs::read(&tampered).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&tampered, bytes).unwrap();
+    let (ok, err) = run(&[Path::new("restore"), &tampered, &store]);
+    assert!(!ok && err.contains("checksum"), "{err}");
+    let (ok, err) = run(&[Path::new("restore"), &archive, &store]);
+    assert!(ok, "{err}");
+    d.nats.restart().await.unwrap();
+
+    // nothing lost: the two waiting referrals are delivered, every status is there, the
+    // audit verifies
+    let mut municipality = d.client(Sector::Social, "kommune-101").await.unwrap();
+    let mut inbox = Inbox::open(&mut municipality).await;
+    let mut delivered = Vec::new();
+    while delivered.len() < 2 {
+        let delivery = inbox.next_delivery().await;
+        delivered.push(delivery.envelope.as_ref().unwrap().event_id.clone());
+        inbox.ack(delivery.delivery_id).await;
+    }
+    delivered.sort();
+    let mut waiting = events[1..].to_vec();
+    waiting.sort();
+    assert_eq!(delivered, waiting);
+    for e in &events {
+        routed(&mut ngo, e).await;
+    }
+    let again = submit(&mut ngo, "backup-0", "", crate::report("101")).await.unwrap();
+    assert!(again.duplicate && again.event_id == events[0], "the idempotency record survived");
+    let admin = d.admin_client(&henvis_tests::admin("admin-1")).await.unwrap();
+    let v = wait_for("the audit to verify", LIMIT, || {
+        let mut c = admin.clone();
+        async move {
+            let r = c.verify_audit(VerifyAuditRequest::default()).await.ok()?.into_inner();
+            (r.intact && r.unchained_tail == 0).then_some(r)
+        }
+    })
+    .await
+    .unwrap();
+    println!("restored: {} audit records, {}", v.records, v.finding);
+}

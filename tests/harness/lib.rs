@@ -372,7 +372,12 @@ impl NatsServer {
         Ok(i)
     }
 
-    /// Every file under every node's JetStream store directory.
+    /// Node `i`'s JetStream `store_dir` (nats-server keeps `jetstream/` in it).
+    pub fn store_dir(&self, i: usize) -> PathBuf {
+        self.nodes[i].dir.path().join("js")
+    }
+
+    /// Every file of every node's JetStream store.
     pub fn store_files(&self) -> Vec<PathBuf> {
         fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
             let Ok(entries) = std::fs::read_dir(dir) else { return };
