@@ -237,7 +237,10 @@ async fn a_store_backed_up_wiped_and_restored_loses_no_referral() {
         routed(&mut ngo, e).await;
     }
     let again = submit(&mut ngo, "backup-0", "", crate::report("101")).await.unwrap();
-    assert!(again.duplicate && again.event_id == events[0], "the idempotency record survived");
+    assert!(
+        again.duplicate && again.event_id == events[0],
+        "the idempotency record survived"
+    );
     let admin = d.admin_client(&henvis_tests::admin("admin-1")).await.unwrap();
     let v = wait_for("the audit to verify", LIMIT, || {
         let mut c = admin.clone();

@@ -62,8 +62,24 @@ async fn the_python_example_submits_retries_safely_reads_and_deduplicates_the_in
     let run = |args: &[&str]| example(&python, generated.path(), root, args);
 
     // a Submit, and its retry with the same key: the same event, nothing new stored
-    let submit = ["--endpoint", &ngo, "--pki", &pki, "--agency", "ngo-redbarnet", "submit"];
-    let (code, out, err) = run(&[&submit[..], &["--key", "py-report-1", "--municipality", "101", "--observed-at", "1790000000"]].concat());
+    let submit = |key: &str, municipality: &str| {
+        run(&[
+            "--endpoint",
+            &ngo,
+            "--pki",
+            &pki,
+            "--agency",
+            "ngo-redbarnet",
+            "submit",
+            "--key",
+            key,
+            "--municipality",
+            municipality,
+            "--observed-at",
+            "1790000000",
+        ])
+    };
+    let (code, out, err) = submit("py-report-1", "101");
     assert_eq!(code, 0, "{err}");
     let event_id = out
         .split_whitespace()
@@ -71,14 +87,14 @@ async fn the_python_example_submits_retries_safely_reads_and_deduplicates_the_in
         .unwrap()
         .to_owned();
     assert!(out.contains("duplicate=false"), "{out}");
-    let (code, again, err) = run(&[&submit[..], &["--key", "py-report-1", "--municipality", "101", "--observed-at", "1790000000"]].concat());
+    let (code, again, err) = submit("py-report-1", "101");
     assert_eq!(code, 0, "{err}");
     assert!(
         again.contains(&format!("event_id={event_id}")) && again.contains("duplicate=true"),
         "{again}"
     );
     // a refusal for good: exit 2, the field named
-    let (code, _, err) = run(&[&submit[..], &["--key", "py-report-2", "--municipality", "1x1", "--observed-at", "1790000000"]].concat());
+    let (code, _, err) = submit("py-report-2", "1x1");
     assert_eq!(code, 2, "{err}");
     assert!(
         err.starts_with("INVALID_ARGUMENT") && err.contains("municipality_code"),
@@ -111,7 +127,7 @@ async fn the_python_example_submits_retries_safely_reads_and_deduplicates_the_in
     assert!(out.contains(&format!("repeat {event_id}")), "{out}");
     assert!(out.contains("handled=0"), "{out}");
     // a new referral: handled once and acknowledged; a second reader finds nothing new
-    let (code, out, err) = run(&[&submit[..], &["--key", "py-report-3", "--observed-at", "1790000000"]].concat());
+    let (code, out, err) = submit("py-report-3", "101");
     assert_eq!(code, 0, "{err}");
     let second = out
         .split_whitespace()
@@ -120,7 +136,10 @@ async fn the_python_example_submits_retries_safely_reads_and_deduplicates_the_in
         .to_owned();
     let (code, out, err) = run(&inbox);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains(&format!("delivery {second}")) && out.contains("handled=1"), "{out}");
+    assert!(
+        out.contains(&format!("delivery {second}")) && out.contains("handled=1"),
+        "{out}"
+    );
     let (code, out, err) = run(&inbox);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("handled=0") && !out.contains(&second), "{out}");
