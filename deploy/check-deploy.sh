@@ -11,7 +11,7 @@ cd "$root"
 buf="$root/.tools/buf/node_modules/.bin/buf"
 kv="$root/.tools/py/bin/kubernetes-validate"
 nats="$root/.tools/nats/bin/nats-server"
-bin="${HENVIS_BIN_DIR:-$root/target/debug}"
+bin="${HENVIS_BIN_DIR:-${CARGO_TARGET_DIR:-$root/target}/debug}"
 K8S_VERSION=1.33.0
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

@@ -3,11 +3,11 @@
 # the henvis services. Source it; it uses `root`, `state`, `pids` (every process) and
 # `services` (the henvis services) from the caller.
 #   HENVIS_NO_BUILD=1     use the binaries in HENVIS_BIN_DIR (default target/debug) as they are
-#   HENVIS_BIN_DIR=DIR    where the henvis binaries are
+#   HENVIS_BIN_DIR=DIR    where the henvis binaries are (default $CARGO_TARGET_DIR/debug)
 
 prepare() {
   "$root/deploy/install-nats-server.sh"
-  bin="${HENVIS_BIN_DIR:-$root/target/debug}"
+  bin="${HENVIS_BIN_DIR:-${CARGO_TARGET_DIR:-$root/target}/debug}"
   if [ "${HENVIS_NO_BUILD:-0}" != 1 ]; then
     (cd "$root" && cargo build --workspace --bins --quiet)
   fi
