@@ -491,3 +491,39 @@ async fn one_referral_is_one_trace_from_submit_to_every_acknowledged_delivery() 
         expected.map(|e| e.0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_system_account_answers_the_nats_servers_certificate_and_no_henvis_service() {
+    let d = Deployment::start().await.unwrap();
+    // the operator, with the nats-server's own certificate: the system account's reports
+    let operator = henvis_tests::connect_as(
+        &d.nats.url(),
+        d.pki_dir(),
+        &henvis_domain::Principal::Service("nats".into()),
+    )
+    .await
+    .unwrap();
+    let report = tokio::time::timeout(LIMIT, operator.request("$SYS.REQ.SERVER.PING.JSZ", "".into()))
+        .await
+        .expect("an answer in time")
+        .expect("the system account answers");
+    let v: serde_json::Value = serde_json::from_slice(&report.payload).unwrap();
+    assert!(v["data"]["streams"].as_u64().unwrap_or(0) >= 8, "{v}");
+    // every henvis service lives in the HENVIS account: system subjects answer nobody there
+    for service in ["router", "admin", "police", "ngo"] {
+        let c = henvis_tests::connect_as(
+            &d.nats.url(),
+            d.pki_dir(),
+            &henvis_domain::Principal::Service(service.into()),
+        )
+        .await
+        .unwrap();
+        // (a service without the right to publish there gets no answer at all: 3 s will do)
+        let asked = tokio::time::timeout(
+            std::time::Duration::from_secs(3),
+            c.request("$SYS.REQ.SERVER.PING.JSZ", "".into()),
+        )
+        .await;
+        assert!(!matches!(asked, Ok(Ok(_))), "{service} reached the system account");
+    }
+}
