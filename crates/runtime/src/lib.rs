@@ -9,6 +9,7 @@ mod directory;
 pub use directory::LiveDirectory;
 pub mod cli;
 mod grpc_metrics;
+pub mod https;
 pub mod metrics;
 mod readiness;
 pub use readiness::{Readiness, State};

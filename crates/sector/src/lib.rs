@@ -7,6 +7,7 @@
 
 mod alerts;
 mod auth;
+mod console;
 mod decisions;
 mod error;
 mod inbox;
@@ -56,6 +57,10 @@ pub struct SectorConfig {
     /// Police alert escalation (used by the police service only).
     #[command(flatten)]
     pub alerts: AlertConfig,
+    /// Address of the web console (HTTPS with the people's client certificates, the same
+    /// TLS material as the gRPC port); no console when absent.
+    #[arg(long, env = "HENVIS_CONSOLE_LISTEN")]
+    pub console_listen: Option<SocketAddr>,
 }
 
 /// Everything a sector service needs, shared by its gRPC services.
@@ -72,6 +77,7 @@ pub struct Core {
     inbox_window: usize,
     heartbeat: Duration,
     alerts: AlertConfig,
+    console_listen: Option<SocketAddr>,
 }
 
 /// Validates everything `config` names before any port opens (`--check-config`).
@@ -136,6 +142,7 @@ pub async fn build(sector: Sector, config: &SectorConfig) -> anyhow::Result<Arc<
         inbox_window: config.inbox_window.clamp(1, 1000),
         heartbeat: Duration::from_secs(config.heartbeat_secs.max(1)),
         alerts: config.alerts.clone(),
+        console_listen: config.console_listen,
     }))
 }
 
@@ -170,6 +177,20 @@ pub async fn serve(
     }
     // approved directory changes apply without a restart
     background.push(tokio::spawn(core.directory.clone().follow(core.bus.clone(), wait())));
+    // the web console, for people
+    if let Some(addr) = core.console_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("console_listen: cannot listen on {addr}: {e}"))?;
+        let app = console::router(core.clone())?;
+        let tls = core.tls.clone();
+        let stop = wait();
+        background.push(tokio::spawn(async move {
+            if let Err(e) = henvis_runtime::https::serve(listener, tls, app, stop).await {
+                tracing::error!(error = %e, "console stopped");
+            }
+        }));
+    }
     let dir = core.directory.clone();
     let admit: henvis_runtime::Admit = Arc::new(move |p| auth::admit(&dir.current(), p));
     let served = henvis_runtime::serve_grpc(listener, core.tls.clone(), admit, routes, &names, readiness, wait()).await;

@@ -1,0 +1,239 @@
+//! The web console in a real headless Chromium that signs in with a person's certificate:
+//! a contact person sees an alert arrive live, claims it and opens its details (a read
+//! receipt in the audit); a colleague sees it claimed; nobody sees what they may not; a
+//! forged form is refused. Screenshots go to target/screenshots/.
+
+use std::{net::SocketAddr, time::Duration};
+
+use fantoccini::Locator;
+use henvis_domain::{PersonId, Principal, Sector};
+use henvis_pki::DevPki;
+use henvis_tests::{Deployment, browser::Browser, free_addr, wait_for};
+
+use crate::{LIMIT, submit};
+
+fn person(id: &str) -> Principal {
+    Principal::Person(PersonId::parse(id).unwrap())
+}
+
+async fn with_console(d: &mut Deployment) -> (SocketAddr, henvis_tests::SectorProcess) {
+    let console = free_addr().unwrap();
+    let police = d
+        .run_sector_as_process_with(Sector::Police, &[("HENVIS_CONSOLE_LISTEN", console.to_string())])
+        .await
+        .unwrap();
+    (console, police)
+}
+
+/// Waits until the page's `<main>` satisfies `ok`; returns its text.
+async fn main_until(b: &Browser, what: &str, ok: impl Fn(&str) -> bool) -> String {
+    let got = wait_for(what, LIMIT, || async {
+        let text = b.main_text().await.ok()?;
+        ok(&text).then_some(text)
+    })
+    .await;
+    match got {
+        Ok(t) => t,
+        Err(e) => panic!("{e}; the page says: {:?}", b.main_text().await.ok()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_person_sees_an_alert_arrive_claims_it_opens_it_and_a_colleague_sees_it_claimed() {
+    let mut d = Deployment::start().await.unwrap();
+    let (console, _police) = with_console(&mut d).await;
+    let base = format!("https://127.0.0.1:{}", console.port());
+    let kp1 = Browser::start(d.pki_dir(), Some(&person("politi-koebenhavn-kp1")))
+        .await
+        .unwrap();
+    kp1.client.goto(&format!("{base}/alerts?lang=en")).await.unwrap();
+    let header = kp1
+        .client
+        .find(Locator::Css("header"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(header.contains("politi-koebenhavn-kp1"), "{header}");
+    main_until(&kp1, "the live feed", |t| t.contains("Live:")).await;
+    kp1.screenshot("console-alerts-waiting").await.unwrap();
+
+    // an NGO reports a child in København: the alert appears without a reload
+    let mut ngo = d.client(Sector::Ngo, "ngo-redbarnet").await.unwrap();
+    let r = submit(&mut ngo, "console-1", "", crate::report("101")).await.unwrap();
+    let row = format!("tr[data-alert='{}']", r.event_id);
+    let arrived = std::time::Instant::now();
+    wait_for("the alert in the open page", LIMIT, || {
+        let c = kp1.client.clone();
+        let row = row.clone();
+        async move { c.find(Locator::Css(&row)).await.ok() }
+    })
+    .await
+    .unwrap();
+    println!(
+        "the alert appeared in the open page {:.1} s after Submit",
+        arrived.elapsed().as_secs_f64()
+    );
+    kp1.screenshot("console-alert-arrived").await.unwrap();
+
+    // claimed with the row's button
+    kp1.client
+        .find(Locator::Css(&format!("{row} button")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let text = main_until(&kp1, "the claim", |t| t.contains("claimed (politi-koebenhavn-kp1)")).await;
+    assert!(text.contains("claimed"), "{text}");
+
+    // the details: the notice, and a read receipt in the audit
+    kp1.client
+        .find(Locator::Css(&format!("{row} a")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let details = main_until(&kp1, "the details", |t| t.contains("This access is logged")).await;
+    assert!(
+        details.contains("municipality_code") && details.contains("101"),
+        "{details}"
+    );
+    let title = kp1.client.title().await.unwrap();
+    assert_eq!(title, "henvis — Alert", "no child data in the title");
+    let url = kp1.client.current_url().await.unwrap();
+    assert_eq!(
+        url.path(),
+        format!("/alerts/{}", r.event_id),
+        "only the alert id in the URL"
+    );
+    kp1.screenshot("console-alert-details").await.unwrap();
+    let receipts = wait_for("the read receipt", LIMIT, || async {
+        let audit = d.audit(&r.case_id).await.ok()?;
+        let receipts: Vec<_> = audit
+            .iter()
+            .filter(|(_, rec)| rec["kind"] == "alert_details_read")
+            .map(|(_, rec)| rec["person"].clone())
+            .collect();
+        (!receipts.is_empty()).then_some(receipts)
+    })
+    .await
+    .unwrap();
+    assert_eq!(receipts, vec![serde_json::json!("politi-koebenhavn-kp1")]);
+
+    // a colleague of the district sees it claimed, with nothing to claim; in Danish
+    let kp2 = Browser::start(d.pki_dir(), Some(&person("politi-koebenhavn-kp2")))
+        .await
+        .unwrap();
+    kp2.client.goto(&format!("{base}/alerts?lang=da")).await.unwrap();
+    let text = main_until(&kp2, "the colleague's list", |t| {
+        t.contains("overtaget (politi-koebenhavn-kp1)")
+    })
+    .await;
+    assert!(text.contains("Sagsadvarsler"), "{text}");
+    assert!(
+        kp2.client.find(Locator::Css(&format!("{row} button"))).await.is_err(),
+        "a claimed alert offers no claim"
+    );
+    kp2.screenshot("console-colleague-sees-claimed").await.unwrap();
+    kp1.close().await;
+    kp2.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_nothing_to_the_uncertified_the_revoked_or_another_district_and_refuses_a_forged_form() {
+    let mut d = Deployment::start().await.unwrap();
+    let (console, _police) = with_console(&mut d).await;
+    let base = format!("https://127.0.0.1:{}", console.port());
+    let mut ngo = d.client(Sector::Ngo, "ngo-redbarnet").await.unwrap();
+    let r = submit(&mut ngo, "console-2", "", crate::report("101")).await.unwrap();
+    crate::routed(&mut ngo, &r.event_id).await;
+
+    // no certificate: told to present one, nothing else
+    let nobody = Browser::start(d.pki_dir(), None).await.unwrap();
+    nobody.client.goto(&format!("{base}/alerts?lang=en")).await.unwrap();
+    let text = main_until(&nobody, "the refusal", |t| {
+        t.contains("Present your employee certificate")
+    })
+    .await;
+    assert!(!text.contains(&r.event_id), "{text}");
+    nobody
+        .client
+        .goto(&format!("{base}/alerts/{}", r.event_id))
+        .await
+        .unwrap();
+    let text = main_until(&nobody, "the refusal", |t| {
+        t.contains("Present your employee certificate")
+    })
+    .await;
+    assert!(!text.contains("101"), "{text}");
+    nobody.screenshot("console-no-certificate").await.unwrap();
+    nobody.close().await;
+
+    // another district: neither in the list nor by its address
+    let bornholm = Browser::start(d.pki_dir(), Some(&person("politi-bornholm-kp1")))
+        .await
+        .unwrap();
+    bornholm.client.goto(&format!("{base}/alerts?lang=en")).await.unwrap();
+    let text = main_until(&bornholm, "the list", |t| {
+        t.contains("Live:") || t.contains("No alerts")
+    })
+    .await;
+    assert!(!text.contains(&r.event_id), "{text}");
+    bornholm
+        .client
+        .goto(&format!("{base}/alerts/{}", r.event_id))
+        .await
+        .unwrap();
+    let text = main_until(&bornholm, "the refusal", |t| t.contains("Not allowed")).await;
+    assert!(!text.contains("municipality_code"), "{text}");
+    bornholm.close().await;
+
+    // a forged form (no token): refused, the alert still open
+    let kp1 = Browser::start(d.pki_dir(), Some(&person("politi-koebenhavn-kp1")))
+        .await
+        .unwrap();
+    kp1.client.goto(&format!("{base}/alerts?lang=en")).await.unwrap();
+    main_until(&kp1, "the list", |t| {
+        t.contains(&r.event_id) || t.contains("Urgent") || t.contains("Normal")
+    })
+    .await;
+    kp1.client
+        .execute(
+            "const f = document.createElement('form'); f.method = 'post'; f.action = arguments[0]; \
+             document.body.appendChild(f); f.submit();",
+            vec![serde_json::json!(format!("/alerts/{}/claim", r.event_id))],
+        )
+        .await
+        .unwrap();
+    main_until(&kp1, "the forged form's refusal", |t| {
+        t.contains("not sent from this console")
+    })
+    .await;
+    kp1.client.goto(&format!("{base}/alerts?lang=en")).await.unwrap();
+    let text = main_until(&kp1, "the list", |t| t.contains("open")).await;
+    assert!(!text.contains("claimed (politi-koebenhavn-kp1)"), "{text}");
+    kp1.close().await;
+
+    // a revoked certificate: refused on the next request
+    let kp3 = Browser::start(d.pki_dir(), Some(&person("politi-koebenhavn-kp3")))
+        .await
+        .unwrap();
+    kp3.client.goto(&format!("{base}/alerts?lang=en")).await.unwrap();
+    main_until(&kp3, "the list", |t| t.contains("Live:") || t.contains("Connecting")).await;
+    DevPki::open(d.pki_dir())
+        .unwrap()
+        .revoke(&person("politi-koebenhavn-kp3"))
+        .unwrap();
+    let text = wait_for("the revocation in the console", Duration::from_secs(30), || async {
+        kp3.client.goto(&format!("{base}/alerts?lang=en")).await.ok()?;
+        let t = kp3.main_text().await.ok()?;
+        t.contains("Present your employee certificate").then_some(t)
+    })
+    .await
+    .unwrap();
+    assert!(!text.contains(&r.event_id), "{text}");
+    kp3.close().await;
+}
