@@ -237,3 +237,116 @@ async fn the_console_shows_nothing_to_the_uncertified_the_revoked_or_another_dis
     assert!(!text.contains(&r.event_id), "{text}");
     kp3.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guardian_records_and_withdraws_consent_in_the_console_and_the_next_referral_is_withheld() {
+    use henvis_domain::AgencyId;
+    use henvis_proto::henvis::broker::v1::DeliveryState;
+    let mut d = Deployment::start().await.unwrap();
+    let console = free_addr().unwrap();
+    let _ngo = d
+        .run_sector_as_process_with(Sector::Ngo, &[("HENVIS_CONSOLE_LISTEN", console.to_string())])
+        .await
+        .unwrap();
+    let base = format!("https://127.0.0.1:{}", console.port());
+    let (case, _kbh) = crate::policy::case_with_guardian(&d, "ngo-redbarnet").await;
+    let guardian_id = Principal::Agency(AgencyId::parse("ngo-redbarnet").unwrap());
+    let guardian = Browser::start(d.pki_dir(), Some(&guardian_id)).await.unwrap();
+
+    // the guardian opens the case by its id and records a consent for the municipality
+    guardian.client.goto(&format!("{base}/cases?lang=en")).await.unwrap();
+    guardian
+        .client
+        .form(Locator::Css("main form"))
+        .await
+        .unwrap()
+        .set_by_name("case_id", &case)
+        .await
+        .unwrap()
+        .submit()
+        .await
+        .unwrap();
+    main_until(&guardian, "the case", |t| {
+        t.contains("What happened to the child's data")
+    })
+    .await;
+    guardian
+        .client
+        .form(Locator::Css("form.record"))
+        .await
+        .unwrap()
+        .set_by_name("consent_id", "c-console-1")
+        .await
+        .unwrap()
+        .set_by_name("recipients", "kommune-101")
+        .await
+        .unwrap()
+        .submit()
+        .await
+        .unwrap();
+    main_until(&guardian, "the recorded consent", |t| t.contains("consent_recorded")).await;
+
+    // a health assessment now reaches the municipality on that consent
+    let mut region = d.client(Sector::Health, "region-hovedstaden").await.unwrap();
+    let state_for = |s: &henvis_proto::henvis::broker::v1::GetStatusResponse| {
+        s.recipients
+            .iter()
+            .find(|r| r.recipient_agency_id == "kommune-101")
+            .map(|r| r.state)
+    };
+    let second = submit(&mut region, "ha-console-2", &case, crate::policy::health_assessment())
+        .await
+        .unwrap();
+    let s = crate::routed(&mut region, &second.event_id).await;
+    assert_eq!(state_for(&s), Some(DeliveryState::Stored as i32));
+    let reload = format!("{base}/cases/{case}?lang=en");
+    let shown = wait_for("the delivery on the consent", LIMIT, || async {
+        guardian.client.goto(&reload).await.ok()?;
+        let t = guardian.main_text().await.ok()?;
+        t.contains("consent c-console-1").then_some(t)
+    })
+    .await
+    .unwrap();
+    assert!(shown.contains("kommune-101 (basic, health"), "{shown}");
+    guardian.screenshot("console-guardian-case").await.unwrap();
+
+    // the guardian withdraws it; the next referral is withheld, and the page says why
+    guardian
+        .client
+        .find(Locator::Css("button[data-withdraw='c-console-1']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    main_until(&guardian, "the withdrawal", |t| t.contains("consent_withdrawn")).await;
+    let third = submit(&mut region, "ha-console-3", &case, crate::policy::health_assessment())
+        .await
+        .unwrap();
+    let s = crate::routed(&mut region, &third.event_id).await;
+    assert_eq!(state_for(&s), None, "withheld: not even named to the sender");
+    let row = format!("tr[data-event='{}']", third.event_id);
+    let text = wait_for("the withheld referral in the timeline", LIMIT, || async {
+        guardian.client.goto(&reload).await.ok()?;
+        let el = guardian.client.find(Locator::Css(&row)).await.ok()?;
+        let t = el.text().await.ok()?;
+        t.contains("consent_withdrawn").then_some(t)
+    })
+    .await
+    .unwrap();
+    assert!(text.contains("kommune-101"), "{text}");
+    guardian.screenshot("console-guardian-withdrawn").await.unwrap();
+
+    // another agency may not look at the case
+    let other = Browser::start(
+        d.pki_dir(),
+        Some(&Principal::Agency(AgencyId::parse("ngo-hopenow").unwrap())),
+    )
+    .await
+    .unwrap();
+    other.client.goto(&reload).await.unwrap();
+    let text = main_until(&other, "the refusal", |t| t.contains("Not allowed")).await;
+    assert!(!text.contains("kommune-101"), "{text}");
+    other.close().await;
+    guardian.close().await;
+}

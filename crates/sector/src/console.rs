@@ -57,6 +57,10 @@ pub(crate) fn router(core: Arc<Core>) -> anyhow::Result<Router> {
         .route("/alerts/live", get(alerts_live))
         .route("/alerts/{id}", get(alert_page))
         .route("/alerts/{id}/claim", post(claim))
+        .route("/cases", get(open_case))
+        .route("/cases/{case_id}", get(case_page))
+        .route("/cases/{case_id}/consents", post(record_consent))
+        .route("/cases/{case_id}/consents/withdraw", post(withdraw_consent))
         .route("/static/console.js", get(script))
         .route("/static/console.css", get(style))
         .layer(middleware::from_fn(secure_headers))
@@ -144,6 +148,24 @@ struct Texts {
     closed: &'static str,
     contact_person: &'static str,
     forged: &'static str,
+    cases: &'static str,
+    cases_intro: &'static str,
+    open_case: &'static str,
+    timeline: &'static str,
+    timeline_caption: &'static str,
+    decided: &'static str,
+    sender: &'static str,
+    received_by: &'static str,
+    withheld: &'static str,
+    consents: &'static str,
+    consent: &'static str,
+    reason: &'static str,
+    withdraw: &'static str,
+    record_consent: &'static str,
+    consent_id: &'static str,
+    recipients: &'static str,
+    valid_days: &'static str,
+    record: &'static str,
 }
 
 const EN: Texts = Texts {
@@ -184,6 +206,24 @@ const EN: Texts = Texts {
     escalated: "escalated",
     closed: "closed",
     contact_person: "contact person",
+    cases: "Your cases as guardian",
+    cases_intro: "open a case by its id: who received what about the child, what was withheld and why; record and withdraw consent.",
+    open_case: "Open",
+    timeline: "What happened to the child's data",
+    timeline_caption: "Every event of the case, oldest first, as henvis decided it",
+    decided: "Decided",
+    sender: "Sender",
+    received_by: "Received by (classes; grounds)",
+    withheld: "Withheld from (why)",
+    consents: "Consents",
+    consent: "Consent",
+    reason: "Reason (optional)",
+    withdraw: "Withdraw",
+    record_consent: "Record a consent",
+    consent_id: "Consent id",
+    recipients: "Recipients (agency ids, comma-separated)",
+    valid_days: "Valid for days",
+    record: "Record",
     forged: "The form was not sent from this console (its token is missing or wrong); nothing was done.",
 };
 
@@ -225,6 +265,24 @@ const DA: Texts = Texts {
     escalated: "eskaleret",
     closed: "lukket",
     contact_person: "kontaktperson",
+    cases: "Dine sager som værge",
+    cases_intro: "åbn en sag med dens id: hvem fik hvad om barnet, hvad blev tilbageholdt og hvorfor; registrér og tilbagekald samtykke.",
+    open_case: "Åbn",
+    timeline: "Hvad skete der med barnets oplysninger",
+    timeline_caption: "Sagens hændelser, ældste først, som henvis afgjorde dem",
+    decided: "Afgjort",
+    sender: "Afsender",
+    received_by: "Modtaget af (klasser; grundlag)",
+    withheld: "Tilbageholdt fra (hvorfor)",
+    consents: "Samtykker",
+    consent: "Samtykke",
+    reason: "Begrundelse (valgfri)",
+    withdraw: "Tilbagekald",
+    record_consent: "Registrér et samtykke",
+    consent_id: "Samtykke-id",
+    recipients: "Modtagere (myndigheds-id'er, kommasepareret)",
+    valid_days: "Gyldigt i dage",
+    record: "Registrér",
     forged: "Formularen blev ikke sendt fra denne konsol (dens token mangler eller er forkert); intet blev gjort.",
 };
 
@@ -371,6 +429,7 @@ struct HomePage<'a> {
     who: &'a str,
     role: &'a str,
     can_alerts: bool,
+    can_cases: bool,
 }
 
 async fn home(
@@ -385,6 +444,7 @@ async fn home(
         Err(r) => return *r,
     };
     let can_alerts = matches!(person.principal, Principal::Person(_)) && has_alerts(&c);
+    let can_cases = matches!(person.principal, Principal::Agency(_));
     page(
         HomePage {
             t,
@@ -392,6 +452,7 @@ async fn home(
             who: &person.who,
             role: &person.role,
             can_alerts,
+            can_cases,
         }
         .render(),
         &q,
@@ -725,12 +786,7 @@ async fn claim(
         Err(r) => return *r,
     };
     if !csrf_ok(&c, &person, &form.csrf) {
-        henvis_runtime::refusals::record(
-            henvis_runtime::refusals::Refusal::ForgedIdentity,
-            &person.principal.to_string(),
-            "console form without its token",
-        );
-        return refused(&c, &person, t, &tonic::Status::permission_denied(t.forged));
+        return forged(&c, &person, t);
     }
     match Alerts(c.core.clone())
         .claim_alert(as_person(&person, ClaimAlertRequest { alert_id: id }))
@@ -739,4 +795,290 @@ async fn claim(
         Ok(_) => Redirect::to("/alerts").into_response(),
         Err(s) => refused(&c, &person, t, &s),
     }
+}
+
+#[derive(Template)]
+#[template(path = "open_case.html")]
+struct OpenCasePage<'a> {
+    t: &'a Texts,
+    title: &'a str,
+    who: &'a str,
+    role: &'a str,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct CaseQuery {
+    case_id: Option<String>,
+    lang: Option<String>,
+}
+
+/// Opens a case by its id (a form, then the case's page).
+async fn open_case(
+    State(c): State<Console>,
+    Extension(auth): Extension<Authenticated>,
+    Query(q): Query<CaseQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let lang = LangQuery { lang: q.lang.clone() };
+    let t = texts(&headers, &lang);
+    let person = match signed_in(&c, &auth, t) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    if let Some(case) = q.case_id.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        return match henvis_domain::CaseId::parse(case) {
+            Ok(case) => Redirect::to(&format!("/cases/{case}")).into_response(),
+            Err(e) => refused(
+                &c,
+                &person,
+                t,
+                &tonic::Status::invalid_argument(format!("case_id: expected {}", e.expected)),
+            ),
+        };
+    }
+    page(
+        OpenCasePage {
+            t,
+            title: t.cases,
+            who: &person.who,
+            role: &person.role,
+        }
+        .render(),
+        &lang,
+        t,
+    )
+}
+
+/// One decision as the timeline shows it.
+struct DecisionRow {
+    event_id: String,
+    message_type: String,
+    sender: String,
+    decided_at: String,
+    delivered: Vec<String>,
+    withheld: Vec<String>,
+}
+
+#[derive(Template)]
+#[template(path = "case.html")]
+struct CasePage<'a> {
+    t: &'a Texts,
+    title: &'a str,
+    who: &'a str,
+    role: &'a str,
+    case_id: String,
+    decisions: Vec<DecisionRow>,
+    consents: Vec<String>,
+    csrf: String,
+}
+
+fn classes(list: &[i32]) -> String {
+    list.iter()
+        .filter_map(|g| henvis_proto::henvis::options::v1::Sensitivity::try_from(*g).ok())
+        .map(|s| s.as_str_name().trim_start_matches("SENSITIVITY_").to_lowercase())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A case as its guardian sees it: every decision (who received which classes on what
+/// grounds, what was withheld and why), the consents routes rested on, and the forms to
+/// withdraw or record consent. Answered by the service's GetCaseDecisions as the caller:
+/// only the case's guardian gets it.
+async fn case_page(
+    State(c): State<Console>,
+    Extension(auth): Extension<Authenticated>,
+    Path(case_id): Path<String>,
+    Query(q): Query<LangQuery>,
+    headers: HeaderMap,
+) -> Response {
+    use henvis_proto::henvis::broker::v1::{GetCaseDecisionsRequest, referral_service_server::ReferralService as _};
+    let t = texts(&headers, &q);
+    let person = match signed_in(&c, &auth, t) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let view = match crate::submit::Referrals(c.core.clone())
+        .get_case_decisions(as_person(&person, GetCaseDecisionsRequest { case_id }))
+        .await
+    {
+        Ok(v) => v.into_inner(),
+        Err(s) => return refused(&c, &person, t, &s),
+    };
+    let mut consents: Vec<String> = Vec::new();
+    let decisions = view
+        .decisions
+        .iter()
+        .map(|d| {
+            for r in &d.delivered {
+                for id in &r.consent_ids {
+                    if !consents.contains(id) {
+                        consents.push(id.clone());
+                    }
+                }
+            }
+            DecisionRow {
+                event_id: d.event_id.clone(),
+                message_type: d.message_type.clone(),
+                sender: d.sender_agency_id.clone(),
+                decided_at: rfc3339(d.decided_at.as_ref()),
+                delivered: d
+                    .delivered
+                    .iter()
+                    .map(|r| {
+                        let mut grounds = r.legal_bases.clone();
+                        grounds.extend(
+                            r.consent_ids
+                                .iter()
+                                .map(|c| format!("{} {c}", t.consent.to_lowercase())),
+                        );
+                        format!("{} ({}; {})", r.agency_id, classes(&r.classes), grounds.join(", "))
+                    })
+                    .collect(),
+                withheld: d
+                    .withheld
+                    .iter()
+                    .map(|w| {
+                        let to = if w.agency_id.is_empty() {
+                            &w.rule_id
+                        } else {
+                            &w.agency_id
+                        };
+                        format!("{to}: {} — {}", w.reason, w.explanation)
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    page(
+        CasePage {
+            t,
+            title: t.cases,
+            who: &person.who,
+            role: &person.role,
+            case_id: view.case_id,
+            decisions,
+            consents,
+            csrf: csrf_token(&c, &person),
+        }
+        .render(),
+        &q,
+        t,
+    )
+}
+
+#[derive(serde::Deserialize)]
+struct WithdrawForm {
+    #[serde(default)]
+    csrf: String,
+    consent_id: String,
+    #[serde(default)]
+    reason: String,
+}
+
+#[derive(serde::Deserialize)]
+struct RecordForm {
+    #[serde(default)]
+    csrf: String,
+    consent_id: String,
+    recipients: String,
+    days: i64,
+}
+
+/// Submits `event` on `case_id` as the signed-in agency through the service's own Submit
+/// (every check, guard and refusal as over gRPC), then shows the case again.
+async fn submit_as(
+    c: &Console,
+    person: &Person,
+    t: &Texts,
+    case_id: String,
+    event: henvis_proto::henvis::events::v1::event::Kind,
+) -> Response {
+    use henvis_proto::henvis::broker::v1::{SubmitRequest, referral_service_server::ReferralService as _};
+    let request = SubmitRequest {
+        // a new key per form post: the console's own retry would be a new post
+        idempotency_key: format!("console-{}", uuid::Uuid::new_v4()),
+        case_id: case_id.clone(),
+        event: Some(henvis_proto::henvis::events::v1::Event { kind: Some(event) }),
+        sender: None,
+        actor_id: "console".into(),
+    };
+    match crate::submit::Referrals(c.core.clone())
+        .submit(as_person(person, request))
+        .await
+    {
+        Ok(_) => Redirect::to(&format!("/cases/{case_id}")).into_response(),
+        Err(s) => refused(c, person, t, &s),
+    }
+}
+
+async fn withdraw_consent(
+    State(c): State<Console>,
+    Extension(auth): Extension<Authenticated>,
+    Path(case_id): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<WithdrawForm>,
+) -> Response {
+    use henvis_proto::henvis::events::v1::{ConsentWithdrawn, event::Kind};
+    let t = texts(&headers, &LangQuery::default());
+    let person = match signed_in(&c, &auth, t) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    if !csrf_ok(&c, &person, &form.csrf) {
+        return forged(&c, &person, t);
+    }
+    let event = Kind::ConsentWithdrawn(ConsentWithdrawn {
+        consent_id: form.consent_id,
+        reason: form.reason,
+    });
+    submit_as(&c, &person, t, case_id, event).await
+}
+
+async fn record_consent(
+    State(c): State<Console>,
+    Extension(auth): Extension<Authenticated>,
+    Path(case_id): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<RecordForm>,
+) -> Response {
+    use henvis_proto::henvis::events::v1::{ConsentRecorded, event::Kind};
+    let t = texts(&headers, &LangQuery::default());
+    let person = match signed_in(&c, &auth, t) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    if !csrf_ok(&c, &person, &form.csrf) {
+        return forged(&c, &person, t);
+    }
+    let now = henvis_runtime::unix_now();
+    let event = Kind::ConsentRecorded(ConsentRecorded {
+        consent_id: form.consent_id,
+        recipient_agency_ids: form
+            .recipients
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        valid_from: Some(prost_types::Timestamp {
+            seconds: now - 60,
+            nanos: 0,
+        }),
+        valid_until: Some(prost_types::Timestamp {
+            seconds: now + form.days.clamp(1, 3650) * 24 * 3600,
+            nanos: 0,
+        }),
+        ..Default::default()
+    });
+    submit_as(&c, &person, t, case_id, event).await
+}
+
+/// The answer to a form without the person's token.
+fn forged(c: &Console, person: &Person, t: &Texts) -> Response {
+    henvis_runtime::refusals::record(
+        henvis_runtime::refusals::Refusal::ForgedIdentity,
+        &person.principal.to_string(),
+        "console form without its token",
+    );
+    refused(c, person, t, &tonic::Status::permission_denied(t.forged))
 }
