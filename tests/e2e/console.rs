@@ -39,7 +39,7 @@ async fn main_until(b: &Browser, what: &str, ok: impl Fn(&str) -> bool) -> Strin
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_contact_person_sees_an_alert_arrive_claims_it_opens_it_and_a_colleague_sees_it_claimed() {
+async fn a_contact_person_sees_an_alert_arrive_claims_opens_and_hands_it_over_and_the_colleague_closes_it() {
     let mut d = Deployment::start().await.unwrap();
     let (console, _police) = with_console(&mut d).await;
     let base = format!("https://127.0.0.1:{}", console.port());
@@ -123,13 +123,29 @@ async fn a_contact_person_sees_an_alert_arrive_claims_it_opens_it_and_a_colleagu
     .unwrap();
     assert_eq!(receipts, vec![serde_json::json!("politi-koebenhavn-kp1")]);
 
-    // a colleague of the district sees it claimed, with nothing to claim; in Danish
+    // handed over to a colleague of the district, who sees it as theirs (in Danish), with
+    // nothing to claim, and closes it with its outcome
+    kp1.client
+        .goto(&format!("{base}/alerts/{}?lang=en", r.event_id))
+        .await
+        .unwrap();
+    kp1.client
+        .form(Locator::Css("form.hand-over"))
+        .await
+        .unwrap()
+        .set_by_name("to_person_id", "politi-koebenhavn-kp2")
+        .await
+        .unwrap()
+        .submit()
+        .await
+        .unwrap();
+    main_until(&kp1, "the hand-over", |t| t.contains("claimed (politi-koebenhavn-kp2)")).await;
     let kp2 = Browser::start(d.pki_dir(), Some(&person("politi-koebenhavn-kp2")))
         .await
         .unwrap();
     kp2.client.goto(&format!("{base}/alerts?lang=da")).await.unwrap();
     let text = main_until(&kp2, "the colleague's list", |t| {
-        t.contains("overtaget (politi-koebenhavn-kp1)")
+        t.contains("overtaget (politi-koebenhavn-kp2)")
     })
     .await;
     assert!(text.contains("Sagsadvarsler"), "{text}");
@@ -137,7 +153,23 @@ async fn a_contact_person_sees_an_alert_arrive_claims_it_opens_it_and_a_colleagu
         kp2.client.find(Locator::Css(&format!("{row} button"))).await.is_err(),
         "a claimed alert offers no claim"
     );
-    kp2.screenshot("console-colleague-sees-claimed").await.unwrap();
+    kp2.screenshot("console-colleague-holds-it").await.unwrap();
+    kp2.client
+        .goto(&format!("{base}/alerts/{}?lang=en", r.event_id))
+        .await
+        .unwrap();
+    kp2.client
+        .form(Locator::Css("form.close"))
+        .await
+        .unwrap()
+        .set_by_name("outcome", "child-safe")
+        .await
+        .unwrap()
+        .submit()
+        .await
+        .unwrap();
+    let text = main_until(&kp2, "the list without it", |t| t.contains("Live:")).await;
+    assert!(kp2.client.find(Locator::Css(&row)).await.is_err(), "closed: {text}");
     kp1.close().await;
     kp2.close().await;
 }

@@ -57,6 +57,8 @@ pub(crate) fn router(core: Arc<Core>) -> anyhow::Result<Router> {
         .route("/alerts/live", get(alerts_live))
         .route("/alerts/{id}", get(alert_page))
         .route("/alerts/{id}/claim", post(claim))
+        .route("/alerts/{id}/hand-over", post(hand_over))
+        .route("/alerts/{id}/close", post(close))
         .route("/cases", get(open_case))
         .route("/cases/{case_id}", get(case_page))
         .route("/cases/{case_id}/consents", post(record_consent))
@@ -148,6 +150,15 @@ struct Texts {
     closed: &'static str,
     contact_person: &'static str,
     forged: &'static str,
+    hand_over: &'static str,
+    to_person: &'static str,
+    close_alert: &'static str,
+    outcome: &'static str,
+    outcome_child_safe: &'static str,
+    outcome_investigation_opened: &'static str,
+    outcome_referred: &'static str,
+    outcome_no_action: &'static str,
+    outcome_duplicate: &'static str,
     cases: &'static str,
     cases_intro: &'static str,
     open_case: &'static str,
@@ -224,6 +235,15 @@ const EN: Texts = Texts {
     recipients: "Recipients (agency ids, comma-separated)",
     valid_days: "Valid for days",
     record: "Record",
+    hand_over: "Hand over",
+    to_person: "To contact person",
+    close_alert: "Close",
+    outcome: "Outcome",
+    outcome_child_safe: "The child is safe",
+    outcome_investigation_opened: "Investigation opened",
+    outcome_referred: "Referred",
+    outcome_no_action: "No action",
+    outcome_duplicate: "Duplicate",
     forged: "The form was not sent from this console (its token is missing or wrong); nothing was done.",
 };
 
@@ -283,6 +303,15 @@ const DA: Texts = Texts {
     recipients: "Modtagere (myndigheds-id'er, kommasepareret)",
     valid_days: "Gyldigt i dage",
     record: "Registrér",
+    hand_over: "Overdrag",
+    to_person: "Til kontaktperson",
+    close_alert: "Luk",
+    outcome: "Udfald",
+    outcome_child_safe: "Barnet er i sikkerhed",
+    outcome_investigation_opened: "Efterforskning indledt",
+    outcome_referred: "Henvist",
+    outcome_no_action: "Ingen handling",
+    outcome_duplicate: "Dublet",
     forged: "Formularen blev ikke sendt fra denne konsol (dens token mangler eller er forkert); intet blev gjort.",
 };
 
@@ -652,6 +681,8 @@ struct AlertPage<'a> {
     granted: String,
     fields: Vec<(String, String)>,
     claimable: bool,
+    mine: bool,
+    outcomes: Vec<(&'static str, &'static str)>,
     csrf: String,
 }
 
@@ -678,6 +709,7 @@ async fn alert_page(
     };
     let alert = details.alert.unwrap_or_default();
     let r = row(t, &alert);
+    let mine = alert.state == PbState::Claimed as i32 && person.who == r.claimed_by;
     let granted = details
         .granted_classes
         .iter()
@@ -704,6 +736,14 @@ async fn alert_page(
             granted,
             fields,
             claimable: r.claimable,
+            mine,
+            outcomes: vec![
+                ("child-safe", t.outcome_child_safe),
+                ("investigation-opened", t.outcome_investigation_opened),
+                ("referred", t.outcome_referred),
+                ("no-action", t.outcome_no_action),
+                ("duplicate", t.outcome_duplicate),
+            ],
             csrf: csrf_token(&c, &person),
         }
         .render(),
@@ -780,14 +820,10 @@ async fn claim(
     headers: HeaderMap,
     Form(form): Form<ClaimForm>,
 ) -> Response {
-    let t = texts(&headers, &LangQuery::default());
-    let person = match signed_in(&c, &auth, t) {
+    let (person, t) = match poster(&c, &auth, &headers, &form.csrf) {
         Ok(p) => p,
         Err(r) => return *r,
     };
-    if !csrf_ok(&c, &person, &form.csrf) {
-        return forged(&c, &person, t);
-    }
     match Alerts(c.core.clone())
         .claim_alert(as_person(&person, ClaimAlertRequest { alert_id: id }))
         .await
@@ -1019,14 +1055,10 @@ async fn withdraw_consent(
     Form(form): Form<WithdrawForm>,
 ) -> Response {
     use henvis_proto::henvis::events::v1::{ConsentWithdrawn, event::Kind};
-    let t = texts(&headers, &LangQuery::default());
-    let person = match signed_in(&c, &auth, t) {
+    let (person, t) = match poster(&c, &auth, &headers, &form.csrf) {
         Ok(p) => p,
         Err(r) => return *r,
     };
-    if !csrf_ok(&c, &person, &form.csrf) {
-        return forged(&c, &person, t);
-    }
     let event = Kind::ConsentWithdrawn(ConsentWithdrawn {
         consent_id: form.consent_id,
         reason: form.reason,
@@ -1042,14 +1074,10 @@ async fn record_consent(
     Form(form): Form<RecordForm>,
 ) -> Response {
     use henvis_proto::henvis::events::v1::{ConsentRecorded, event::Kind};
-    let t = texts(&headers, &LangQuery::default());
-    let person = match signed_in(&c, &auth, t) {
+    let (person, t) = match poster(&c, &auth, &headers, &form.csrf) {
         Ok(p) => p,
         Err(r) => return *r,
     };
-    if !csrf_ok(&c, &person, &form.csrf) {
-        return forged(&c, &person, t);
-    }
     let now = henvis_runtime::unix_now();
     let event = Kind::ConsentRecorded(ConsentRecorded {
         consent_id: form.consent_id,
@@ -1073,6 +1101,21 @@ async fn record_consent(
     submit_as(&c, &person, t, case_id, event).await
 }
 
+/// The person posting a form, with their texts; refused without their form token.
+fn poster(
+    c: &Console,
+    auth: &Authenticated,
+    headers: &HeaderMap,
+    token: &str,
+) -> Result<(Person, &'static Texts), Box<Response>> {
+    let t = texts(headers, &LangQuery::default());
+    let person = signed_in(c, auth, t)?;
+    if !csrf_ok(c, &person, token) {
+        return Err(Box::new(forged(c, &person, t)));
+    }
+    Ok((person, t))
+}
+
 /// The answer to a form without the person's token.
 fn forged(c: &Console, person: &Person, t: &Texts) -> Response {
     henvis_runtime::refusals::record(
@@ -1081,4 +1124,75 @@ fn forged(c: &Console, person: &Person, t: &Texts) -> Response {
         "console form without its token",
     );
     refused(c, person, t, &tonic::Status::permission_denied(t.forged))
+}
+
+#[derive(serde::Deserialize)]
+struct HandOverForm {
+    #[serde(default)]
+    csrf: String,
+    to_person_id: String,
+}
+
+/// Hands the alert the signed-in person holds to a colleague of the district.
+async fn hand_over(
+    State(c): State<Console>,
+    Extension(auth): Extension<Authenticated>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<HandOverForm>,
+) -> Response {
+    use henvis_proto::henvis::police::v1::HandOverAlertRequest;
+    let (person, t) = match poster(&c, &auth, &headers, &form.csrf) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let request = HandOverAlertRequest {
+        alert_id: id,
+        to_person_id: form.to_person_id.trim().to_owned(),
+    };
+    match Alerts(c.core.clone())
+        .hand_over_alert(as_person(&person, request))
+        .await
+    {
+        Ok(_) => Redirect::to("/alerts").into_response(),
+        Err(s) => refused(&c, &person, t, &s),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct CloseForm {
+    #[serde(default)]
+    csrf: String,
+    outcome: String,
+}
+
+/// Closes the alert the signed-in person holds, with its outcome.
+async fn close(
+    State(c): State<Console>,
+    Extension(auth): Extension<Authenticated>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<CloseForm>,
+) -> Response {
+    use henvis_proto::henvis::police::v1::{AlertOutcome as O, CloseAlertRequest};
+    let (person, t) = match poster(&c, &auth, &headers, &form.csrf) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let outcome = match form.outcome.as_str() {
+        "child-safe" => O::ChildSafe,
+        "investigation-opened" => O::InvestigationOpened,
+        "referred" => O::Referred,
+        "no-action" => O::NoAction,
+        "duplicate" => O::Duplicate,
+        _ => O::Unspecified,
+    };
+    let request = CloseAlertRequest {
+        alert_id: id,
+        outcome: outcome as i32,
+    };
+    match Alerts(c.core.clone()).close_alert(as_person(&person, request)).await {
+        Ok(_) => Redirect::to("/alerts").into_response(),
+        Err(s) => refused(&c, &person, t, &s),
+    }
 }
