@@ -38,6 +38,16 @@ async fn main_until(b: &Browser, what: &str, ok: impl Fn(&str) -> bool) -> Strin
     }
 }
 
+/// Clicks the element `css` finds, again if the live feed replaced it in between (the page
+/// re-renders its rows on every alert change).
+async fn click(b: &Browser, css: &str) {
+    wait_for(&format!("a click on {css}"), LIMIT, || async {
+        b.client.find(Locator::Css(css)).await.ok()?.click().await.ok()
+    })
+    .await
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_contact_person_sees_an_alert_arrive_claims_opens_and_hands_it_over_and_the_colleague_closes_it() {
     let mut d = Deployment::start().await.unwrap();
@@ -78,24 +88,12 @@ async fn a_contact_person_sees_an_alert_arrive_claims_opens_and_hands_it_over_an
     kp1.screenshot("console-alert-arrived").await.unwrap();
 
     // claimed with the row's button
-    kp1.client
-        .find(Locator::Css(&format!("{row} button")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&kp1, &format!("{row} button")).await;
     let text = main_until(&kp1, "the claim", |t| t.contains("claimed (politi-koebenhavn-kp1)")).await;
     assert!(text.contains("claimed"), "{text}");
 
     // the details: the notice, and a read receipt in the audit
-    kp1.client
-        .find(Locator::Css(&format!("{row} a")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&kp1, &format!("{row} a")).await;
     let details = main_until(&kp1, "the details", |t| t.contains("This access is logged")).await;
     assert!(
         details.contains("municipality_code") && details.contains("101"),
@@ -343,14 +341,7 @@ async fn a_guardian_records_and_withdraws_consent_in_the_console_and_the_next_re
     guardian.screenshot("console-guardian-case").await.unwrap();
 
     // the guardian withdraws it; the next referral is withheld, and the page says why
-    guardian
-        .client
-        .find(Locator::Css("button[data-withdraw='c-console-1']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&guardian, "button[data-withdraw='c-console-1']").await;
     main_until(&guardian, "the withdrawal", |t| t.contains("consent_withdrawn")).await;
     let third = submit(&mut region, "ha-console-3", &case, crate::policy::health_assessment())
         .await
