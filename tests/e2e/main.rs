@@ -111,14 +111,19 @@ pub struct Inbox {
 impl Inbox {
     /// Opens the calling agency's inbox.
     pub async fn open(c: &mut Client) -> Self {
+        Self::try_open(c).await.unwrap()
+    }
+
+    /// Opens the calling agency's inbox, or the status it was refused with.
+    pub async fn try_open(c: &mut Client) -> Result<Self, tonic::Status> {
         let (tx, reqs) = mpsc::channel(16);
         let r = c.req(tokio_stream::wrappers::ReceiverStream::new(reqs));
-        let rx = c.inner.inbox(r).await.unwrap().into_inner();
-        Self {
+        let rx = c.inner.inbox(r).await?.into_inner();
+        Ok(Self {
             tx,
             rx,
             buffered: Default::default(),
-        }
+        })
     }
 
     /// The next delivery, skipping heartbeats.
