@@ -170,14 +170,7 @@ async fn the_cluster_script_brings_henvis_up_and_a_referral_goes_through_with_a_
     })
     .await
     .unwrap();
-    loop {
-        let d = inbox.next_delivery().await;
-        let ours = d.envelope.as_ref().unwrap().event_id == r.event_id;
-        inbox.ack(d.delivery_id).await;
-        if ours {
-            break;
-        }
-    }
+    inbox.ack_through(&r.event_id).await;
     // the same retried: the stored answer, nothing new
     let again = submit(&mut ngo, "cluster-script-1", "", crate::report("101"))
         .await

@@ -144,6 +144,18 @@ impl Inbox {
         }
     }
 
+    /// Reads and acknowledges deliveries up to and including the one of `event_id`.
+    pub async fn ack_through(&mut self, event_id: &str) {
+        loop {
+            let delivery = self.next_delivery().await;
+            let done = delivery.envelope.as_ref().is_some_and(|e| e.event_id == event_id);
+            self.ack(delivery.delivery_id).await;
+            if done {
+                return;
+            }
+        }
+    }
+
     /// Acknowledges a delivery and waits for the confirmation.
     pub async fn ack(&mut self, delivery_id: u64) {
         self.tx

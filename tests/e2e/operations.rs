@@ -162,14 +162,7 @@ async fn the_services_report_calls_decisions_deliveries_and_backlog_as_metrics_n
     // the municipality reads and acknowledges: its latency is measured, the backlog empties
     let mut municipality = d.client(Sector::Social, "kommune-101").await.unwrap();
     let mut inbox = Inbox::open(&mut municipality).await;
-    loop {
-        let delivery = inbox.next_delivery().await;
-        let done = delivery.envelope.as_ref().unwrap().event_id == r.event_id;
-        inbox.ack(delivery.delivery_id).await;
-        if done {
-            break;
-        }
-    }
+    inbox.ack_through(&r.event_id).await;
     await_metric(
         social_m,
         r#"henvis_delivery_latency_seconds_count{sector="social"}"#,
@@ -450,14 +443,7 @@ async fn one_referral_is_one_trace_from_submit_to_every_acknowledged_delivery() 
     routed(&mut ngo, &r.event_id).await;
     let mut municipality = d.client(Sector::Social, "kommune-101").await.unwrap();
     let mut inbox = Inbox::open(&mut municipality).await;
-    loop {
-        let delivery = inbox.next_delivery().await;
-        let done = delivery.envelope.as_ref().unwrap().event_id == r.event_id;
-        inbox.ack(delivery.delivery_id).await;
-        if done {
-            break;
-        }
-    }
+    inbox.ack_through(&r.event_id).await;
     let expected = [
         ("henvis-ngo", "/henvis.broker.v1.ReferralService/Submit"),
         ("henvis-router", "route"),

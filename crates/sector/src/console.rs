@@ -420,8 +420,7 @@ fn as_person<T>(person: &Person, msg: T) -> tonic::Request<T> {
 }
 
 /// A refusal by the service's handler, shown as it would be told over gRPC.
-fn refused(c: &Console, person: &Person, t: &Texts, status: &tonic::Status) -> Response {
-    let _ = c;
+fn refused(person: &Person, t: &Texts, status: &tonic::Status) -> Response {
     let html = RefusedPage {
         t,
         title: t.not_allowed,
@@ -603,7 +602,7 @@ async fn alerts_page(
             &q,
             t,
         ),
-        Err(s) => refused(&c, &person, t, &s),
+        Err(s) => refused(&person, t, &s),
     }
 }
 
@@ -629,7 +628,7 @@ async fn alert_rows(
             &q,
             t,
         ),
-        Err(s) => refused(&c, &person, t, &s),
+        Err(s) => refused(&person, t, &s),
     }
 }
 
@@ -650,7 +649,7 @@ async fn alerts_live(
         .await
     {
         Ok(f) => f.into_inner(),
-        Err(s) => return refused(&c, &person, t, &s),
+        Err(s) => return refused(&person, t, &s),
     };
     let events: std::pin::Pin<Box<dyn Stream<Item = Result<SseEvent, Infallible>> + Send>> = Box::pin(
         feed.take_while(|u| std::future::ready(u.is_ok()))
@@ -705,21 +704,15 @@ async fn alert_page(
         .await
     {
         Ok(d) => d.into_inner(),
-        Err(s) => return refused(&c, &person, t, &s),
+        Err(s) => return refused(&person, t, &s),
     };
     let alert = details.alert.unwrap_or_default();
     let r = row(t, &alert);
     let mine = alert.state == PbState::Claimed as i32 && person.who == r.claimed_by;
-    let granted = details
-        .granted_classes
-        .iter()
-        .filter_map(|g| henvis_proto::henvis::options::v1::Sensitivity::try_from(*g).ok())
-        .map(|s| s.as_str_name().trim_start_matches("SENSITIVITY_").to_lowercase())
-        .collect::<Vec<_>>()
-        .join(", ");
+    let granted = classes(&details.granted_classes);
     let mut fields = Vec::new();
     if let Some(event) = details.envelope.as_ref().and_then(|e| e.event.as_ref()) {
-        event_fields(event, &mut fields);
+        event_fields(c.core.schema.pool(), event, &mut fields);
     }
     page(
         AlertPage {
@@ -753,12 +746,13 @@ async fn alert_page(
 }
 
 /// Every field the event holds, as (path, value) in the proto's order.
-fn event_fields(event: &henvis_proto::henvis::events::v1::Event, out: &mut Vec<(String, String)>) {
+fn event_fields(
+    pool: &prost_reflect::DescriptorPool,
+    event: &henvis_proto::henvis::events::v1::Event,
+    out: &mut Vec<(String, String)>,
+) {
     use prost::Message as _;
-    use prost_reflect::{DescriptorPool, DynamicMessage, ReflectMessage as _, Value};
-    let Ok(pool) = DescriptorPool::decode(henvis_proto::FILE_DESCRIPTOR_SET) else {
-        return;
-    };
+    use prost_reflect::{DynamicMessage, ReflectMessage as _, Value};
     let Some(desc) = pool.get_message_by_name("henvis.events.v1.Event") else {
         return;
     };
@@ -802,7 +796,6 @@ fn event_fields(event: &henvis_proto::henvis::events::v1::Event, out: &mut Vec<(
             Value::Map(m) => format!("{} entries", m.len()),
         }
     }
-    let _ = message.descriptor();
     walk(&message, "", out);
 }
 
@@ -829,7 +822,7 @@ async fn claim(
         .await
     {
         Ok(_) => Redirect::to("/alerts").into_response(),
-        Err(s) => refused(&c, &person, t, &s),
+        Err(s) => refused(&person, t, &s),
     }
 }
 
@@ -865,7 +858,6 @@ async fn open_case(
         return match henvis_domain::CaseId::parse(case) {
             Ok(case) => Redirect::to(&format!("/cases/{case}")).into_response(),
             Err(e) => refused(
-                &c,
                 &person,
                 t,
                 &tonic::Status::invalid_argument(format!("case_id: expected {}", e.expected)),
@@ -938,7 +930,7 @@ async fn case_page(
         .await
     {
         Ok(v) => v.into_inner(),
-        Err(s) => return refused(&c, &person, t, &s),
+        Err(s) => return refused(&person, t, &s),
     };
     let mut consents: Vec<String> = Vec::new();
     let decisions = view
@@ -1043,7 +1035,7 @@ async fn submit_as(
         .await
     {
         Ok(_) => Redirect::to(&format!("/cases/{case_id}")).into_response(),
-        Err(s) => refused(c, person, t, &s),
+        Err(s) => refused(person, t, &s),
     }
 }
 
@@ -1111,19 +1103,19 @@ fn poster(
     let t = texts(headers, &LangQuery::default());
     let person = signed_in(c, auth, t)?;
     if !csrf_ok(c, &person, token) {
-        return Err(Box::new(forged(c, &person, t)));
+        return Err(Box::new(forged(&person, t)));
     }
     Ok((person, t))
 }
 
 /// The answer to a form without the person's token.
-fn forged(c: &Console, person: &Person, t: &Texts) -> Response {
+fn forged(person: &Person, t: &Texts) -> Response {
     henvis_runtime::refusals::record(
         henvis_runtime::refusals::Refusal::ForgedIdentity,
         &person.principal.to_string(),
         "console form without its token",
     );
-    refused(c, person, t, &tonic::Status::permission_denied(t.forged))
+    refused(person, t, &tonic::Status::permission_denied(t.forged))
 }
 
 #[derive(serde::Deserialize)]
@@ -1155,7 +1147,7 @@ async fn hand_over(
         .await
     {
         Ok(_) => Redirect::to("/alerts").into_response(),
-        Err(s) => refused(&c, &person, t, &s),
+        Err(s) => refused(&person, t, &s),
     }
 }
 
@@ -1193,6 +1185,6 @@ async fn close(
     };
     match Alerts(c.core.clone()).close_alert(as_person(&person, request)).await {
         Ok(_) => Redirect::to("/alerts").into_response(),
-        Err(s) => refused(&c, &person, t, &s),
+        Err(s) => refused(&person, t, &s),
     }
 }
