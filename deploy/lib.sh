@@ -67,11 +67,12 @@ start_services() {
   pids+=($!)
   echo $! >"$state/pids/router.pid"
   echo "henvis-router  grpcs://127.0.0.1:50050 (health, reflection)   metrics http://127.0.0.1:9550/metrics"
-  HENVIS_METRICS_LISTEN=127.0.0.1:9555 HENVIS_ADMIN_LISTEN=127.0.0.1:50055 "$bin/henvis-admin" >"$state/logs/admin.log" 2>&1 &
+  # the administrators' web console at 8445
+  HENVIS_CONSOLE_LISTEN=127.0.0.1:8445 HENVIS_METRICS_LISTEN=127.0.0.1:9555 HENVIS_ADMIN_LISTEN=127.0.0.1:50055 "$bin/henvis-admin" >"$state/logs/admin.log" 2>&1 &
   pids+=($!)
   services+=($!)
   echo $! >"$state/pids/admin.pid"
-  echo "henvis-admin   grpcs://127.0.0.1:50055 (administrators)       metrics http://127.0.0.1:9555/metrics"
+  echo "henvis-admin   grpcs://127.0.0.1:50055 (administrators)       metrics http://127.0.0.1:9555/metrics  console https://127.0.0.1:8445/"
   local port=50051 sector metrics
   for sector in police health social ngo; do
     metrics="127.0.0.1:$((port - 50051 + 9551))"
@@ -96,8 +97,10 @@ start_services() {
 try_it() {
   cat <<MSG
 henvis is running. Logs: $state/logs/. Certificates: $state/pki/<kind>/<id>.pem
-Console (police contact persons: case alerts): https://127.0.0.1:8441/ — import a person's
-certificate into the browser first (README, "The web console").
+Consoles: police contact persons (case alerts) https://127.0.0.1:8441/, guardians on their
+sector's service (e.g. the NGO's https://127.0.0.1:8444/cases), administrators
+https://127.0.0.1:8445/ — import a person's certificate into the browser first (README,
+"The web console").
 Try:
   $bin/henvis report-example --endpoint 127.0.0.1:50054 --pki-dir $state/pki --as henvis://agency/ngo-redbarnet
   $bin/henvis inbox --ack --endpoint 127.0.0.1:50053 --pki-dir $state/pki --as henvis://agency/kommune-101

@@ -358,7 +358,71 @@ async fn a_guardian_records_and_withdraws_consent_in_the_console_and_the_next_re
     .await
     .unwrap();
     assert!(text.contains("kommune-101"), "{text}");
+    let consent = guardian
+        .client
+        .find(Locator::Css("tr[data-consent='c-console-1']"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        consent.contains("kommune-101") && consent.contains("withdrawn"),
+        "{consent}"
+    );
     guardian.screenshot("console-guardian-withdrawn").await.unwrap();
+
+    // the never-disclose list: a class name that does not exist is refused by line; a good
+    // list is stored on the case and shown as it stands
+    let save = |entries: &'static str| {
+        let g = guardian.client.clone();
+        async move {
+            g.form(Locator::Css("form.never-disclose"))
+                .await
+                .unwrap()
+                .set_by_name("entries", entries)
+                .await
+                .unwrap()
+                .submit()
+                .await
+                .unwrap();
+        }
+    };
+    save("kommune-101: WHEREABOUTS").await;
+    let text = main_until(&guardian, "the refusal", |t| t.contains("Not allowed")).await;
+    assert!(text.contains("never_disclose line 1: class `WHEREABOUTS`"), "{text}");
+    guardian.client.goto(&reload).await.unwrap();
+    save("kommune-101: LOCATION, HEALTH\nall except kommune-101, ngo-redbarnet: CRIMINAL").await;
+    let list = wait_for("the never-disclose list on the case", LIMIT, || async {
+        guardian.client.goto(&reload).await.ok()?;
+        let t = guardian
+            .client
+            .find(Locator::Css("#never-disclose"))
+            .await
+            .ok()?
+            .prop("value")
+            .await
+            .ok()??;
+        (!t.is_empty()).then_some(t)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        list, "kommune-101: LOCATION, HEALTH\nall except kommune-101, ngo-redbarnet: CRIMINAL",
+        "as stored by the router"
+    );
+
+    // the subject access report: every delivery and withholding, and that it was given
+    click(&guardian, &format!("a[href='/cases/{case}/report']")).await;
+    let report = main_until(&guardian, "the subject access report", |t| {
+        t.contains("Subject access report") && t.contains(&third.event_id)
+    })
+    .await;
+    assert!(
+        report.contains("consent_withdrawn") && report.contains(&second.event_id) && report.contains("kommune-101"),
+        "{report}"
+    );
+    guardian.screenshot("console-guardian-report").await.unwrap();
 
     // another agency may not look at the case
     let other = Browser::start(
@@ -372,4 +436,222 @@ async fn a_guardian_records_and_withdraws_consent_in_the_console_and_the_next_re
     assert!(!text.contains("kommune-101"), "{text}");
     other.close().await;
     guardian.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_administrator_reviews_a_proposal_diff_and_what_if_in_the_console_and_approves_it_and_nobody_else_may() {
+    use henvis_proto::henvis::admin::v1::{ListRuleSetsRequest, ProposeRuleSetRequest, RuleSetState};
+    use henvis_tests::admin;
+    let d = Deployment::start().await.unwrap();
+    let console = d.start_admin_console().await.unwrap();
+    let base = format!("https://127.0.0.1:{}", console.port());
+
+    // traffic for the what-if replay: a report routed to København's municipality
+    let mut ngo = d.client(Sector::Ngo, "ngo-redbarnet").await.unwrap();
+    let r = submit(&mut ngo, "console-admin-1", "", crate::report("101"))
+        .await
+        .unwrap();
+    crate::routed(&mut ngo, &r.event_id).await;
+
+    // admin-1 proposes that municipalities no longer see where the child is
+    let candidate = crate::governance::untested("console-candidate").replacen(
+        "classes = [\"IDENTITY\", \"LOCATION\", \"SOCIAL\", \"HEALTH\", \"EXPLOITATION\"]",
+        "classes = [\"IDENTITY\", \"SOCIAL\", \"HEALTH\", \"EXPLOITATION\"]",
+        1,
+    );
+    let proposed = d
+        .admin_client(&admin("admin-1"))
+        .await
+        .unwrap()
+        .propose_rule_set(ProposeRuleSetRequest {
+            file: "console-candidate.toml".into(),
+            text: candidate,
+            note: "municipalities without the location".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let id = proposed.proposal_id;
+    let proposal_page = format!("{base}/rules/{id}?lang=en");
+
+    // the proposer sees it but may not approve it
+    let admin1 = Browser::start(d.pki_dir(), Some(&admin("admin-1"))).await.unwrap();
+    admin1.client.goto(&proposal_page).await.unwrap();
+    let text = main_until(&admin1, "the proposal", |t| t.contains("You proposed this set")).await;
+    assert!(admin1.client.find(Locator::Css("#approve")).await.is_err(), "{text}");
+    admin1.close().await;
+
+    // admin-2 finds it from the start page, reads the diff and the what-if
+    let admin2 = Browser::start(d.pki_dir(), Some(&admin("admin-2"))).await.unwrap();
+    admin2.client.goto(&format!("{base}/?lang=en")).await.unwrap();
+    let text = main_until(&admin2, "the start page", |t| {
+        t.contains("proposals waiting for a second administrator")
+    })
+    .await;
+    assert!(text.contains("1 proposals waiting"), "{text}");
+    click(&admin2, "main a[href='/rules']").await;
+    click(&admin2, &format!("tr[data-proposal='{id}'] a")).await;
+    let text = main_until(&admin2, "the diff", |t| t.contains("What changes against the live set")).await;
+    let diff = admin2
+        .client
+        .find(Locator::Css("#diff"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        diff.contains("suspected_victim_reported")
+            && diff.contains("municipality of the case")
+            && diff.contains("classes lost")
+            && diff.contains("LOCATION"),
+        "{diff}"
+    );
+    assert!(text.contains("console-candidate"), "the version: {text}");
+    // the replay covers the report routed above (its decision may reach the audit a moment
+    // after its delivery: the page is loaded again until it does)
+    let lost = wait_for("the what-if replay of the report", LIMIT, || async {
+        admin2.client.goto(&proposal_page).await.ok()?;
+        let n = admin2
+            .client
+            .find(Locator::Css("#wi-classes-lost"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        (n.trim() != "0").then_some(n)
+    })
+    .await
+    .unwrap();
+    assert_eq!(lost.trim(), "1", "one delivery loses LOCATION");
+    let rows = admin2
+        .client
+        .find(Locator::Css("#what-if-deliveries"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        rows.contains(&r.event_id) && rows.contains("kommune-101") && rows.contains("LOCATION"),
+        "{rows}"
+    );
+    admin2.screenshot("console-admin-proposal").await.unwrap();
+
+    // a forged post (no form token) rejects nothing
+    admin2
+        .client
+        .execute(
+            "const f = document.createElement('form'); f.method = 'post'; f.action = arguments[0]; \
+             const i = document.createElement('input'); i.name = 'reason'; i.value = 'forged'; f.appendChild(i); \
+             document.body.appendChild(f); f.submit();",
+            vec![serde_json::json!(format!("/rules/{id}/reject"))],
+        )
+        .await
+        .unwrap();
+    main_until(&admin2, "the forged form's refusal", |t| {
+        t.contains("not sent from this console")
+    })
+    .await;
+
+    // admin-2 approves: the set routes now, approved by admin-2
+    admin2.client.goto(&proposal_page).await.unwrap();
+    main_until(&admin2, "the proposal", |t| t.contains("proposed")).await;
+    click(&admin2, "#approve").await;
+    let text = main_until(&admin2, "the approval", |t| t.contains("live")).await;
+    assert!(text.contains("admin-2"), "{text}");
+    admin2.screenshot("console-admin-approved").await.unwrap();
+    admin2.close().await;
+    let list = d
+        .admin_client(&admin("admin-3"))
+        .await
+        .unwrap()
+        .list_rule_sets(ListRuleSetsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.live_proposal_id, id);
+    let approved = list.versions.iter().find(|v| v.proposal_id == id).unwrap();
+    assert_eq!(approved.state, RuleSetState::Live as i32);
+    assert_eq!(approved.approved_by, "admin-2");
+
+    // a contact person's certificate, and none, open nothing on the administrators' console
+    let kp1 = Browser::start(d.pki_dir(), Some(&person("politi-koebenhavn-kp1")))
+        .await
+        .unwrap();
+    kp1.client.goto(&proposal_page).await.unwrap();
+    let text = main_until(&kp1, "the refusal", |t| t.contains("Not allowed")).await;
+    assert!(
+        text.contains("administrators only") && !text.contains("LOCATION"),
+        "{text}"
+    );
+    kp1.close().await;
+    let nobody = Browser::start(d.pki_dir(), None).await.unwrap();
+    nobody.client.goto(&format!("{base}/audit?lang=en")).await.unwrap();
+    let text = main_until(&nobody, "the refusal", |t| {
+        t.contains("Present your employee certificate")
+    })
+    .await;
+    assert!(!text.contains("intact"), "{text}");
+    nobody.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_administrators_console_shows_the_audit_verified_alerts_dead_letters_statistics_and_directory_changes() {
+    use henvis_tests::admin;
+    let d = Deployment::start().await.unwrap();
+    let console = d.start_admin_console().await.unwrap();
+    let base = format!("https://127.0.0.1:{}", console.port());
+    let mut ngo = d.client(Sector::Ngo, "ngo-redbarnet").await.unwrap();
+    let r = submit(&mut ngo, "console-admin-2", "", crate::report("101"))
+        .await
+        .unwrap();
+    crate::routed(&mut ngo, &r.event_id).await;
+    let admin3 = Browser::start(d.pki_dir(), Some(&admin("admin-3"))).await.unwrap();
+
+    // the audit verified now (the routers chain and sign within seconds)
+    let verdict = wait_for("the audit verified with its decision", LIMIT, || async {
+        admin3.client.goto(&format!("{base}/audit?lang=en")).await.ok()?;
+        let v = admin3
+            .client
+            .find(Locator::Css("#verdict"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let c = admin3
+            .client
+            .find(Locator::Css("#completeness"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        (v.contains("Intact") && c.contains("Events decided\n1")).then_some((v, c))
+    })
+    .await;
+    let (v, c) = match verdict {
+        Ok(x) => x,
+        Err(e) => panic!("{e}; the page says: {:?}", admin3.main_text().await.ok()),
+    };
+    assert!(v.contains("intact: "), "{v}");
+    assert!(c.contains("Recipients without a stored delivery\n0"), "{c}");
+    admin3.screenshot("console-admin-audit").await.unwrap();
+
+    // alerts and dead letters, statistics, directory changes and erasures: each page answers
+    for (path, expect) in [
+        ("/alerts", "Administrator alerts, oldest first"),
+        ("/stats?by=district&then=sender_sector", "district × sender_sector"),
+        ("/directory", "Proposed changes of agencies"),
+        ("/erasures", "Proposed erasures of cases"),
+        ("/rules/new", "Propose a rule set"),
+    ] {
+        admin3.client.goto(&format!("{base}{path}")).await.unwrap();
+        let text = main_until(&admin3, path, |t| t.contains(expect)).await;
+        assert!(!text.contains("Not allowed"), "{path}: {text}");
+    }
+    admin3.screenshot("console-admin-stats").await.unwrap();
+    admin3.close().await;
 }

@@ -32,7 +32,7 @@ fn version(v: &str) -> String {
 
 /// The shipped rule set without its own tests (for candidates whose routes the tests no
 /// longer describe).
-fn untested(v: &str) -> String {
+pub(crate) fn untested(v: &str) -> String {
     let text = version(v);
     let end = text.find("\n[[test]]").unwrap();
     text[..end].to_owned()

@@ -788,12 +788,25 @@ impl Deployment {
 
     /// Starts one admin service in-process on a fresh port; returns its address.
     pub async fn start_admin(&self) -> anyhow::Result<SocketAddr> {
+        self.start_admin_with(None).await
+    }
+
+    /// Starts one more admin service in-process whose web console listens on a fresh port;
+    /// returns the console's address.
+    pub async fn start_admin_console(&self) -> anyhow::Result<SocketAddr> {
+        let console = free_addr()?;
+        self.start_admin_with(Some(console)).await?;
+        Ok(console)
+    }
+
+    async fn start_admin_with(&self, console_listen: Option<SocketAddr>) -> anyhow::Result<SocketAddr> {
         let config = henvis_admin::AdminConfig {
             service: self.service_config(),
             listen: "127.0.0.1:0".parse()?,
             rules: None,
             audit_public_key: None,
             stats_threshold: henvis_domain::stats::DEFAULT_THRESHOLD,
+            console_listen,
         };
         let admin = henvis_admin::build(&config).await?;
         let (listener, addr) = henvis_runtime::bind(config.listen).await?;

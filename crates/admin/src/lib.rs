@@ -9,6 +9,7 @@
 //! rules bucket (every router follows it) and read the audit; administrators themselves
 //! have no NATS rights at all. It never reads a submitted event.
 
+mod console;
 mod directory;
 mod erasure;
 mod governance;
@@ -46,6 +47,10 @@ pub struct AdminConfig {
     /// Counts for the mapping study under this are suppressed (at least 2).
     #[arg(long, env = "HENVIS_STATS_THRESHOLD", default_value_t = henvis_domain::stats::DEFAULT_THRESHOLD)]
     pub stats_threshold: u64,
+    /// Address of the administrators' web console (HTTPS with the administrators' client
+    /// certificates, the same TLS material as the gRPC port); no console when absent.
+    #[arg(long, env = "HENVIS_CONSOLE_LISTEN")]
+    pub console_listen: Option<SocketAddr>,
 }
 
 /// The admin service's state.
@@ -64,6 +69,8 @@ pub struct Admin {
     audit_retention_secs: i64,
     /// The smallest count the mapping study publishes.
     stats_threshold: u64,
+    /// Where the administrators' console listens, if anywhere.
+    console_listen: Option<SocketAddr>,
 }
 
 /// Validates everything `config` names before any port opens (`--check-config`).
@@ -129,6 +136,7 @@ pub async fn build(config: &AdminConfig) -> anyhow::Result<Arc<Admin>> {
         deferral_max_secs: config.service.deferral_max_secs(),
         audit_retention_secs: i64::try_from(config.service.topology().audit_max_age.as_secs()).unwrap_or(i64::MAX),
         stats_threshold: config.stats_threshold.max(2),
+        console_listen: config.console_listen,
     });
     admin.settle().await.context("finishing an earlier approval")?;
     admin
@@ -158,6 +166,22 @@ pub async fn serve(
     tracing::info!(addr = ?listener.local_addr().ok(), "admin service listening");
     let wait = henvis_runtime::fan_out(shutdown);
     let follow = tokio::spawn(admin.directory.clone().follow(admin.bus.clone(), wait()));
+    // the administrators' web console
+    let console = match admin.console_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("console_listen: cannot listen on {addr}: {e}"))?;
+            let app = console::router(admin.clone())?;
+            let (tls, stop) = (admin.tls.clone(), wait());
+            Some(tokio::spawn(async move {
+                if let Err(e) = henvis_runtime::https::serve(listener, tls, app, stop).await {
+                    tracing::error!(error = %e, "console stopped");
+                }
+            }))
+        }
+        None => None,
+    };
     let served = henvis_runtime::serve_grpc(
         listener,
         admin.tls.clone(),
@@ -169,6 +193,9 @@ pub async fn serve(
     )
     .await;
     let _ = follow.await;
+    if let Some(console) = console {
+        let _ = console.await;
+    }
     served
 }
 

@@ -21,6 +21,16 @@ pub struct DecisionsQuery {
     pub offset: usize,
 }
 
+/// What the guardian has set on a case: its consents (withdrawn and expired ones too) and
+/// its never-disclose list.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CaseStanding {
+    /// The consents, in the order recorded.
+    pub consents: Vec<henvis_domain::Consent>,
+    /// The never-disclose list.
+    pub never_disclose: Vec<henvis_domain::NeverDisclose>,
+}
+
 /// The router's answer to a [`DecisionsQuery`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "answer", rename_all = "snake_case")]
@@ -31,6 +41,10 @@ pub enum DecisionsAnswer {
         decisions: Vec<AuditDecision>,
         /// The offset of the next page, when there is one.
         next: Option<usize>,
+        /// The case's consents and never-disclose list as they stand (an older router
+        /// leaves it out).
+        #[serde(default)]
+        standing: Option<CaseStanding>,
     },
     /// No such case.
     NoCase,
@@ -178,6 +192,7 @@ impl Bus {
     /// Asks the router for every surviving routing decision about `case`, as `asker`.
     pub async fn ask_decisions(&self, asker: &AgencyId, case: &CaseId) -> Result<DecisionsAnswer, BusError> {
         let mut all = Vec::new();
+        let mut first_standing = None;
         let mut offset = 0;
         loop {
             let query = DecisionsQuery {
@@ -185,14 +200,20 @@ impl Bus {
                 offset,
             };
             match self.ask(QueryKind::Decisions, asker, &query).await? {
-                DecisionsAnswer::Decisions { decisions, next } => {
+                DecisionsAnswer::Decisions {
+                    decisions,
+                    next,
+                    standing,
+                } => {
                     all.extend(decisions);
+                    first_standing = first_standing.or(standing);
                     match next {
                         Some(n) if n > offset => offset = n,
                         _ => {
                             return Ok(DecisionsAnswer::Decisions {
                                 decisions: all,
                                 next: None,
+                                standing: first_standing,
                             });
                         }
                     }

@@ -155,11 +155,12 @@ async fn answer(router: &Router, asker: AgencyId, query: DecisionsQuery) -> Deci
     )
     .await
     {
-        Ok((case, _)) => case,
+        Ok(found) => found,
         Err(Refused::NoCase) => return DecisionsAnswer::NoCase,
         Err(Refused::NotGuardian) => return DecisionsAnswer::NotGuardian,
         Err(Refused::Unavailable) => return DecisionsAnswer::Unavailable,
     };
+    let (case, record) = case;
     let records = match router.bus.audit_records(&audit_decision_subject(&case)).await {
         Ok(r) => r,
         Err(e) => {
@@ -167,7 +168,14 @@ async fn answer(router: &Router, asker: AgencyId, query: DecisionsQuery) -> Deci
             return DecisionsAnswer::Unavailable;
         }
     };
-    page(records, query.offset)
+    let mut answer = page(records, query.offset);
+    if let DecisionsAnswer::Decisions { standing, .. } = &mut answer {
+        *standing = Some(henvis_bus::CaseStanding {
+            consents: record.consents,
+            never_disclose: record.never_disclose,
+        });
+    }
+    answer
 }
 
 /// The surviving decisions (voided ones left out) from `offset`, one page.
@@ -181,6 +189,7 @@ fn page(records: Vec<AuditRecord>, offset: usize) -> DecisionsAnswer {
     DecisionsAnswer::Decisions {
         decisions,
         next: (end < surviving.len()).then_some(end),
+        standing: None,
     }
 }
 
@@ -224,13 +233,13 @@ mod tests {
             record("routing_decision", "e0", 2),
         ];
         records.extend((1..=DECISIONS_PAGE + 5).map(|i| record("routing_decision", &format!("e{i}"), 2)));
-        let DecisionsAnswer::Decisions { decisions, next } = page(records.clone(), 0) else {
+        let DecisionsAnswer::Decisions { decisions, next, .. } = page(records.clone(), 0) else {
             panic!("decisions")
         };
         assert_eq!(decisions.len(), DECISIONS_PAGE);
         assert_eq!((decisions[0].event_id.as_str(), decisions[0].case_revision), ("e0", 2));
         assert_eq!(next, Some(DECISIONS_PAGE));
-        let DecisionsAnswer::Decisions { decisions, next } = page(records, DECISIONS_PAGE) else {
+        let DecisionsAnswer::Decisions { decisions, next, .. } = page(records, DECISIONS_PAGE) else {
             panic!("decisions")
         };
         assert_eq!(decisions.len(), 6);

@@ -8,6 +8,7 @@ pub use config::ServiceConfig;
 mod directory;
 pub use directory::LiveDirectory;
 pub mod cli;
+pub mod console;
 mod grpc_metrics;
 pub mod https;
 pub mod metrics;

@@ -20,10 +20,9 @@ use askama::Template;
 use axum::{
     Extension, Form, Router,
     extract::{Path, Query, State},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
-    middleware::{self, Next},
+    http::HeaderMap,
     response::{
-        Html, IntoResponse, Redirect, Response,
+        IntoResponse, Redirect, Response,
         sse::{Event as SseEvent, KeepAlive, Sse},
     },
     routing::{get, post},
@@ -34,7 +33,10 @@ use henvis_proto::henvis::police::v1::{
     Alert, AlertState as PbState, AlertsRequest, ClaimAlertRequest, FetchAlertDetailsRequest, ListAlertsRequest,
     alert_service_server::AlertService as _, alert_update,
 };
-use henvis_runtime::https::Authenticated;
+use henvis_runtime::{
+    console::{self, FormKey, Frame, Lang, LangQuery, NavItem, rfc3339},
+    https::Authenticated,
+};
 
 use crate::{Core, alerts::Alerts};
 
@@ -42,15 +44,12 @@ use crate::{Core, alerts::Alerts};
 #[derive(Clone)]
 struct Console {
     core: Arc<Core>,
-    csrf: Arc<ring::hmac::Key>,
+    forms: FormKey,
 }
 
 /// The console's routes for the service `core` runs.
 pub(crate) fn router(core: Arc<Core>) -> anyhow::Result<Router> {
-    let rng = ring::rand::SystemRandom::new();
-    let csrf = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng)
-        .map_err(|_| anyhow::anyhow!("no randomness for the console's form key"))?;
-    Ok(Router::new()
+    let app = Router::new()
         .route("/", get(home))
         .route("/alerts", get(alerts_page))
         .route("/alerts/rows", get(alert_rows))
@@ -63,66 +62,23 @@ pub(crate) fn router(core: Arc<Core>) -> anyhow::Result<Router> {
         .route("/cases/{case_id}", get(case_page))
         .route("/cases/{case_id}/consents", post(record_consent))
         .route("/cases/{case_id}/consents/withdraw", post(withdraw_consent))
-        .route("/static/console.js", get(script))
-        .route("/static/console.css", get(style))
-        .layer(middleware::from_fn(secure_headers))
+        .route("/cases/{case_id}/never-disclose", post(replace_never_disclose))
+        .route("/cases/{case_id}/report", get(report_page))
         .with_state(Console {
             core,
-            csrf: Arc::new(csrf),
-        }))
-}
-
-/// Headers on every answer: nothing cached, nothing from elsewhere, no framing, no
-/// referrer.
-async fn secure_headers(req: axum::extract::Request, next: Next) -> Response {
-    let mut res = next.run(req).await;
-    let h = res.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; \
-             form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    h.insert(
-        header::STRICT_TRANSPORT_SECURITY,
-        HeaderValue::from_static("max-age=31536000"),
-    );
-    res
-}
-
-async fn script() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-        include_str!("../static/console.js"),
-    )
-}
-
-async fn style() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
-        include_str!("../static/console.css"),
-    )
+            forms: FormKey::generate()?,
+        });
+    Ok(console::finish(app))
 }
 
 /// The console's text in one language.
 #[derive(Debug)]
 struct Texts {
-    lang: &'static str,
-    signed_in_as: &'static str,
-    language: &'static str,
+    lang: Lang,
     home: &'static str,
     alerts: &'static str,
     alerts_intro: &'static str,
     nothing_here: &'static str,
-    logged_notice: &'static str,
-    refused: &'static str,
-    not_allowed: &'static str,
-    no_certificate: &'static str,
     alerts_caption: &'static str,
     connecting: &'static str,
     live: &'static str,
@@ -149,7 +105,6 @@ struct Texts {
     escalated: &'static str,
     closed: &'static str,
     contact_person: &'static str,
-    forged: &'static str,
     hand_over: &'static str,
     to_person: &'static str,
     close_alert: &'static str,
@@ -177,20 +132,28 @@ struct Texts {
     recipients: &'static str,
     valid_days: &'static str,
     record: &'static str,
+    covers: &'static str,
+    valid: &'static str,
+    never_disclose: &'static str,
+    never_disclose_intro: &'static str,
+    save: &'static str,
+    report: &'static str,
+    report_intro: &'static str,
+    report_caption: &'static str,
+    at: &'static str,
+    report_event: &'static str,
+    what: &'static str,
+    details: &'static str,
+    deferred: &'static str,
+    open_report: &'static str,
 }
 
 const EN: Texts = Texts {
-    lang: "en",
-    signed_in_as: "Signed in as",
-    language: "Language",
+    lang: Lang::En,
     home: "Your henvis",
     alerts: "Case alerts",
     alerts_intro: "your district's alerts as they arrive; claim one to take it.",
     nothing_here: "There is nothing for you on this service yet. Agency systems use the gRPC API.",
-    logged_notice: "Everything you open here is recorded in the audit.",
-    refused: "Not signed in",
-    not_allowed: "Not allowed",
-    no_certificate: "Present your employee certificate to use the henvis console.",
     alerts_caption: "Alerts not closed, urgent first",
     connecting: "Connecting to the live feed…",
     live: "Live: new alerts appear by themselves.",
@@ -235,6 +198,20 @@ const EN: Texts = Texts {
     recipients: "Recipients (agency ids, comma-separated)",
     valid_days: "Valid for days",
     record: "Record",
+    covers: "Covers",
+    valid: "Valid",
+    never_disclose: "Never disclose",
+    never_disclose_intro: "Kept from these agencies whatever the rules say: one line each, `agency-id` or `all except agency-id, agency-id`, then `:` and the classes kept (none: the whole event), e.g. `kommune-101: LOCATION`. Saving replaces the whole list.",
+    save: "Save the list",
+    report: "Subject access report",
+    report_intro: "The account owed of what henvis did with the child's data in this case. Giving it is itself recorded in the audit.",
+    report_caption: "Every entry, oldest first",
+    at: "When",
+    report_event: "Event (sender)",
+    what: "What",
+    details: "Details",
+    deferred: "Deferred",
+    open_report: "Subject access report",
     hand_over: "Hand over",
     to_person: "To contact person",
     close_alert: "Close",
@@ -244,21 +221,14 @@ const EN: Texts = Texts {
     outcome_referred: "Referred",
     outcome_no_action: "No action",
     outcome_duplicate: "Duplicate",
-    forged: "The form was not sent from this console (its token is missing or wrong); nothing was done.",
 };
 
 const DA: Texts = Texts {
-    lang: "da",
-    signed_in_as: "Logget ind som",
-    language: "Sprog",
+    lang: Lang::Da,
     home: "Din henvis",
     alerts: "Sagsadvarsler",
     alerts_intro: "din kreds' advarsler, når de kommer; tag en for at overtage den.",
     nothing_here: "Der er endnu intet til dig på denne tjeneste. Myndighedernes systemer bruger gRPC-API'et.",
-    logged_notice: "Alt, hvad du åbner her, registreres i revisionssporet.",
-    refused: "Ikke logget ind",
-    not_allowed: "Ikke tilladt",
-    no_certificate: "Vis dit medarbejdercertifikat for at bruge henvis-konsollen.",
     alerts_caption: "Advarsler, der ikke er lukket, de hastende først",
     connecting: "Forbinder til det levende feed…",
     live: "Levende: nye advarsler dukker op af sig selv.",
@@ -303,6 +273,20 @@ const DA: Texts = Texts {
     recipients: "Modtagere (myndigheds-id'er, kommasepareret)",
     valid_days: "Gyldigt i dage",
     record: "Registrér",
+    covers: "Dækker",
+    valid: "Gyldigt",
+    never_disclose: "Må aldrig videregives",
+    never_disclose_intro: "Holdes tilbage fra disse myndigheder, uanset reglerne: én linje hver, `myndigheds-id` eller `all except myndigheds-id, myndigheds-id`, derefter `:` og de klasser, der holdes tilbage (ingen: hele hændelsen), fx `kommune-101: LOCATION`. Gem erstatter hele listen.",
+    save: "Gem listen",
+    report: "Indsigtsrapport",
+    report_intro: "Den redegørelse, der skyldes, for hvad henvis har gjort med barnets oplysninger i denne sag. At den gives, registreres selv i revisionssporet.",
+    report_caption: "Alle poster, ældste først",
+    at: "Hvornår",
+    report_event: "Hændelse (afsender)",
+    what: "Hvad",
+    details: "Detaljer",
+    deferred: "Udsat",
+    open_report: "Indsigtsrapport",
     hand_over: "Overdrag",
     to_person: "Til kontaktperson",
     close_alert: "Luk",
@@ -312,150 +296,78 @@ const DA: Texts = Texts {
     outcome_referred: "Henvist",
     outcome_no_action: "Ingen handling",
     outcome_duplicate: "Dublet",
-    forged: "Formularen blev ikke sendt fra denne konsol (dens token mangler eller er forkert); intet blev gjort.",
 };
 
-#[derive(serde::Deserialize, Default)]
-struct LangQuery {
-    lang: Option<String>,
-}
-
-/// The language: `?lang=` (remembered in a cookie), else the cookie, else the browser's
-/// first choice; Danish or English.
+/// The page texts in the request's language.
 fn texts(headers: &HeaderMap, query: &LangQuery) -> &'static Texts {
-    let pick = |v: &str| if v.trim().starts_with("da") { &DA } else { &EN };
-    if let Some(l) = &query.lang {
-        return pick(l);
-    }
-    let cookie = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|c| c.trim().strip_prefix("lang="));
-    if let Some(c) = cookie {
-        return pick(c);
-    }
-    headers
-        .get(header::ACCEPT_LANGUAGE)
-        .and_then(|v| v.to_str().ok())
-        .map_or(&EN, pick)
+    console::lang(headers, query).pick(&DA, &EN)
 }
 
-/// A page, with the language cookie set when the language was chosen by `?lang=`.
 fn page(html: Result<String, askama::Error>, query: &LangQuery, t: &Texts) -> Response {
-    match html {
-        Ok(body) => {
-            let mut res = Html(body).into_response();
-            if query.lang.is_some()
-                && let Ok(v) =
-                    HeaderValue::from_str(&format!("lang={}; Path=/; Secure; HttpOnly; SameSite=Strict", t.lang))
-            {
-                res.headers_mut().insert(header::SET_COOKIE, v);
-            }
-            res
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "console page not rendered");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
-    }
+    console::page(html, query, t.lang)
 }
 
-#[derive(Template)]
-#[template(path = "refused.html")]
-struct RefusedPage<'a> {
-    t: &'a Texts,
-    title: &'a str,
-    who: &'a str,
-    role: &'a str,
-    reason: &'a str,
-}
-
-/// The signed-in person, or the page that says why nobody is.
+/// The signed-in person: their principal, how the frame names them, their menu.
 struct Person {
     principal: Principal,
     who: String,
     role: String,
+    lang: Lang,
+    nav: Vec<NavItem>,
 }
 
-fn signed_in(c: &Console, auth: &Authenticated, t: &Texts) -> Result<Person, Box<Response>> {
-    let refuse = |status: StatusCode, reason: &str| {
-        let html = RefusedPage {
-            t,
-            title: t.refused,
-            who: "—",
-            role: "",
-            reason,
+impl Person {
+    fn frame<'a>(&'a self, title: &'a str) -> Frame<'a> {
+        Frame {
+            chrome: self.lang.chrome(),
+            title,
+            who: &self.who,
+            role: &self.role,
+            nav: &self.nav,
         }
-        .render();
-        let mut res = page(html, &LangQuery::default(), t);
-        *res.status_mut() = status;
-        res
-    };
-    let principal = match &auth.0 {
-        Ok(p) => p.clone(),
-        Err(_) => return Err(Box::new(refuse(StatusCode::UNAUTHORIZED, t.no_certificate))),
-    };
-    if let Err(reason) = crate::auth::admit(&c.core.directory.current(), &principal) {
-        henvis_runtime::refusals::record(
-            henvis_runtime::refusals::Refusal::NotAdmitted,
-            &principal.to_string(),
-            &reason,
-        );
-        return Err(Box::new(refuse(StatusCode::FORBIDDEN, &reason)));
     }
-    let (who, role) = match &principal {
-        Principal::Person(p) => (p.to_string(), t.contact_person.to_owned()),
-        other => (other.path(), String::new()),
+}
+
+/// The person a request's certificate proves, if the directory admits them here.
+fn signed_in(c: &Console, auth: &Authenticated, t: &'static Texts) -> Result<Person, Box<Response>> {
+    let principal = console::sign_in(auth, t.lang, |p| crate::auth::admit(&c.core.directory.current(), p))?;
+    let (who, role, nav) = match &principal {
+        Principal::Person(p) => (
+            p.to_string(),
+            t.contact_person.to_owned(),
+            if has_alerts(c) {
+                vec![("/alerts", t.alerts)]
+            } else {
+                vec![]
+            },
+        ),
+        Principal::Agency(a) => (a.to_string(), String::new(), vec![("/cases", t.cases)]),
+        other => (other.path(), String::new(), vec![]),
     };
-    Ok(Person { principal, who, role })
+    Ok(Person {
+        principal,
+        who,
+        role,
+        lang: t.lang,
+        nav,
+    })
 }
 
 /// A gRPC request as `person`, for the service's own handlers.
 fn as_person<T>(person: &Person, msg: T) -> tonic::Request<T> {
-    let mut req = tonic::Request::new(msg);
-    req.extensions_mut().insert(person.principal.clone());
-    req
+    console::as_principal(&person.principal, msg)
 }
 
 /// A refusal by the service's handler, shown as it would be told over gRPC.
-fn refused(person: &Person, t: &Texts, status: &tonic::Status) -> Response {
-    let html = RefusedPage {
-        t,
-        title: t.not_allowed,
-        who: &person.who,
-        role: &person.role,
-        reason: status.message(),
-    }
-    .render();
-    let mut res = page(html, &LangQuery::default(), t);
-    *res.status_mut() = match status.code() {
-        tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
-        tonic::Code::NotFound => StatusCode::NOT_FOUND,
-        tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument => StatusCode::CONFLICT,
-        tonic::Code::Unauthenticated => StatusCode::UNAUTHORIZED,
-        _ => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    res
-}
-
-/// The form token of `person`: an HMAC of their principal under the console's key.
-fn csrf_token(c: &Console, person: &Person) -> String {
-    hex::encode(ring::hmac::sign(&c.csrf, person.principal.uri().as_bytes()).as_ref())
-}
-
-fn csrf_ok(c: &Console, person: &Person, token: &str) -> bool {
-    hex::decode(token).is_ok_and(|t| ring::hmac::verify(&c.csrf, person.principal.uri().as_bytes(), &t).is_ok())
+fn refused(person: &Person, status: &tonic::Status) -> Response {
+    console::refused(person.frame(person.lang.chrome().not_allowed), status)
 }
 
 #[derive(Template)]
 #[template(path = "home.html")]
 struct HomePage<'a> {
     t: &'a Texts,
-    title: &'a str,
-    who: &'a str,
-    role: &'a str,
+    frame: Frame<'a>,
     can_alerts: bool,
     can_cases: bool,
 }
@@ -476,9 +388,7 @@ async fn home(
     page(
         HomePage {
             t,
-            title: t.home,
-            who: &person.who,
-            role: &person.role,
+            frame: person.frame(t.home),
             can_alerts,
             can_cases,
         }
@@ -510,12 +420,6 @@ struct Row {
     deadline: i64,
     deadline_text: String,
     claimable: bool,
-}
-
-fn rfc3339(t: Option<&prost_types::Timestamp>) -> String {
-    t.and_then(|t| time::OffsetDateTime::from_unix_timestamp(t.seconds).ok())
-        .and_then(|d| d.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default()
 }
 
 fn state_text(t: &Texts, s: i32) -> (&'static str, &'static str) {
@@ -562,9 +466,7 @@ async fn rows(c: &Console, person: &Person, t: &Texts) -> Result<Vec<Row>, tonic
 #[template(path = "alerts.html")]
 struct AlertsPage<'a> {
     t: &'a Texts,
-    title: &'a str,
-    who: &'a str,
-    role: &'a str,
+    frame: Frame<'a>,
     alerts: Vec<Row>,
     csrf: String,
 }
@@ -592,17 +494,15 @@ async fn alerts_page(
         Ok(alerts) => page(
             AlertsPage {
                 t,
-                title: t.alerts,
-                who: &person.who,
-                role: &person.role,
+                frame: person.frame(t.alerts),
                 alerts,
-                csrf: csrf_token(&c, &person),
+                csrf: c.forms.token(&person.principal),
             }
             .render(),
             &q,
             t,
         ),
-        Err(s) => refused(&person, t, &s),
+        Err(s) => refused(&person, &s),
     }
 }
 
@@ -622,13 +522,13 @@ async fn alert_rows(
             AlertRows {
                 t,
                 alerts,
-                csrf: csrf_token(&c, &person),
+                csrf: c.forms.token(&person.principal),
             }
             .render(),
             &q,
             t,
         ),
-        Err(s) => refused(&person, t, &s),
+        Err(s) => refused(&person, &s),
     }
 }
 
@@ -649,7 +549,7 @@ async fn alerts_live(
         .await
     {
         Ok(f) => f.into_inner(),
-        Err(s) => return refused(&person, t, &s),
+        Err(s) => return refused(&person, &s),
     };
     let events: std::pin::Pin<Box<dyn Stream<Item = Result<SseEvent, Infallible>> + Send>> = Box::pin(
         feed.take_while(|u| std::future::ready(u.is_ok()))
@@ -668,9 +568,7 @@ async fn alerts_live(
 #[template(path = "alert.html")]
 struct AlertPage<'a> {
     t: &'a Texts,
-    title: &'a str,
-    who: &'a str,
-    role: &'a str,
+    frame: Frame<'a>,
     id: String,
     kind: String,
     urgency: String,
@@ -704,7 +602,7 @@ async fn alert_page(
         .await
     {
         Ok(d) => d.into_inner(),
-        Err(s) => return refused(&person, t, &s),
+        Err(s) => return refused(&person, &s),
     };
     let alert = details.alert.unwrap_or_default();
     let r = row(t, &alert);
@@ -717,9 +615,7 @@ async fn alert_page(
     page(
         AlertPage {
             t,
-            title: t.alert,
-            who: &person.who,
-            role: &person.role,
+            frame: person.frame(t.alert),
             id: r.id,
             kind: r.kind,
             urgency: r.urgency,
@@ -737,7 +633,7 @@ async fn alert_page(
                 ("no-action", t.outcome_no_action),
                 ("duplicate", t.outcome_duplicate),
             ],
-            csrf: csrf_token(&c, &person),
+            csrf: c.forms.token(&person.principal),
         }
         .render(),
         &q,
@@ -813,7 +709,7 @@ async fn claim(
     headers: HeaderMap,
     Form(form): Form<ClaimForm>,
 ) -> Response {
-    let (person, t) = match poster(&c, &auth, &headers, &form.csrf) {
+    let person = match poster(&c, &auth, &headers, &form.csrf) {
         Ok(p) => p,
         Err(r) => return *r,
     };
@@ -822,7 +718,7 @@ async fn claim(
         .await
     {
         Ok(_) => Redirect::to("/alerts").into_response(),
-        Err(s) => refused(&person, t, &s),
+        Err(s) => refused(&person, &s),
     }
 }
 
@@ -830,9 +726,7 @@ async fn claim(
 #[template(path = "open_case.html")]
 struct OpenCasePage<'a> {
     t: &'a Texts,
-    title: &'a str,
-    who: &'a str,
-    role: &'a str,
+    frame: Frame<'a>,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -859,7 +753,6 @@ async fn open_case(
             Ok(case) => Redirect::to(&format!("/cases/{case}")).into_response(),
             Err(e) => refused(
                 &person,
-                t,
                 &tonic::Status::invalid_argument(format!("case_id: expected {}", e.expected)),
             ),
         };
@@ -867,9 +760,7 @@ async fn open_case(
     page(
         OpenCasePage {
             t,
-            title: t.cases,
-            who: &person.who,
-            role: &person.role,
+            frame: person.frame(t.cases),
         }
         .render(),
         &lang,
@@ -891,13 +782,110 @@ struct DecisionRow {
 #[template(path = "case.html")]
 struct CasePage<'a> {
     t: &'a Texts,
-    title: &'a str,
-    who: &'a str,
-    role: &'a str,
+    frame: Frame<'a>,
     case_id: String,
     decisions: Vec<DecisionRow>,
-    consents: Vec<String>,
+    consents: Vec<ConsentRow>,
+    never_disclose: String,
     csrf: String,
+}
+
+/// One of the guardian's consents as the case page lists it.
+struct ConsentRow {
+    id: String,
+    covers: String,
+    valid: String,
+    state: &'static str,
+    withdrawable: bool,
+}
+
+fn consent_state(t: &Texts, state: &str) -> &'static str {
+    let da = t.lang == Lang::Da;
+    match (state, da) {
+        ("in_force", false) => "in force",
+        ("in_force", true) => "gældende",
+        ("withdrawn", false) => "withdrawn",
+        ("withdrawn", true) => "tilbagekaldt",
+        ("expired", false) => "expired",
+        ("expired", true) => "udløbet",
+        (_, false) => "not valid yet",
+        (_, true) => "endnu ikke gyldigt",
+    }
+}
+
+/// The never-disclose list in the form's own notation (see `parse_never_disclose`).
+fn never_disclose_text(list: &[henvis_proto::henvis::events::v1::NeverDiscloseEntry]) -> String {
+    use henvis_proto::henvis::events::v1::never_disclose_entry::From;
+    list.iter()
+        .map(|e| {
+            let from = match &e.from {
+                Some(From::AgencyId(a)) => a.clone(),
+                Some(From::AllExcept(l)) => format!("all except {}", l.agency_ids.join(", ")),
+                None => String::new(),
+            };
+            let classes = classes(&e.classes).to_uppercase();
+            if classes.is_empty() {
+                from
+            } else {
+                format!("{from}: {classes}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Parses the never-disclose form: one entry per line, `agency-id` or `all except a, b`,
+/// optionally `: CLASS, CLASS` (none: the whole event). Agency ids are checked by Submit
+/// like any event's; a class name or an empty `all except` is refused here, by line.
+fn parse_never_disclose(
+    text: &str,
+) -> Result<Vec<henvis_proto::henvis::events::v1::NeverDiscloseEntry>, tonic::Status> {
+    use henvis_proto::henvis::events::v1::{AgencyList, NeverDiscloseEntry, never_disclose_entry::From};
+    let split = |s: &str| -> Vec<String> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let (from, classes) = line.split_once(':').unwrap_or((line, ""));
+        let from = from.trim();
+        let from = match from.strip_prefix("all except") {
+            Some(rest) => {
+                let ids = split(rest);
+                if ids.is_empty() {
+                    return Err(tonic::Status::invalid_argument(format!(
+                        "never_disclose line {}: `all except` needs the agency ids kept out of it",
+                        i + 1
+                    )));
+                }
+                From::AllExcept(AgencyList { agency_ids: ids })
+            }
+            None => From::AgencyId(from.to_owned()),
+        };
+        let classes = split(classes)
+            .iter()
+            .map(|c| {
+                c.to_uppercase()
+                    .parse::<henvis_domain::Class>()
+                    .map(|c| c as i32)
+                    .map_err(|_| {
+                        tonic::Status::invalid_argument(format!(
+                            "never_disclose line {}: class `{c}`: expected one of {}",
+                            i + 1,
+                            henvis_domain::Class::ALL.map(henvis_domain::Class::as_str).join(", ")
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<i32>, _>>()?;
+        out.push(NeverDiscloseEntry {
+            from: Some(from),
+            classes,
+        });
+    }
+    Ok(out)
 }
 
 fn classes(list: &[i32]) -> String {
@@ -930,63 +918,226 @@ async fn case_page(
         .await
     {
         Ok(v) => v.into_inner(),
-        Err(s) => return refused(&person, t, &s),
+        Err(s) => return refused(&person, &s),
     };
-    let mut consents: Vec<String> = Vec::new();
     let decisions = view
         .decisions
         .iter()
-        .map(|d| {
-            for r in &d.delivered {
-                for id in &r.consent_ids {
-                    if !consents.contains(id) {
-                        consents.push(id.clone());
-                    }
-                }
+        .map(|d| DecisionRow {
+            event_id: d.event_id.clone(),
+            message_type: d.message_type.clone(),
+            sender: d.sender_agency_id.clone(),
+            decided_at: rfc3339(d.decided_at.as_ref()),
+            delivered: d
+                .delivered
+                .iter()
+                .map(|r| {
+                    let mut grounds = r.legal_bases.clone();
+                    grounds.extend(
+                        r.consent_ids
+                            .iter()
+                            .map(|c| format!("{} {c}", t.consent.to_lowercase())),
+                    );
+                    format!("{} ({}; {})", r.agency_id, classes(&r.classes), grounds.join(", "))
+                })
+                .collect(),
+            withheld: d
+                .withheld
+                .iter()
+                .map(|w| {
+                    let to = if w.agency_id.is_empty() {
+                        &w.rule_id
+                    } else {
+                        &w.agency_id
+                    };
+                    format!("{to}: {} — {}", w.reason, w.explanation)
+                })
+                .collect(),
+        })
+        .collect();
+    let consents = view
+        .consents
+        .iter()
+        .map(|k| {
+            let mut covers = k.recipient_agency_ids.clone();
+            covers.extend(k.recipient_sectors.iter().cloned());
+            if !k.message_types.is_empty() {
+                covers.push(format!("({})", k.message_types.join(", ")));
             }
-            DecisionRow {
-                event_id: d.event_id.clone(),
-                message_type: d.message_type.clone(),
-                sender: d.sender_agency_id.clone(),
-                decided_at: rfc3339(d.decided_at.as_ref()),
-                delivered: d
-                    .delivered
-                    .iter()
-                    .map(|r| {
-                        let mut grounds = r.legal_bases.clone();
-                        grounds.extend(
-                            r.consent_ids
-                                .iter()
-                                .map(|c| format!("{} {c}", t.consent.to_lowercase())),
-                        );
-                        format!("{} ({}; {})", r.agency_id, classes(&r.classes), grounds.join(", "))
-                    })
-                    .collect(),
-                withheld: d
-                    .withheld
-                    .iter()
-                    .map(|w| {
-                        let to = if w.agency_id.is_empty() {
-                            &w.rule_id
-                        } else {
-                            &w.agency_id
-                        };
-                        format!("{to}: {} — {}", w.reason, w.explanation)
-                    })
-                    .collect(),
+            ConsentRow {
+                id: k.consent_id.clone(),
+                covers: covers.join(", "),
+                valid: format!(
+                    "{} – {}",
+                    rfc3339(k.valid_from.as_ref()),
+                    rfc3339(k.valid_until.as_ref())
+                ),
+                state: consent_state(t, &k.state),
+                withdrawable: k.state == "in_force" || k.state == "not_yet_valid",
             }
         })
         .collect();
     page(
         CasePage {
             t,
-            title: t.cases,
-            who: &person.who,
-            role: &person.role,
+            frame: person.frame(t.cases),
             case_id: view.case_id,
             decisions,
             consents,
-            csrf: csrf_token(&c, &person),
+            never_disclose: never_disclose_text(&view.never_disclose),
+            csrf: c.forms.token(&person.principal),
+        }
+        .render(),
+        &q,
+        t,
+    )
+}
+
+#[derive(serde::Deserialize)]
+struct NeverDiscloseForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    entries: String,
+}
+
+/// Replaces the case's never-disclose list with the form's, through the service's Submit.
+async fn replace_never_disclose(
+    State(c): State<Console>,
+    Extension(auth): Extension<Authenticated>,
+    Path(case_id): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<NeverDiscloseForm>,
+) -> Response {
+    use henvis_proto::henvis::events::v1::{NeverDiscloseUpdated, event::Kind};
+    let person = match poster(&c, &auth, &headers, &form.csrf) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    match parse_never_disclose(&form.entries) {
+        Ok(entries) => {
+            submit_as(
+                &c,
+                &person,
+                case_id,
+                Kind::NeverDiscloseUpdated(NeverDiscloseUpdated { entries }),
+            )
+            .await
+        }
+        Err(s) => refused(&person, &s),
+    }
+}
+
+/// One line of the subject access report.
+struct ReportRow {
+    at: String,
+    what: String,
+    event: String,
+    details: String,
+    deferred: bool,
+}
+
+#[derive(Template)]
+#[template(path = "report.html")]
+struct ReportPage<'a> {
+    t: &'a Texts,
+    frame: Frame<'a>,
+    case_id: String,
+    report_id: String,
+    generated_at: String,
+    deferral: String,
+    entries: Vec<ReportRow>,
+}
+
+/// The subject access report on a case, for its guardian: the service's
+/// GetSubjectAccessReport as the caller (which records that it was given).
+async fn report_page(
+    State(c): State<Console>,
+    Extension(auth): Extension<Authenticated>,
+    Path(case_id): Path<String>,
+    Query(q): Query<LangQuery>,
+    headers: HeaderMap,
+) -> Response {
+    use henvis_proto::henvis::broker::v1::{
+        GetSubjectAccessReportRequest, ReportEvent, referral_service_server::ReferralService as _, report_entry::Entry,
+    };
+    let t = texts(&headers, &q);
+    let person = match signed_in(&c, &auth, t) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let report = match crate::submit::Referrals(c.core.clone())
+        .get_subject_access_report(as_person(&person, GetSubjectAccessReportRequest { case_id }))
+        .await
+    {
+        Ok(r) => r.into_inner(),
+        Err(s) => return refused(&person, &s),
+    };
+    let event = |e: Option<&ReportEvent>| {
+        e.map_or_else(String::new, |e| {
+            format!("{} {} ({})", e.message_type, e.event_id, e.sender_agency_id)
+        })
+    };
+    let entries = report
+        .entries
+        .iter()
+        .map(|e| {
+            let (what, ev, details) = match &e.entry {
+                Some(Entry::Delivered(d)) => (
+                    t.lang.pick("leveret", "delivered"),
+                    event(d.event.as_ref()),
+                    format!(
+                        "{}: {}; {}{}",
+                        d.recipient_agency_id,
+                        classes(&d.classes),
+                        d.legal_bases.join(", "),
+                        if d.consent_ids.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; {}", d.consent_ids.join(", "))
+                        }
+                    ),
+                ),
+                Some(Entry::Withheld(w)) => (
+                    t.lang.pick("tilbageholdt", "withheld"),
+                    event(w.event.as_ref()),
+                    format!("{}: {} — {}", w.recipient_agency_id, w.reason, w.explanation),
+                ),
+                Some(Entry::CaseChanged(ch)) => (
+                    t.lang.pick("sagen ændret", "case changed"),
+                    event(ch.event.as_ref()),
+                    ch.change.clone(),
+                ),
+                Some(Entry::AlertAccess(a)) => (
+                    t.lang.pick("adgang til advarsel", "alert access"),
+                    a.alert_id.clone(),
+                    format!("{} {} ({})", a.action, a.person_id, a.district_agency_id),
+                ),
+                Some(Entry::Reported(r)) => (
+                    t.lang.pick("rapport givet", "report given"),
+                    r.report_id.clone(),
+                    r.requested_by.clone(),
+                ),
+                None => ("", String::new(), String::new()),
+            };
+            ReportRow {
+                at: rfc3339(e.at.as_ref()),
+                what: what.to_owned(),
+                event: ev,
+                details,
+                deferred: e.deferred,
+            }
+        })
+        .collect();
+    page(
+        ReportPage {
+            t,
+            frame: person.frame(t.report),
+            case_id: report.case_id,
+            report_id: report.report_id,
+            generated_at: rfc3339(report.generated_at.as_ref()),
+            deferral: report.deferral.map(|d| d.statement).unwrap_or_default(),
+            entries,
         }
         .render(),
         &q,
@@ -1017,7 +1168,6 @@ struct RecordForm {
 async fn submit_as(
     c: &Console,
     person: &Person,
-    t: &Texts,
     case_id: String,
     event: henvis_proto::henvis::events::v1::event::Kind,
 ) -> Response {
@@ -1035,7 +1185,7 @@ async fn submit_as(
         .await
     {
         Ok(_) => Redirect::to(&format!("/cases/{case_id}")).into_response(),
-        Err(s) => refused(person, t, &s),
+        Err(s) => refused(person, &s),
     }
 }
 
@@ -1047,7 +1197,7 @@ async fn withdraw_consent(
     Form(form): Form<WithdrawForm>,
 ) -> Response {
     use henvis_proto::henvis::events::v1::{ConsentWithdrawn, event::Kind};
-    let (person, t) = match poster(&c, &auth, &headers, &form.csrf) {
+    let person = match poster(&c, &auth, &headers, &form.csrf) {
         Ok(p) => p,
         Err(r) => return *r,
     };
@@ -1055,7 +1205,7 @@ async fn withdraw_consent(
         consent_id: form.consent_id,
         reason: form.reason,
     });
-    submit_as(&c, &person, t, case_id, event).await
+    submit_as(&c, &person, case_id, event).await
 }
 
 async fn record_consent(
@@ -1066,7 +1216,7 @@ async fn record_consent(
     Form(form): Form<RecordForm>,
 ) -> Response {
     use henvis_proto::henvis::events::v1::{ConsentRecorded, event::Kind};
-    let (person, t) = match poster(&c, &auth, &headers, &form.csrf) {
+    let person = match poster(&c, &auth, &headers, &form.csrf) {
         Ok(p) => p,
         Err(r) => return *r,
     };
@@ -1090,32 +1240,17 @@ async fn record_consent(
         }),
         ..Default::default()
     });
-    submit_as(&c, &person, t, case_id, event).await
+    submit_as(&c, &person, case_id, event).await
 }
 
 /// The person posting a form, with their texts; refused without their form token.
-fn poster(
-    c: &Console,
-    auth: &Authenticated,
-    headers: &HeaderMap,
-    token: &str,
-) -> Result<(Person, &'static Texts), Box<Response>> {
+fn poster(c: &Console, auth: &Authenticated, headers: &HeaderMap, token: &str) -> Result<Person, Box<Response>> {
     let t = texts(headers, &LangQuery::default());
     let person = signed_in(c, auth, t)?;
-    if !csrf_ok(c, &person, token) {
-        return Err(Box::new(forged(&person, t)));
+    if let Err(s) = c.forms.check(&person.principal, token, t.lang) {
+        return Err(Box::new(refused(&person, &s)));
     }
-    Ok((person, t))
-}
-
-/// The answer to a form without the person's token.
-fn forged(person: &Person, t: &Texts) -> Response {
-    henvis_runtime::refusals::record(
-        henvis_runtime::refusals::Refusal::ForgedIdentity,
-        &person.principal.to_string(),
-        "console form without its token",
-    );
-    refused(person, t, &tonic::Status::permission_denied(t.forged))
+    Ok(person)
 }
 
 #[derive(serde::Deserialize)]
@@ -1134,7 +1269,7 @@ async fn hand_over(
     Form(form): Form<HandOverForm>,
 ) -> Response {
     use henvis_proto::henvis::police::v1::HandOverAlertRequest;
-    let (person, t) = match poster(&c, &auth, &headers, &form.csrf) {
+    let person = match poster(&c, &auth, &headers, &form.csrf) {
         Ok(p) => p,
         Err(r) => return *r,
     };
@@ -1147,7 +1282,7 @@ async fn hand_over(
         .await
     {
         Ok(_) => Redirect::to("/alerts").into_response(),
-        Err(s) => refused(&person, t, &s),
+        Err(s) => refused(&person, &s),
     }
 }
 
@@ -1167,7 +1302,7 @@ async fn close(
     Form(form): Form<CloseForm>,
 ) -> Response {
     use henvis_proto::henvis::police::v1::{AlertOutcome as O, CloseAlertRequest};
-    let (person, t) = match poster(&c, &auth, &headers, &form.csrf) {
+    let person = match poster(&c, &auth, &headers, &form.csrf) {
         Ok(p) => p,
         Err(r) => return *r,
     };
@@ -1185,6 +1320,6 @@ async fn close(
     };
     match Alerts(c.core.clone()).close_alert(as_person(&person, request)).await {
         Ok(_) => Redirect::to("/alerts").into_response(),
-        Err(s) => refused(&person, t, &s),
+        Err(s) => refused(&person, &s),
     }
 }

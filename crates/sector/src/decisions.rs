@@ -2,11 +2,14 @@
 //! bases and consents, and every withheld delivery with its reason; and the subject access
 //! report. Read from the audit by the router, which answers the case's guardian only.
 
-use henvis_bus::{DecisionsAnswer, ReportAnswer};
+use henvis_bus::{CaseStanding, DecisionsAnswer, ReportAnswer};
 use henvis_convert::class_numbers;
-use henvis_domain::CaseId;
-use henvis_proto::henvis::broker::v1::{
-    CaseDecision, DecidedRecipient, GetCaseDecisionsResponse, SubjectAccessReport, WithheldRecipient,
+use henvis_domain::{CaseId, Shielded};
+use henvis_proto::henvis::{
+    broker::v1::{
+        CaseConsent, CaseDecision, DecidedRecipient, GetCaseDecisionsResponse, SubjectAccessReport, WithheldRecipient,
+    },
+    events::v1::{AgencyList, NeverDiscloseEntry, never_disclose_entry},
 };
 
 use crate::{ApiError, Caller, Core};
@@ -15,8 +18,10 @@ use crate::{ApiError, Caller, Core};
 /// audit and decides who may see it; this service holds no read rights on the audit.
 pub(crate) async fn get(core: &Core, caller: &Caller, case_id: &str) -> Result<GetCaseDecisionsResponse, ApiError> {
     let id = CaseId::parse(case_id).map_err(|e| ApiError::field("case_id", e.expected))?;
-    let records = match core.bus.ask_decisions(&caller.agency, &id).await? {
-        DecisionsAnswer::Decisions { decisions, .. } => decisions,
+    let (records, standing) = match core.bus.ask_decisions(&caller.agency, &id).await? {
+        DecisionsAnswer::Decisions {
+            decisions, standing, ..
+        } => (decisions, standing.unwrap_or_default()),
         DecisionsAnswer::NoCase => return Err(ApiError::NotFound(format!("case_id: no case `{id}`"))),
         DecisionsAnswer::NotGuardian => return Err(not_guardian("routing decisions")),
         DecisionsAnswer::Unavailable => return Err(ApiError::Unavailable("audit read failed; retry".into())),
@@ -56,10 +61,59 @@ pub(crate) async fn get(core: &Core, caller: &Caller, case_id: &str) -> Result<G
                 .collect(),
         })
         .collect();
+    let (consents, never_disclose) = standing_to_wire(&standing, henvis_runtime::unix_now());
     Ok(GetCaseDecisionsResponse {
         case_id: id.to_string(),
         decisions,
+        consents,
+        never_disclose,
     })
+}
+
+fn time(seconds: i64) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp { seconds, nanos: 0 })
+}
+
+/// The guardian's consents (with their state at `now`) and never-disclose list, as the
+/// wire shows them.
+fn standing_to_wire(s: &CaseStanding, now: i64) -> (Vec<CaseConsent>, Vec<NeverDiscloseEntry>) {
+    let consents = s
+        .consents
+        .iter()
+        .map(|c| CaseConsent {
+            consent_id: c.id.to_string(),
+            recipient_agency_ids: c.agencies.iter().map(ToString::to_string).collect(),
+            recipient_sectors: c.sectors.iter().map(|s| s.as_str().to_owned()).collect(),
+            message_types: c.message_types.iter().map(ToString::to_string).collect(),
+            valid_from: time(c.valid_from),
+            valid_until: time(c.valid_until),
+            state: if c.withdrawn {
+                "withdrawn"
+            } else if now >= c.valid_until {
+                "expired"
+            } else if now < c.valid_from {
+                "not_yet_valid"
+            } else {
+                "in_force"
+            }
+            .to_owned(),
+            recorded_by_event_id: c.recorded_by_event.clone(),
+        })
+        .collect();
+    let never_disclose = s
+        .never_disclose
+        .iter()
+        .map(|n| NeverDiscloseEntry {
+            from: Some(match &n.from {
+                Shielded::Agency(a) => never_disclose_entry::From::AgencyId(a.to_string()),
+                Shielded::AllExcept(except) => never_disclose_entry::From::AllExcept(AgencyList {
+                    agency_ids: except.iter().map(ToString::to_string).collect(),
+                }),
+            }),
+            classes: n.classes.iter().map(|c| c as i32).collect(),
+        })
+        .collect();
+    (consents, never_disclose)
 }
 
 fn not_guardian(what: &str) -> ApiError {
