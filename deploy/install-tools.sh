@@ -5,6 +5,7 @@
 #               grpcio and grpcio-tools (the Python client example; grpcio-tools carries
 #               stock protoc)
 #   .tools/buf  buf (protobuf lint and wire-compatibility check), from the npm registry
+#   .tools/axe  axe-core (the console pages' accessibility audit), from the npm registry
 #   systemd-analyze (systemd unit checks), from Debian's systemd package
 #   chromium and chromedriver (the console's browser tests), certutil and pk12util (the
 #   test browsers' certificate stores), openssl (PKCS#12 for them), from Debian; and a
@@ -56,3 +57,13 @@ if [ ! -x "$buf" ] || [ "$("$buf" --version)" != "$BUF" ]; then
 fi
 got=$("$buf" --version)
 [ "$got" = "$BUF" ] || { echo "expected buf $BUF, got $got" >&2; exit 1; }
+
+# axe-core: the console's automated accessibility audit (WCAG 2.1 A/AA rules) in the
+# browser tests
+AXE=4.14.1
+axe="$root/.tools/axe/node_modules/axe-core"
+if [ ! -f "$axe/axe.min.js" ] || ! grep -q "\"version\": \"$AXE\"" "$axe/package.json"; then
+  mkdir -p "$root/.tools/axe"
+  (cd "$root/.tools/axe" && npm install --silent --no-audit --no-fund --prefix . "axe-core@$AXE" >/dev/null)
+fi
+grep -q "\"version\": \"$AXE\"" "$axe/package.json" || { echo "expected axe-core $AXE" >&2; exit 1; }

@@ -655,3 +655,276 @@ async fn the_administrators_console_shows_the_audit_verified_alerts_dead_letters
     admin3.screenshot("console-admin-stats").await.unwrap();
     admin3.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unclaimed_urgent_alert_counts_down_in_the_district_and_appears_live_at_the_national_unit() {
+    use henvis_proto::henvis::events::v1::{Event, SuspectedVictimReported, event};
+    let mut d = Deployment::start().await.unwrap();
+    let console = free_addr().unwrap();
+    let _police = d
+        .run_sector_as_process_with(
+            Sector::Police,
+            &[
+                ("HENVIS_CONSOLE_LISTEN", console.to_string()),
+                ("HENVIS_URGENT_ALERT_DEADLINE_SECS", "8".to_owned()),
+            ],
+        )
+        .await
+        .unwrap();
+    let base = format!("https://127.0.0.1:{}", console.port());
+    // the national unit's duty officer has the page open before anything happens
+    let nsk = Browser::start(d.pki_dir(), Some(&person("politi-nsk-kp1")))
+        .await
+        .unwrap();
+    nsk.client.goto(&format!("{base}/alerts?lang=en")).await.unwrap();
+    main_until(&nsk, "the live feed", |t| t.contains("Live:")).await;
+    let district = Browser::start(d.pki_dir(), Some(&person("politi-sydoestjylland-kp1")))
+        .await
+        .unwrap();
+    district.client.goto(&format!("{base}/alerts?lang=en")).await.unwrap();
+    main_until(&district, "the live feed", |t| t.contains("Live:")).await;
+
+    // a child in immediate danger in Skanderborg (Sydøstjyllands Politi)
+    let mut ngo = d.client(Sector::Ngo, "ngo-hopenow").await.unwrap();
+    let observed = henvis_runtime::unix_now() - 60;
+    let danger = Event {
+        kind: Some(event::Kind::SuspectedVictimReported(SuspectedVictimReported {
+            municipality_code: "746".into(),
+            observed_at: Some(prost_types::Timestamp {
+                seconds: observed,
+                nanos: 0,
+            }),
+            immediate_danger: true,
+            ..Default::default()
+        })),
+    };
+    let r = submit(&mut ngo, "console-danger", "", danger).await.unwrap();
+    let row = format!("tr[data-alert='{}']", r.event_id);
+    // the district sees it urgent, its deadline counting down
+    let countdown = wait_for("the urgent alert with its countdown", LIMIT, || async {
+        let el = district
+            .client
+            .find(Locator::Css(&format!("{row} .countdown")))
+            .await
+            .ok()?;
+        let t = el.text().await.ok()?;
+        t.contains(':').then_some(t)
+    })
+    .await
+    .unwrap();
+    let row_text = district
+        .client
+        .find(Locator::Css(&row))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(row_text.contains("Urgent"), "{row_text}");
+    district.screenshot("console-urgent-countdown").await.unwrap();
+    println!("the district's countdown showed {countdown}");
+
+    // nobody claims it: it appears at the national unit without a reload, escalated
+    let escalated = wait_for("the escalated alert at the national unit", LIMIT, || async {
+        let t = nsk.client.find(Locator::Css(&row)).await.ok()?.text().await.ok()?;
+        t.contains("escalated from politi-sydoestjylland").then_some(t)
+    })
+    .await
+    .unwrap();
+    assert!(escalated.contains("Urgent"), "{escalated}");
+    nsk.screenshot("console-escalated-national-unit").await.unwrap();
+    // and the duty officer may take it
+    click(&nsk, &format!("{row} button")).await;
+    let claimed = wait_for("the claim at the national unit", LIMIT, || async {
+        let t = nsk.client.find(Locator::Css(&row)).await.ok()?.text().await.ok()?;
+        t.contains("politi-nsk-kp1").then_some(t)
+    })
+    .await
+    .unwrap();
+    assert!(claimed.contains("claimed"), "{claimed}");
+    nsk.close().await;
+    district.close().await;
+}
+
+/// The violations axe-core finds on the open page, as `path: violation` lines.
+async fn audit_page(b: &Browser, path: &str, found: &mut Vec<String>) {
+    let violations = b.accessibility_violations().await.unwrap();
+    println!("{path}: {} accessibility violation(s)", violations.len());
+    found.extend(violations.into_iter().map(|v| format!("{path}: {v}")));
+}
+
+/// Presses `key` on whatever has the focus.
+async fn press(b: &Browser, key: fantoccini::key::Key) {
+    use fantoccini::actions::{InputSource as _, KeyAction, KeyActions};
+    let keys = KeyActions::new("keyboard".into())
+        .then(KeyAction::Down { value: key.into() })
+        .then(KeyAction::Up { value: key.into() });
+    b.client.perform_actions(keys).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_console_page_passes_an_accessibility_audit_and_an_alert_is_claimed_with_the_keyboard_alone() {
+    use henvis_domain::AgencyId;
+    use henvis_proto::henvis::admin::v1::ProposeRuleSetRequest;
+    use henvis_tests::admin;
+    let mut d = Deployment::start().await.unwrap();
+    let (police_console, _police) = with_console(&mut d).await;
+    let ngo_console = free_addr().unwrap();
+    let _ngo = d
+        .run_sector_as_process_with(Sector::Ngo, &[("HENVIS_CONSOLE_LISTEN", ngo_console.to_string())])
+        .await
+        .unwrap();
+    let admin_console = d.start_admin_console().await.unwrap();
+    let police = format!("https://127.0.0.1:{}", police_console.port());
+    let ngo = format!("https://127.0.0.1:{}", ngo_console.port());
+    let admin_base = format!("https://127.0.0.1:{}", admin_console.port());
+    let (case, _kbh) = crate::policy::case_with_guardian(&d, "ngo-redbarnet").await;
+    let proposed = d
+        .admin_client(&admin("admin-1"))
+        .await
+        .unwrap()
+        .propose_rule_set(ProposeRuleSetRequest {
+            file: "a11y.toml".into(),
+            text: crate::governance::untested("a11y"),
+            note: "accessibility audit".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut found = Vec::new();
+
+    // the contact person's pages, and claiming an alert with Tab and Enter only
+    let kp1 = Browser::start(d.pki_dir(), Some(&person("politi-koebenhavn-kp1")))
+        .await
+        .unwrap();
+    kp1.client.goto(&format!("{police}/alerts?lang=en")).await.unwrap();
+    let mut reporter = d.client(Sector::Ngo, "ngo-redbarnet").await.unwrap();
+    let r = submit(&mut reporter, "a11y-1", "", crate::report("101")).await.unwrap();
+    let row = format!("tr[data-alert='{}']", r.event_id);
+    wait_for("the alert in the page", LIMIT, || async {
+        kp1.client.find(Locator::Css(&row)).await.ok()
+    })
+    .await
+    .unwrap();
+    audit_page(&kp1, "police /alerts", &mut found).await;
+    let target = format!("{}:BUTTON", r.event_id);
+    let mut tabs = 0;
+    loop {
+        press(&kp1, fantoccini::key::Key::Tab).await;
+        tabs += 1;
+        let focused = kp1
+            .client
+            .execute(
+                "const e = document.activeElement; const tr = e && e.closest('tr'); \
+                 return (tr ? tr.dataset.alert : '') + ':' + (e ? e.tagName : '');",
+                vec![],
+            )
+            .await
+            .unwrap();
+        if focused.as_str() == Some(target.as_str()) {
+            break;
+        }
+        assert!(
+            tabs < 40,
+            "the claim button is reachable with Tab (last focus {focused})"
+        );
+    }
+    press(&kp1, fantoccini::key::Key::Enter).await;
+    wait_for("the claim made with the keyboard", LIMIT, || async {
+        let t = kp1.client.find(Locator::Css(&row)).await.ok()?.text().await.ok()?;
+        t.contains("claimed (politi-koebenhavn-kp1)").then_some(())
+    })
+    .await
+    .unwrap();
+    println!("claimed with {tabs} Tab presses and Enter");
+    kp1.client
+        .goto(&format!("{police}/alerts/{}", r.event_id))
+        .await
+        .unwrap();
+    main_until(&kp1, "the details", |t| t.contains("This access is logged")).await;
+    audit_page(&kp1, "police /alerts/{id}", &mut found).await;
+    kp1.client.goto(&format!("{police}/?lang=da")).await.unwrap();
+    main_until(&kp1, "the start page", |t| t.contains("Sagsadvarsler")).await;
+    audit_page(&kp1, "police / (da)", &mut found).await;
+    kp1.close().await;
+
+    // the guardian's pages
+    let guardian = Browser::start(
+        d.pki_dir(),
+        Some(&Principal::Agency(AgencyId::parse("ngo-redbarnet").unwrap())),
+    )
+    .await
+    .unwrap();
+    for (path, expect) in [
+        ("/cases?lang=en".to_owned(), "Your cases as guardian"),
+        (format!("/cases/{case}"), "What happened to the child's data"),
+        (format!("/cases/{case}/report"), "Every entry, oldest first"),
+        (
+            format!("/cases/{case}?lang=da"),
+            "Hvad skete der med barnets oplysninger",
+        ),
+    ] {
+        guardian.client.goto(&format!("{ngo}{path}")).await.unwrap();
+        main_until(&guardian, &path, |t| t.contains(expect)).await;
+        audit_page(&guardian, &format!("ngo {path}"), &mut found).await;
+    }
+    guardian.close().await;
+
+    // the administrators' pages
+    let admin2 = Browser::start(d.pki_dir(), Some(&admin("admin-2"))).await.unwrap();
+    for (path, expect) in [
+        ("/?lang=en".to_owned(), "Routing now"),
+        ("/rules".to_owned(), "Every proposed rule set"),
+        (
+            format!("/rules/{}", proposed.proposal_id),
+            "What changes against the live set",
+        ),
+        ("/rules/new".to_owned(), "Propose a rule set"),
+        ("/directory".to_owned(), "Proposed changes of agencies"),
+        ("/erasures".to_owned(), "Proposed erasures of cases"),
+        ("/alerts".to_owned(), "Administrator alerts"),
+        ("/audit".to_owned(), "Completeness"),
+        (
+            "/stats?by=district&then=sender_sector".to_owned(),
+            "district × sender_sector",
+        ),
+        ("/rules?lang=da".to_owned(), "Alle foreslåede regelsæt"),
+    ] {
+        admin2.client.goto(&format!("{admin_base}{path}")).await.unwrap();
+        main_until(&admin2, &path, |t| t.contains(expect)).await;
+        audit_page(&admin2, &format!("admin {path}"), &mut found).await;
+    }
+    // on a tablet (768 px wide): nothing wider than the screen
+    admin2.client.set_window_size(768, 1024).await.unwrap();
+    for path in [
+        format!("/rules/{}?lang=en", proposed.proposal_id),
+        "/stats?by=district&then=sender_sector".to_owned(),
+        "/audit".to_owned(),
+    ] {
+        admin2.client.goto(&format!("{admin_base}{path}")).await.unwrap();
+        main_until(&admin2, &path, |t| !t.is_empty()).await;
+        let fits = admin2
+            .client
+            .execute(
+                "return document.documentElement.scrollWidth <= window.innerWidth;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(fits, serde_json::json!(true), "{path} fits a tablet's width");
+    }
+    admin2.screenshot("console-admin-tablet").await.unwrap();
+    admin2.close().await;
+
+    // the refusal page
+    let nobody = Browser::start(d.pki_dir(), None).await.unwrap();
+    nobody.client.goto(&format!("{admin_base}/?lang=en")).await.unwrap();
+    main_until(&nobody, "the refusal", |t| {
+        t.contains("Present your employee certificate")
+    })
+    .await;
+    audit_page(&nobody, "refusal", &mut found).await;
+    nobody.close().await;
+
+    assert!(found.is_empty(), "accessibility violations:\n{}", found.join("\n"));
+}

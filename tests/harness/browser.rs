@@ -131,6 +131,32 @@ impl Browser {
         let _ = self.driver.wait();
     }
 
+    /// The open page audited by axe-core (installed by deploy/install-tools.sh) against the
+    /// WCAG 2.0/2.1 A and AA rules and axe's best practices: every violation as
+    /// `rule (impact): help — the elements`, none when the page passes.
+    pub async fn accessibility_violations(&self) -> anyhow::Result<Vec<String>> {
+        let path = std::env::var_os("HENVIS_AXE_JS").map_or_else(
+            || Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/axe/node_modules/axe-core/axe.min.js"),
+            PathBuf::from,
+        );
+        let axe = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {} (deploy/install-tools.sh installs axe-core)", path.display()))?;
+        self.client.execute(&axe, vec![]).await.context("loading axe-core")?;
+        let found = self
+            .client
+            .execute_async(
+                "const done = arguments[arguments.length - 1];
+                 axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice'] } })
+                   .then(r => done(r.violations.map(v => v.id + ' (' + v.impact + '): ' + v.help + ' — '
+                     + v.nodes.map(n => n.target.join(' ')).join(', '))))
+                   .catch(e => done(['axe failed: ' + e]));",
+                vec![],
+            )
+            .await
+            .context("running axe-core")?;
+        Ok(serde_json::from_value(found)?)
+    }
+
     /// The text of the page's `<main>`.
     pub async fn main_text(&self) -> anyhow::Result<String> {
         Ok(self.client.find(fantoccini::Locator::Css("main")).await?.text().await?)
