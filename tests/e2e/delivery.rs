@@ -1120,3 +1120,72 @@ async fn an_absent_recipient_fills_only_its_own_share_of_out_and_everyone_else_i
         municipality.len()
     );
 }
+
+/// An inbox stream that closes with deliveries it did not acknowledge gives them back at
+/// once, and to the next stream: its NATS pull must not stay registered to take them (or
+/// deliveries arriving meanwhile) into the void until the ack wait (30 s here, longer than
+/// this test's limit), a delivery on its second offer must not wait out the consumer's
+/// back-off, and nothing is fetched that a stream cannot pass on, so a delivery nobody saw
+/// uses up no attempt. Three streams in a row each take a window's worth and go away; the
+/// fourth gets every delivery at once, each on exactly the attempt its offers account for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_a_closed_inbox_held_go_to_the_next_stream_at_once_not_to_the_closed_ones_pull() {
+    const N: usize = 20;
+    let d = Deployment::start().await.unwrap();
+    let mut ngo = d.client(Sector::Ngo, "ngo-redbarnet").await.unwrap();
+    let mut ids = BTreeSet::new();
+    for i in 0..N {
+        let r = submit(&mut ngo, &format!("stale-pull-{i}"), "", report("101"))
+            .await
+            .unwrap();
+        ids.insert(r.event_id);
+    }
+    for id in &ids {
+        crate::routed(&mut ngo, id).await;
+    }
+    let mut municipality = d.client(Sector::Social, "kommune-101").await.unwrap();
+    // how often each delivery was offered to a client
+    let mut offers: BTreeMap<String, u32> = BTreeMap::new();
+    for _ in 0..3 {
+        let mut inbox = crate::Inbox::open(&mut municipality).await;
+        for _ in 0..8 {
+            let delivery = inbox.next_delivery().await;
+            let id = delivery.envelope.unwrap().event_id;
+            let before = offers.entry(id).or_default();
+            *before += 1;
+            assert_eq!(delivery.attempt, *before, "attempts count the offers to clients");
+        }
+        drop(inbox);
+    }
+    // while the last stream is going away, more arrive
+    let mut late = BTreeSet::new();
+    for i in 0..4 {
+        let r = submit(&mut ngo, &format!("stale-pull-late-{i}"), "", report("101"))
+            .await
+            .unwrap();
+        late.insert(r.event_id);
+    }
+    let started = Instant::now();
+    let mut inbox = crate::Inbox::open(&mut municipality).await;
+    let mut seen = BTreeMap::new();
+    let want = ids.len() + late.len();
+    while seen.len() < want {
+        // next_delivery waits at most the test's limit (20 s), less than the ack wait
+        let delivery = inbox.next_delivery().await;
+        let id = delivery.envelope.as_ref().unwrap().event_id.clone();
+        assert!(ids.contains(&id) || late.contains(&id), "{id}");
+        let expected = offers.get(&id).copied().unwrap_or(0) + 1;
+        assert_eq!(
+            delivery.attempt, expected,
+            "{id}: no attempt used but by offers to a client"
+        );
+        seen.insert(id, delivery.attempt);
+        inbox.ack(delivery.delivery_id).await;
+    }
+    println!(
+        "{want} deliveries read by the fourth stream in {:.2} s; {} offered three times before (attempt 4), {} never (attempt 1)",
+        started.elapsed().as_secs_f64(),
+        seen.values().filter(|a| **a == 4).count(),
+        seen.values().filter(|a| **a == 1).count()
+    );
+}

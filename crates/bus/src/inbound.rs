@@ -83,6 +83,23 @@ impl Offered {
         }
     }
 
+    /// Handed out again at once, whatever the consumer's back-off, and so after a restart
+    /// of the server too. Two NAKs: one with a (tiny) delay, which the server stores as
+    /// "due now" (so a restarted server offers it at once), and a plain one, which puts it
+    /// on the redelivery queue. The delayed one alone does not do that on a consumer with a
+    /// back-off: the server counts the delay from one ack wait ago but waits the attempt's
+    /// back-off, so a delivery on its second offer would wait a whole ack wait. The plain
+    /// one alone lives only in the server's memory.
+    pub async fn offer_again(&self) {
+        let sent = match self.0.ack_with(AckKind::Nak(Some(Duration::from_millis(1)))).await {
+            Ok(()) => self.0.ack_with(AckKind::Nak(None)).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "negative acknowledgement not sent; offered again after the ack wait");
+        }
+    }
+
     /// Never handed out again (it is kept in DEAD with an alert first).
     pub async fn finish_unroutable(&self) {
         if let Err(e) = self.0.ack_with(AckKind::Term).await {
@@ -113,13 +130,10 @@ impl Bus {
         offered(consumer.stream().max_messages_per_batch(how.batch).messages().await)
     }
 
-    /// The deliveries for `agency`, from its durable inbox consumer on OUT (created on
-    /// first use with `how`; only its own deliveries).
-    pub async fn inbox(
-        &self,
-        agency: &henvis_domain::AgencyId,
-        how: &InboxConsumer,
-    ) -> Result<impl Stream<Item = Result<Offered, BusError>> + Unpin + use<>, BusError> {
+    /// An agency's inbox consumer on OUT (created on first use), from which deliveries are
+    /// pulled in batches no larger than what the inbox stream can offer now (see
+    /// [`InboxPuller::fetch`]).
+    pub async fn inbox(&self, agency: &henvis_domain::AgencyId, how: &InboxConsumer) -> Result<InboxPuller, BusError> {
         let consumer = self
             .durable(
                 STREAM_OUT,
@@ -136,15 +150,7 @@ impl Bus {
                 },
             )
             .await?;
-        offered(
-            consumer
-                .stream()
-                .max_messages_per_batch(how.window)
-                .heartbeat(Duration::from_secs(5))
-                .expires(Duration::from_secs(30))
-                .messages()
-                .await,
-        )
+        Ok(InboxPuller(consumer))
     }
 
     /// The durable consumer `config` names on `stream`, created on first use.
@@ -158,6 +164,32 @@ impl Bus {
             .get_or_create_consumer(&name, config)
             .await
             .map_err(|e| unavailable(&e))
+    }
+}
+
+/// An agency's inbox consumer, pulled from one batch at a time.
+pub struct InboxPuller(Consumer<pull::Config>);
+
+impl InboxPuller {
+    /// One pull of at most `n` deliveries, ending when `n` came or after 30 s without them
+    /// (the server's idle heartbeat every 5 s). Pulling exactly what can be offered means
+    /// nothing is fetched that the stream cannot pass on, so a client that goes away uses
+    /// up no attempt of a delivery it never saw, and what a stream holds when it closes is
+    /// what it offered (plus, at most, what is in flight at that very moment).
+    pub async fn fetch(
+        &self,
+        n: usize,
+    ) -> Result<impl Stream<Item = Result<Offered, BusError>> + Unpin + Send + use<>, BusError> {
+        let batch = self
+            .0
+            .batch()
+            .max_messages(n)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        Ok(batch.map(|m| m.map(Offered).map_err(|e| BusError::Unavailable(e.to_string()))))
     }
 }
 

@@ -40,7 +40,7 @@ pub(crate) async fn open(
     let window = core.inbox_window;
     // offered again after ack_wait, then less and less often; after the last attempt the
     // delivery goes to the dead-letter stream (the router's dead_letters.rs)
-    let mut messages = core
+    let puller = core
         .bus
         .inbox(
             &caller.agency,
@@ -61,13 +61,32 @@ pub(crate) async fn open(
         let mut acking = FuturesUnordered::new();
         let mut heartbeat = tokio::time::interval(core.heartbeat);
         heartbeat.tick().await;
+        // the pull under way: at most what the stream could offer when it was made
+        let mut batch = None;
         loop {
+            let free = window.saturating_sub(open.len() + acking.len());
+            if batch.is_none() && free > 0 {
+                match puller.fetch(free).await {
+                    Ok(b) => batch = Some(b),
+                    Err(e) => {
+                        tracing::warn!(agency = %caller.agency, error = %e, "inbox pull failed");
+                        let _ = tx
+                            .send(Err(ApiError::Unavailable(
+                                "the deliveries cannot be read now; open the inbox again".into(),
+                            )
+                            .into()))
+                            .await;
+                        break;
+                    }
+                }
+            }
             tokio::select! {
-                m = messages.next(), if open.len() + acking.len() < window => {
-                    let Some(m) = m else { break };
+                m = next_in(&mut batch), if batch.is_some() => {
                     let m = match m {
-                        Ok(m) => m,
-                        Err(e) => { tracing::warn!(agency = %caller.agency, error = %e, "inbox consumer error"); continue; }
+                        Some(Ok(m)) => m,
+                        // the pull ended (filled, or 30 s without deliveries): the next one starts
+                        None => { batch = None; continue; }
+                        Some(Err(e)) => { tracing::warn!(agency = %caller.agency, error = %e, "inbox pull error"); batch = None; continue; }
                     };
                     let info = (m.sequence(), m.attempt());
                     // sealed with its case's key; an erased case's delivery is gone for
@@ -154,19 +173,36 @@ pub(crate) async fn open(
                 open.insert(delivery_id, o);
             }
         }
-        // the client went away: offer what it did not acknowledge again at once, and what
-        // was fetched for it but not sent. A plain NAK would wait out the consumer's back-off;
-        // an explicit (tiny) delay overrides it.
-        let again = Duration::from_millis(1);
-        for o in open.into_values() {
-            o.message.retry_after(again).await;
+        // the client went away: offer what it did not acknowledge again at once (a plain
+        // NAK, which skips the back-off), and what was fetched for it but not sent. First
+        // the pull's interest ends (dropping the stream unsubscribes, on the same
+        // connection and so before the NAKs below): while it stood, the server would hand
+        // what is given back, and what arrives meanwhile, to this stream's still-registered
+        // pull request, into the void until the ack wait.
+        let mut unsent = Vec::new();
+        if let Some(b) = batch.as_mut() {
+            while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::ZERO, b.next()).await {
+                unsent.push(m);
+            }
         }
-        while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::ZERO, messages.next()).await {
-            m.retry_after(again).await;
+        drop(batch);
+        for o in open.into_values() {
+            o.message.offer_again().await;
+        }
+        for m in unsent {
+            m.offer_again().await;
         }
         tracing::info!(agency = %caller.agency, "inbox closed");
     });
     Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+}
+
+/// The next item of the pull under way; never, when there is none.
+async fn next_in<S: futures::Stream + Unpin>(batch: &mut Option<S>) -> Option<S::Item> {
+    match batch {
+        Some(b) => b.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Redelivery intervals after an offer nobody acknowledged: ack_wait, doubling up to eight
