@@ -61,13 +61,25 @@ pub(crate) async fn open(
         let mut acking = FuturesUnordered::new();
         let mut heartbeat = tokio::time::interval(core.heartbeat);
         heartbeat.tick().await;
-        // the pull under way: at most what the stream could offer when it was made
-        let mut batch = None;
+        // the pulls under way, each of at most what the stream could offer when it was
+        // made (what each may still bring, by pull), a new one as soon as half the window
+        // is free of them, so the next deliveries are on their way while these are read
+        let mut pulls = futures::stream::SelectAll::new();
+        let mut pulling: HashMap<u64, usize> = HashMap::new();
+        let mut pull_id = 0u64;
         loop {
-            let free = window.saturating_sub(open.len() + acking.len());
-            if batch.is_none() && free > 0 {
+            let free = window.saturating_sub(open.len() + acking.len() + pulling.values().sum::<usize>());
+            if free > 0 && (pulling.is_empty() || free >= window.div_ceil(2)) {
                 match puller.fetch(free).await {
-                    Ok(b) => batch = Some(b),
+                    Ok(b) => {
+                        pull_id += 1;
+                        let id = pull_id;
+                        pulling.insert(id, free);
+                        pulls.push(
+                            b.map(move |m| Pulled::Offer(id, Box::new(m)))
+                                .chain(futures::stream::once(std::future::ready(Pulled::End(id)))),
+                        );
+                    }
                     Err(e) => {
                         tracing::warn!(agency = %caller.agency, error = %e, "inbox pull failed");
                         let _ = tx
@@ -81,12 +93,19 @@ pub(crate) async fn open(
                 }
             }
             tokio::select! {
-                m = next_in(&mut batch), if batch.is_some() => {
-                    let m = match m {
-                        Some(Ok(m)) => m,
-                        // the pull ended (filled, or 30 s without deliveries): the next one starts
-                        None => { batch = None; continue; }
-                        Some(Err(e)) => { tracing::warn!(agency = %caller.agency, error = %e, "inbox pull error"); batch = None; continue; }
+                Some(p) = pulls.next(), if !pulls.is_empty() => {
+                    let m = match p {
+                        // the pull ended (filled, or 30 s without deliveries)
+                        Pulled::End(id) => { pulling.remove(&id); continue; }
+                        Pulled::Offer(id, m) => match *m {
+                            Ok(m) => {
+                                if let Some(n) = pulling.get_mut(&id) {
+                                    *n = n.saturating_sub(1);
+                                }
+                                m
+                            }
+                            Err(e) => { tracing::warn!(agency = %caller.agency, error = %e, "inbox pull error"); continue; }
+                        },
                     };
                     let info = (m.sequence(), m.attempt());
                     // sealed with its case's key; an erased case's delivery is gone for
@@ -180,12 +199,14 @@ pub(crate) async fn open(
         // what is given back, and what arrives meanwhile, to this stream's still-registered
         // pull request, into the void until the ack wait.
         let mut unsent = Vec::new();
-        if let Some(b) = batch.as_mut() {
-            while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::ZERO, b.next()).await {
+        while let Ok(Some(p)) = tokio::time::timeout(Duration::ZERO, pulls.next()).await {
+            if let Pulled::Offer(_, m) = p
+                && let Ok(m) = *m
+            {
                 unsent.push(m);
             }
         }
-        drop(batch);
+        drop(pulls);
         for o in open.into_values() {
             o.message.offer_again().await;
         }
@@ -197,12 +218,10 @@ pub(crate) async fn open(
     Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
 }
 
-/// The next item of the pull under way; never, when there is none.
-async fn next_in<S: futures::Stream + Unpin>(batch: &mut Option<S>) -> Option<S::Item> {
-    match batch {
-        Some(b) => b.next().await,
-        None => std::future::pending().await,
-    }
+/// What a pull brings: a delivery (by pull), or its end.
+enum Pulled {
+    Offer(u64, Box<Result<henvis_bus::Offered, henvis_bus::BusError>>),
+    End(u64),
 }
 
 /// Redelivery intervals after an offer nobody acknowledged: ack_wait, doubling up to eight
