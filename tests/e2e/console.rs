@@ -283,19 +283,19 @@ async fn a_guardian_records_and_withdraws_consent_in_the_console_and_the_next_re
     let guardian_id = Principal::Agency(AgencyId::parse("ngo-redbarnet").unwrap());
     let guardian = Browser::start(d.pki_dir(), Some(&guardian_id)).await.unwrap();
 
-    // the guardian opens the case by its id and records a consent for the municipality
+    // the guardian finds the case in its list of cases and records a consent for the
+    // municipality
     guardian.client.goto(&format!("{base}/cases?lang=en")).await.unwrap();
-    guardian
+    let row = guardian
         .client
-        .form(Locator::Css("main form"))
+        .find(Locator::Css(&format!("tr[data-case='{case}']")))
         .await
         .unwrap()
-        .set_by_name("case_id", &case)
-        .await
-        .unwrap()
-        .submit()
+        .text()
         .await
         .unwrap();
+    assert!(row.contains("101") && row.contains("open"), "{row}");
+    click(&guardian, &format!("tr[data-case='{case}'] a")).await;
     main_until(&guardian, "the case", |t| {
         t.contains("What happened to the child's data")
     })
@@ -434,6 +434,10 @@ async fn a_guardian_records_and_withdraws_consent_in_the_console_and_the_next_re
     other.client.goto(&reload).await.unwrap();
     let text = main_until(&other, "the refusal", |t| t.contains("Not allowed")).await;
     assert!(!text.contains("kommune-101"), "{text}");
+    // nor finds it in its list
+    other.client.goto(&format!("{base}/cases?lang=en")).await.unwrap();
+    let text = main_until(&other, "its list", |t| t.contains("Your cases as guardian")).await;
+    assert!(!text.contains(&case), "{text}");
     other.close().await;
     guardian.close().await;
 }

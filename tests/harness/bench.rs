@@ -779,6 +779,13 @@ impl ReferralService for BareIngest {
         Err(Status::unimplemented("bench"))
     }
 
+    async fn list_guardian_cases(
+        &self,
+        _: Request<henvis_proto::henvis::broker::v1::ListGuardianCasesRequest>,
+    ) -> Result<Response<henvis_proto::henvis::broker::v1::ListGuardianCasesResponse>, Status> {
+        Err(Status::unimplemented("bench"))
+    }
+
     async fn list_case_links(
         &self,
         _: Request<henvis_proto::henvis::broker::v1::ListCaseLinksRequest>,

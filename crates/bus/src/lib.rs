@@ -34,8 +34,8 @@ pub use permissions::{
     sector_permissions,
 };
 pub use queries::{
-    CaseStanding, DECISIONS_PAGE, DecisionsAnswer, DecisionsQuery, LinkAnswerAnswer, LinkAnswerQuery, LinkView,
-    LinksAnswer, LinksQuery, REPORT_PAGE, ReportAnswer, ReportQuery,
+    CaseStanding, CasesAnswer, CasesQuery, DECISIONS_PAGE, DecisionsAnswer, DecisionsQuery, GuardianCase,
+    LinkAnswerAnswer, LinkAnswerQuery, LinkView, LinksAnswer, LinksQuery, REPORT_PAGE, ReportAnswer, ReportQuery,
 };
 pub use topology::Topology;
 

@@ -27,6 +27,35 @@ impl Bus {
             .await
     }
 
+    /// Notes that `guardian` guards `case` (idempotent): the index a guardian's list of
+    /// cases is read from, in the router-only linkage bucket under
+    /// `guardian.<agency>.<case>` (ids only). The case record stays the truth: a reader
+    /// checks each listed case's record, so an entry left by an ended guardianship or an
+    /// erased case lists nothing.
+    pub async fn index_guardian(&self, guardian: &henvis_domain::AgencyId, case: &str) -> Result<(), BusError> {
+        self.linkage_bucket()
+            .await?
+            .put(
+                &format!("guardian.{guardian}.{case}"),
+                &serde_json::json!({ "guardian_of": case }),
+            )
+            .await
+            .map(drop)
+    }
+
+    /// The cases ever noted for `guardian` (see [`index_guardian`](Self::index_guardian)).
+    pub async fn guardian_index(&self, guardian: &henvis_domain::AgencyId) -> Result<Vec<String>, BusError> {
+        let prefix = format!("guardian.{guardian}.");
+        Ok(self
+            .linkage_bucket()
+            .await?
+            .keys_under(&format!("{prefix}*"))
+            .await?
+            .into_iter()
+            .filter_map(|k| k.strip_prefix(&prefix).map(str::to_owned))
+            .collect())
+    }
+
     /// Records `case`'s keyed tokens of `inputs` (linkage.rs in the domain) and returns the
     /// other cases that gave one of them, with what matched. Idempotent.
     pub async fn index_linkage(

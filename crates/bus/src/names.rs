@@ -224,15 +224,18 @@ pub enum QueryKind {
     Links,
     /// An answer to a proposed link.
     LinkAnswer,
+    /// The cases the asker is guardian of.
+    Cases,
 }
 
 impl QueryKind {
     /// Every kind.
-    pub const ALL: [QueryKind; 4] = [
+    pub const ALL: [QueryKind; 5] = [
         QueryKind::Decisions,
         QueryKind::Report,
         QueryKind::Links,
         QueryKind::LinkAnswer,
+        QueryKind::Cases,
     ];
 
     /// Its name in subjects.
@@ -242,6 +245,7 @@ impl QueryKind {
             Self::Report => "report",
             Self::Links => "links",
             Self::LinkAnswer => "link_answer",
+            Self::Cases => "cases",
         }
     }
 }

@@ -130,6 +130,38 @@ pub enum LinksAnswer {
     Unavailable,
 }
 
+/// A request for the cases the asker is guardian of.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CasesQuery {}
+
+/// One case as its guardian's list shows it: ids and states only.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GuardianCase {
+    /// The case.
+    pub case_id: String,
+    /// The municipality responsible for it, when known.
+    pub municipality_code: Option<String>,
+    /// Whether it is closed.
+    pub closed: bool,
+    /// Consents in force now.
+    pub consents_in_force: usize,
+    /// The bucket revision of its record (newer changes have higher ones).
+    pub revision: u64,
+}
+
+/// The router's answer to a [`CasesQuery`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "answer", rename_all = "snake_case")]
+pub enum CasesAnswer {
+    /// The cases, the most recently changed first.
+    Cases {
+        /// Them.
+        cases: Vec<GuardianCase>,
+    },
+    /// The router could not read the cases; retry.
+    Unavailable,
+}
+
 /// An answer to a proposed link, for one side.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LinkAnswerQuery {
@@ -164,6 +196,11 @@ impl Bus {
     /// Asks the router for the proposed links of `asker`'s cases.
     pub async fn ask_links(&self, asker: &AgencyId) -> Result<LinksAnswer, BusError> {
         self.ask(QueryKind::Links, asker, &LinksQuery {}).await
+    }
+
+    /// Asks the router for the cases `asker` is guardian of.
+    pub async fn ask_cases(&self, asker: &AgencyId) -> Result<CasesAnswer, BusError> {
+        self.ask(QueryKind::Cases, asker, &CasesQuery {}).await
     }
 
     /// Gives `asker`'s answer to a proposed link.

@@ -64,6 +64,26 @@ impl JsonBucket {
             .map_err(unavailable)
     }
 
+    /// The keys under `filter` (wildcards allowed) that hold a record (deleted ones
+    /// included until the bucket compacts them: read each before trusting it), from one
+    /// listing of the bucket stream's subjects.
+    pub async fn keys_under(&self, filter: &str) -> Result<Vec<String>, BusError> {
+        use futures::TryStreamExt;
+        let prefix = format!("$KV.{}.", self.bucket);
+        let subjects: Vec<(String, usize)> = self
+            .stream
+            .info_with_subjects(format!("{prefix}{filter}"))
+            .await
+            .map_err(unavailable)?
+            .try_collect()
+            .await
+            .map_err(unavailable)?;
+        Ok(subjects
+            .into_iter()
+            .filter_map(|(s, _)| s.strip_prefix(&prefix).map(str::to_owned))
+            .collect())
+    }
+
     /// The current record of every key under `filter` (wildcards allowed), then every
     /// change, as typed records.
     pub async fn watch<T: DeserializeOwned>(

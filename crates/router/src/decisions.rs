@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use henvis_bus::{
-    DECISIONS_PAGE, DecisionsAnswer, DecisionsQuery, QueryKind, REPORT_PAGE, ROUTER_WRITER, ReportAnswer, ReportQuery,
-    audit_case_filter, audit_decision_subject,
+    CasesAnswer, DECISIONS_PAGE, DecisionsAnswer, DecisionsQuery, QueryKind, REPORT_PAGE, ROUTER_WRITER, ReportAnswer,
+    ReportQuery, audit_case_filter, audit_decision_subject,
 };
 use henvis_domain::{
     AgencyId, AuditDecision, AuditRecord, CaseId, CaseRecord,
@@ -42,7 +42,55 @@ pub(crate) async fn serve(router: Arc<Router>, shutdown: impl std::future::Futur
             henvis_bus::LinkAnswerAnswer::NoLink,
             |asker, query| crate::linkage::answer_link(&router, asker, query)
         ),
+        router.bus.serve_queries(
+            QueryKind::Cases,
+            wait(),
+            CasesAnswer::Unavailable,
+            |asker, _: henvis_bus::CasesQuery| answer_cases(&router, asker)
+        ),
     );
+}
+
+/// The cases `asker` is guardian of now: every case the index notes for it whose record
+/// still names it (an ended guardianship or an erased case is left out), the most
+/// recently changed first.
+async fn answer_cases(router: &Router, asker: AgencyId) -> CasesAnswer {
+    let listed = match router.bus.guardian_index(&asker).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, agency = %asker, "guardian index unreadable");
+            return CasesAnswer::Unavailable;
+        }
+    };
+    let now = henvis_runtime::unix_now();
+    let mut cases = Vec::with_capacity(listed.len());
+    for id in listed {
+        let Ok(case) = CaseId::parse(&id) else { continue };
+        let found = match router.bus.case(&case).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, case_id = %case, "case record unreadable for a guardian's list");
+                return CasesAnswer::Unavailable;
+            }
+        };
+        let Some(c) = found.filter(|c| c.record.guardian.as_ref() == Some(&asker)) else {
+            continue;
+        };
+        cases.push(henvis_bus::GuardianCase {
+            case_id: case.to_string(),
+            municipality_code: c.record.municipality_code.clone(),
+            closed: c.record.closed_by_event.is_some(),
+            consents_in_force: c
+                .record
+                .consents
+                .iter()
+                .filter(|k| !k.withdrawn && k.valid_from <= now && now < k.valid_until)
+                .count(),
+            revision: c.revision,
+        });
+    }
+    cases.sort_by_key(|c| std::cmp::Reverse(c.revision));
+    CasesAnswer::Cases { cases }
 }
 
 /// The case record of `case_id` if `asker` is its guardian.

@@ -210,6 +210,10 @@ impl Router {
                 })
                 .await?;
         }
+        // the guardian's list of cases finds it (again on a retry: the same key)
+        if let CaseChange::GuardianAppointed(guardian) = &change {
+            self.bus.index_guardian(guardian, &case_id.to_string()).await?;
+        }
         // a closed case's open alerts end with it (again on a retry: closed ones are left)
         if change == CaseChange::Closed {
             self.close_alerts_of(case_id, facts.at).await?;

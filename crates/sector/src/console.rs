@@ -132,6 +132,13 @@ struct Texts {
     recipients: &'static str,
     valid_days: &'static str,
     record: &'static str,
+    cases_caption: &'static str,
+    municipality: &'static str,
+    consents_in_force: &'static str,
+    closed_case: &'static str,
+    open_state: &'static str,
+    no_cases: &'static str,
+    open_by_id: &'static str,
     covers: &'static str,
     valid: &'static str,
     never_disclose: &'static str,
@@ -198,6 +205,13 @@ const EN: Texts = Texts {
     recipients: "Recipients (agency ids, comma-separated)",
     valid_days: "Valid for days",
     record: "Record",
+    cases_caption: "The cases your agency is guardian of, the most recently changed first",
+    municipality: "Municipality",
+    consents_in_force: "Consents in force",
+    closed_case: "closed",
+    open_state: "open",
+    no_cases: "Your agency is guardian of no case.",
+    open_by_id: "Open a case by its id",
     covers: "Covers",
     valid: "Valid",
     never_disclose: "Never disclose",
@@ -273,6 +287,13 @@ const DA: Texts = Texts {
     recipients: "Modtagere (myndigheds-id'er, kommasepareret)",
     valid_days: "Gyldigt i dage",
     record: "Registrér",
+    cases_caption: "De sager, din myndighed er værge for, senest ændrede først",
+    municipality: "Kommune",
+    consents_in_force: "Gældende samtykker",
+    closed_case: "lukket",
+    open_state: "åben",
+    no_cases: "Din myndighed er ikke værge for nogen sag.",
+    open_by_id: "Åbn en sag med dens id",
     covers: "Dækker",
     valid: "Gyldigt",
     never_disclose: "Må aldrig videregives",
@@ -727,6 +748,7 @@ async fn claim(
 struct OpenCasePage<'a> {
     t: &'a Texts,
     frame: Frame<'a>,
+    cases: Vec<henvis_proto::henvis::broker::v1::GuardianCase>,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -757,10 +779,22 @@ async fn open_case(
             ),
         };
     }
+    use henvis_proto::henvis::broker::v1::referral_service_server::ReferralService as _;
+    let cases = match crate::submit::Referrals(c.core.clone())
+        .list_guardian_cases(as_person(
+            &person,
+            henvis_proto::henvis::broker::v1::ListGuardianCasesRequest {},
+        ))
+        .await
+    {
+        Ok(r) => r.into_inner().cases,
+        Err(s) => return refused(&person, &s),
+    };
     page(
         OpenCasePage {
             t,
             frame: person.frame(t.cases),
+            cases,
         }
         .render(),
         &lang,

@@ -70,6 +70,29 @@ pub(crate) async fn get(core: &Core, caller: &Caller, case_id: &str) -> Result<G
     })
 }
 
+/// The cases the calling agency is guardian of, from the router (which reads the case
+/// records; this service has no read rights on them).
+pub(crate) async fn guardian_cases(
+    core: &Core,
+    caller: &Caller,
+) -> Result<henvis_proto::henvis::broker::v1::ListGuardianCasesResponse, ApiError> {
+    use henvis_proto::henvis::broker::v1::{GuardianCase, ListGuardianCasesResponse};
+    match core.bus.ask_cases(&caller.agency).await? {
+        henvis_bus::CasesAnswer::Cases { cases } => Ok(ListGuardianCasesResponse {
+            cases: cases
+                .into_iter()
+                .map(|c| GuardianCase {
+                    case_id: c.case_id,
+                    municipality_code: c.municipality_code.unwrap_or_default(),
+                    closed: c.closed,
+                    consents_in_force: u32::try_from(c.consents_in_force).unwrap_or(u32::MAX),
+                })
+                .collect(),
+        }),
+        henvis_bus::CasesAnswer::Unavailable => Err(ApiError::Unavailable("case records unreadable; retry".into())),
+    }
+}
+
 fn time(seconds: i64) -> Option<prost_types::Timestamp> {
     Some(prost_types::Timestamp { seconds, nanos: 0 })
 }

@@ -657,6 +657,14 @@ impl ReferralService for Referrals {
         ))
     }
 
+    async fn list_guardian_cases(
+        &self,
+        request: Request<henvis_proto::henvis::broker::v1::ListGuardianCasesRequest>,
+    ) -> Result<Response<henvis_proto::henvis::broker::v1::ListGuardianCasesResponse>, Status> {
+        let caller = self.0.caller(request.extensions())?;
+        Ok(Response::new(crate::decisions::guardian_cases(&self.0, &caller).await?))
+    }
+
     async fn list_case_links(
         &self,
         request: Request<henvis_proto::henvis::broker::v1::ListCaseLinksRequest>,
