@@ -634,3 +634,60 @@ async fn a_closed_cases_data_is_erased_after_its_retention_and_the_audit_still_v
         comp.events_decided
     );
 }
+
+/// The cases `agency` is guardian of, as ListGuardianCases answers it.
+async fn guardian_cases(d: &Deployment, agency: &str) -> Vec<String> {
+    use henvis_proto::henvis::broker::v1::ListGuardianCasesRequest;
+    let mut c = d.client(Sector::Ngo, agency).await.unwrap();
+    let r = c.req(ListGuardianCasesRequest {});
+    c.inner
+        .list_guardian_cases(r)
+        .await
+        .unwrap()
+        .into_inner()
+        .cases
+        .into_iter()
+        .map(|c| c.case_id)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guardian_lists_exactly_its_cases_and_a_starting_router_notes_the_guardians_of_older_cases() {
+    let d = Deployment::start().await.unwrap();
+    let (mine, _kbh) = crate::policy::case_with_guardian(&d, "ngo-redbarnet").await;
+    let theirs = crate::policy::open_case(&d, "101").await;
+    let mut kbh = d.client(Sector::Social, "kommune-101").await.unwrap();
+    let a = submit(
+        &mut kbh,
+        "appoint-hopenow",
+        &theirs,
+        crate::policy::appoint("ngo-hopenow"),
+    )
+    .await
+    .unwrap();
+    routed(&mut kbh, &a.event_id).await;
+    assert_eq!(guardian_cases(&d, "ngo-redbarnet").await, vec![mine.clone()]);
+    assert_eq!(guardian_cases(&d, "ngo-hopenow").await, vec![theirs.clone()]);
+    assert!(guardian_cases(&d, "ngo-reden-international").await.is_empty());
+
+    // a store from before the list existed: no index entries, no mark that they were made
+    let nats = henvis_tests::connect_as(&d.nats.url(), d.pki_dir(), &henvis_tests::inspector())
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(nats);
+    let linkage = js.get_stream("KV_henvis_linkage").await.unwrap();
+    for filter in ["$KV.henvis_linkage.guardian.>", "$KV.henvis_linkage.index.>"] {
+        linkage.purge().filter(filter).await.unwrap();
+    }
+    assert!(guardian_cases(&d, "ngo-redbarnet").await.is_empty());
+    // a router starting notes every case's guardian once
+    let _router = henvis_tests::RouterProcess::spawn(&d.nats.url(), 600, d.pki_dir()).unwrap();
+    let listed = wait_for("the older case in its guardian's list", LIMIT, || async {
+        let l = guardian_cases(&d, "ngo-redbarnet").await;
+        (!l.is_empty()).then_some(l)
+    })
+    .await
+    .unwrap();
+    assert_eq!(listed, vec![mine]);
+    assert_eq!(guardian_cases(&d, "ngo-hopenow").await, vec![theirs]);
+}

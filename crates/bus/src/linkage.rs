@@ -17,6 +17,9 @@ struct CaseTokens {
     tokens: BTreeSet<String>,
 }
 
+/// The key saying the guardian index covers the cases from before it existed.
+const GUARDIAN_INDEX_BUILT: &str = "index.guardians_built";
+
 /// A link record as read, with its revision for compare-and-set.
 pub type VersionedLink = crate::Versioned<CaseLink>;
 
@@ -39,6 +42,26 @@ impl Bus {
                 &format!("guardian.{guardian}.{case}"),
                 &serde_json::json!({ "guardian_of": case }),
             )
+            .await
+            .map(drop)
+    }
+
+    /// Whether every case's guardian has been noted once (see
+    /// [`mark_guardian_index_built`](Self::mark_guardian_index_built)).
+    pub async fn guardian_index_built(&self) -> Result<bool, BusError> {
+        Ok(self
+            .linkage_bucket()
+            .await?
+            .get::<serde_json::Value>(GUARDIAN_INDEX_BUILT)
+            .await?
+            .is_some())
+    }
+
+    /// Records that every case standing when the index began has been noted.
+    pub async fn mark_guardian_index_built(&self) -> Result<(), BusError> {
+        self.linkage_bucket()
+            .await?
+            .put(GUARDIAN_INDEX_BUILT, &serde_json::json!({ "at": crate::unix_now() }))
             .await
             .map(drop)
     }

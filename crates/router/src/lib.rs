@@ -203,10 +203,46 @@ pub async fn serve(
     let chain = tokio::spawn(chain::run(router.clone(), wait()));
     let retention = tokio::spawn(retention::run(router.clone(), wait()));
     let backlog = tokio::spawn(measure_backlog(router.clone(), wait()));
+    tokio::spawn(backfill_guardian_index(router.clone()));
     let routing = router.run(wait());
     let (a, b, c) = tokio::join!(grpc, routing, reload);
     let _ = tokio::join!(dead, expiry, questions, directory, chain, retention, backlog);
     a.and(b).and(c)
+}
+
+/// Notes the guardian of every case standing when the guardian index began (new
+/// appointments are noted as they are routed), once per deployment: a guardian's list of
+/// cases then holds its older cases too. Idempotent; several routers may run it at once.
+async fn backfill_guardian_index(router: Arc<Router>) {
+    match router.bus.guardian_index_built().await {
+        Ok(true) => return,
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "guardian index state unreadable; the next start tries again");
+            return;
+        }
+    }
+    let cases = match router.bus.stored_cases().await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "case records unreadable; the guardian index is built at the next start");
+            return;
+        }
+    };
+    let mut noted = 0usize;
+    for (case, record) in &cases {
+        if let Some(guardian) = &record.guardian {
+            if let Err(e) = router.bus.index_guardian(guardian, case).await {
+                tracing::warn!(error = %e, "guardian index not built; the next start tries again");
+                return;
+            }
+            noted += 1;
+        }
+    }
+    match router.bus.mark_guardian_index_built().await {
+        Ok(()) => tracing::info!(cases = cases.len(), guardians_noted = noted, "guardian index built"),
+        Err(e) => tracing::warn!(error = %e, "guardian index built but not marked; the next start notes again"),
+    }
 }
 
 /// How often the router measures every agency's inbox backlog for the metrics.
