@@ -171,8 +171,11 @@ impl Bus {
 pub struct InboxPuller(Consumer<pull::Config>);
 
 impl InboxPuller {
-    /// One pull of at most `n` deliveries, ending when `n` came or after 30 s without them
-    /// (the server's idle heartbeat every 5 s). Pulling exactly what can be offered means
+    /// One pull of at most `n` deliveries, ending when `n` came or after 5 s (then the next
+    /// one starts: a pull lost with a server's restart is replaced within seconds). No idle
+    /// heartbeats: async-nats' batch answers a heartbeat with `Pending` without asking to be
+    /// woken again, so the delivery after a heartbeat waited for something else to wake the
+    /// stream (seconds, under load more than a test's limit). Pulling exactly what can be offered means
     /// nothing is fetched that the stream cannot pass on, so a client that goes away uses
     /// up no attempt of a delivery it never saw, and what a stream holds when it closes is
     /// what it offered (plus, at most, what is in flight at that very moment).
@@ -184,8 +187,7 @@ impl InboxPuller {
             .0
             .batch()
             .max_messages(n)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
+            .expires(Duration::from_secs(5))
             .messages()
             .await
             .map_err(|e| BusError::Unavailable(e.to_string()))?;

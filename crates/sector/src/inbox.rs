@@ -95,7 +95,7 @@ pub(crate) async fn open(
             tokio::select! {
                 Some(p) = pulls.next(), if !pulls.is_empty() => {
                     let m = match p {
-                        // the pull ended (filled, or 30 s without deliveries)
+                        // the pull ended (filled, or 5 s without deliveries)
                         Pulled::End(id) => { pulling.remove(&id); continue; }
                         Pulled::Offer(id, m) => match *m {
                             Ok(m) => {
