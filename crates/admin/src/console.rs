@@ -399,7 +399,7 @@ impl Person {
 /// The administrator a request's certificate proves, if the directory lists them.
 fn signed_in(c: &Console, auth: &Authenticated, t: &'static Texts) -> Result<Person, Box<Response>> {
     let principal = console::sign_in(auth, t.lang, |p| {
-        c.admin.administrator(p).map(drop).map_err(|s| s.message().to_owned())
+        c.admin.admitted(p).map(drop).map_err(|s| s.message().to_owned())
     })?;
     Ok(Person {
         who: match &principal {

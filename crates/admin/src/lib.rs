@@ -200,30 +200,33 @@ pub async fn serve(
 }
 
 impl Admin {
-    /// The administrator a principal proves, if the directory lists them.
+    /// The administrator a principal proves, if the directory lists them; a refusal is
+    /// recorded.
     pub fn administrator(&self, principal: &Principal) -> Result<PersonId, tonic::Status> {
+        self.admitted(principal).inspect_err(|_| {
+            henvis_runtime::refusals::record(
+                henvis_runtime::refusals::Refusal::NotAdmitted,
+                &principal.to_string(),
+                if matches!(principal, Principal::Admin(_)) {
+                    "administrator not in the directory"
+                } else {
+                    "not an administrator"
+                },
+            );
+        })
+    }
+
+    /// [`administrator`](Self::administrator) without recording a refusal (for a caller
+    /// that records it itself, as the console's sign-in does).
+    pub(crate) fn admitted(&self, principal: &Principal) -> Result<PersonId, tonic::Status> {
         match principal {
             Principal::Admin(id) if self.directory.current().is_administrator(id) => Ok(id.clone()),
-            Principal::Admin(id) => {
-                henvis_runtime::refusals::record(
-                    henvis_runtime::refusals::Refusal::NotAdmitted,
-                    &principal.to_string(),
-                    "administrator not in the directory",
-                );
-                Err(tonic::Status::permission_denied(format!(
-                    "`{id}` is not an administrator in the directory, or is disabled; ask an administrator to add you"
-                )))
-            }
-            other => {
-                henvis_runtime::refusals::record(
-                    henvis_runtime::refusals::Refusal::NotAdmitted,
-                    &other.to_string(),
-                    "not an administrator",
-                );
-                Err(tonic::Status::permission_denied(
-                    "the admin service serves administrators only (a `henvis://admin/<id>` certificate listed in the directory)",
-                ))
-            }
+            Principal::Admin(id) => Err(tonic::Status::permission_denied(format!(
+                "`{id}` is not an administrator in the directory, or is disabled; ask an administrator to add you"
+            ))),
+            _ => Err(tonic::Status::permission_denied(
+                "the admin service serves administrators only (a `henvis://admin/<id>` certificate listed in the directory)",
+            )),
         }
     }
 }
