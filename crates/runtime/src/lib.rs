@@ -3,6 +3,12 @@
 //!
 //! It holds no business logic and no policy.
 
+/// Every henvis process allocates through mimalloc: routing, sealing and gRPC make many
+/// small short-lived allocations, and glibc's allocator took a fifth of the router's CPU
+/// under load (docs/PERFORMANCE.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod config;
 pub use config::ServiceConfig;
 mod directory;

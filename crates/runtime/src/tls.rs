@@ -13,8 +13,8 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, RwLock},
-    time::{Duration, SystemTime},
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::Context as _;
@@ -118,7 +118,19 @@ impl ClientCertVerifier for Deferred {
 struct Material {
     verifier: Arc<dyn ClientCertVerifier>,
     server: Arc<ServerConfig>,
+    /// Certificate chains this material verified lately (by their SHA-256), with the
+    /// principal each names and when: a caller's every request is not one more signature
+    /// check. Belongs to the material, so a reload (a new revocation list above all)
+    /// starts empty and judges every caller afresh.
+    verified: Mutex<lru::LruCache<[u8; 32], (Principal, Instant)>>,
 }
+
+/// How long a verified certificate chain is taken as verified again without checking
+/// (its validity period is judged at most this late; a revocation takes effect when the
+/// revocation list is reloaded).
+const VERIFIED_FOR: Duration = Duration::from_secs(10);
+/// Chains remembered as verified per material.
+const VERIFIED_CHAINS: usize = 4096;
 
 fn load(files: &PkiFiles) -> anyhow::Result<Material> {
     let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading `{}`", p.display()));
@@ -149,6 +161,9 @@ fn load(files: &PkiFiles) -> anyhow::Result<Material> {
     Ok(Material {
         verifier,
         server: Arc::new(server),
+        verified: Mutex::new(lru::LruCache::new(
+            std::num::NonZeroUsize::new(VERIFIED_CHAINS).unwrap_or(std::num::NonZeroUsize::MIN),
+        )),
     })
 }
 
@@ -231,11 +246,31 @@ impl TlsServer {
         let (end_entity, intermediates) = chain
             .and_then(<[_]>::split_first)
             .ok_or("no client certificate: henvis requires mutual TLS")?;
-        self.material()
+        let material = self.material();
+        let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+        for c in std::iter::once(end_entity).chain(intermediates) {
+            digest.update(&(c.len() as u64).to_be_bytes());
+            digest.update(c.as_ref());
+        }
+        let mut id = [0u8; 32];
+        id.copy_from_slice(digest.finish().as_ref());
+        let remembered = material.verified.lock().ok().and_then(|mut v| {
+            v.get(&id)
+                .filter(|(_, at)| at.elapsed() < VERIFIED_FOR)
+                .map(|(p, _)| p.clone())
+        });
+        if let Some(p) = remembered {
+            return Ok(p);
+        }
+        material
             .verifier
             .verify_client_cert(end_entity, intermediates, UnixTime::now())
             .map_err(|e| refusal(&e))?;
-        principal_of(end_entity).ok_or("client certificate names no henvis principal")
+        let principal = principal_of(end_entity).ok_or("client certificate names no henvis principal")?;
+        if let Ok(mut v) = material.verified.lock() {
+            v.put(id, (principal.clone(), Instant::now()));
+        }
+        Ok(principal)
     }
 
     /// Accepts TCP connections on `listener` and completes their TLS handshakes; a
