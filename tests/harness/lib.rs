@@ -963,6 +963,7 @@ impl Deployment {
             closed_case_retention_secs: self.options.closed_case_retention_secs,
             retention_scan_secs: self.options.closed_case_retention_secs.clamp(1, 3600),
             audit_signing_key: None,
+            in_flight: henvis_router::DEFAULT_IN_FLIGHT,
         };
         let router = henvis_router::build(&config).await?;
         let (listener, addr) = henvis_runtime::bind(config.listen).await?;
@@ -991,6 +992,7 @@ impl Deployment {
             closed_case_retention_secs: self.options.closed_case_retention_secs,
             retention_scan_secs: self.options.closed_case_retention_secs.clamp(1, 3600),
             audit_signing_key: None,
+            in_flight: henvis_router::DEFAULT_IN_FLIGHT,
         }
     }
 

@@ -1,9 +1,9 @@
 //! Delivery marks: `<recipient>.<event id>` → the event's case, sender and type, written by
-//! the router before it delivers. A sector service may read only its own agencies' marks
+//! the router once the delivery is stored in OUT (one write per delivery). A sector service may read only its own agencies' marks
 //! (a subject-scoped direct get), which is how Submit checks that a `referral_response`
 //! answers an event the responder actually received, without reading anyone's statuses.
 
-use crate::{Bus, BusError, Versioned, names::delivered_key};
+use crate::{Bus, BusError, names::delivered_key};
 
 /// What the router remembers of a delivery.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -123,44 +123,34 @@ impl Bus {
         Ok(last.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect())
     }
 
-    /// Marks that `event_id` is being delivered to `recipient`, unless marked before, and
-    /// returns the mark as stored (an earlier one for a redelivered or re-driven event),
-    /// with its revision for [`mark_published`](Self::mark_published).
-    pub async fn mark_delivered(
-        &self,
-        recipient: &str,
-        event_id: &str,
-        mark: &Delivered,
-    ) -> Result<Versioned<Delivered>, BusError> {
-        let bucket = self.delivered_bucket().await?;
-        let key = delivered_key(recipient, event_id);
-        if let Some(revision) = bucket.create_new(&key, mark).await? {
-            return Ok(Versioned {
-                record: mark.clone(),
-                revision,
-            });
-        }
-        bucket
-            .get::<Delivered>(&key)
+    /// Whether `event_id`'s delivery to `recipient` is marked stored in OUT (by an earlier
+    /// attempt: then it is never published again, however late).
+    pub async fn delivery_published(&self, recipient: &str, event_id: &str) -> Result<bool, BusError> {
+        Ok(self
+            .delivered_bucket()
             .await?
-            .ok_or_else(|| BusError::Unavailable(format!("delivery mark `{key}` vanished")))
+            .get::<Delivered>(&delivered_key(recipient, event_id))
+            .await?
+            .is_some_and(|m| m.record.published))
     }
 
-    /// Records that the delivery of `event_id` to `recipient` is stored in OUT, starting
-    /// from the mark as [`mark_delivered`](Self::mark_delivered) returned it (one write
-    /// unless someone changed it meanwhile).
-    pub async fn mark_published(
-        &self,
-        recipient: &str,
-        event_id: &str,
-        known: Versioned<Delivered>,
-    ) -> Result<(), BusError> {
-        self.delivered_bucket()
-            .await?
-            .modify_from::<Delivered>(
-                &delivered_key(recipient, event_id),
-                Some(Some(known)),
-                || None,
+    /// Records that the delivery of `event_id` to `recipient` is stored in OUT: one create
+    /// on the common path; a mark an earlier attempt (or version) left unpublished is set
+    /// published, and a published one is kept.
+    pub async fn mark_published(&self, recipient: &str, event_id: &str, mark: &Delivered) -> Result<(), BusError> {
+        let bucket = self.delivered_bucket().await?;
+        let key = delivered_key(recipient, event_id);
+        let published = Delivered {
+            published: true,
+            ..mark.clone()
+        };
+        if bucket.create_new(&key, &published).await?.is_some() {
+            return Ok(());
+        }
+        bucket
+            .modify::<Delivered>(
+                &key,
+                || Some(published.clone()),
                 |d| !std::mem::replace(&mut d.published, true),
             )
             .await

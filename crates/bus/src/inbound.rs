@@ -67,6 +67,11 @@ impl Offered {
         self.0.info().map(|i| i.delivered).unwrap_or(1)
     }
 
+    /// Whether this is its first offer (when unknown: not).
+    pub fn first_offer(&self) -> bool {
+        self.0.info().is_ok_and(|i| i.delivered == 1)
+    }
+
     /// Acknowledged (everything it produced is stored, or the agency took it), and the
     /// acknowledgement confirmed by the server.
     pub async fn done(&self) -> Result<(), BusError> {

@@ -75,3 +75,11 @@ impl Bus {
 /// given.
 #[derive(Debug)]
 pub struct CaseTurn(Option<crate::Versioned<u64>>);
+
+impl CaseTurn {
+    /// Whether the case's routed mark already covers IN sequence `sequence` (the event was
+    /// routed before).
+    pub fn covers(&self, sequence: u64) -> bool {
+        self.0.as_ref().is_some_and(|m| m.record >= sequence)
+    }
+}

@@ -57,6 +57,11 @@ pub struct RouterConfig {
     /// (the audit keeps its ids for its own retention).
     #[arg(long, env = "HENVIS_CLOSED_CASE_RETENTION_SECS", default_value_t = 365 * 24 * 3600)]
     pub closed_case_retention_secs: u64,
+    /// Events one router routes at once (of different cases; one case's events one at a
+    /// time, in order). Routing an event is a chain of NATS round trips, so throughput
+    /// grows with this until nats-server's CPU is the limit.
+    #[arg(long, env = "HENVIS_ROUTER_IN_FLIGHT", default_value_t = DEFAULT_IN_FLIGHT)]
+    pub in_flight: usize,
     /// The Ed25519 key (PKCS#8 DER) audit checkpoints are signed with; default
     /// `<pki dir>/service/audit-signing.p8`. Without it the chain is kept but not signed.
     #[arg(long, env = "HENVIS_AUDIT_SIGNING_KEY")]
@@ -78,6 +83,8 @@ pub struct Router {
     closed_case_retention_secs: i64,
     /// How often closed cases are looked at.
     retention_scan: Duration,
+    /// Events routed at once.
+    in_flight: usize,
 }
 
 impl Router {
@@ -92,6 +99,11 @@ pub fn check(config: &RouterConfig) -> anyhow::Result<()> {
     config
         .service
         .check(&henvis_domain::Principal::Service("router".into()), true)?;
+    anyhow::ensure!(
+        (1..=10_000).contains(&config.in_flight),
+        "in_flight: expected 1 to 10000 events, got {}",
+        config.in_flight
+    );
     if let Some(p) = &config.rules {
         check_rule_file(p, &config.service)?;
     }
@@ -161,6 +173,7 @@ pub async fn build(config: &RouterConfig) -> anyhow::Result<Arc<Router>> {
         deferral_max_secs: config.service.deferral_max_secs(),
         closed_case_retention_secs: i64::try_from(config.closed_case_retention_secs).unwrap_or(i64::MAX),
         retention_scan: Duration::from_secs(config.retention_scan_secs.max(1)),
+        in_flight: config.in_flight,
     }))
 }
 
@@ -306,7 +319,7 @@ impl Router {
             let mut messages = match self
                 .bus
                 .routing_consumer(RoutingConsumer {
-                    batch: IN_FLIGHT,
+                    batch: self.in_flight,
                     // what a crashed router held is offered to the others after this
                     ack_wait: ACK_WAIT,
                     // events held for absent recipients wait here too; room for many
@@ -329,7 +342,7 @@ impl Router {
                     Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {
                         case_locks.retain(|_, l| Arc::strong_count(l) > 1);
                     }
-                    m = messages.next(), if in_flight.len() < IN_FLIGHT => {
+                    m = messages.next(), if in_flight.len() < self.in_flight => {
                         let m = match m {
                             Some(Ok(m)) => m,
                             Some(Err(e)) => { tracing::warn!(error = %e, "router consumer error"); continue; }
@@ -387,6 +400,9 @@ impl Router {
             },
             _ => None,
         };
+        // an event offered before, or routed before (its case's mark covers it), may have
+        // deliveries stored by an earlier attempt
+        let redelivered = !m.first_offer() || turn.as_ref().is_some_and(|(_, t)| t.covers(in_sequence));
         // the case's routed mark moves only once everything the event produced is stored
         let routed = || async {
             match turn {
@@ -394,7 +410,10 @@ impl Router {
                 None => Ok(()),
             }
         };
-        match self.route(m.subject(), m.payload(), opened, in_sequence).await {
+        match self
+            .route(m.subject(), m.payload(), opened, in_sequence, redelivered)
+            .await
+        {
             Ok(()) => {
                 if let Err(e) = routed().await {
                     tracing::warn!(error = %e, seq = in_sequence, "routing order not recorded; will route again");
@@ -462,6 +481,9 @@ impl Router {
     }
 }
 
+/// Events one router routes at once unless configured otherwise.
+pub const DEFAULT_IN_FLIGHT: usize = 256;
+
 /// How long an unacknowledged event stays with one router before another gets it.
 const ACK_WAIT: Duration = Duration::from_secs(10);
 /// Pause before trying an event again whose case has an earlier event pending.
@@ -472,5 +494,3 @@ const FULL_PAUSE: Duration = Duration::from_secs(5);
 const HELD_PAUSE_MAX: Duration = Duration::from_secs(15);
 /// Pause before opening the consumer again after NATS went away.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
-/// Events routed concurrently by one router.
-const IN_FLIGHT: usize = 64;

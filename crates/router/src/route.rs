@@ -57,6 +57,16 @@ impl Facts {
     }
 }
 
+/// The stored event a plan is executed for.
+struct Stored<'a> {
+    /// As stored in IN (sealed).
+    payload: &'a [u8],
+    /// Its IN sequence.
+    in_sequence: u64,
+    /// Whether an earlier attempt may have stored some of what it produces.
+    redelivered: bool,
+}
+
 /// Why routing an event failed.
 #[derive(Debug)]
 pub(crate) enum RouteError {
@@ -141,13 +151,15 @@ impl Router {
     }
 
     /// Routes one stored envelope and returns once everything it produced is stored.
-    /// `opened`: the payload opened with its case's key.
+    /// `opened`: the payload opened with its case's key; `redelivered`: an earlier attempt
+    /// may have stored some of what it produces.
     pub(crate) async fn route(
         &self,
         subject: &str,
         payload: &[u8],
         opened: Result<henvis_bus::Opened, henvis_bus::BusError>,
         in_sequence: u64,
+        redelivered: bool,
     ) -> Result<(), RouteError> {
         // sealed with its case's key; an erased case's events can never be opened again
         let opened = match opened {
@@ -266,7 +278,12 @@ impl Router {
             case = now;
         }
         let p = planned.ok_or_else(|| RouteError::Retry("case kept changing during the decision".into()))?;
-        self.execute(&env, payload, in_sequence, &facts, case.as_ref(), p).await
+        let stored = Stored {
+            payload,
+            in_sequence,
+            redelivered,
+        };
+        self.execute(&env, stored, &facts, case.as_ref(), p).await
     }
 
     /// Audits a plan's decision, after recording it as the event's decision: a decision an
@@ -306,12 +323,16 @@ impl Router {
     async fn execute(
         &self,
         env: &Envelope,
-        payload: &[u8],
-        in_sequence: u64,
+        stored: Stored<'_>,
         facts: &Facts,
         case: Option<&VersionedCase>,
         p: Plan,
     ) -> Result<(), RouteError> {
+        let Stored {
+            payload,
+            in_sequence,
+            redelivered,
+        } = stored;
         // the sender and every recipient take part in the case, recorded before anything is
         // delivered so a recipient's answer is never refused as coming from an outsider
         if let Some(c) = case.filter(|c| p.participants.iter().any(|a| !c.record.participants.contains(a))) {
@@ -321,34 +342,36 @@ impl Router {
                 })
                 .await?;
         }
-        // what each recipient received, before it can receive it: a referral response is
-        // admitted only for an event delivered to the responder
-        // (an earlier mark says whether an earlier attempt already stored the delivery: then
-        // it is never published again, however long after the duplicate window)
+        // what each recipient received is marked once OUT stored it (a referral response is
+        // admitted only for an event delivered to the responder). A first attempt publishes
+        // every delivery; a redelivered event's earlier attempt may have stored some, whose
+        // marks say so: those are never published again, however long after the duplicate
+        // window (one it stored but did not mark is published again under the same message
+        // id, which OUT drops within the window).
         let mark = henvis_bus::Delivered {
             case_id: env.case_id.clone(),
             sender: facts.sender.to_string(),
             message_type: facts.mt.to_string(),
-            published: false,
+            published: true,
         };
-        let marks = futures::future::try_join_all(
-            p.deliveries
-                .iter()
-                .map(|d| self.bus.mark_delivered(d.agency.as_str(), &env.event_id, &mark)),
-        )
-        .await?;
+        let stored_before = if redelivered {
+            futures::future::try_join_all(
+                p.deliveries
+                    .iter()
+                    .map(|d| self.bus.delivery_published(d.agency.as_str(), &env.event_id)),
+            )
+            .await?
+        } else {
+            vec![false; p.deliveries.len()]
+        };
         let mut delivery_acks = Vec::with_capacity(p.deliveries.len());
-        for (d, mark) in p.deliveries.iter().zip(marks) {
-            if mark.record.published {
+        for (d, stored_before) in p.deliveries.iter().zip(stored_before) {
+            if stored_before {
                 continue;
             }
             // sealed with the case's key: an erasure reaches deliveries still waiting
             let sealed = self.bus.seal(&env.case_id, &d.delivery.encode_to_vec()).await?;
-            delivery_acks.push((
-                &d.agency,
-                mark,
-                self.bus.publish(d.subject.clone(), &d.msg_id, sealed).await?,
-            ));
+            delivery_acks.push((&d.agency, self.bus.publish(d.subject.clone(), &d.msg_id, sealed).await?));
         }
         let mut acks = Vec::with_capacity(p.statuses.len());
         for s in &p.statuses {
@@ -372,9 +395,9 @@ impl Router {
             // refused (a full OUT): the retry publishes only what is still missing
             let mut first_error = None;
             let mut published = Vec::new();
-            for (agency, mark, ack) in delivery_acks {
+            for (agency, ack) in delivery_acks {
                 match ack.await {
-                    Ok(_) => published.push(self.bus.mark_published(agency.as_str(), &env.event_id, mark)),
+                    Ok(_) => published.push(self.bus.mark_published(agency.as_str(), &env.event_id, &mark)),
                     Err(henvis_bus::BusError::Full(_)) => {
                         first_error.get_or_insert(RouteError::Held(agency.clone()));
                     }
@@ -404,15 +427,19 @@ impl Router {
             }
             Ok::<(), henvis_bus::BusError>(())
         };
-        let (remembered, stored, alerted) = tokio::join!(remembered, stored, alerted);
+        // a report with identity fields: keyed tokens, and a link proposed to every case
+        // that looks like the same child (alongside too: nothing delivered depends on it)
+        let linked = async {
+            match env.event.as_ref().and_then(|e| e.kind.as_ref()) {
+                Some(Kind::SuspectedVictimReported(r)) => crate::linkage::index(self, &facts.case_id, r).await,
+                _ => Ok(()),
+            }
+        };
+        let (remembered, stored, alerted, linked) = tokio::join!(remembered, stored, alerted, linked);
         remembered?;
         stored?;
         alerted?;
-        // a report with identity fields: keyed tokens, and a link proposed to every case
-        // that looks like the same child
-        if let Some(Kind::SuspectedVictimReported(r)) = env.event.as_ref().and_then(|e| e.kind.as_ref()) {
-            crate::linkage::index(self, &facts.case_id, r).await?;
-        }
+        linked?;
         record_decision(&p.decision);
         tracing::info!(
             event_id = %env.event_id,

@@ -115,8 +115,16 @@ impl Core {
         }
         henvis_domain::ActorId::parse(&req.actor_id).map_err(|e| ApiError::field("actor_id", e.expected))?;
         // a retry of a stored event, however late: the original answer, nothing new stored
-        // (a different request under a used key is refused, never answered as a retry)
-        if let Some((stored, _)) = self.bus.submitted(caller.agency.as_str(), key.as_str()).await? {
+        // (a different request under a used key is refused, never answered as a retry).
+        // The named case is read meanwhile (one round trip for both); a retry ignores it.
+        let named_case = CaseId::parse(&req.case_id).ok();
+        let (submitted, prefetched) = tokio::join!(self.bus.submitted(caller.agency.as_str(), key.as_str()), async {
+            match &named_case {
+                Some(id) => self.bus.case(id).await,
+                None => Ok(None),
+            }
+        });
+        if let Some((stored, _)) = submitted? {
             let (envelope, change) = Self::decode_stored(&stored)?;
             same_request(req.event.as_ref(), &req.actor_id, &req.case_id, &envelope, &key)?;
             return Ok(Checked::Answered(self.finish(caller, envelope, change, true).await?));
@@ -165,7 +173,8 @@ impl Core {
         }
         self.schema
             .validate(&dynamic, std::time::SystemTime::now(), &self.directory.current())?;
-        let (case_id, existing) = self.case_for(caller, &req.case_id, &mt).await?;
+        let prefetched = prefetched?.map(|c| c.record);
+        let (case_id, existing) = self.case_for(caller, &req.case_id, &mt, prefetched).await?;
         let event_id = EventId::new_now();
         // workflow guards, against the case as it stands (a new case: nothing yet)
         let current = existing.unwrap_or_else(CaseRecord::new);
@@ -291,7 +300,17 @@ impl Core {
             recipients: Vec::new(),
         };
         let status_id = format!("submitted:{}", envelope.event_id);
-        let (remembered, status) = tokio::join!(
+        // a case this event opens is remembered as the caller's alongside, so the caller
+        // can add to it at once
+        let opened = async {
+            match &change {
+                CaseChange::Opened { municipality_code } => {
+                    self.remember_opening(caller, &envelope, municipality_code).await
+                }
+                _ => Ok(()),
+            }
+        };
+        let (remembered, status, opened) = tokio::join!(
             self.bus.remember_submitted(
                 caller.agency.as_str(),
                 key.as_str(),
@@ -303,10 +322,12 @@ impl Core {
                 henvis_bus::status_subject(&caller.agency, &envelope.event_id, caller.agency.as_str()),
                 &status_id,
                 submitted.encode_to_vec().into(),
-            )
+            ),
+            opened
         );
         remembered?;
         status?;
+        opened?;
         self.finish(caller, envelope, change, false).await
     }
 
@@ -359,15 +380,12 @@ impl Core {
         // once; an opening report instead lets its sender add to the case at once.
         match &change {
             CaseChange::None => {}
+            // a first attempt remembered the opening alongside its idempotency record; a
+            // retry writes it again (kept if stored)
             CaseChange::Opened { municipality_code } => {
-                let case = CaseId::parse(&envelope.case_id).map_err(|e| ApiError::Internal(e.to_string()))?;
-                let opening = henvis_bus::Opening {
-                    event_id: envelope.event_id.clone(),
-                    municipality_code: municipality_code.clone(),
-                };
-                self.bus
-                    .remember_opening(caller.agency.as_str(), &case, &opening)
-                    .await?;
+                if duplicate {
+                    self.remember_opening(caller, &envelope, municipality_code).await?;
+                }
             }
             _ => {
                 let case = CaseId::parse(&envelope.case_id).map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -382,6 +400,24 @@ impl Core {
             case_id: envelope.case_id,
             duplicate,
         })
+    }
+
+    /// Records that the caller opened `envelope`'s case (kept if recorded already).
+    async fn remember_opening(
+        &self,
+        caller: &Caller,
+        envelope: &Envelope,
+        municipality_code: &str,
+    ) -> Result<(), ApiError> {
+        let case = CaseId::parse(&envelope.case_id).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let opening = henvis_bus::Opening {
+            event_id: envelope.event_id.clone(),
+            municipality_code: municipality_code.to_owned(),
+        };
+        Ok(self
+            .bus
+            .remember_opening(caller.agency.as_str(), &case, &opening)
+            .await?)
     }
 
     /// Waits until the router has applied `change` of event `event_id` to the case record,
@@ -409,11 +445,13 @@ impl Core {
     /// The case an event belongs to: a new id for an opening report without a case id,
     /// else the named case, which must exist (as the router recorded it, or as the caller
     /// opened it moments ago and the router has not routed yet).
+    /// `prefetched`: the named case's record as just read, if it exists.
     async fn case_for(
         &self,
         caller: &Caller,
         case_id: &str,
         mt: &MessageType,
+        prefetched: Option<CaseRecord>,
     ) -> Result<(CaseId, Option<CaseRecord>), ApiError> {
         if case_id.is_empty() {
             if mt.as_str() != OPENING_TYPE {
@@ -425,8 +463,8 @@ impl Core {
             return Ok((CaseId::new_random(), None));
         }
         let id = CaseId::parse(case_id).map_err(|e| ApiError::field("case_id", e.expected))?;
-        if let Some(c) = self.bus.case(&id).await? {
-            return Ok((id, Some(c.record)));
+        if let Some(record) = prefetched {
+            return Ok((id, Some(record)));
         }
         let opened = self.bus.opening(caller.agency.as_str(), &id).await?;
         if opened.is_none() {
@@ -473,10 +511,19 @@ impl Core {
         })?;
         match &event.kind {
             Some(Kind::ReferralResponse(r)) => {
-                let delivered = self
-                    .bus
-                    .delivered_to(caller.agency.as_str(), &r.in_response_to_event_id)
-                    .await?;
+                // the router marks a delivery moments after OUT stored it: an answer sent
+                // the instant the referral arrived waits a little for its mark
+                let deadline = tokio::time::Instant::now() + DELIVERY_MARK_WAIT;
+                let delivered = loop {
+                    let found = self
+                        .bus
+                        .delivered_to(caller.agency.as_str(), &r.in_response_to_event_id)
+                        .await?;
+                    if found.is_some() || tokio::time::Instant::now() >= deadline {
+                        break found;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                };
                 if delivered.is_some_and(|d| d.case_id == case_id.to_string()) {
                     Ok(())
                 } else {
@@ -687,6 +734,9 @@ impl ReferralService for Referrals {
 const CASE_CHANGE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long Submit waits for a named case that does not exist (yet) before refusing.
 const CASE_APPEAR_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a referral response waits for the mark of the referral's delivery to the
+/// responder (written just after the delivery is stored) before it is refused.
+const DELIVERY_MARK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[cfg(test)]
 mod tests {
