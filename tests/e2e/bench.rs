@@ -21,6 +21,8 @@ async fn the_benchmark_harness_measures_every_figure_on_a_small_load() {
         "one inbox stream, read and acked",
         "end to end, 3 recipients",
         "end to end p99",
+        "records stored per referral (every stream and bucket)",
+        "NATS messages per referral (nats-server's in + out)",
     ] {
         let row = report.rows.iter().find(|r| r.figure == figure);
         let value = row.map(|r| r.value).unwrap_or(f64::NAN);

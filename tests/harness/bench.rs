@@ -383,9 +383,14 @@ pub async fn run(config: &BenchConfig, sync_always: bool) -> anyhow::Result<Repo
     let mut router = RouterProcess::spawn(&d.nats.url(), 600, d.pki_dir())?;
     let readers = Readers::start(&d).await?;
     let stored_before = stored_records(&js).await?;
+    let messages_before = server_messages(&d).await?;
     let e2e = end_to_end(&ngo, &readers, config, &event).await?;
     // what one referral costs the store: every record in every stream and bucket
     let per_referral = (stored_records(&js).await? - stored_before) as f64 / config.referrals as f64;
+    // and nats-server: every message it received and sent (requests, replies, stored
+    // records, deliveries to consumers and watches), the background work of the phase included
+    let messages_per_referral =
+        server_messages(&d).await?.saturating_sub(messages_before) as f64 / config.referrals as f64;
     rows.push(row(
         "end to end, 3 recipients",
         e2e,
@@ -410,6 +415,13 @@ pub async fn run(config: &BenchConfig, sync_always: bool) -> anyhow::Result<Repo
     rows.push(row(
         "records stored per referral (every stream and bucket)",
         per_referral,
+        "",
+        None,
+        "",
+    ));
+    rows.push(row(
+        "NATS messages per referral (nats-server's in + out)",
+        messages_per_referral,
         "",
         None,
         "",
@@ -1108,6 +1120,13 @@ async fn read_inboxes(d: &Deployment, agencies: &[(Sector, &str)], n: usize) -> 
 
 /// Submits `referrals` at `in_flight` with the router and the readers running; returns
 /// referrals/s until every recipient's acknowledgement of the last one is confirmed.
+/// Every message nats-server has received and sent so far (`/varz` `in_msgs` + `out_msgs`).
+async fn server_messages(d: &Deployment) -> anyhow::Result<u64> {
+    let varz = d.nats.varz().await?;
+    let count = |k: &str| varz[k].as_u64().with_context(|| format!("/varz {k}"));
+    Ok(count("in_msgs")? + count("out_msgs")?)
+}
+
 async fn end_to_end(
     ngo: &ReferralServiceClient<Channel>,
     readers: &Readers,

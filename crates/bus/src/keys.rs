@@ -238,7 +238,8 @@ impl Bus {
         })
     }
 
-    /// Starts the erasure watch once per connection. The task holds no clone of the
+    /// Starts the erasure watch (of the notices `erased.<case>` that
+    /// [`destroy_case_key`](Self::destroy_case_key) writes) once per connection. The task holds no clone of the
     /// connection's keyring, only a weak reference, and ends when the keyring is dropped:
     /// a stopped service's connection closes (and with it its pending inbox pulls).
     fn watch_erasures(&self) {
@@ -252,8 +253,10 @@ impl Bus {
             use futures::StreamExt;
             let keep = async {
                 loop {
+                    // only the erasure notices: a new case's key is not sent to every
+                    // service (it was, once per case and service, when this watched every key)
                     if let Ok(store) = js.get_key_value(crate::BUCKET_CASE_KEYS).await
-                        && let Ok(mut watch) = store.watch_all().await
+                        && let Ok(mut watch) = store.watch(format!("{ERASURE_NOTICE}>")).await
                     {
                         match ring.upgrade() {
                             Some(r) => r.watching.store(true, Ordering::SeqCst),
@@ -261,15 +264,8 @@ impl Bus {
                         }
                         while let Some(Ok(entry)) = watch.next().await {
                             let Some(r) = ring.upgrade() else { return };
-                            let erased = match entry.operation {
-                                async_nats::jetstream::kv::Operation::Put => matches!(
-                                    serde_json::from_slice::<KeyRecord>(&entry.value),
-                                    Ok(KeyRecord::Erased { .. })
-                                ),
-                                _ => true,
-                            };
-                            if erased {
-                                r.forget(&entry.key);
+                            if let Some(case) = entry.key.strip_prefix(ERASURE_NOTICE) {
+                                r.forget(case);
                             }
                         }
                     }
@@ -428,15 +424,15 @@ impl Bus {
         {
             return Ok(false);
         }
+        let erased = KeyRecord::Erased {
+            at_unix: crate::unix_now(),
+        };
+        // the notice first: every running service drops the key from its cache (and never
+        // caches it again) before the key goes; an attempt stopped after it is repeated
+        // whole, the notice again included
+        bucket.put(&format!("{ERASURE_NOTICE}{case}"), &erased).await?;
         bucket.purge(case).await?;
-        bucket
-            .put(
-                case,
-                &KeyRecord::Erased {
-                    at_unix: crate::unix_now(),
-                },
-            )
-            .await?;
+        bucket.put(case, &erased).await?;
         self.keyring.forget(case);
         Ok(true)
     }
@@ -447,7 +443,7 @@ impl Bus {
             .latest_values::<KeyRecord>(crate::BUCKET_CASE_KEYS)
             .await?
             .into_iter()
-            .filter(|(_, r)| matches!(r, KeyRecord::Erased { .. }))
+            .filter(|(k, r)| !k.starts_with(ERASURE_NOTICE) && matches!(r, KeyRecord::Erased { .. }))
             .map(|(k, _)| k)
             .collect())
     }
@@ -460,6 +456,10 @@ impl Bus {
         ))
     }
 }
+
+/// The key prefix of erasure notices in the case-key bucket (`erased.<case id>`; a case id
+/// is a UUID, never this).
+const ERASURE_NOTICE: &str = "erased.";
 
 fn wrap(master: &MasterKey, case: &str, raw: &[u8]) -> Result<String, BusError> {
     let n = nonce()?;
