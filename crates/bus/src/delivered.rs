@@ -95,6 +95,26 @@ impl Bus {
         Ok(self.latest_values(crate::BUCKET_CASES).await?.into_iter().collect())
     }
 
+    /// Case records revision by revision, in the order they were stored, from the case
+    /// bucket's stream sequence `from` on (at most `max`): (sequence, case id, the record;
+    /// `None` for a deletion). For walks over every case in bounded memory.
+    pub async fn case_revisions(
+        &self,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, String, Option<henvis_domain::CaseRecord>)>, BusError> {
+        let prefix = format!("$KV.{}.", crate::BUCKET_CASES);
+        Ok(self
+            .stored_records(&format!("KV_{}", crate::BUCKET_CASES), from, max)
+            .await?
+            .into_iter()
+            .filter_map(|r| {
+                let case = r.subject.strip_prefix(&prefix)?.to_owned();
+                Some((r.seq, case, serde_json::from_slice(&r.payload).ok()))
+            })
+            .collect())
+    }
+
     /// Every alert record as it stands (for the audit's completeness: the steps contact
     /// persons took).
     pub async fn stored_alerts(&self) -> Result<Vec<henvis_domain::AlertRecord>, BusError> {

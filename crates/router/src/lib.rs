@@ -235,28 +235,44 @@ async fn backfill_guardian_index(router: Arc<Router>) {
             return;
         }
     }
-    let cases = match router.bus.stored_cases().await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "case records unreadable; the guardian index is built at the next start");
-            return;
-        }
-    };
-    let mut noted = 0usize;
-    for (case, record) in &cases {
-        if let Some(guardian) = &record.guardian {
+    // every revision of every case record, a chunk at a time (memory bounded however many
+    // cases there are): a guardian noted from an older revision is harmless, the list
+    // answers from each case record as it stands
+    let (mut from, mut revisions, mut noted) = (1u64, 0usize, 0usize);
+    loop {
+        let chunk = match router.bus.case_revisions(from, BACKFILL_CHUNK).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "case records unreadable; the guardian index is built at the next start");
+                return;
+            }
+        };
+        let Some(&(last, _, _)) = chunk.last() else { break };
+        let guardians: std::collections::BTreeSet<(&henvis_domain::AgencyId, &str)> = chunk
+            .iter()
+            .filter_map(|(_, case, r)| Some((r.as_ref()?.guardian.as_ref()?, case.as_str())))
+            .collect();
+        for (guardian, case) in guardians {
             if let Err(e) = router.bus.index_guardian(guardian, case).await {
                 tracing::warn!(error = %e, "guardian index not built; the next start tries again");
                 return;
             }
             noted += 1;
         }
+        revisions += chunk.len();
+        if chunk.len() < BACKFILL_CHUNK {
+            break;
+        }
+        from = last + 1;
     }
     match router.bus.mark_guardian_index_built().await {
-        Ok(()) => tracing::info!(cases = cases.len(), guardians_noted = noted, "guardian index built"),
+        Ok(()) => tracing::info!(revisions, guardians_noted = noted, "guardian index built"),
         Err(e) => tracing::warn!(error = %e, "guardian index built but not marked; the next start notes again"),
     }
 }
+
+/// Case-record revisions read per round trip while the guardian index is built.
+const BACKFILL_CHUNK: usize = 2000;
 
 /// How often the router measures every agency's inbox backlog for the metrics.
 const BACKLOG_SCAN: Duration = Duration::from_secs(15);

@@ -27,22 +27,42 @@ pub(crate) async fn run(router: Arc<Router>, shutdown: impl Future<Output = ()> 
     }
 }
 
+/// Case-record revisions read per round trip by a sweep.
+const SWEEP_CHUNK: usize = 2000;
+
 /// Erases every closed case whose retention has passed (its key destroyed with its
 /// records), and the records left of every case administrators erased; returns how many.
 async fn sweep(router: &Router) -> Result<usize, BusError> {
     let now = henvis_runtime::unix_now();
     let erased = router.bus.erased_cases().await?;
-    let due: Vec<(String, String)> = router
-        .bus
-        .stored_cases()
-        .await?
+    // each case's closing event as its latest revision says (None: open; a deleted record
+    // is left out), read a chunk of revisions at a time: memory grows with the number of
+    // cases by an id and an event id each, never by their whole records
+    let mut closing: std::collections::HashMap<String, Option<String>> = std::collections::HashMap::new();
+    let mut from = 1u64;
+    loop {
+        let chunk = router.bus.case_revisions(from, SWEEP_CHUNK).await?;
+        let Some(&(last, _, _)) = chunk.last() else { break };
+        let full = chunk.len() == SWEEP_CHUNK;
+        for (_, id, record) in chunk {
+            match record {
+                Some(r) => closing.insert(id, r.closed_by_event),
+                None => closing.remove(&id),
+            };
+        }
+        if !full {
+            break;
+        }
+        from = last + 1;
+    }
+    let due: Vec<(String, String)> = closing
         .into_iter()
-        .filter_map(|(id, record)| {
+        .filter_map(|(id, event)| {
             if erased.contains(&id) {
                 // an approved erasure destroyed the key: the id-only records go too
                 return Some((id, String::new()));
             }
-            let event = record.closed_by_event?;
+            let event = event?;
             let closed = EventId::parse(&event).ok()?.unix_seconds();
             (now.saturating_sub(closed) >= router.closed_case_retention_secs).then_some((id, event))
         })
