@@ -19,6 +19,8 @@ struct CaseTokens {
 
 /// The key saying the guardian index covers the cases from before it existed.
 const GUARDIAN_INDEX_BUILT: &str = "index.guardians_built";
+/// Key of the case bucket's stream sequence up to which an unfinished build has noted.
+const GUARDIAN_INDEX_FROM: &str = "index.guardians_from";
 
 /// A link record as read, with its revision for compare-and-set.
 pub type VersionedLink = crate::Versioned<CaseLink>;
@@ -55,6 +57,27 @@ impl Bus {
             .get::<serde_json::Value>(GUARDIAN_INDEX_BUILT)
             .await?
             .is_some())
+    }
+
+    /// Where an unfinished build of the index goes on: the case bucket's stream sequence
+    /// (1 when none began).
+    pub async fn guardian_index_from(&self) -> Result<u64, BusError> {
+        Ok(self
+            .linkage_bucket()
+            .await?
+            .get::<u64>(GUARDIAN_INDEX_FROM)
+            .await?
+            .map_or(1, |v| v.record))
+    }
+
+    /// Records that a build of the index has noted every case revision before `from`: a
+    /// build stopped (its router stopped) goes on from there.
+    pub async fn note_guardian_index_from(&self, from: u64) -> Result<(), BusError> {
+        self.linkage_bucket()
+            .await?
+            .put(GUARDIAN_INDEX_FROM, &from)
+            .await
+            .map(drop)
     }
 
     /// Records that every case standing when the index began has been noted.

@@ -237,8 +237,16 @@ async fn backfill_guardian_index(router: Arc<Router>) {
     }
     // every revision of every case record, a chunk at a time (memory bounded however many
     // cases there are): a guardian noted from an older revision is harmless, the list
-    // answers from each case record as it stands
-    let (mut from, mut revisions, mut noted) = (1u64, 0usize, 0usize);
+    // answers from each case record as it stands. Where a stopped build got to is noted
+    // after each chunk, and the next start goes on from there.
+    let mut from = match router.bus.guardian_index_from().await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(error = %e, "guardian index progress unreadable; the next start tries again");
+            return;
+        }
+    };
+    let (mut revisions, mut noted) = (0usize, 0usize);
     loop {
         let chunk = match router.bus.case_revisions(from, BACKFILL_CHUNK).await {
             Ok(c) => c,
@@ -264,6 +272,9 @@ async fn backfill_guardian_index(router: Arc<Router>) {
             break;
         }
         from = last + 1;
+        if let Err(e) = router.bus.note_guardian_index_from(from).await {
+            tracing::warn!(error = %e, "guardian index progress not noted; a later start reads these cases again");
+        }
     }
     match router.bus.mark_guardian_index_built().await {
         Ok(()) => tracing::info!(revisions, guardians_noted = noted, "guardian index built"),
