@@ -5,6 +5,17 @@
 
 use crate::{Bus, BusError, names::delivered_key};
 
+/// Case-record revisions per page of [`Bus::case_revisions`].
+pub const CASE_PAGE: usize = 2000;
+
+/// One page of case-record revisions.
+pub struct CaseRevisions {
+    /// (case id, the record; `None` for a deletion), in the order they were stored.
+    pub revisions: Vec<(String, Option<henvis_domain::CaseRecord>)>,
+    /// Where the next page starts, if there may be one.
+    pub next: Option<u64>,
+}
+
 /// What the router remembers of a delivery.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Delivered {
@@ -95,24 +106,23 @@ impl Bus {
         Ok(self.latest_values(crate::BUCKET_CASES).await?.into_iter().collect())
     }
 
-    /// Case records revision by revision, in the order they were stored, from the case
-    /// bucket's stream sequence `from` on (at most `max`): (sequence, case id, the record;
-    /// `None` for a deletion). For walks over every case in bounded memory.
-    pub async fn case_revisions(
-        &self,
-        from: u64,
-        max: usize,
-    ) -> Result<Vec<(u64, String, Option<henvis_domain::CaseRecord>)>, BusError> {
+    /// Case records revision by revision, in the order they were stored, one page of at
+    /// most [`CASE_PAGE`] from the case bucket's stream sequence `from` on: for walks over
+    /// every case in bounded memory.
+    pub async fn case_revisions(&self, from: u64) -> Result<CaseRevisions, BusError> {
         let prefix = format!("$KV.{}.", crate::BUCKET_CASES);
-        Ok(self
-            .stored_records(&format!("KV_{}", crate::BUCKET_CASES), from, max)
-            .await?
+        let records = self
+            .stored_records(&format!("KV_{}", crate::BUCKET_CASES), from, CASE_PAGE)
+            .await?;
+        let next = records.last().filter(|_| records.len() == CASE_PAGE).map(|r| r.seq + 1);
+        let revisions = records
             .into_iter()
             .filter_map(|r| {
                 let case = r.subject.strip_prefix(&prefix)?.to_owned();
-                Some((r.seq, case, serde_json::from_slice(&r.payload).ok()))
+                Some((case, serde_json::from_slice(&r.payload).ok()))
             })
-            .collect())
+            .collect();
+        Ok(CaseRevisions { revisions, next })
     }
 
     /// Every alert record as it stands (for the audit's completeness: the steps contact

@@ -384,7 +384,7 @@ mod details;
 mod order;
 pub use order::CaseTurn;
 mod delivered;
-pub use delivered::{DecisionMark, Delivered};
+pub use delivered::{CASE_PAGE, CaseRevisions, DecisionMark, Delivered};
 mod submitted;
 pub use submitted::{Opening, Submitted};
 mod read;

@@ -240,25 +240,25 @@ async fn backfill_guardian_index(router: Arc<Router>) {
     // answers from each case record as it stands. Where a stopped build got to is noted
     // after each chunk, and the next start goes on from there.
     let mut from = match router.bus.guardian_index_from().await {
-        Ok(f) => f,
+        Ok(f) => Some(f),
         Err(e) => {
             tracing::warn!(error = %e, "guardian index progress unreadable; the next start tries again");
             return;
         }
     };
     let (mut revisions, mut noted) = (0usize, 0usize);
-    loop {
-        let chunk = match router.bus.case_revisions(from, BACKFILL_CHUNK).await {
-            Ok(c) => c,
+    while let Some(f) = from {
+        let page = match router.bus.case_revisions(f).await {
+            Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "case records unreadable; the guardian index is built at the next start");
                 return;
             }
         };
-        let Some(&(last, _, _)) = chunk.last() else { break };
-        let guardians: std::collections::BTreeSet<(&henvis_domain::AgencyId, &str)> = chunk
+        let guardians: std::collections::BTreeSet<(&henvis_domain::AgencyId, &str)> = page
+            .revisions
             .iter()
-            .filter_map(|(_, case, r)| Some((r.as_ref()?.guardian.as_ref()?, case.as_str())))
+            .filter_map(|(case, r)| Some((r.as_ref()?.guardian.as_ref()?, case.as_str())))
             .collect();
         for (guardian, case) in guardians {
             if let Err(e) = router.bus.index_guardian(guardian, case).await {
@@ -267,12 +267,11 @@ async fn backfill_guardian_index(router: Arc<Router>) {
             }
             noted += 1;
         }
-        revisions += chunk.len();
-        if chunk.len() < BACKFILL_CHUNK {
-            break;
-        }
-        from = last + 1;
-        if let Err(e) = router.bus.note_guardian_index_from(from).await {
+        revisions += page.revisions.len();
+        from = page.next;
+        if let Some(next) = from
+            && let Err(e) = router.bus.note_guardian_index_from(next).await
+        {
             tracing::warn!(error = %e, "guardian index progress not noted; a later start reads these cases again");
         }
     }
@@ -281,9 +280,6 @@ async fn backfill_guardian_index(router: Arc<Router>) {
         Err(e) => tracing::warn!(error = %e, "guardian index built but not marked; the next start notes again"),
     }
 }
-
-/// Case-record revisions read per round trip while the guardian index is built.
-const BACKFILL_CHUNK: usize = 2000;
 
 /// How often the router measures every agency's inbox backlog for the metrics.
 const BACKLOG_SCAN: Duration = Duration::from_secs(15);

@@ -27,9 +27,6 @@ pub(crate) async fn run(router: Arc<Router>, shutdown: impl Future<Output = ()> 
     }
 }
 
-/// Case-record revisions read per round trip by a sweep.
-const SWEEP_CHUNK: usize = 2000;
-
 /// Erases every closed case whose retention has passed (its key destroyed with its
 /// records), and the records left of every case administrators erased; returns how many.
 async fn sweep(router: &Router) -> Result<usize, BusError> {
@@ -39,21 +36,16 @@ async fn sweep(router: &Router) -> Result<usize, BusError> {
     // is left out), read a chunk of revisions at a time: memory grows with the number of
     // cases by an id and an event id each, never by their whole records
     let mut closing: std::collections::HashMap<String, Option<String>> = std::collections::HashMap::new();
-    let mut from = 1u64;
-    loop {
-        let chunk = router.bus.case_revisions(from, SWEEP_CHUNK).await?;
-        let Some(&(last, _, _)) = chunk.last() else { break };
-        let full = chunk.len() == SWEEP_CHUNK;
-        for (_, id, record) in chunk {
+    let mut from = Some(1);
+    while let Some(f) = from {
+        let page = router.bus.case_revisions(f).await?;
+        for (id, record) in page.revisions {
             match record {
                 Some(r) => closing.insert(id, r.closed_by_event),
                 None => closing.remove(&id),
             };
         }
-        if !full {
-            break;
-        }
-        from = last + 1;
+        from = page.next;
     }
     let due: Vec<(String, String)> = closing
         .into_iter()

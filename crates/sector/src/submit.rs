@@ -334,17 +334,15 @@ impl Core {
     /// Waits a little for the idempotency record of a duplicate; if it does not come, the
     /// caller is told to retry (with the same key, which is safe).
     async fn await_record(&self, caller: &Caller, key: &IdempotencyKey) -> Result<(Envelope, CaseChange), ApiError> {
-        let deadline = tokio::time::Instant::now() + DUPLICATE_RECORD_WAIT;
-        loop {
-            if let Some((stored, _)) = self.bus.submitted(caller.agency.as_str(), key.as_str()).await? {
-                return Self::decode_stored(&stored);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(ApiError::Unavailable(
-                    "an earlier attempt with this idempotency key is still being stored".into(),
-                ));
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        match read_within(DUPLICATE_RECORD_WAIT, || {
+            self.bus.submitted(caller.agency.as_str(), key.as_str())
+        })
+        .await?
+        {
+            Some((stored, _)) => Self::decode_stored(&stored),
+            None => Err(ApiError::Unavailable(
+                "an earlier attempt with this idempotency key is still being stored".into(),
+            )),
         }
     }
 
@@ -470,12 +468,8 @@ impl Core {
         if opened.is_none() {
             // a case opened moments ago by another agency (which told the caller its id)
             // exists once the router has routed its opening report: wait a little for it
-            let deadline = tokio::time::Instant::now() + CASE_APPEAR_WAIT;
-            while tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                if let Some(c) = self.bus.case(&id).await? {
-                    return Ok((id, Some(c.record)));
-                }
+            if let Some(c) = read_within(CASE_APPEAR_WAIT, || self.bus.case(&id)).await? {
+                return Ok((id, Some(c.record)));
             }
         }
         match opened {
@@ -513,17 +507,11 @@ impl Core {
             Some(Kind::ReferralResponse(r)) => {
                 // the router marks a delivery moments after OUT stored it: an answer sent
                 // the instant the referral arrived waits a little for its mark
-                let deadline = tokio::time::Instant::now() + DELIVERY_MARK_WAIT;
-                let delivered = loop {
-                    let found = self
-                        .bus
+                let delivered = read_within(DELIVERY_MARK_WAIT, || {
+                    self.bus
                         .delivered_to(caller.agency.as_str(), &r.in_response_to_event_id)
-                        .await?;
-                    if found.is_some() || tokio::time::Instant::now() >= deadline {
-                        break found;
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                };
+                })
+                .await?;
                 if delivered.is_some_and(|d| d.case_id == case_id.to_string()) {
                     Ok(())
                 } else {
@@ -535,6 +523,22 @@ impl Core {
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// Reads with `read` (at once, then every 50 ms) until it finds something or `wait` has
+/// passed; what it found, if anything.
+async fn read_within<T, Fut>(wait: std::time::Duration, mut read: impl FnMut() -> Fut) -> Result<Option<T>, BusError>
+where
+    Fut: std::future::Future<Output = Result<Option<T>, BusError>>,
+{
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let found = read().await?;
+        if found.is_some() || tokio::time::Instant::now() >= deadline {
+            return Ok(found);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 
