@@ -726,3 +726,112 @@ async fn the_nats_server_refuses_a_sector_service_everything_beyond_its_own_sect
     println!("NATS least privilege: {attempts} attempts, {accepted} accepted");
     assert_eq!(accepted, 0);
 }
+
+/// A publish as `who` with `headers`: whether JetStream stored it, and the errors the
+/// server sends that connection.
+async fn stored_as(
+    d: &Deployment,
+    who: &Principal,
+    subject: &str,
+    headers: &[(&str, &str)],
+) -> (bool, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let (c, errors) = nats_as(d, who).await;
+    let js = async_nats::jetstream::new(c.clone());
+    let mut map = async_nats::HeaderMap::new();
+    for (k, v) in headers {
+        map.insert(*k, *v);
+    }
+    let stored = match js.publish_with_headers(subject.to_owned(), map, "x".into()).await {
+        Ok(ack) => tokio::time::timeout(Duration::from_secs(2), ack)
+            .await
+            .is_ok_and(|a| a.is_ok()),
+        Err(_) => false,
+    };
+    (stored, errors)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_sector_service_can_replace_delete_or_purge_a_case_key_nor_announce_an_erasure() {
+    let d = Deployment::start().await.unwrap();
+    let mut ngo = d.client(Sector::Ngo, "ngo-redbarnet").await.unwrap();
+    let r = crate::submit(&mut ngo, "keys-1", "", report("101")).await.unwrap();
+    crate::routed(&mut ngo, &r.event_id).await;
+    let case = r.case_id.clone();
+    let key_subject = format!("$KV.henvis_case_keys.{case}");
+    let inspector = henvis_tests::connect_as(&d.nats.url(), d.pki_dir(), &henvis_tests::inspector())
+        .await
+        .unwrap();
+    let keys = async_nats::jetstream::new(inspector)
+        .get_stream("KV_henvis_case_keys")
+        .await
+        .unwrap();
+    let key_before = keys.get_last_raw_message_by_subject(&key_subject).await.unwrap();
+
+    let mut attempts = 0;
+    let mut accepted = Vec::new();
+    for sector in Sector::ALL {
+        let me = Principal::Service(sector.to_string());
+        // allowed to publish there (a service makes the keys of the cases it opens), but
+        // the stream keeps the one record a key has
+        for (what, headers) in [
+            ("replaces the key", vec![]),
+            ("deletes the key", vec![("KV-Operation", "DEL")]),
+            (
+                "purges the key by publish",
+                vec![("KV-Operation", "PURGE"), ("Nats-Rollup", "sub")],
+            ),
+        ] {
+            attempts += 1;
+            let (stored, _) = stored_as(&d, &me, &key_subject, &headers).await;
+            if stored {
+                accepted.push(format!("{sector} {what}"));
+            }
+        }
+        // an erasure notice would make every service treat the case as erased (its
+        // referrals dead-lettered): only erasures write them
+        attempts += 1;
+        let (stored, errors) = stored_as(&d, &me, &format!("$KV.henvis_case_keys.erased.{case}"), &[]).await;
+        if stored {
+            accepted.push(format!("{sector} announces the case erased"));
+        }
+        refused(&errors, "the erasure notice refused").await;
+        // and the purge request that removes a key for an erasure's tombstone
+        attempts += 1;
+        let (c, errors) = nats_as(&d, &me).await;
+        let answer = tokio::time::timeout(
+            Duration::from_secs(2),
+            c.request(
+                "$JS.API.STREAM.PURGE.KV_henvis_case_keys",
+                format!(r#"{{"filter":"{key_subject}"}}"#).into(),
+            ),
+        )
+        .await;
+        if matches!(&answer, Ok(Ok(m)) if String::from_utf8_lossy(&m.payload).contains("\"success\":true")) {
+            accepted.push(format!("{sector} purges the key through the stream"));
+        }
+        refused(&errors, "the purge request refused").await;
+    }
+    let key_after = keys.get_last_raw_message_by_subject(&key_subject).await.unwrap();
+    assert_eq!(
+        (key_after.sequence, key_after.payload.clone()),
+        (key_before.sequence, key_before.payload.clone()),
+        "the case's key is the one it was made with"
+    );
+    assert!(
+        keys.get_last_raw_message_by_subject(&format!("$KV.henvis_case_keys.erased.{case}"))
+            .await
+            .is_err(),
+        "no erasure notice for the case"
+    );
+    // the case's events still open: a further report on it is routed and delivered
+    let again = crate::submit(&mut ngo, "keys-2", &case, report("101")).await.unwrap();
+    let status = crate::routed(&mut ngo, &again.event_id).await;
+    assert!(!status.recipients.is_empty(), "{status:?}");
+    println!(
+        "case keys: {attempts} attempts by the 4 sector services to replace, delete or purge a key or announce an erasure, {} accepted; the key unchanged (sequence {}), the case's next report routed to {} recipient(s)",
+        accepted.len(),
+        key_after.sequence,
+        status.recipients.len()
+    );
+    assert!(accepted.is_empty(), "{accepted:?}");
+}

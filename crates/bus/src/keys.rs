@@ -191,13 +191,6 @@ impl Keyring {
         }
     }
 
-    /// Drops a key that was made but never used, without marking its case erased.
-    fn forget_unused(&self, case: &str) {
-        if let Ok(mut c) = self.cache.lock() {
-            c.keys.pop(case);
-        }
-    }
-
     fn known_erased(&self, case: &str) -> bool {
         self.cache.lock().is_ok_and(|c| c.erased.contains(case))
     }
@@ -356,13 +349,6 @@ impl Bus {
         self.seal_with(case, plaintext, true).await
     }
 
-    /// Removes the key [`seal_new_case`](Self::seal_new_case) made for a case that was then
-    /// never stored (its submission refused): no key is left for a case that does not exist.
-    pub async fn discard_new_case_key(&self, case: &str) -> Result<(), BusError> {
-        self.keyring.forget_unused(case);
-        self.case_key_bucket().await?.purge(case).await
-    }
-
     /// The length of `plaintext_len` bytes sealed for `case`.
     pub fn sealed_len(case: &str, plaintext_len: usize) -> usize {
         MAGIC.len() + 1 + case.len() + NONCE_LEN + plaintext_len + 16
@@ -414,27 +400,46 @@ impl Bus {
         })
     }
 
-    /// Destroys `case`'s key: every revision of its record is purged, and a tombstone takes
-    /// its place, so its data can never be opened again and its id never gets a new key.
-    /// Returns false when the case had been erased before.
+    /// Destroys `case`'s key: its record is purged from the bucket's stream, and a
+    /// tombstone takes its place, so its data can never be opened again and its id never
+    /// gets a new key (the bucket keeps one record per key and refuses a second: the
+    /// tombstone is never replaced). Returns false when the case had been erased before.
     pub async fn destroy_case_key(&self, case: &str) -> Result<bool, BusError> {
         let bucket = self.case_key_bucket().await?;
-        if let Some(v) = bucket.get::<KeyRecord>(case).await?
-            && matches!(v.record, KeyRecord::Erased { .. })
-        {
-            return Ok(false);
-        }
         let erased = KeyRecord::Erased {
             at_unix: crate::unix_now(),
         };
-        // the notice first: every running service drops the key from its cache (and never
-        // caches it again) before the key goes; an attempt stopped after it is repeated
-        // whole, the notice again included
-        bucket.put(&format!("{ERASURE_NOTICE}{case}"), &erased).await?;
-        bucket.purge(case).await?;
-        bucket.put(case, &erased).await?;
-        self.keyring.forget(case);
-        Ok(true)
+        for _ in 0..3 {
+            if let Some(v) = bucket.get::<KeyRecord>(case).await?
+                && matches!(v.record, KeyRecord::Erased { .. })
+            {
+                return Ok(false);
+            }
+            // the notice first: every running service drops the key from its cache (and
+            // never caches it again) before the key goes; an attempt stopped after it
+            // finds it written and goes on
+            bucket
+                .create_if_absent(&format!("{ERASURE_NOTICE}{case}"), &erased)
+                .await?;
+            // a purge request to the stream (nothing else removes a key: the stream
+            // refuses rollups and second records), then the tombstone in the emptied key
+            self.js
+                .get_stream(format!("KV_{}", crate::BUCKET_CASE_KEYS))
+                .await
+                .map_err(|e| BusError::Unavailable(e.to_string()))?
+                .purge()
+                .filter(format!("$KV.{}.{case}", crate::BUCKET_CASE_KEYS))
+                .await
+                .map_err(|e| BusError::Unavailable(e.to_string()))?;
+            if bucket.create_new(case, &erased).await?.is_some() {
+                self.keyring.forget(case);
+                return Ok(true);
+            }
+            // a service that had not seen the notice yet made a key in between: again
+        }
+        Err(BusError::Unavailable(format!(
+            "the key of case `{case}` kept being made again while it was destroyed"
+        )))
     }
 
     /// Every case whose key was destroyed.

@@ -47,9 +47,17 @@ fn raise_audit_alarm(publish: &mut Vec<String>, service: &str) {
 
 /// Sealing and opening case data (keys.rs): reading and creating case keys, and watching
 /// the bucket for erasures. Keys are wrapped with the master key, which NATS never sees;
-/// a key opens only what the service's other permissions let it read.
-fn case_keys(publish: &mut Vec<String>) {
-    publish.push(format!("$KV.{BUCKET_CASE_KEYS}.>"));
+/// a key opens only what the service's other permissions let it read. The bucket's stream
+/// keeps one record per key and refuses rollups, so creating is all a publish can do
+/// there; `erases`: also the erasure notices (`erased.<case>`, two tokens where a case id
+/// is one) and the purge request that removes a key for its tombstone.
+fn case_keys(publish: &mut Vec<String>, erases: bool) {
+    if erases {
+        publish.push(format!("$KV.{BUCKET_CASE_KEYS}.>"));
+        publish.push(format!("$JS.API.STREAM.PURGE.KV_{BUCKET_CASE_KEYS}"));
+    } else {
+        publish.push(format!("$KV.{BUCKET_CASE_KEYS}.*"));
+    }
     publish.push(format!("$JS.API.STREAM.MSG.GET.KV_{BUCKET_CASE_KEYS}"));
     publish.push(format!("$JS.API.DIRECT.GET.KV_{BUCKET_CASE_KEYS}.>"));
     publish.push(format!("$JS.API.CONSUMER.CREATE.KV_{BUCKET_CASE_KEYS}"));
@@ -77,7 +85,7 @@ pub fn sector_permissions(sector: Sector, agencies: &[AgencyId]) -> (Vec<String>
     ];
     create_topology(&mut publish);
     raise_audit_alarm(&mut publish, sector.as_str());
-    case_keys(&mut publish);
+    case_keys(&mut publish, false);
     for op in ["MSG.NEXT", "INFO", "DELETE"] {
         publish.push(format!("$JS.API.CONSUMER.{op}.{STREAM_STATUS}.*"));
     }
@@ -181,7 +189,7 @@ pub fn admin_service_permissions() -> (Vec<String>, Vec<String>) {
     create_topology(&mut publish);
     raise_audit_alarm(&mut publish, ADMIN_WRITER);
     // an approved erasure destroys the case's key (a tombstone in its place)
-    case_keys(&mut publish);
+    case_keys(&mut publish, true);
     for bucket in [BUCKET_RULES, BUCKET_GOVERNANCE, BUCKET_DIRECTORY] {
         publish.push(format!("$KV.{bucket}.>"));
     }

@@ -113,6 +113,10 @@ pub fn compare(wanted: &Config, existing: &Config) -> (Vec<String>, Vec<String>)
     if wanted.discard_new_per_subject && !existing.discard_new_per_subject {
         weaker.push("discard_new_per_subject off (expected on: a share is refused, never evicted)".into());
     }
+    if !wanted.allow_rollup && existing.allow_rollup {
+        weaker
+            .push("rollup headers allowed (expected none: a record is never rolled up or purged by a publish)".into());
+    }
     if existing.duplicate_window != wanted.duplicate_window {
         softer.push(format!(
             "duplicate_window {:?} (configured {:?})",
@@ -204,7 +208,37 @@ impl Topology {
                 self.stream(STREAM_CHECKPOINTS, CHECKPOINT_PREFIX, RetentionPolicy::Limits),
                 Duration::ZERO,
             ),
+            self.case_key_stream(),
         ]
+    }
+
+    /// The case-key bucket's stream: a key-value bucket in which every key is written
+    /// once. Sector services must create keys for the cases they open, and NATS
+    /// permissions cannot tell a create from an overwrite, so the stream itself refuses a
+    /// second record under a key (one per subject, the new one discarded) and every
+    /// rollup (a purge by publish): no service can replace, delete or purge another
+    /// case's key and so make its stored events unreadable. Only a purge request to the
+    /// stream, which the router and the admin service alone may make, removes a key, for
+    /// an erasure's tombstone to take its place.
+    fn case_key_stream(&self) -> Config {
+        Config {
+            description: Some(
+                "per-case data keys wrapped with the master key, each written once; a tombstone once a case is erased"
+                    .into(),
+            ),
+            max_messages_per_subject: 1,
+            discard_new_per_subject: true,
+            allow_rollup: false,
+            deny_delete: true,
+            deny_purge: false,
+            allow_direct: true,
+            max_age: Duration::ZERO,
+            ..self.stream(
+                &format!("KV_{BUCKET_CASE_KEYS}"),
+                &format!("$KV.{BUCKET_CASE_KEYS}"),
+                RetentionPolicy::Limits,
+            )
+        }
     }
 
     /// Creates every stream and bucket that does not exist yet. Refuses to start on a
@@ -246,8 +280,9 @@ impl Topology {
             }
         }
         // (bucket, description, history, max age): records written once per key and
-        // expiring keep no history; case keys and linkage keep none either, so what is
-        // erased from them leaves no older revision behind; the rest keep five revisions
+        // expiring keep no history; linkage keeps none either, so what is erased from it
+        // leaves no older revision behind (case keys: a stream of their own, above); the
+        // rest keep five revisions
         let none = Duration::ZERO;
         for (bucket, description, history, max_age) in [
             (
@@ -261,12 +296,6 @@ impl Topology {
                 "which events were delivered to which agency (for referral responses)",
                 1,
                 self.max_age,
-            ),
-            (
-                BUCKET_CASE_KEYS,
-                "per-case data keys wrapped with the master key; a tombstone once a case is erased",
-                1,
-                none,
             ),
             (
                 BUCKET_LINKAGE,

@@ -225,24 +225,17 @@ impl Core {
         // sealed once with the case's key (an erased case refuses here, before anything is
         // stored): stored in IN and, below, in the idempotency record. A case this request
         // opens has a fresh id: its key is made while the agency's share is taken (neither
-        // can refuse because of the other), and removed again whenever IN is certain not
-        // to hold the event (share used up or not known, IN full).
+        // can refuse because of the other). Should the submission then be refused (share
+        // used up, IN full), that key stays: keys are written once and only an erasure
+        // removes one (docs/SECURITY.md), and a key of an id nobody was given opens nothing.
         let plaintext = envelope.encode_to_vec();
         let opening = requested_case.is_empty();
-        let discard_new_key = || async {
-            if opening && let Err(e) = self.bus.discard_new_case_key(&envelope.case_id).await {
-                tracing::warn!(case_id = %envelope.case_id, error = %e, "unused case key not removed");
-            }
-        };
         let (encoded, has_quota) = if opening {
             let len = henvis_bus::Bus::sealed_len(&envelope.case_id, plaintext.len());
             let (sealed, quota) = tokio::join!(
                 self.bus.seal_new_case(&envelope.case_id, &plaintext),
                 self.bus.take_quota(&caller.agency, len)
             );
-            if !matches!(quota, Ok(true)) {
-                discard_new_key().await;
-            }
             (sealed?, quota?)
         } else {
             let sealed = self.bus.seal(&envelope.case_id, &plaintext).await?;
@@ -271,7 +264,6 @@ impl Core {
             Err(BusError::Full(e)) => {
                 // nothing old is evicted; administrators must know at once
                 tracing::error!(agency = %caller.agency, "submitted-events stream full; submission refused");
-                discard_new_key().await;
                 self.bus
                     .alert_stream_full(self.profile.sector.as_str(), STREAM_IN, caller.agency.as_str())
                     .await;
