@@ -81,6 +81,14 @@ impl Offered {
             .map_err(|e| BusError::Unavailable(e.to_string()))
     }
 
+    /// Still being worked on: the consumer's ack wait starts again, so it is not handed to
+    /// anyone else meanwhile.
+    pub async fn working(&self) {
+        if let Err(e) = self.0.ack_with(AckKind::Progress).await {
+            tracing::debug!(error = %e, "progress not signalled; the ack wait runs on");
+        }
+    }
+
     /// Handed out again after `pause` (to this router or another).
     pub async fn retry_after(&self, pause: Duration) {
         if let Err(e) = self.0.ack_with(AckKind::Nak(Some(pause))).await {

@@ -334,8 +334,11 @@ impl Router {
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
         // Many events in flight, one at a time per case: events of one case are decided in
         // the order they were stored; events of different cases do not wait for each other.
+        // Each case's events form a queue: an event's task waits for the one before it of
+        // its case (its completion signal, the last one kept per case), so this loop never
+        // waits for a case and an event of a busy case holds up no other case's.
         let mut in_flight = tokio::task::JoinSet::new();
-        let mut case_locks: HashMap<String, Arc<tokio::sync::Mutex<()>>> = HashMap::new();
+        let mut case_tails: HashMap<String, tokio::sync::oneshot::Receiver<()>> = HashMap::new();
         tokio::pin!(shutdown);
         // the consumer is opened again whenever NATS goes away and comes back
         'consume: loop {
@@ -363,7 +366,10 @@ impl Router {
                 tokio::select! {
                     () = &mut shutdown => break 'consume,
                     Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {
-                        case_locks.retain(|_, l| Arc::strong_count(l) > 1);
+                        // a case whose last event is done needs no queue
+                        case_tails.retain(|_, done| {
+                            matches!(done.try_recv(), Err(tokio::sync::oneshot::error::TryRecvError::Empty))
+                        });
                     }
                     m = messages.next(), if in_flight.len() < self.in_flight => {
                         let m = match m {
@@ -374,14 +380,25 @@ impl Router {
                         let case = henvis_bus::case_of_inbound_subject(m.subject())
                             .map(|c| c.to_string())
                             .unwrap_or_default();
-                        let lock = case_locks.entry(case).or_default().clone();
-                        let turn = lock.lock_owned().await;
+                        let (done, done_rx) = tokio::sync::oneshot::channel::<()>();
+                        let before = case_tails.insert(case, done_rx);
                         let router = self.clone();
                         // the trace the event's Submit started continues here
                         let span = m.span("route");
                         in_flight.spawn(tracing::Instrument::instrument(async move {
+                            // the case's previous event is done when its signal is
+                            // dropped; a long queue keeps this one from being offered to
+                            // another router meanwhile
+                            if let Some(mut before) = before {
+                                loop {
+                                    tokio::select! {
+                                        _ = &mut before => break,
+                                        () = tokio::time::sleep(ACK_WAIT / 2) => m.working().await,
+                                    }
+                                }
+                            }
                             router.handle(m).await;
-                            drop(turn);
+                            drop(done);
                         }, span));
                     }
                 }
