@@ -1,7 +1,12 @@
 //! The audit's hash chain and checkpoints in NATS: reading audit records with their
-//! sequence and time, appending links so that no two writers can fork the chain (each link
-//! is published expecting the chain stream's last sequence to be its predecessor's), and
-//! the signed checkpoints.
+//! sequence and time, appending links so that no two writers can fork the chain (each
+//! message of links is published expecting the chain stream's last sequence to be the one
+//! holding their predecessor), and the signed checkpoints.
+//!
+//! One message of AUDIT_CHAIN holds up to [`LINKS_PER_MESSAGE`] consecutive links, as a
+//! JSON array (a message written before session 12 holds one link, as an object): the
+//! links and what they prove are the same whichever way they are stored, and the chain
+//! costs one stored message per batch of audit records instead of one per record.
 
 use async_nats::jetstream::{
     consumer::{DeliverPolicy, pull},
@@ -15,6 +20,29 @@ use crate::{Bus, BusError, CHAIN_SUBJECT, CHECKPOINT_SUBJECT, STREAM_CHAIN, STRE
 
 fn unavailable(e: impl std::fmt::Display) -> BusError {
     BusError::Unavailable(e.to_string())
+}
+
+/// Links per message of the chain stream (~350 bytes each: well inside NATS's 1 MB).
+pub const LINKS_PER_MESSAGE: usize = 500;
+
+/// The chain's last link and where it is stored.
+#[derive(Debug, Clone)]
+pub struct ChainTail {
+    /// The link.
+    pub link: ChainLink,
+    /// The chain stream's sequence of the message holding it.
+    pub seq: u64,
+}
+
+/// The links one message of the chain stream holds: an array, or one link (as written
+/// before session 12).
+fn links_of(payload: &[u8]) -> Result<Vec<ChainLink>, BusError> {
+    let parsed = if payload.first() == Some(&b'[') {
+        serde_json::from_slice(payload)
+    } else {
+        serde_json::from_slice(payload).map(|l| vec![l])
+    };
+    parsed.map_err(|e| BusError::Other(format!("chain link: {e}")))
 }
 
 /// Appending links failed because another writer appended first.
@@ -100,22 +128,36 @@ impl Bus {
             .collect()
     }
 
-    /// The chain's last link, if any.
-    pub async fn chain_tail(&self) -> Result<Option<ChainLink>, BusError> {
-        self.last_json(STREAM_CHAIN, "chain link").await
+    /// The chain's last link, if any, with the chain stream's sequence of the message
+    /// holding it.
+    pub async fn chain_tail(&self) -> Result<Option<ChainTail>, BusError> {
+        let s = self.js.get_stream(STREAM_CHAIN).await.map_err(unavailable)?;
+        let seq = s.cached_info().state.last_sequence;
+        if seq == 0 {
+            return Ok(None);
+        }
+        let m = s.get_raw_message(seq).await.map_err(unavailable)?;
+        Ok(links_of(&m.payload)?.pop().map(|link| ChainTail { link, seq }))
     }
 
-    /// Appends `links` (continuing the tail, link `n` at chain sequence `n`): each expects
-    /// its predecessor to be the chain's last, so a concurrent writer makes this fail with
-    /// [`AppendError::Conflict`] rather than fork the chain.
-    pub async fn append_links(&self, links: &[ChainLink]) -> Result<(), AppendError> {
-        let mut acks = Vec::with_capacity(links.len());
-        for l in links {
-            let body = serde_json::to_vec(l).map_err(|e| AppendError::Bus(BusError::Other(e.to_string())))?;
+    /// Appends `links` (continuing `tail`, link `n` after link `n - 1`), up to
+    /// [`LINKS_PER_MESSAGE`] per message: each message expects the chain stream's last
+    /// sequence to be the one before it, so a concurrent writer makes this fail with
+    /// [`AppendError::Conflict`] rather than fork the chain. Returns the new tail.
+    pub async fn append_links(
+        &self,
+        tail: Option<&ChainTail>,
+        links: Vec<ChainLink>,
+    ) -> Result<Option<ChainTail>, AppendError> {
+        let mut seq = tail.map_or(0, |t| t.seq);
+        let mut acks = Vec::new();
+        for block in links.chunks(LINKS_PER_MESSAGE) {
+            let body = serde_json::to_vec(block).map_err(|e| AppendError::Bus(BusError::Other(e.to_string())))?;
             let publish = PublishMessage::build()
                 .payload(body.into())
-                .message_id(format!("link:{}", l.index))
-                .expected_last_sequence(l.index - 1);
+                .message_id(format!("link:{}", block[0].index))
+                .expected_last_sequence(seq);
+            seq += 1;
             acks.push(
                 self.js
                     .send_publish(CHAIN_SUBJECT, publish)
@@ -131,12 +173,16 @@ impl Bus {
                 Err(e) => return Err(AppendError::Bus(unavailable(e))),
             }
         }
-        Ok(())
+        Ok(links.into_iter().last().map(|link| ChainTail { link, seq }))
     }
 
     /// Every link, in order.
     pub async fn chain_links(&self) -> Result<Vec<ChainLink>, BusError> {
-        self.all_json(STREAM_CHAIN, "chain link").await
+        let mut links = Vec::new();
+        for r in self.stored_records(STREAM_CHAIN, 1, usize::MAX).await? {
+            links.extend(links_of(&r.payload)?);
+        }
+        Ok(links)
     }
 
     /// Stores a signed checkpoint (once per covered length).
@@ -159,5 +205,36 @@ impl Bus {
     /// The newest checkpoint.
     pub async fn last_checkpoint(&self) -> Result<Option<Checkpoint>, BusError> {
         self.last_json(STREAM_CHECKPOINTS, "checkpoint").await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_message_of_the_chain_holds_an_array_of_links_or_one_link_as_written_before() {
+        let first = ChainLink::next(None, 1, "henvis.audit.rules", b"{}");
+        let second = ChainLink::next(Some(&first), 2, "henvis.audit.rules", b"{\"n\":2}");
+        let block = serde_json::to_vec(&[first.clone(), second.clone()]).unwrap();
+        assert_eq!(links_of(&block).unwrap(), vec![first.clone(), second]);
+        let single = serde_json::to_vec(&first).unwrap();
+        assert_eq!(links_of(&single).unwrap(), vec![first]);
+        assert!(links_of(b"{\"index\":1}").is_err());
+        assert!(links_of(b"[{\"index\":1}]").is_err());
+        // a full message stays well inside NATS's 1 MB payload limit
+        let mut links = vec![ChainLink::next(
+            None,
+            1,
+            &format!("henvis.audit.decision.{}", "c".repeat(36)),
+            b"x",
+        )];
+        while links.len() < LINKS_PER_MESSAGE {
+            let l = ChainLink::next(links.last(), links.len() as u64 + 1, &links[0].subject, b"x");
+            links.push(l);
+        }
+        let len = serde_json::to_vec(&links).unwrap().len();
+        assert!(len < 512 * 1024, "{len} bytes");
     }
 }

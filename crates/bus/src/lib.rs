@@ -5,7 +5,7 @@
 
 mod audit;
 mod chain;
-pub use chain::AppendError;
+pub use chain::{AppendError, ChainTail, LINKS_PER_MESSAGE};
 mod inbound;
 mod keys;
 pub use keys::{MasterKey, Opened, sealed_case};

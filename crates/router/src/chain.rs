@@ -1,9 +1,9 @@
 //! The audit's hash chain, kept by the routers: each router follows AUDIT and appends one
-//! link per record, in AUDIT's order, to AUDIT_CHAIN (each link expecting its predecessor
-//! to be the chain's last, so concurrent routers never fork it: the loser reads the tail
-//! again), and signs a checkpoint over the chain's head every [`CHECKPOINT_EVERY`] links or
-//! [`CHECKPOINT_SECS`] seconds. Off the routing path: routing never waits for the chain, and
-//! any router keeps it when another dies.
+//! link per record, in AUDIT's order, to AUDIT_CHAIN (many links per message, each message
+//! expecting the one holding its predecessor to be the chain's last, so concurrent routers
+//! never fork it: the loser reads the tail again), and signs a checkpoint over the chain's
+//! head every [`CHECKPOINT_EVERY`] links or [`CHECKPOINT_SECS`] seconds. Off the routing
+//! path: routing never waits for the chain, and any router keeps it when another dies.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -70,7 +70,7 @@ impl Router {
     pub(crate) async fn chain_step(&self) -> anyhow::Result<()> {
         let mut tail = self.bus.chain_tail().await?;
         loop {
-            let from = tail.as_ref().map_or(1, |t| t.audit_seq + 1);
+            let from = tail.as_ref().map_or(1, |t| t.link.audit_seq + 1);
             // nothing new: no reader is opened
             if self.bus.stored_range(henvis_bus::STREAM_AUDIT).await?.1 < from {
                 break;
@@ -84,11 +84,16 @@ impl Router {
             }
             let mut links: Vec<ChainLink> = Vec::with_capacity(records.len());
             for r in &records {
-                let l = ChainLink::next(links.last().or(tail.as_ref()), r.seq, &r.subject, &r.payload);
+                let l = ChainLink::next(
+                    links.last().or(tail.as_ref().map(|t| &t.link)),
+                    r.seq,
+                    &r.subject,
+                    &r.payload,
+                );
                 links.push(l);
             }
-            match self.bus.append_links(&links).await {
-                Ok(()) => tail = links.pop(),
+            match self.bus.append_links(tail.as_ref(), links).await {
+                Ok(t) => tail = t.or(tail),
                 // another router chained them first: read its tail and go on from there
                 Err(AppendError::Conflict) => {
                     tail = self.bus.chain_tail().await?;
@@ -101,7 +106,7 @@ impl Router {
             }
         }
         match tail {
-            Some(t) => self.checkpoint(t).await,
+            Some(t) => self.checkpoint(t.link).await,
             None => Ok(()),
         }
     }
