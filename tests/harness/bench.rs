@@ -553,6 +553,10 @@ async fn prefill(d: &Deployment, config: &BenchConfig, event: &Event) -> anyhow:
     while let Some(r) = acks.next().await {
         r?;
     }
+    // a broker that has been running has its guardian index built (once per deployment,
+    // by the first router of a version that keeps it): the routers started below do not
+    // walk the prefilled cases for it, as no router of a running broker does
+    opener.mark_guardian_index_built().await?;
     // the routers' consumer, as a router creates it, starting after what is there
     let router_js = jetstream::new(connect_as(&d.nats.url(), d.pki_dir(), &inspector()).await?);
     let mut stream = router_js.get_stream(henvis_bus::STREAM_IN).await?;

@@ -58,13 +58,28 @@ impl Bus {
     /// The messages of `stream` from sequence `from` on (at most `max`), with sequence and
     /// time, in order.
     pub async fn stored_records(&self, stream: &str, from: u64, max: usize) -> Result<Vec<StoredRecord>, BusError> {
-        let mut consumer = self
-            .js
-            .get_stream(stream)
-            .await
-            .map_err(unavailable)?
+        let s = self.js.get_stream(stream).await.map_err(unavailable)?;
+        let name = crate::reader_name();
+        let read = self.read_records(&s, &name, from, max).await;
+        // the reader goes at once: the server keeps an idle ordered consumer for 30 s, and
+        // every consumer of a stream is woken by each message stored in it (the audit
+        // chain reads AUDIT five times a second, which left ~150 of them on AUDIT)
+        if let Err(e) = s.delete_consumer(&name).await {
+            tracing::debug!(stream, error = %e, "reader not removed; it expires by itself");
+        }
+        read
+    }
+
+    async fn read_records(
+        &self,
+        s: &async_nats::jetstream::stream::Stream,
+        name: &str,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<StoredRecord>, BusError> {
+        let mut consumer = s
             .create_consumer(pull::OrderedConfig {
-                name: Some(crate::reader_name()),
+                name: Some(name.to_owned()),
                 deliver_policy: DeliverPolicy::ByStartSequence {
                     start_sequence: from.max(1),
                 },
