@@ -42,6 +42,8 @@ await_port() { # port name log
     sleep 0.2
   done
   echo "$2 did not start; see $3:" >&2
+  # why, first (a panic's backtrace would push it out of the tail), then how it ended
+  grep -m 5 -E 'ERROR|Error|panicked' "$3" >&2 || true
   tail -n 20 "$3" >&2
   exit 1
 }

@@ -5,10 +5,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use henvis_domain::Sector;
 use henvis_proto::henvis::broker::v1::Delivery;
-use henvis_tests::Deployment;
+use henvis_proto::henvis::broker::v1::GetStatusRequest;
+use henvis_tests::{Deployment, Options, RouterProcess, wait_for};
 use prost::Message;
 
-use crate::{delivery::drain, report, submit};
+use crate::{LIMIT, delivery::drain, report, routed, submit};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_routers_deliver_the_events_of_each_case_in_the_order_they_were_stored() {
@@ -76,4 +77,60 @@ async fn three_routers_deliver_the_events_of_each_case_in_the_order_they_were_st
     );
     assert_eq!(delivered, 2 * CASES * PER_CASE);
     assert_eq!(out_of_order, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_case_with_many_events_waiting_holds_up_no_other_case() {
+    // case A's events are decided one after another; case B's one event, stored after
+    // all of them, must not wait for them: a router that stops taking events while one
+    // case has an event in flight would decide it only once A's were nearly all done
+    const BURST: usize = 80;
+    const MIDDLE: usize = BURST / 2;
+    let d = Deployment::start_with(Options {
+        in_process_router: false,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let mut ngo = d.client(Sector::Ngo, "ngo-redbarnet").await.unwrap();
+    let mut router = RouterProcess::spawn(&d.nats.url(), 600, d.pki_dir()).unwrap();
+    let a = submit(&mut ngo, "burst-a", "", report("101")).await.unwrap();
+    let b = submit(&mut ngo, "burst-b", "", report("101")).await.unwrap();
+    routed(&mut ngo, &a.event_id).await;
+    routed(&mut ngo, &b.event_id).await;
+    // no router while the burst is stored: it waits in IN, A's before B's
+    router.kill9();
+    let mut burst = Vec::with_capacity(BURST);
+    for i in 0..BURST {
+        let r = submit(&mut ngo, &format!("burst-a-{i}"), &a.case_id, report("101"))
+            .await
+            .unwrap();
+        burst.push(r.event_id);
+    }
+    let last_b = submit(&mut ngo, "burst-b-1", &b.case_id, report("101")).await.unwrap();
+    let _router = RouterProcess::spawn(&d.nats.url(), 600, d.pki_dir()).unwrap();
+    let status = |event_id: &str| {
+        let mut c = ngo.inner.clone();
+        let req = GetStatusRequest {
+            event_id: event_id.to_owned(),
+        };
+        async move { c.get_status(req).await.map(|r| r.into_inner().routed).unwrap_or(false) }
+    };
+    // the moment B's event is decided, how far A has got
+    wait_for("case B's event decided", LIMIT, || async {
+        status(&last_b.event_id).await.then_some(())
+    })
+    .await
+    .unwrap();
+    let middle_done = status(&burst[MIDDLE]).await;
+    let last_done = status(&burst[BURST - 1]).await;
+    // and every one of A's is decided, in its order
+    routed(&mut ngo, &burst[BURST - 1]).await;
+    drain(&d).await;
+    println!(
+        "a burst of {BURST} events on one case and one event on another stored after it: the other's decided while event {MIDDLE} of the burst was {} and the burst's last {}",
+        if middle_done { "decided" } else { "not yet decided" },
+        if last_done { "decided" } else { "not yet decided" }
+    );
+    assert!(!middle_done, "case B's event waited for case A's burst");
 }

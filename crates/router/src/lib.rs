@@ -388,12 +388,17 @@ impl Router {
                         in_flight.spawn(tracing::Instrument::instrument(async move {
                             // the case's previous event is done when its signal is
                             // dropped; a long queue keeps this one from being offered to
-                            // another router meanwhile
+                            // another router meanwhile, for a while: should the one before
+                            // never finish here, this one goes to another router after all
                             if let Some(mut before) = before {
+                                let mut signals = 0;
                                 loop {
                                     tokio::select! {
                                         _ = &mut before => break,
-                                        () = tokio::time::sleep(ACK_WAIT / 2) => m.working().await,
+                                        () = tokio::time::sleep(ACK_WAIT / 2), if signals < QUEUED_PROGRESS_MAX => {
+                                            signals += 1;
+                                            m.working().await;
+                                        }
                                     }
                                 }
                             }
@@ -526,6 +531,9 @@ pub const DEFAULT_IN_FLIGHT: usize = 256;
 
 /// How long an unacknowledged event stays with one router before another gets it.
 const ACK_WAIT: Duration = Duration::from_secs(10);
+/// How often an event waiting behind its case's previous one keeps it from other routers
+/// (every half ack wait: a minute in all).
+const QUEUED_PROGRESS_MAX: u32 = 12;
 /// Pause before trying an event again whose case has an earlier event pending.
 const ORDER_PAUSE: Duration = Duration::from_millis(100);
 /// Pause before routing an event again after an output stream was full.
