@@ -335,37 +335,54 @@ enum Probe {
     Request,
 }
 
+/// The headers of a key-value purge marker (a rollup of the key's subject).
+const PURGE_MARKER: [(&str, &str); 2] = [("KV-Operation", "PURGE"), ("Nats-Rollup", "sub")];
+
 /// One attempt over its own connection: the line to print and whether it was accepted.
 async fn probe(d: &Deployment, what: &str, who: &Principal, kind: Probe, subject: &str, body: &str) -> (String, bool) {
-    let (c, errors) = nats_as(d, who).await;
-    let accepted = match kind {
-        Probe::Store | Probe::Purge => {
-            let js = async_nats::jetstream::new(c.clone());
-            let mut headers = async_nats::HeaderMap::new();
-            if matches!(kind, Probe::Purge) {
-                headers.insert("KV-Operation", "PURGE");
-                headers.insert("Nats-Rollup", "sub");
-            }
-            match js
-                .publish_with_headers(subject.to_owned(), headers, body.to_owned().into())
-                .await
-            {
-                Ok(ack) => tokio::time::timeout(Duration::from_secs(2), ack)
-                    .await
-                    .is_ok_and(|a| a.is_ok()),
-                Err(_) => false,
-            }
-        }
+    let (accepted, errors, _connection) = match kind {
+        Probe::Store => stored_as(d, who, subject, &[], body).await,
+        Probe::Purge => stored_as(d, who, subject, &PURGE_MARKER, body).await,
         Probe::Request => {
+            let (c, errors) = nats_as(d, who).await;
             let answer = tokio::time::timeout(
                 Duration::from_secs(2),
                 c.request(subject.to_owned(), body.to_owned().into()),
             )
             .await;
-            matches!(&answer, Ok(Ok(m)) if !m.payload.is_empty() && !String::from_utf8_lossy(&m.payload).contains("error"))
+            let answered = matches!(&answer, Ok(Ok(m)) if !m.payload.is_empty() && !String::from_utf8_lossy(&m.payload).contains("error"));
+            (answered, errors, c)
         }
     };
     (format!("{what} -> {}", refused(&errors, what).await), accepted)
+}
+
+/// A publish of `body` as `who` with `headers` over its own connection: whether JetStream
+/// stored it, and the errors the server sends that connection (which stays open while the
+/// caller holds the errors' connection, the third part).
+async fn stored_as(
+    d: &Deployment,
+    who: &Principal,
+    subject: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (bool, std::sync::Arc<std::sync::Mutex<Vec<String>>>, async_nats::Client) {
+    let (c, errors) = nats_as(d, who).await;
+    let js = async_nats::jetstream::new(c.clone());
+    let mut map = async_nats::HeaderMap::new();
+    for (k, v) in headers {
+        map.insert(*k, *v);
+    }
+    let stored = match js
+        .publish_with_headers(subject.to_owned(), map, body.to_owned().into())
+        .await
+    {
+        Ok(ack) => tokio::time::timeout(Duration::from_secs(2), ack)
+            .await
+            .is_ok_and(|a| a.is_ok()),
+        Err(_) => false,
+    };
+    (stored, errors, c)
 }
 
 async fn refused(errors: &std::sync::Arc<std::sync::Mutex<Vec<String>>>, what: &str) -> String {
@@ -727,29 +744,6 @@ async fn the_nats_server_refuses_a_sector_service_everything_beyond_its_own_sect
     assert_eq!(accepted, 0);
 }
 
-/// A publish as `who` with `headers`: whether JetStream stored it, and the errors the
-/// server sends that connection.
-async fn stored_as(
-    d: &Deployment,
-    who: &Principal,
-    subject: &str,
-    headers: &[(&str, &str)],
-) -> (bool, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    let (c, errors) = nats_as(d, who).await;
-    let js = async_nats::jetstream::new(c.clone());
-    let mut map = async_nats::HeaderMap::new();
-    for (k, v) in headers {
-        map.insert(*k, *v);
-    }
-    let stored = match js.publish_with_headers(subject.to_owned(), map, "x".into()).await {
-        Ok(ack) => tokio::time::timeout(Duration::from_secs(2), ack)
-            .await
-            .is_ok_and(|a| a.is_ok()),
-        Err(_) => false,
-    };
-    (stored, errors)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_sector_service_can_replace_delete_or_purge_a_case_key_nor_announce_an_erasure() {
     let d = Deployment::start().await.unwrap();
@@ -776,13 +770,10 @@ async fn no_sector_service_can_replace_delete_or_purge_a_case_key_nor_announce_a
         for (what, headers) in [
             ("replaces the key", vec![]),
             ("deletes the key", vec![("KV-Operation", "DEL")]),
-            (
-                "purges the key by publish",
-                vec![("KV-Operation", "PURGE"), ("Nats-Rollup", "sub")],
-            ),
+            ("purges the key by publish", PURGE_MARKER.to_vec()),
         ] {
             attempts += 1;
-            let (stored, _) = stored_as(&d, &me, &key_subject, &headers).await;
+            let (stored, _, _) = stored_as(&d, &me, &key_subject, &headers, "x").await;
             if stored {
                 accepted.push(format!("{sector} {what}"));
             }
@@ -790,7 +781,8 @@ async fn no_sector_service_can_replace_delete_or_purge_a_case_key_nor_announce_a
         // an erasure notice would make every service treat the case as erased (its
         // referrals dead-lettered): only erasures write them
         attempts += 1;
-        let (stored, errors) = stored_as(&d, &me, &format!("$KV.henvis_case_keys.erased.{case}"), &[]).await;
+        let (stored, errors, _connection) =
+            stored_as(&d, &me, &format!("$KV.henvis_case_keys.erased.{case}"), &[], "x").await;
         if stored {
             accepted.push(format!("{sector} announces the case erased"));
         }

@@ -45,6 +45,56 @@ fn links_of(payload: &[u8]) -> Result<Vec<ChainLink>, BusError> {
     parsed.map_err(|e| BusError::Other(format!("chain link: {e}")))
 }
 
+/// The records of `s` from `from` on (at most `max`) through an ordered consumer `name`.
+async fn read_records(
+    s: &async_nats::jetstream::stream::Stream,
+    name: &str,
+    from: u64,
+    max: usize,
+) -> Result<Vec<StoredRecord>, BusError> {
+    let mut consumer = s
+        .create_consumer(pull::OrderedConfig {
+            name: Some(name.to_owned()),
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: from.max(1),
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(unavailable)?;
+    let pending = consumer.info().await.map_err(unavailable)?.num_pending;
+    let mut out = Vec::with_capacity(usize::try_from(pending).unwrap_or(0).min(max));
+    if pending == 0 || max == 0 {
+        return Ok(out);
+    }
+    // an ordered consumer recreated before it delivered anything (a stream leader
+    // change) starts again from the stream's first message (async-nats resets to
+    // DeliverPolicy::All): only records from `from` on, each once, in order, are kept
+    let mut next = from.max(1);
+    let mut messages = consumer.messages().await.map_err(unavailable)?;
+    while let Some(m) = messages.next().await {
+        let m = m.map_err(unavailable)?;
+        let info = m.info().map_err(unavailable)?;
+        if info.stream_sequence < next {
+            if info.pending == 0 {
+                break;
+            }
+            continue;
+        }
+        next = info.stream_sequence + 1;
+        out.push(StoredRecord {
+            seq: info.stream_sequence,
+            at: info.published.unix_timestamp(),
+            subject: m.subject.to_string(),
+            payload: m.payload.to_vec(),
+        });
+        if info.pending == 0 || out.len() >= max {
+            break;
+        }
+    }
+    Ok(out)
+}
+
 /// Appending links failed because another writer appended first.
 #[derive(Debug)]
 pub enum AppendError {
@@ -60,7 +110,7 @@ impl Bus {
     pub async fn stored_records(&self, stream: &str, from: u64, max: usize) -> Result<Vec<StoredRecord>, BusError> {
         let s = self.js.get_stream(stream).await.map_err(unavailable)?;
         let name = crate::reader_name();
-        let read = self.read_records(&s, &name, from, max).await;
+        let read = read_records(&s, &name, from, max).await;
         // the reader goes at once: the server keeps an idle ordered consumer for 30 s, and
         // every consumer of a stream is woken by each message stored in it (the audit
         // chain reads AUDIT five times a second, which left ~150 of them on AUDIT)
@@ -70,68 +120,24 @@ impl Bus {
         read
     }
 
-    async fn read_records(
-        &self,
-        s: &async_nats::jetstream::stream::Stream,
-        name: &str,
-        from: u64,
-        max: usize,
-    ) -> Result<Vec<StoredRecord>, BusError> {
-        let mut consumer = s
-            .create_consumer(pull::OrderedConfig {
-                name: Some(name.to_owned()),
-                deliver_policy: DeliverPolicy::ByStartSequence {
-                    start_sequence: from.max(1),
-                },
-                ..Default::default()
-            })
-            .await
-            .map_err(unavailable)?;
-        let pending = consumer.info().await.map_err(unavailable)?.num_pending;
-        let mut out = Vec::with_capacity(usize::try_from(pending).unwrap_or(0).min(max));
-        if pending == 0 || max == 0 {
-            return Ok(out);
-        }
-        // an ordered consumer recreated before it delivered anything (a stream leader
-        // change) starts again from the stream's first message (async-nats resets to
-        // DeliverPolicy::All): only records from `from` on, each once, in order, are kept
-        let mut next = from.max(1);
-        let mut messages = consumer.messages().await.map_err(unavailable)?;
-        while let Some(m) = messages.next().await {
-            let m = m.map_err(unavailable)?;
-            let info = m.info().map_err(unavailable)?;
-            if info.stream_sequence < next {
-                if info.pending == 0 {
-                    break;
-                }
-                continue;
-            }
-            next = info.stream_sequence + 1;
-            out.push(StoredRecord {
-                seq: info.stream_sequence,
-                at: info.published.unix_timestamp(),
-                subject: m.subject.to_string(),
-                payload: m.payload.to_vec(),
-            });
-            if info.pending == 0 || out.len() >= max {
-                break;
-            }
-        }
-        Ok(out)
-    }
-
-    /// The last message of `stream` as JSON (`what` names it in errors), if any: the
-    /// stream's state comes with the stream lookup, so this is two round trips.
-    async fn last_json<T: serde::de::DeserializeOwned>(&self, stream: &str, what: &str) -> Result<Option<T>, BusError> {
+    /// The last message of `stream` with its sequence, if any: the stream's state comes
+    /// with the stream lookup, so this is two round trips.
+    async fn last_message(&self, stream: &str) -> Result<Option<(u64, bytes::Bytes)>, BusError> {
         let s = self.js.get_stream(stream).await.map_err(unavailable)?;
         let last = s.cached_info().state.last_sequence;
         if last == 0 {
             return Ok(None);
         }
         let m = s.get_raw_message(last).await.map_err(unavailable)?;
-        serde_json::from_slice(&m.payload)
-            .map(Some)
-            .map_err(|e| BusError::Other(format!("{what}: {e}")))
+        Ok(Some((last, m.payload)))
+    }
+
+    /// The last message of `stream` as JSON (`what` names it in errors), if any.
+    async fn last_json<T: serde::de::DeserializeOwned>(&self, stream: &str, what: &str) -> Result<Option<T>, BusError> {
+        self.last_message(stream)
+            .await?
+            .map(|(_, payload)| serde_json::from_slice(&payload).map_err(|e| BusError::Other(format!("{what}: {e}"))))
+            .transpose()
     }
 
     /// Every message of `stream` as JSON, in order.
@@ -146,13 +152,10 @@ impl Bus {
     /// The chain's last link, if any, with the chain stream's sequence of the message
     /// holding it.
     pub async fn chain_tail(&self) -> Result<Option<ChainTail>, BusError> {
-        let s = self.js.get_stream(STREAM_CHAIN).await.map_err(unavailable)?;
-        let seq = s.cached_info().state.last_sequence;
-        if seq == 0 {
+        let Some((seq, payload)) = self.last_message(STREAM_CHAIN).await? else {
             return Ok(None);
-        }
-        let m = s.get_raw_message(seq).await.map_err(unavailable)?;
-        Ok(links_of(&m.payload)?.pop().map(|link| ChainTail { link, seq }))
+        };
+        Ok(links_of(&payload)?.pop().map(|link| ChainTail { link, seq }))
     }
 
     /// Appends `links` (continuing `tail`, link `n` after link `n - 1`), up to

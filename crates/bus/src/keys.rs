@@ -423,14 +423,7 @@ impl Bus {
                 .await?;
             // a purge request to the stream (nothing else removes a key: the stream
             // refuses rollups and second records), then the tombstone in the emptied key
-            self.js
-                .get_stream(format!("KV_{}", crate::BUCKET_CASE_KEYS))
-                .await
-                .map_err(|e| BusError::Unavailable(e.to_string()))?
-                .purge()
-                .filter(format!("$KV.{}.{case}", crate::BUCKET_CASE_KEYS))
-                .await
-                .map_err(|e| BusError::Unavailable(e.to_string()))?;
+            bucket.remove(case).await?;
             if bucket.create_new(case, &erased).await?.is_some() {
                 self.keyring.forget(case);
                 return Ok(true);

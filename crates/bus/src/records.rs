@@ -162,6 +162,18 @@ impl JsonBucket {
         self.store.purge(key).await.map_err(unavailable)
     }
 
+    /// Removes every record of `key` by a purge request to the bucket's stream, which
+    /// leaves no marker: the way to empty a key in a bucket that refuses rollups (and so
+    /// [`purge`](Self::purge)) and second records, before a record of its own goes there.
+    pub async fn remove(&self, key: &str) -> Result<(), BusError> {
+        self.stream
+            .purge()
+            .filter(format!("$KV.{}.{key}", self.bucket))
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+
     /// Deletes `key` (a delete marker; watchers see it go).
     pub async fn delete(&self, key: &str) -> Result<(), BusError> {
         self.store.delete(key).await.map_err(unavailable)

@@ -365,11 +365,20 @@ impl Router {
             loop {
                 tokio::select! {
                     () = &mut shutdown => break 'consume,
-                    Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {
-                        // a case whose last event is done needs no queue
-                        case_tails.retain(|_, done| {
-                            matches!(done.try_recv(), Err(tokio::sync::oneshot::error::TryRecvError::Empty))
-                        });
+                    Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
+                        // a case whose last event is done needs no queue: the finished
+                        // event's case is looked at (every case only after a panic)
+                        let finished = |done: &mut tokio::sync::oneshot::Receiver<()>| {
+                            !matches!(done.try_recv(), Err(tokio::sync::oneshot::error::TryRecvError::Empty))
+                        };
+                        match joined {
+                            Ok(case) => {
+                                if case_tails.get_mut(&case).is_some_and(finished) {
+                                    case_tails.remove(&case);
+                                }
+                            }
+                            Err(_) => case_tails.retain(|_, done| !finished(done)),
+                        }
                     }
                     m = messages.next(), if in_flight.len() < self.in_flight => {
                         let m = match m {
@@ -381,7 +390,7 @@ impl Router {
                             .map(|c| c.to_string())
                             .unwrap_or_default();
                         let (done, done_rx) = tokio::sync::oneshot::channel::<()>();
-                        let before = case_tails.insert(case, done_rx);
+                        let before = case_tails.insert(case.clone(), done_rx);
                         let router = self.clone();
                         // the trace the event's Submit started continues here
                         let span = m.span("route");
@@ -404,6 +413,7 @@ impl Router {
                             }
                             router.handle(m).await;
                             drop(done);
+                            case
                         }, span));
                     }
                 }
