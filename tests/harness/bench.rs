@@ -1160,7 +1160,7 @@ async fn paced(
 ) -> anyhow::Result<Latency> {
     let base = readers.total();
     let count = ((rate * config.latency_secs as f64) as usize).max(10);
-    let started: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+    let started: Arc<Mutex<Vec<(String, Instant, Instant)>>> = Arc::default();
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut tasks = Vec::with_capacity(count);
@@ -1173,7 +1173,7 @@ async fn paced(
             let t = Instant::now();
             let r = c.submit(req).await?.into_inner();
             if let Ok(mut s) = started.lock() {
-                s.push((r.event_id, t));
+                s.push((r.event_id, t, Instant::now()));
             }
             Ok::<_, Status>(())
         }));
@@ -1188,7 +1188,12 @@ async fn paced(
     let started = started.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
     let tally = readers.tally.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
     let mut samples = Vec::with_capacity(count);
-    for (event_id, t) in started {
+    // HENVIS_BENCH_LATENCY_LOG=<file>: one line per paced referral (its Submit's start in
+    // unix seconds, then milliseconds until Submit answered and until each recipient's
+    // acknowledgement was confirmed), to see where the tail comes from
+    let mut log = std::env::var_os("HENVIS_BENCH_LATENCY_LOG").map(|_| String::new());
+    let (zero, unix_zero) = (Instant::now(), std::time::SystemTime::now());
+    for (event_id, t, answered) in started {
         let times = tally.acked.get(&event_id).context("an acknowledged referral")?;
         anyhow::ensure!(
             times.len() == RECIPIENTS.len(),
@@ -1200,6 +1205,21 @@ async fn paced(
         );
         let last = times.values().max().copied().unwrap_or(t);
         samples.push(last.saturating_duration_since(t));
+        if let Some(log) = log.as_mut() {
+            let unix = unix_zero
+                .checked_sub(zero.saturating_duration_since(t))
+                .and_then(|u| u.duration_since(std::time::UNIX_EPOCH).ok())
+                .unwrap_or_default();
+            let ms = |i: Instant| i.saturating_duration_since(t).as_secs_f64() * 1e3;
+            let _ = write!(log, "{:.6} {:.3}", unix.as_secs_f64(), ms(answered));
+            for r in 0..RECIPIENTS.len() {
+                let _ = write!(log, " {:.3}", times.get(&r).map_or(f64::NAN, |i| ms(*i)));
+            }
+            log.push('\n');
+        }
+    }
+    if let (Some(log), Some(path)) = (log, std::env::var_os("HENVIS_BENCH_LATENCY_LOG")) {
+        std::fs::write(&path, log).with_context(|| format!("writing {}", std::path::Path::new(&path).display()))?;
     }
     Ok(quantiles(samples))
 }

@@ -295,7 +295,14 @@ impl NatsServer {
             .collect();
         let n = &self.nodes[i];
         let mut text = format!(
-            "listen: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\nserver_name: node-{i}\njetstream {{\n  store_dir: \"{}\"\n{}{}}}\n",
+            "{}listen: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\nserver_name: node-{i}\njetstream {{\n  store_dir: \"{}\"\n{}{}}}\n",
+            // HENVIS_TEST_NATS_PROF_PORT=<port>: each node serves Go's pprof on port + its
+            // index (docs/PERFORMANCE.md, profiling nats-server)
+            std::env::var("HENVIS_TEST_NATS_PROF_PORT")
+                .ok()
+                .and_then(|p| p.parse::<u16>().ok())
+                .map(|p| format!("prof_port: {}\n", usize::from(p) + i))
+                .unwrap_or_default(),
             n.port,
             n.monitor_port,
             n.dir.path().join("js").display(),
