@@ -407,17 +407,23 @@ async fn a_delivery_never_acknowledged_goes_to_the_dead_letters_with_an_administ
     println!("dead letter: offered {offered} times, moved to DEAD, administrator alerted");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_the_stream_leader_of_a_three_node_cluster_loses_and_duplicates_nothing() {
-    let referrals = env_or("HENVIS_CLUSTER_REFERRALS", 1500);
-    let mut d = Deployment::start_with(Options {
+/// A deployment on 3 nats-server processes (R3 streams) with the router as its own process.
+async fn three_nodes_and_a_router_process() -> (Deployment, RouterProcess) {
+    let d = Deployment::start_with(Options {
         in_process_router: false,
         nats_nodes: 3,
         ..Options::default()
     })
     .await
     .unwrap();
-    let _router = RouterProcess::spawn(&d.nats.url(), 600, d.pki_dir()).unwrap();
+    let router = RouterProcess::spawn(&d.nats.url(), 600, d.pki_dir()).unwrap();
+    (d, router)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_stream_leader_of_a_three_node_cluster_loses_and_duplicates_nothing() {
+    let referrals = env_or("HENVIS_CLUSTER_REFERRALS", 1500);
+    let (mut d, _router) = three_nodes_and_a_router_process().await;
     let senders = ["ngo-redbarnet", "ngo-hopenow", "ngo-reden-international"];
     let (load, acked, retries) = start_load(&d, referrals, &senders, "cluster", true).await;
     // kill -9 the node leading the IN stream, three times under load, restarting it each time
@@ -552,6 +558,89 @@ pub(crate) async fn load_reaches(acked: &Acked, failures: &Arc<Mutex<usize>>, n:
     })
     .await
     .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_node_leading_the_routers_consumer_loses_and_duplicates_nothing_and_routing_resumes_within_seconds()
+{
+    let (mut d, _router) = three_nodes_and_a_router_process().await;
+    let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let all: Vec<String> = d.directory.municipalities().map(|m| m.code.clone()).collect();
+    let senders = ["ngo-redbarnet", "ngo-hopenow"];
+    let (load, acked, retries) = start_load_in(&d, 100, &senders, &all, "failover", true, Some(running.clone())).await;
+    load_reaches(&acked, &Arc::default(), 100).await;
+    let js = d.jetstream().await.unwrap();
+    // the node leading the router's consumer on IN: where the router's pull requests wait
+    let leader = wait_for("the router consumer's leader", Duration::from_secs(60), || {
+        let js = js.clone();
+        async move {
+            let s = js.get_stream("IN").await.ok()?;
+            router_consumer(&s).await?.cluster?.leader
+        }
+    })
+    .await
+    .unwrap();
+    let node: usize = leader.trim_start_matches("node-").parse().unwrap();
+    // the node the router's connection is on: when it is not the one killed, nothing tells
+    // the router its pull requests died with the leader
+    let mut router_on = None;
+    for i in 0..3 {
+        let connz = d.nats.monitor(i, "/connz").await.unwrap_or_default();
+        if connz["connections"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["name"].as_str().is_some_and(|n| n.contains("router")))
+        }) {
+            router_on = Some(i);
+        }
+    }
+    let killed_at = acked.lock().unwrap().len();
+    d.nats.kill_node(node);
+    d.nats.start_node(node).await.unwrap();
+    // routing goes on: 200 more referrals acknowledged after the kill, then the load ends
+    load_reaches(&acked, &Arc::default(), killed_at + 200).await;
+    running.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (acked, stored, c) = settle(&d, load, &acked).await;
+    // how long each event waited in IN: from when IN stored it to when OUT stored its
+    // first delivery (the servers' clocks, one machine)
+    let (in_stream, out) = (js.get_stream("IN").await.unwrap(), js.get_stream("OUT").await.unwrap());
+    let mut submitted = HashMap::new();
+    for seq in 1..=in_stream.get_info().await.unwrap().state.last_sequence {
+        let m = in_stream.get_raw_message(seq).await.unwrap();
+        let env =
+            henvis_proto::henvis::broker::v1::Envelope::decode(d.opened(&m.payload).await.unwrap().as_slice()).unwrap();
+        submitted.insert(env.event_id, m.time);
+    }
+    let mut routed: HashMap<String, time::OffsetDateTime> = HashMap::new();
+    for seq in 1..=out.get_info().await.unwrap().state.last_sequence {
+        let m = out.get_raw_message(seq).await.unwrap();
+        let event_id = Delivery::decode(d.opened(&m.payload).await.unwrap().as_slice())
+            .unwrap()
+            .envelope
+            .unwrap()
+            .event_id;
+        let at = routed.entry(event_id).or_insert(m.time);
+        *at = (*at).min(m.time);
+    }
+    let longest = routed
+        .iter()
+        .filter_map(|(e, at)| Some(*at - *submitted.get(e)?))
+        .max()
+        .and_then(|d| Duration::try_from(d).ok())
+        .unwrap_or_default();
+    println!(
+        "router consumer's leader {leader} killed after {killed_at} referrals (the router connected to node {router_on:?}): an event waited in IN at most {longest:.1?}; acknowledged {}, retried submits {}, stored {stored}; {c}",
+        acked.len(),
+        retries.lock().unwrap()
+    );
+    assert_eq!(acked.len(), stored);
+    c.assert_exactly_once();
+    // what the router held when the leader died comes back after its ack wait (10 s), with
+    // a new leader elected meanwhile; a pull request lost with the leader would show as a
+    // wait of its expiry (30 s) and more
+    assert!(
+        longest < Duration::from_secs(25),
+        "the router took nothing from IN for {longest:?} after the consumer's leader died"
+    );
 }
 
 /// Waits for the load and the router to finish; returns what was acknowledged, how many
