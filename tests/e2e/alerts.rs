@@ -518,3 +518,118 @@ async fn an_idle_police_service_does_constant_work_however_many_alerts_are_store
     // messages a second); now only heartbeats and the router's idle fetches remain
     assert!(per_sec < 100.0, "idle traffic grows with stored alerts: {per_sec:.1}/s");
 }
+
+/// The alert under `key` as stored, and its revision.
+async fn stored_alert(d: &Deployment, key: &str) -> Option<(henvis_domain::AlertRecord, u64)> {
+    let s = d.jetstream().await.ok()?.get_stream("KV_henvis_alerts").await.ok()?;
+    let m = s
+        .get_last_raw_message_by_subject(&format!("$KV.henvis_alerts.{key}"))
+        .await
+        .ok()?;
+    Some((serde_json::from_slice(&m.payload).ok()?, m.sequence))
+}
+
+/// Changes the alert under `key` as a police service does, compare-and-set, without the
+/// audit record that service writes next: what a crash between the two leaves behind.
+async fn change_alert_unaudited(d: &Deployment, key: &str, change: impl FnOnce(&mut henvis_domain::AlertRecord)) {
+    let (mut a, revision) = stored_alert(d, key).await.expect("the alert");
+    change(&mut a);
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Expected-Last-Subject-Sequence", revision.to_string().as_str());
+    d.jetstream()
+        .await
+        .unwrap()
+        .publish_with_headers(
+            format!("$KV.henvis_alerts.{key}"),
+            headers,
+            serde_json::to_vec(&a).unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+/// The audit records of `case_id` of kind `kind` by `person` at `at`.
+async fn step_records(d: &Deployment, case_id: &str, kind: &str, person: &str, at: i64) -> usize {
+    d.audit(case_id)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["kind"] == kind && r["person"] == person && r["at"] == at)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_step_left_without_its_audit_record_by_a_crash_is_recorded_once_by_the_alert_watch() {
+    let mut d = Deployment::start().await.unwrap();
+    let schema = Schema::from_descriptor_set(henvis_proto::FILE_DESCRIPTOR_SET).unwrap();
+    let mut ngo = d.client(Sector::Ngo, "ngo-hopenow").await.unwrap();
+    let (report, _) = canary::canary_event(
+        &schema,
+        "suspected_victim_reported",
+        &[
+            ("municipality_code", Value::String("101".into())),
+            ("immediate_danger", Value::Bool(false)),
+        ],
+    );
+    let kbh = submit(&mut ngo, "unaudited", "", report).await.unwrap();
+    let key = format!("politi-koebenhavn.{}", kbh.event_id);
+    wait_for("the alert", LIMIT, || async {
+        stored_alert(&d, &key).await.map(|_| ())
+    })
+    .await
+    .unwrap();
+    let (kp1, kp2) = ("politi-koebenhavn-kp1", "politi-koebenhavn-kp2");
+    let person = |p: &str| henvis_domain::PersonId::parse(p).unwrap();
+
+    // a claim stored while the police service runs, its audit record never written
+    let claimed_at = now();
+    change_alert_unaudited(&d, &key, |a| {
+        a.state = henvis_domain::AlertState::Claimed {
+            by: person(kp1),
+            at: claimed_at,
+        };
+        a.history
+            .push((henvis_domain::ALERT_CLAIMED.into(), kp1.into(), claimed_at));
+    })
+    .await;
+    wait_for("the claim's audit record", LIMIT, || async {
+        (step_records(&d, &kbh.case_id, "alert_claimed", kp1, claimed_at).await == 1).then_some(())
+    })
+    .await
+    .unwrap();
+
+    // a hand-over stored while no police service runs: the one started next records it
+    d.stop_sector(Sector::Police).await.unwrap();
+    let handed_at = claimed_at + 1;
+    change_alert_unaudited(&d, &key, |a| {
+        a.state = henvis_domain::AlertState::Claimed {
+            by: person(kp2),
+            at: handed_at,
+        };
+        a.history.push((
+            format!("{}{kp2}", henvis_domain::ALERT_HANDED_OVER_TO),
+            kp1.into(),
+            handed_at,
+        ));
+    })
+    .await;
+    assert_eq!(
+        step_records(&d, &kbh.case_id, "alert_handed_over", kp1, handed_at).await,
+        0
+    );
+    d.start_sector(Sector::Police).await.unwrap();
+    wait_for("the hand-over's audit record", LIMIT, || async {
+        (step_records(&d, &kbh.case_id, "alert_handed_over", kp1, handed_at).await == 1).then_some(())
+    })
+    .await
+    .unwrap();
+    // the claim, written again by the restarted service, is still stored once
+    assert_eq!(
+        step_records(&d, &kbh.case_id, "alert_claimed", kp1, claimed_at).await,
+        1
+    );
+    let comp = crate::delivery::audit_complete(&d, "the unaudited alert steps").await;
+    assert_eq!((comp.alert_steps, comp.alert_steps_without_record), (2, 0));
+}

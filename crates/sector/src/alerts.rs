@@ -437,34 +437,53 @@ impl Step {
 /// took in `a`'s history, under the step's one message id: written again by a retry, it is
 /// stored once.
 async fn audit_step(core: &Core, a: &AlertRecord, by: &PersonId, kind: Step) -> Result<(), ApiError> {
-    let Some((what, _, at)) = a
-        .history
-        .iter()
-        .rev()
-        .find(|(what, person, _)| person == by.as_str() && AlertStep::of_entry(what) == Some(kind.action()))
-    else {
+    let Some((id, record)) = a.history.iter().rev().find_map(|entry| {
+        step_record(a, entry).filter(|(_, r)| {
+            AlertStep::recorded_by(r).is_some_and(|s| s.person == by.as_str() && s.action == kind.action())
+        })
+    }) else {
         // the person took no such step here (a claim handed to them is the other's step)
         return Ok(());
     };
+    core.bus.audit(a.district.as_str(), &id, &record).await?;
+    Ok(())
+}
+
+/// The audit record, and its one message id, of a claim, hand-over, closing or reopening in
+/// `a`'s history; `None` for any other entry (what henvis did itself, and detail reads,
+/// whose receipt is stored before the read is).
+fn step_record(a: &AlertRecord, (what, person, at): &(String, String, i64)) -> Option<(String, AuditRecord)> {
     let step = AlertStepRecord {
         alert_id: a.alert_id.to_string(),
         case_id: a.case_id.clone(),
         district: a.district.to_string(),
-        person: by.to_string(),
+        person: person.clone(),
         to: what.strip_prefix(ALERT_HANDED_OVER_TO).map(str::to_owned),
         outcome: what.strip_prefix(ALERT_CLOSED_AS).map(str::to_owned),
         at: *at,
     };
-    let record = match kind {
-        Step::Claimed => AuditRecord::AlertClaimed(step),
-        Step::HandedOver => AuditRecord::AlertHandedOver(step),
-        Step::Closed => AuditRecord::AlertClosed(step),
-        Step::Reopened => AuditRecord::AlertReopened(step),
+    let record = match AlertStep::of_entry(what)? {
+        "claimed" => AuditRecord::AlertClaimed(step),
+        "handed_over" => AuditRecord::AlertHandedOver(step),
+        "closed" => AuditRecord::AlertClosed(step),
+        "reopened" => AuditRecord::AlertReopened(step),
+        _ => return None,
     };
-    let id = AlertStep::recorded_by(&record)
-        .map(|s| s.record_id())
-        .ok_or_else(|| ApiError::Internal("an alert step record is a step".into()))?;
-    core.bus.audit(a.district.as_str(), &id, &record).await?;
+    let id = AlertStep::recorded_by(&record)?.record_id();
+    Some((id, record))
+}
+
+/// Completes the audit of the steps in `a`'s history taken since `since` (unix seconds):
+/// each is written again under its one message id, which JetStream stores once within its
+/// de-duplication window. A police service stopped between an alert's change and its audit
+/// record (the client not asking again) leaves the step unrecorded; the alert watch of any
+/// police service, this one on its restart included, sees the change and writes it.
+async fn complete_audit(core: &Core, a: &AlertRecord, since: i64) -> Result<(), ApiError> {
+    for entry in a.history.iter().filter(|(_, _, at)| *at >= since) {
+        if let Some((id, record)) = step_record(a, entry) {
+            core.bus.audit(a.district.as_str(), &id, &record).await?;
+        }
+    }
     Ok(())
 }
 
@@ -617,6 +636,15 @@ pub(crate) async fn escalate_loop(core: Arc<Core>, shutdown: impl std::future::F
                         continue 'watch;
                     };
                     index.update(&e.key, e.record.as_ref(), &core.alerts, &own);
+                    // a step of the last moments whose audit record may be missing is
+                    // written again (stored once: the window is half the de-duplication
+                    // window, so every earlier writing of it is still remembered)
+                    if let Some(a) = &e.record {
+                        let since = now() - i64::try_from(core.duplicate_window.as_secs() / 2).unwrap_or(i64::MAX);
+                        if let Err(e) = complete_audit(&core, a, since).await {
+                            tracing::warn!(alert_id = %a.alert_id, error = %e, "alert step not recorded in the audit; the next change or restart tries again");
+                        }
+                    }
                 }
                 _ = tick.tick() => {
                     for key in index.due(now()) {

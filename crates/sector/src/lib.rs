@@ -78,6 +78,8 @@ pub struct Core {
     heartbeat: Duration,
     alerts: AlertConfig,
     console_listen: Option<SocketAddr>,
+    /// JetStream's de-duplication window: a record written again within it is stored once.
+    duplicate_window: Duration,
 }
 
 /// Validates everything `config` names before any port opens (`--check-config`).
@@ -143,6 +145,7 @@ pub async fn build(sector: Sector, config: &SectorConfig) -> anyhow::Result<Arc<
         heartbeat: Duration::from_secs(config.heartbeat_secs.max(1)),
         alerts: config.alerts.clone(),
         console_listen: config.console_listen,
+        duplicate_window: Duration::from_secs(config.service.duplicate_window_secs.max(1)),
     }))
 }
 
