@@ -1,5 +1,5 @@
 //! Test harness: a real nats-server process on a free port with a temporary store, and the
-//! henvis services in-process on 127.0.0.1:0, talking real gRPC over real TCP.
+//! henvis services in-process on free loopback ports, talking real gRPC over real TCP.
 
 use std::{
     collections::HashMap,
@@ -538,7 +538,9 @@ pub fn terminate(pid: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A free loopback address for a service's port.
+/// A free loopback address for a service's port, outside the kernel's ephemeral range: a
+/// service on port 0 could take one of 50050-50055, the deployment scripts' fixed ports,
+/// while a `deployment::` test runs them.
 pub fn free_addr() -> anyhow::Result<SocketAddr> {
     Ok(format!("127.0.0.1:{}", free_port()?).parse()?)
 }
@@ -639,7 +641,7 @@ impl RouterProcess {
         let replicas = if nats_url.contains(',') { "3" } else { "1" };
         let mut env = vec![
             ("HENVIS_NATS_URL", nats_url.to_owned()),
-            ("HENVIS_ROUTER_LISTEN", "127.0.0.1:0".to_owned()),
+            ("HENVIS_ROUTER_LISTEN", free_addr()?.to_string()),
             ("HENVIS_DUPLICATE_WINDOW_SECS", duplicate_window_secs.to_string()),
             ("HENVIS_STREAM_REPLICAS", replicas.to_owned()),
             ("HENVIS_PKI_DIR", pki_dir.display().to_string()),
@@ -809,7 +811,7 @@ impl Deployment {
     async fn start_admin_with(&self, console_listen: Option<SocketAddr>) -> anyhow::Result<SocketAddr> {
         let config = henvis_admin::AdminConfig {
             service: self.service_config(),
-            listen: "127.0.0.1:0".parse()?,
+            listen: free_addr()?,
             rules: None,
             audit_public_key: None,
             stats_threshold: henvis_domain::stats::DEFAULT_THRESHOLD,
@@ -866,7 +868,7 @@ impl Deployment {
     /// Starts (or starts again) one sector service in-process on a fresh port.
     pub async fn start_sector(&mut self, sector: Sector) -> anyhow::Result<()> {
         let config = henvis_sector::SectorConfig {
-            listen: "127.0.0.1:0".parse()?,
+            listen: free_addr()?,
             service: self.service_config(),
             max_event_bytes: 64 * 1024,
             ack_wait_secs: self.options.ack_wait_secs,
@@ -964,7 +966,7 @@ impl Deployment {
         let config = henvis_router::RouterConfig {
             service: self.service_config(),
             rules: None,
-            listen: "127.0.0.1:0".parse()?,
+            listen: free_addr()?,
             expiry_warning_secs: self.options.expiry_warning_secs,
             expiry_scan_secs: 1,
             closed_case_retention_secs: self.options.closed_case_retention_secs,
@@ -993,7 +995,7 @@ impl Deployment {
             },
             rules: None,
             #[allow(clippy::unwrap_used)] // a constant address
-            listen: "127.0.0.1:0".parse().unwrap(),
+            listen: free_addr().unwrap_or_else(|_| "127.0.0.1:0".parse().unwrap()),
             expiry_warning_secs: 3 * 24 * 3600,
             expiry_scan_secs: 3600,
             closed_case_retention_secs: self.options.closed_case_retention_secs,
