@@ -306,7 +306,15 @@ pub async fn run(config: &BenchConfig, sync_always: bool) -> anyhow::Result<Repo
     let relay = raw_relay(&js, config.raw_messages, config.raw_window).await?;
     let pull = raw_pull(&js, config.raw_messages).await?;
     let (ingest, ingest_latency) = raw_ingest(&d, &js, config, &event).await?;
+    let batched = raw_atomic_batches(&nats, config.raw_messages, &payload).await?;
     rows.push(row("raw JetStream publish, pipelined", publish, "msg/s", None, ""));
+    rows.push(row(
+        &format!("raw atomic batches of {BATCH_RECORDS} records, {BATCHES_IN_FLIGHT} in flight"),
+        batched,
+        "msg/s",
+        Some(("raw publish", publish)),
+        "",
+    ));
     rows.push(row("raw relay A→B (B's ack, then A's)", relay, "msg/s", None, ""));
     rows.push(row("raw durable pull consumer, explicit acks", pull, "msg/s", None, ""));
     rows.push(row(
@@ -677,6 +685,79 @@ async fn raw_publish(js: &jetstream::Context, n: usize, payload: &bytes::Bytes, 
         r?;
     }
     Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Records in one atomic batch of [`raw_atomic_batches`]: what one referral stores.
+const BATCH_RECORDS: usize = 23;
+/// Atomic batches in flight at once (nats-server allows 50 per stream).
+const BATCHES_IN_FLIGHT: usize = 32;
+
+/// What storing a referral's records as one atomic batch would cost (the storage layout
+/// docs/PERFORMANCE.md names): `n` records (rounded up to whole batches) into stream
+/// BENCH_BATCH (`allow_atomic`), each batch's first record a write-once mark (its own
+/// subject, `Nats-Expected-Last-Subject-Sequence: 0`: the batch's idempotency, since
+/// atomic batches take no `Nats-Msg-Id`), the rest on one subject, the last committing;
+/// [`BATCHES_IN_FLIGHT`] batches at once. Checks that every record was stored; msg/s.
+async fn raw_atomic_batches(nats: &async_nats::Client, n: usize, payload: &bytes::Bytes) -> anyhow::Result<f64> {
+    let js = jetstream::new(nats.clone());
+    let _ = js.delete_stream("BENCH_BATCH").await;
+    js.create_stream(stream::Config {
+        name: "BENCH_BATCH".to_owned(),
+        subjects: vec!["bench.bench_batch.>".to_owned()],
+        storage: stream::StorageType::File,
+        allow_atomic_publish: true,
+        ..Default::default()
+    })
+    .await?;
+    let batches = n.div_ceil(BATCH_RECORDS);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..BATCHES_IN_FLIGHT {
+        let (nats, next, payload) = (nats.clone(), next.clone(), payload.clone());
+        workers.push(tokio::spawn(async move {
+            loop {
+                let b = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if b >= batches {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                let id = format!("bench-{b}");
+                for k in 1..=BATCH_RECORDS {
+                    let mut headers = async_nats::HeaderMap::new();
+                    headers.insert("Nats-Batch-Id", id.as_str());
+                    headers.insert("Nats-Batch-Sequence", k.to_string().as_str());
+                    let subject = if k == 1 {
+                        headers.insert("Nats-Expected-Last-Subject-Sequence", "0");
+                        format!("bench.bench_batch.mark.{b}")
+                    } else {
+                        "bench.bench_batch.record".to_owned()
+                    };
+                    if k < BATCH_RECORDS {
+                        nats.publish_with_headers(subject, headers, payload.clone()).await?;
+                    } else {
+                        headers.insert("Nats-Batch-Commit", "1");
+                        let ack = nats.request_with_headers(subject, headers, payload.clone()).await?;
+                        let ack: serde_json::Value = serde_json::from_slice(&ack.payload)?;
+                        anyhow::ensure!(
+                            ack["count"].as_u64() == Some(BATCH_RECORDS as u64),
+                            "atomic batch {id} not committed: {ack}"
+                        );
+                    }
+                }
+            }
+        }));
+    }
+    for w in workers {
+        w.await??;
+    }
+    let rate = (batches * BATCH_RECORDS) as f64 / start.elapsed().as_secs_f64();
+    let stored = js.get_stream("BENCH_BATCH").await?.info().await?.state.messages;
+    anyhow::ensure!(
+        stored == (batches * BATCH_RECORDS) as u64,
+        "atomic batches stored {stored} of {} records",
+        batches * BATCH_RECORDS
+    );
+    Ok(rate)
 }
 
 /// Consumes BENCH_A and publishes each message to BENCH_B, acknowledging it on A once B
