@@ -1282,3 +1282,63 @@ async fn decided_reasons(d: &Deployment, event_id: &str) -> Vec<(String, String)
         })
         .unwrap_or_default()
 }
+
+/// The rule-set proposals the audit records (`rule_set_proposed`), by proposal id: how often.
+async fn proposals_recorded(d: &Deployment) -> BTreeMap<u64, usize> {
+    let mut n = BTreeMap::new();
+    for (_, body) in d.read_all("AUDIT", "henvis.audit.rules").await.unwrap() {
+        let r: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        if r["kind"] == "rule_set_proposed" {
+            *n.entry(r["proposal"].as_u64().unwrap()).or_default() += 1;
+        }
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proposal_stored_while_the_audit_refused_is_recorded_once_the_audit_is_back() {
+    let mut d = Deployment::start().await.unwrap();
+    // the admin service may no longer write governance records (as when the audit stream
+    // refuses): its deny list, in the shipped authorization, gains the rules' subject
+    let shipped = include_str!("../../deploy/nats/auth.conf");
+    let at = shipped.find("user: \"henvis://service/admin\"").unwrap();
+    let (before, after) = shipped.split_at(at);
+    let denied = format!(
+        "{before}{}",
+        after.replacen(
+            r#"deny: ["$JS.API.STREAM.DELETE.AUDIT""#,
+            r#"deny: ["henvis.audit.rules", "$JS.API.STREAM.DELETE.AUDIT""#,
+            1
+        )
+    );
+    assert_ne!(denied, shipped, "the admin service's deny list found");
+    d.nats.reload_authorization(&denied).await.unwrap();
+    // the proposal is stored, its record refused: the administrator is told to try again
+    let refused = propose(&d, "admin-1", "unrecorded.toml", &version("2026-11-30.unrecorded")).await;
+    assert_eq!(refused.unwrap_err().code(), Code::Unavailable);
+    let listed = client(&d, "admin-2")
+        .await
+        .list_rule_sets(ListRuleSetsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .versions;
+    let stored = listed
+        .iter()
+        .find(|v| v.rule_set_version == "2026-11-30.unrecorded")
+        .expect("the proposal stored")
+        .proposal_id;
+    assert_eq!(proposals_recorded(&d).await.get(&stored), None);
+
+    // the audit takes records again: the running admin service records the proposal on its
+    // next pass, and one started now (as after a crash) records nothing twice
+    d.nats.reload_authorization(shipped).await.unwrap();
+    wait_for("the proposal's audit record", LIMIT * 3, || async {
+        (proposals_recorded(&d).await.get(&stored) == Some(&1)).then_some(())
+    })
+    .await
+    .unwrap();
+    d.start_admin().await.unwrap();
+    assert_eq!(proposals_recorded(&d).await.get(&stored), Some(&1));
+    println!("a proposal stored while the audit refused: recorded once when the audit was back");
+}

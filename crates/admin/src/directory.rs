@@ -71,15 +71,8 @@ impl Admin {
                 decision: None,
             })
             .await?;
-        self.audit(
-            &format!("directory-proposed:{}", proposal.id),
-            &AuditRecord::DirectoryChangeProposed {
-                proposal: proposal.id,
-                changes,
-                by: by.to_string(),
-            },
-        )
-        .await?;
+        let (record_id, record) = crate::recorded::directory_proposed(&proposal);
+        self.audit(&record_id, &record).await?;
         Ok(proposal)
     }
 
@@ -125,15 +118,9 @@ impl Admin {
             reason: reason.clone(),
         });
         self.write_directory_proposal(&record, current.revision).await?;
-        self.audit(
-            &format!("directory-rejected:{id}"),
-            &AuditRecord::DirectoryChangeRejected {
-                proposal: id,
-                by: by.to_string(),
-                reason,
-            },
-        )
-        .await?;
+        if let Some((_, record_id, audited)) = crate::recorded::directory_rejected(&record) {
+            self.audit(&record_id, &audited).await?;
+        }
         Ok(record)
     }
 

@@ -102,17 +102,8 @@ impl Admin {
                 delivered_to: Vec::new(),
             })
             .await?;
-        self.audit(
-            &format!("erasure-proposed:{}", erasure.id),
-            &AuditRecord::CaseErasureProposed {
-                erasure: erasure.id,
-                case_id: id,
-                by: by.to_string(),
-                reason,
-                police_hold_override: erasure.police_hold_override.clone(),
-            },
-        )
-        .await?;
+        let (record_id, record) = crate::recorded::erasure_proposed(&erasure);
+        self.audit(&record_id, &record).await?;
         Ok(erasure)
     }
 
@@ -208,16 +199,9 @@ impl Admin {
             reason: reason.clone(),
         });
         self.write_erasure(&record, current.revision).await?;
-        self.audit(
-            &format!("erasure-rejected:{n}"),
-            &AuditRecord::CaseErasureRejected {
-                erasure: n,
-                case_id: record.case_id.clone(),
-                by: by.to_string(),
-                reason,
-            },
-        )
-        .await?;
+        if let Some((_, record_id, audited)) = crate::recorded::erasure_rejected(&record) {
+            self.audit(&record_id, &audited).await?;
+        }
         Ok(record)
     }
 

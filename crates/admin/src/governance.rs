@@ -247,18 +247,8 @@ impl Admin {
                 decision: None,
             })
             .await?;
-        self.audit(
-            &format!("proposed:{}", proposal.id),
-            &AuditRecord::RuleSetProposed {
-                proposal: proposal.id,
-                rule_set_version: proposal.rule_set_version.clone(),
-                sha256: proposal.sha256.clone(),
-                tests: proposal.tests.passed,
-                by: by.to_string(),
-                rollback_of,
-            },
-        )
-        .await?;
+        let (record_id, record) = crate::recorded::rule_set_proposed(&proposal);
+        self.audit(&record_id, &record).await?;
         tracing::info!(proposal = proposal.id, rule_set_version = %proposal.rule_set_version, by = %by, "rule set proposed");
         Ok((proposal, live))
     }
@@ -318,16 +308,9 @@ impl Admin {
             reason: reason.clone(),
         };
         let rejected = self.decide(current, |p| p.decision = Some(decision)).await?;
-        self.audit(
-            &format!("rejected:{id}"),
-            &AuditRecord::RuleSetRejected {
-                proposal: id,
-                rule_set_version: rejected.rule_set_version.clone(),
-                by: by.to_string(),
-                reason,
-            },
-        )
-        .await?;
+        if let Some((_, record_id, record)) = crate::recorded::rule_set_rejected(&rejected) {
+            self.audit(&record_id, &record).await?;
+        }
         Ok(rejected)
     }
 
@@ -376,15 +359,9 @@ impl Admin {
                 }
             })
             .await?;
-        self.audit(
-            &format!("reviewed:{id}"),
-            &AuditRecord::BreakGlassReviewed {
-                proposal: id,
-                by: by.to_string(),
-                note,
-            },
-        )
-        .await?;
+        if let Some((_, record_id, record)) = crate::recorded::break_glass_reviewed(&reviewed) {
+            self.audit(&record_id, &record).await?;
+        }
         Ok(reviewed)
     }
 

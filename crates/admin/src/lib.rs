@@ -13,6 +13,7 @@ mod console;
 mod directory;
 mod erasure;
 mod governance;
+mod recorded;
 mod report;
 mod service;
 mod stats;
@@ -71,6 +72,8 @@ pub struct Admin {
     stats_threshold: u64,
     /// Where the administrators' console listens, if anywhere.
     console_listen: Option<SocketAddr>,
+    /// JetStream's de-duplication window: a record written again within it is stored once.
+    duplicate_window: std::time::Duration,
 }
 
 /// Validates everything `config` names before any port opens (`--check-config`).
@@ -137,6 +140,7 @@ pub async fn build(config: &AdminConfig) -> anyhow::Result<Arc<Admin>> {
         audit_retention_secs: i64::try_from(config.service.topology().audit_max_age.as_secs()).unwrap_or(i64::MAX),
         stats_threshold: config.stats_threshold.max(2),
         console_listen: config.console_listen,
+        duplicate_window: std::time::Duration::from_secs(config.service.duplicate_window_secs.max(1)),
     });
     admin.settle().await.context("finishing an earlier approval")?;
     admin
@@ -144,9 +148,39 @@ pub async fn build(config: &AdminConfig) -> anyhow::Result<Arc<Admin>> {
         .await
         .context("finishing an earlier directory approval")?;
     admin.settle_erasures().await.context("finishing an earlier erasure")?;
+    admin
+        .complete_audit()
+        .await
+        .context("recording earlier steps in the audit")?;
     tracing::info!("admin service ready");
     Ok(admin)
 }
+
+/// Every [`RECORD_STEPS_EVERY`] until `shutdown`: [`Admin::complete_audit`].
+async fn record_steps(admin: Arc<Admin>, shutdown: impl Future<Output = ()> + Send) {
+    let mut tick = tokio::time::interval(
+        RECORD_STEPS_EVERY
+            .min(admin.duplicate_window / 4)
+            .max(std::time::Duration::from_secs(1)),
+    );
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            _ = tick.tick() => {
+                if let Err(e) = admin.complete_audit().await {
+                    tracing::warn!(error = %e.message(), "administrators' steps not recorded in the audit yet; next pass");
+                }
+            }
+        }
+    }
+}
+
+/// How often the admin service records in the audit what administrators did and the audit
+/// has no record of yet.
+const RECORD_STEPS_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Serves the admin API on `listener` until `shutdown` resolves.
 pub async fn serve(
@@ -166,6 +200,9 @@ pub async fn serve(
     tracing::info!(addr = ?listener.local_addr().ok(), "admin service listening");
     let wait = henvis_runtime::fan_out(shutdown);
     let follow = tokio::spawn(admin.directory.clone().follow(admin.bus.clone(), wait()));
+    // a step whose audit record was refused (the audit unavailable a moment) is recorded
+    // on a later pass, well within the de-duplication window
+    let recording = tokio::spawn(record_steps(admin.clone(), wait()));
     // the administrators' web console
     let console = match admin.console_listen {
         Some(addr) => {
@@ -193,6 +230,7 @@ pub async fn serve(
     )
     .await;
     let _ = follow.await;
+    let _ = recording.await;
     if let Some(console) = console {
         let _ = console.await;
     }
