@@ -471,9 +471,10 @@ impl Admin {
     }
 
     pub(crate) async fn audit(&self, id: &str, record: &AuditRecord) -> Result<(), Status> {
-        self.bus
-            .audit(ADMIN_WRITER, id, record)
-            .await
-            .map_err(|e| Status::unavailable(format!("the audit is unavailable; try again: {e}")))
+        self.bus.audit(ADMIN_WRITER, id, record).await.map_err(|e| {
+            // what was stored before this record gets it on a later pass (`record_steps`)
+            self.audit_refused_at.store(now(), std::sync::atomic::Ordering::SeqCst);
+            Status::unavailable(format!("the audit is unavailable; try again: {e}"))
+        })
     }
 }

@@ -74,6 +74,9 @@ pub struct Admin {
     console_listen: Option<SocketAddr>,
     /// JetStream's de-duplication window: a record written again within it is stored once.
     duplicate_window: std::time::Duration,
+    /// When a write of this service to the audit last failed (unix seconds; 0: not since
+    /// the steps it may have left unrecorded were recorded).
+    audit_refused_at: std::sync::atomic::AtomicI64,
 }
 
 /// Validates everything `config` names before any port opens (`--check-config`).
@@ -141,6 +144,7 @@ pub async fn build(config: &AdminConfig) -> anyhow::Result<Arc<Admin>> {
         stats_threshold: config.stats_threshold.max(2),
         console_listen: config.console_listen,
         duplicate_window: std::time::Duration::from_secs(config.service.duplicate_window_secs.max(1)),
+        audit_refused_at: std::sync::atomic::AtomicI64::new(0),
     });
     admin.settle().await.context("finishing an earlier approval")?;
     admin
@@ -156,7 +160,9 @@ pub async fn build(config: &AdminConfig) -> anyhow::Result<Arc<Admin>> {
     Ok(admin)
 }
 
-/// Every [`RECORD_STEPS_EVERY`] until `shutdown`: [`Admin::complete_audit`].
+/// Every [`RECORD_STEPS_EVERY`] until `shutdown`, while a write of this service to the
+/// audit has failed since the last pass that succeeded: [`Admin::complete_audit`] (idle
+/// otherwise; what a stopped service left is recorded when it starts again).
 async fn record_steps(admin: Arc<Admin>, shutdown: impl Future<Output = ()> + Send) {
     let mut tick = tokio::time::interval(
         RECORD_STEPS_EVERY
@@ -170,8 +176,17 @@ async fn record_steps(admin: Arc<Admin>, shutdown: impl Future<Output = ()> + Se
         tokio::select! {
             () = &mut shutdown => return,
             _ = tick.tick() => {
-                if let Err(e) = admin.complete_audit().await {
-                    tracing::warn!(error = %e.message(), "administrators' steps not recorded in the audit yet; next pass");
+                let refused = admin.audit_refused_at.load(std::sync::atomic::Ordering::SeqCst);
+                if refused == 0 {
+                    continue;
+                }
+                match admin.complete_audit().await {
+                    Ok(n) => {
+                        // done, unless another write failed meanwhile
+                        let _ = admin.audit_refused_at.compare_exchange(refused, 0, std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst);
+                        tracing::info!(records = n, "administrators' recent steps recorded in the audit again");
+                    }
+                    Err(e) => tracing::warn!(error = %e.message(), "administrators' steps not recorded in the audit yet; next pass"),
                 }
             }
         }
