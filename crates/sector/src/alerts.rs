@@ -610,6 +610,24 @@ pub(crate) async fn escalate_loop(core: Arc<Core>, shutdown: impl std::future::F
     let mut tick = tokio::time::interval(Duration::from_millis(core.alerts.tick_ms.max(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut index = DeadlineIndex::default();
+    // a step of the last moments whose audit record may be missing is written again, on a
+    // task of its own so an audit that does not answer never holds up an escalation (a
+    // change that finds the queue full is left to the step's own request, the alert's next
+    // change or a restart)
+    let (steps, mut to_record) = tokio::sync::mpsc::channel::<AlertRecord>(1024);
+    // ended with this loop: a JoinSet aborts its tasks when dropped
+    let mut recorder = tokio::task::JoinSet::new();
+    recorder.spawn({
+        let core = core.clone();
+        async move {
+            while let Some(a) = to_record.recv().await {
+                let since = now() - i64::try_from(core.duplicate_window.as_secs() / 2).unwrap_or(i64::MAX);
+                if let Err(e) = complete_audit(&core, &a, since).await {
+                    tracing::warn!(alert_id = %a.alert_id, error = %e, "alert step not recorded in the audit; the next change or restart tries again");
+                }
+            }
+        }
+    });
     tokio::pin!(shutdown);
     'watch: loop {
         let watch = match core.bus.alert_bucket().await {
@@ -636,14 +654,8 @@ pub(crate) async fn escalate_loop(core: Arc<Core>, shutdown: impl std::future::F
                         continue 'watch;
                     };
                     index.update(&e.key, e.record.as_ref(), &core.alerts, &own);
-                    // a step of the last moments whose audit record may be missing is
-                    // written again (stored once: the window is half the de-duplication
-                    // window, so every earlier writing of it is still remembered)
-                    if let Some(a) = &e.record {
-                        let since = now() - i64::try_from(core.duplicate_window.as_secs() / 2).unwrap_or(i64::MAX);
-                        if let Err(e) = complete_audit(&core, a, since).await {
-                            tracing::warn!(alert_id = %a.alert_id, error = %e, "alert step not recorded in the audit; the next change or restart tries again");
-                        }
+                    if let Some(a) = e.record.filter(|a| a.history.iter().any(|(what, ..)| AlertStep::of_entry(what).is_some())) {
+                        let _ = steps.try_send(a);
                     }
                 }
                 _ = tick.tick() => {
