@@ -563,7 +563,12 @@ async fn an_administrator_reviews_a_proposal_diff_and_what_if_in_the_console_and
     admin2.client.goto(&proposal_page).await.unwrap();
     main_until(&admin2, "the proposal", |t| t.contains("proposed")).await;
     click(&admin2, "#approve").await;
-    let text = main_until(&admin2, "the approval", |t| t.contains("live")).await;
+    // the proposal's page itself says "live" ("against the live set"): wait for its state
+    // and approver, not for the word, or the page before the click's answer passes
+    let text = main_until(&admin2, "the approval", |t| {
+        t.contains("State\nlive") && t.contains("admin-2")
+    })
+    .await;
     assert!(text.contains("admin-2"), "{text}");
     admin2.screenshot("console-admin-approved").await.unwrap();
     admin2.close().await;
