@@ -215,14 +215,16 @@ pub(crate) async fn audit_complete(d: &Deployment, after: &str) -> henvis_proto:
     .unwrap();
     let comp = v.completeness.unwrap();
     println!(
-        "audit after {after}: {}; completeness: {} events decided, {} deliveries stored, {} decided recipients without delivery, {} deliveries without a decision, {} events with more than one standing decision, {} alert steps without their record",
+        "audit after {after}: {}; completeness: {} events decided, {} deliveries stored, {} decided recipients without delivery, {} deliveries without a decision, {} events with more than one standing decision, {} alert steps without their record, {} of {} administrators' steps without their record",
         v.finding,
         comp.events_decided,
         comp.deliveries,
         comp.without_outcome,
         comp.without_decision,
         comp.decided_more_than_once,
-        comp.alert_steps_without_record
+        comp.alert_steps_without_record,
+        comp.governance_steps_without_record,
+        comp.governance_steps
     );
     // decisions an earlier attempt made under an older rule set are voided by version
     let mut by_kind: std::collections::BTreeMap<String, usize> = Default::default();
@@ -237,9 +239,10 @@ pub(crate) async fn audit_complete(d: &Deployment, after: &str) -> henvis_proto:
             comp.without_outcome,
             comp.without_decision,
             comp.decided_more_than_once,
-            comp.alert_steps_without_record
+            comp.alert_steps_without_record,
+            comp.governance_steps_without_record
         ),
-        (0, 0, 0, 0)
+        (0, 0, 0, 0, 0)
     );
     comp
 }

@@ -1329,6 +1329,19 @@ async fn a_proposal_stored_while_the_audit_refused_is_recorded_once_the_audit_is
         .expect("the proposal stored")
         .proposal_id;
     assert_eq!(proposals_recorded(&d).await.get(&stored), None);
+    // and the audit's verification says so
+    let verified = client(&d, "admin-2")
+        .await
+        .verify_audit(henvis_proto::henvis::admin::v1::VerifyAuditRequest {
+            trusted_checkpoints: vec![],
+            completeness: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .completeness
+        .unwrap();
+    assert_eq!(verified.governance_steps_without_record, 1, "{verified:?}");
 
     // the audit takes records again: the running admin service records the proposal on its
     // next pass, and one started now (as after a crash) records nothing twice
@@ -1340,5 +1353,7 @@ async fn a_proposal_stored_while_the_audit_refused_is_recorded_once_the_audit_is
     .unwrap();
     d.start_admin().await.unwrap();
     assert_eq!(proposals_recorded(&d).await.get(&stored), Some(&1));
+    let comp = crate::delivery::audit_complete(&d, "the refused proposal recorded").await;
+    assert!(comp.governance_steps >= 1, "{comp:?}");
     println!("a proposal stored while the audit refused: recorded once when the audit was back");
 }

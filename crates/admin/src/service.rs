@@ -624,6 +624,8 @@ impl AdminService for AdminApi {
                 decided_more_than_once: c.decided_more_than_once,
                 alert_steps: c.alert_steps,
                 alert_steps_without_record: c.alert_steps_without_record,
+                governance_steps: c.governance_steps,
+                governance_steps_without_record: c.governance_steps_without_record,
             }),
         }))
     }

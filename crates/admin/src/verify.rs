@@ -74,12 +74,30 @@ impl Admin {
                 .map(|r| serde_json::from_slice(&r.payload))
                 .collect::<Result<_, _>>()
                 .map_err(|e| Status::data_loss(format!("an audit record does not parse: {e}")))?;
-            Some(henvis_domain::completeness(&case_records, &deliveries, &steps))
+            // administrators' steps the audit still keeps (older records may have expired)
+            let governance: Vec<henvis_domain::GovernanceStep> = henvis_domain::GovernanceStep::of(
+                &records_of(self.proposals().await?),
+                &records_of(self.directory_proposals().await?),
+                &records_of(self.erasures().await?),
+            )
+            .into_iter()
+            .filter(|s| s.at >= expired_before)
+            .collect();
+            Some(henvis_domain::completeness(
+                &case_records,
+                &deliveries,
+                &steps,
+                &governance,
+            ))
         } else {
             None
         };
         Ok((v, checkpoints.last().cloned(), completeness))
     }
+}
+
+fn records_of<T>(v: Vec<henvis_bus::Versioned<T>>) -> Vec<T> {
+    v.into_iter().map(|v| v.record).collect()
 }
 
 /// Where a break is: the audit sequence and time, when it is a record's.

@@ -516,6 +516,11 @@ pub struct Completeness {
     pub alert_steps: u64,
     /// Of those, steps the audit holds no record (for a detail read: no receipt) of.
     pub alert_steps_without_record: u64,
+    /// Steps administrators took (proposals, approvals, rejections, break-glass reviews),
+    /// from the governance store.
+    pub governance_steps: u64,
+    /// Of those, steps the audit holds no record of.
+    pub governance_steps_without_record: u64,
 }
 
 /// A step a contact person took on an alert, as the alert's history keeps it.
@@ -609,6 +614,7 @@ pub fn completeness<'a>(
     records: impl IntoIterator<Item = &'a AuditRecord>,
     deliveries: &[(String, String)],
     alert_steps: &[AlertStep],
+    governance_steps: &[crate::GovernanceStep],
 ) -> Completeness {
     use std::collections::{BTreeMap, BTreeSet};
     let records: Vec<&AuditRecord> = records.into_iter().collect();
@@ -646,6 +652,15 @@ pub fn completeness<'a>(
     let recorded: BTreeSet<AlertStep> = records.iter().filter_map(|r| AlertStep::recorded_by(r)).collect();
     c.alert_steps = alert_steps.len() as u64;
     c.alert_steps_without_record = alert_steps.iter().filter(|s| !recorded.contains(s)).count() as u64;
+    let recorded: BTreeSet<(&str, u64)> = records
+        .iter()
+        .filter_map(|r| crate::GovernanceStep::recorded_by(r))
+        .collect();
+    c.governance_steps = governance_steps.len() as u64;
+    c.governance_steps_without_record = governance_steps
+        .iter()
+        .filter(|s| !recorded.contains(&(s.kind, s.number)))
+        .count() as u64;
     c
 }
 
@@ -702,7 +717,12 @@ mod tests {
             decision("e3", 1, &["a"]),
             decision("e3", 1, &["a"]),
         ];
-        let all = completeness(&records, &[d("a", "e1"), d("b", "e1"), d("b", "e2"), d("a", "e3")], &[]);
+        let all = completeness(
+            &records,
+            &[d("a", "e1"), d("b", "e1"), d("b", "e2"), d("a", "e3")],
+            &[],
+            &[],
+        );
         assert_eq!(
             all,
             Completeness {
@@ -713,10 +733,12 @@ mod tests {
                 decided_more_than_once: 1,
                 alert_steps: 0,
                 alert_steps_without_record: 0,
+                governance_steps: 0,
+                governance_steps_without_record: 0,
             }
         );
         // a delivery the voided decision named, and one missing
-        let c = completeness(&records, &[d("a", "e1"), d("a", "e2"), d("a", "e3")], &[]);
+        let c = completeness(&records, &[d("a", "e1"), d("a", "e2"), d("a", "e3")], &[], &[]);
         assert_eq!((c.without_outcome, c.without_decision), (2, 1));
     }
 
@@ -768,11 +790,104 @@ mod tests {
                 at: 4,
             },
         ];
-        let c = completeness(&records, &[], &steps);
+        let c = completeness(&records, &[], &steps, &[]);
         assert_eq!((c.alert_steps, c.alert_steps_without_record), (3, 0));
         records.remove(2);
-        let c = completeness(&records, &[], &steps);
+        let c = completeness(&records, &[], &steps, &[]);
         assert_eq!(c.alert_steps_without_record, 1, "a detail read without its receipt");
+    }
+
+    #[test]
+    fn every_administrators_step_in_the_governance_store_needs_its_audit_record() {
+        use crate::{BreakGlass, DirectoryProposal, PersonId, Proposal, ProposalDecision, Review, TestRun};
+        let admin = |n: &str| PersonId::parse(n).unwrap();
+        let proposal = |id: u64, decision| Proposal {
+            id,
+            rule_set_version: format!("v{id}"),
+            sha256: String::new(),
+            text: String::new(),
+            file: String::new(),
+            note: String::new(),
+            proposed_by: admin("admin-1"),
+            proposed_at: 10,
+            rollback_of: None,
+            tests: TestRun { passed: 1, at: 10 },
+            decision,
+        };
+        let proposals = [
+            proposal(1, None),
+            proposal(
+                2,
+                Some(ProposalDecision::Approved {
+                    by: admin("admin-2"),
+                    at: 20,
+                    break_glass: Some(BreakGlass {
+                        reason: "r".into(),
+                        review: Some(Review {
+                            by: admin("admin-3"),
+                            at: 30,
+                            note: String::new(),
+                        }),
+                    }),
+                }),
+            ),
+        ];
+        let directory = [DirectoryProposal {
+            id: 1,
+            changes: Vec::new(),
+            note: String::new(),
+            proposed_by: admin("admin-1"),
+            proposed_at: 10,
+            decision: Some(ProposalDecision::Rejected {
+                by: admin("admin-2"),
+                at: 20,
+                reason: "no".into(),
+            }),
+        }];
+        let steps = crate::GovernanceStep::of(&proposals, &directory, &[]);
+        assert_eq!(steps.len(), 6, "{steps:?}");
+        let proposed = |proposal| AuditRecord::RuleSetProposed {
+            proposal,
+            rule_set_version: String::new(),
+            sha256: String::new(),
+            tests: 1,
+            by: "admin-1".into(),
+            rollback_of: None,
+        };
+        let mut records = vec![
+            proposed(1),
+            proposed(2),
+            AuditRecord::BreakGlassReviewed {
+                proposal: 2,
+                by: "admin-3".into(),
+                note: String::new(),
+            },
+            AuditRecord::DirectoryChangeProposed {
+                proposal: 1,
+                changes: Vec::new(),
+                by: "admin-1".into(),
+            },
+            AuditRecord::DirectoryChangeRejected {
+                proposal: 1,
+                by: "admin-2".into(),
+                reason: "no".into(),
+            },
+        ];
+        // the approval of #2 has no record
+        let c = completeness(&records, &[], &[], &steps);
+        assert_eq!((c.governance_steps, c.governance_steps_without_record), (6, 1));
+        records.push(AuditRecord::RuleSetApproved {
+            proposal: 2,
+            rule_set_version: String::new(),
+            sha256: String::new(),
+            tests: 1,
+            proposed_by: "admin-1".into(),
+            by: "admin-2".into(),
+            break_glass: Some("r".into()),
+            rollback_of: None,
+        });
+        let c = completeness(&records, &[], &[], &steps);
+        assert_eq!(c.governance_steps_without_record, 0);
     }
 
     #[test]

@@ -299,3 +299,76 @@ mod tests {
         assert_eq!(serde_json::from_value::<Proposal>(json).unwrap(), glass);
     }
 }
+
+/// A step administrators took that the audit must record: a proposal (rule set, directory
+/// change, case erasure), its approval or rejection, a break-glass review. Counted by
+/// [`crate::completeness`] against the audit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct GovernanceStep {
+    /// `rule_set_proposed`, `rule_set_approved`, `rule_set_rejected`,
+    /// `break_glass_reviewed`, `directory_change_proposed`, …, `case_erasure_proposed`,
+    /// `case_erased`, `case_erasure_rejected`.
+    pub kind: &'static str,
+    /// The proposal's (or erasure's) number.
+    pub number: u64,
+    /// When it was taken, unix seconds.
+    pub at: i64,
+}
+
+impl GovernanceStep {
+    /// The steps the stored proposals record: each proposal, its decision, a break-glass
+    /// review.
+    pub fn of(proposals: &[Proposal], directory: &[DirectoryProposal], erasures: &[CaseErasure]) -> Vec<Self> {
+        let step = |kind, number, at| GovernanceStep { kind, number, at };
+        let mut out = Vec::new();
+        let decided = |d: &Option<ProposalDecision>, approved, rejected, n: u64| match d {
+            Some(ProposalDecision::Approved { at, .. }) => Some(step(approved, n, *at)),
+            Some(ProposalDecision::Rejected { at, .. }) => Some(step(rejected, n, *at)),
+            None => None,
+        };
+        for p in proposals {
+            out.push(step("rule_set_proposed", p.id, p.proposed_at));
+            out.extend(decided(&p.decision, "rule_set_approved", "rule_set_rejected", p.id));
+            if let Some(ProposalDecision::Approved {
+                break_glass: Some(BreakGlass { review: Some(r), .. }),
+                ..
+            }) = &p.decision
+            {
+                out.push(step("break_glass_reviewed", p.id, r.at));
+            }
+        }
+        for p in directory {
+            out.push(step("directory_change_proposed", p.id, p.proposed_at));
+            out.extend(decided(
+                &p.decision,
+                "directory_change_approved",
+                "directory_change_rejected",
+                p.id,
+            ));
+        }
+        for e in erasures {
+            out.push(step("case_erasure_proposed", e.id, e.proposed_at));
+            out.extend(decided(&e.decision, "case_erased", "case_erasure_rejected", e.id));
+        }
+        out
+    }
+
+    /// The step an audit record records, if it records one (kind and number; its time is
+    /// not compared).
+    pub fn recorded_by(record: &crate::AuditRecord) -> Option<(&'static str, u64)> {
+        use crate::AuditRecord as R;
+        Some(match record {
+            R::RuleSetProposed { proposal, .. } => ("rule_set_proposed", *proposal),
+            R::RuleSetApproved { proposal, .. } => ("rule_set_approved", *proposal),
+            R::RuleSetRejected { proposal, .. } => ("rule_set_rejected", *proposal),
+            R::BreakGlassReviewed { proposal, .. } => ("break_glass_reviewed", *proposal),
+            R::DirectoryChangeProposed { proposal, .. } => ("directory_change_proposed", *proposal),
+            R::DirectoryChangeApproved { proposal, .. } => ("directory_change_approved", *proposal),
+            R::DirectoryChangeRejected { proposal, .. } => ("directory_change_rejected", *proposal),
+            R::CaseErasureProposed { erasure, .. } => ("case_erasure_proposed", *erasure),
+            R::CaseErased { erasure, .. } => ("case_erased", *erasure),
+            R::CaseErasureRejected { erasure, .. } => ("case_erasure_rejected", *erasure),
+            _ => return None,
+        })
+    }
+}

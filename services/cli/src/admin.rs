@@ -655,21 +655,25 @@ pub async fn audit(conn: AdminConn, action: AuditAction) -> anyhow::Result<()> {
         }
         if let Some(c) = &r.completeness {
             println!(
-                "completeness: {} events decided, {} deliveries stored; {} decided recipients without their delivery, {} deliveries without a decision naming them, {} events with more than one standing decision; {} alert steps (claims, hand-overs, detail reads), {} without their audit record",
+                "completeness: {} events decided, {} deliveries stored; {} decided recipients without their delivery, {} deliveries without a decision naming them, {} events with more than one standing decision; {} alert steps (claims, hand-overs, detail reads), {} without their audit record; {} administrators' steps (proposals, decisions, reviews), {} without their audit record",
                 c.events_decided,
                 c.deliveries,
                 c.without_outcome,
                 c.without_decision,
                 c.decided_more_than_once,
                 c.alert_steps,
-                c.alert_steps_without_record
+                c.alert_steps_without_record,
+                c.governance_steps,
+                c.governance_steps_without_record
             );
         }
     }
-    let complete = r
-        .completeness
-        .as_ref()
-        .is_none_or(|c| c.without_outcome == 0 && c.without_decision == 0 && c.alert_steps_without_record == 0);
+    let complete = r.completeness.as_ref().is_none_or(|c| {
+        c.without_outcome == 0
+            && c.without_decision == 0
+            && c.alert_steps_without_record == 0
+            && c.governance_steps_without_record == 0
+    });
     if let Some(p) = save_checkpoint {
         std::fs::write(&p, &r.latest_checkpoint).with_context(|| format!("writing `{}`", p.display()))?;
         if !conn.json {
