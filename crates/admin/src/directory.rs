@@ -71,7 +71,7 @@ impl Admin {
                 decision: None,
             })
             .await?;
-        let (record_id, record) = crate::recorded::directory_proposed(&proposal);
+        let (_, record_id, record) = crate::recorded::directory_proposed(&proposal);
         self.audit(&record_id, &record).await?;
         Ok(proposal)
     }

@@ -102,7 +102,7 @@ impl Admin {
                 delivered_to: Vec::new(),
             })
             .await?;
-        let (record_id, record) = crate::recorded::erasure_proposed(&erasure);
+        let (_, record_id, record) = crate::recorded::erasure_proposed(&erasure);
         self.audit(&record_id, &record).await?;
         Ok(erasure)
     }

@@ -247,7 +247,7 @@ impl Admin {
                 decision: None,
             })
             .await?;
-        let (record_id, record) = crate::recorded::rule_set_proposed(&proposal);
+        let (_, record_id, record) = crate::recorded::rule_set_proposed(&proposal);
         self.audit(&record_id, &record).await?;
         tracing::info!(proposal = proposal.id, rule_set_version = %proposal.rule_set_version, by = %by, "rule set proposed");
         Ok((proposal, live))

@@ -9,9 +9,13 @@ use tonic::Status;
 
 use crate::{Admin, now};
 
+/// A step's time (unix seconds), its record's one message id, and the record.
+pub(crate) type Recorded = (i64, String, AuditRecord);
+
 /// A rule-set proposal's record.
-pub(crate) fn rule_set_proposed(p: &Proposal) -> (String, AuditRecord) {
+pub(crate) fn rule_set_proposed(p: &Proposal) -> Recorded {
     (
+        p.proposed_at,
         format!("proposed:{}", p.id),
         AuditRecord::RuleSetProposed {
             proposal: p.id,
@@ -24,8 +28,8 @@ pub(crate) fn rule_set_proposed(p: &Proposal) -> (String, AuditRecord) {
     )
 }
 
-/// A rule-set proposal's rejection record, once rejected; and when.
-pub(crate) fn rule_set_rejected(p: &Proposal) -> Option<(i64, String, AuditRecord)> {
+/// A rule-set proposal's rejection record, once rejected.
+pub(crate) fn rule_set_rejected(p: &Proposal) -> Option<Recorded> {
     let (by, at, reason) = rejected(p.decision.as_ref())?;
     Some((
         at,
@@ -39,8 +43,8 @@ pub(crate) fn rule_set_rejected(p: &Proposal) -> Option<(i64, String, AuditRecor
     ))
 }
 
-/// A break-glass approval's review record, once reviewed; and when.
-pub(crate) fn break_glass_reviewed(p: &Proposal) -> Option<(i64, String, AuditRecord)> {
+/// A break-glass approval's review record, once reviewed.
+pub(crate) fn break_glass_reviewed(p: &Proposal) -> Option<Recorded> {
     let Some(ProposalDecision::Approved {
         break_glass: Some(g), ..
     }) = &p.decision
@@ -60,8 +64,9 @@ pub(crate) fn break_glass_reviewed(p: &Proposal) -> Option<(i64, String, AuditRe
 }
 
 /// A directory change proposal's record.
-pub(crate) fn directory_proposed(p: &DirectoryProposal) -> (String, AuditRecord) {
+pub(crate) fn directory_proposed(p: &DirectoryProposal) -> Recorded {
     (
+        p.proposed_at,
         format!("directory-proposed:{}", p.id),
         AuditRecord::DirectoryChangeProposed {
             proposal: p.id,
@@ -71,8 +76,8 @@ pub(crate) fn directory_proposed(p: &DirectoryProposal) -> (String, AuditRecord)
     )
 }
 
-/// A directory change proposal's rejection record, once rejected; and when.
-pub(crate) fn directory_rejected(p: &DirectoryProposal) -> Option<(i64, String, AuditRecord)> {
+/// A directory change proposal's rejection record, once rejected.
+pub(crate) fn directory_rejected(p: &DirectoryProposal) -> Option<Recorded> {
     let (by, at, reason) = rejected(p.decision.as_ref())?;
     Some((
         at,
@@ -86,8 +91,9 @@ pub(crate) fn directory_rejected(p: &DirectoryProposal) -> Option<(i64, String, 
 }
 
 /// A case erasure proposal's record.
-pub(crate) fn erasure_proposed(e: &CaseErasure) -> (String, AuditRecord) {
+pub(crate) fn erasure_proposed(e: &CaseErasure) -> Recorded {
     (
+        e.proposed_at,
         format!("erasure-proposed:{}", e.id),
         AuditRecord::CaseErasureProposed {
             erasure: e.id,
@@ -99,8 +105,8 @@ pub(crate) fn erasure_proposed(e: &CaseErasure) -> (String, AuditRecord) {
     )
 }
 
-/// A case erasure proposal's rejection record, once rejected; and when.
-pub(crate) fn erasure_rejected(e: &CaseErasure) -> Option<(i64, String, AuditRecord)> {
+/// A case erasure proposal's rejection record, once rejected.
+pub(crate) fn erasure_rejected(e: &CaseErasure) -> Option<Recorded> {
     let (by, at, reason) = rejected(e.decision.as_ref())?;
     Some((
         at,
@@ -129,39 +135,25 @@ impl Admin {
     /// how many records it wrote (stored or recognised as stored).
     pub(crate) async fn complete_audit(&self) -> Result<usize, Status> {
         let since = now() - i64::try_from(self.duplicate_window.as_secs() / 2).unwrap_or(i64::MAX);
-        let mut records = Vec::new();
+        let mut steps: Vec<Recorded> = Vec::new();
         for p in self.proposals().await? {
-            let p = p.record;
-            if p.proposed_at >= since {
-                records.push(rule_set_proposed(&p));
-            }
-            for (at, id, r) in [rule_set_rejected(&p), break_glass_reviewed(&p)].into_iter().flatten() {
-                if at >= since {
-                    records.push((id, r));
-                }
-            }
+            steps.push(rule_set_proposed(&p.record));
+            steps.extend(rule_set_rejected(&p.record));
+            steps.extend(break_glass_reviewed(&p.record));
         }
         for p in self.directory_proposals().await? {
-            let p = p.record;
-            if p.proposed_at >= since {
-                records.push(directory_proposed(&p));
-            }
-            if let Some((_, id, r)) = directory_rejected(&p).filter(|(at, ..)| *at >= since) {
-                records.push((id, r));
-            }
+            steps.push(directory_proposed(&p.record));
+            steps.extend(directory_rejected(&p.record));
         }
         for e in self.erasures().await? {
-            let e = e.record;
-            if e.proposed_at >= since {
-                records.push(erasure_proposed(&e));
-            }
-            if let Some((_, id, r)) = erasure_rejected(&e).filter(|(at, ..)| *at >= since) {
-                records.push((id, r));
-            }
+            steps.push(erasure_proposed(&e.record));
+            steps.extend(erasure_rejected(&e.record));
         }
-        for (id, r) in &records {
-            self.audit(id, r).await?;
+        let mut written = 0;
+        for (_, id, record) in steps.iter().filter(|(at, ..)| *at >= since) {
+            self.audit(id, record).await?;
+            written += 1;
         }
-        Ok(records.len())
+        Ok(written)
     }
 }

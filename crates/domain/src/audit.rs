@@ -652,14 +652,14 @@ pub fn completeness<'a>(
     let recorded: BTreeSet<AlertStep> = records.iter().filter_map(|r| AlertStep::recorded_by(r)).collect();
     c.alert_steps = alert_steps.len() as u64;
     c.alert_steps_without_record = alert_steps.iter().filter(|s| !recorded.contains(s)).count() as u64;
-    let recorded: BTreeSet<(&str, u64)> = records
+    let recorded: BTreeSet<(crate::GovernanceAction, u64)> = records
         .iter()
         .filter_map(|r| crate::GovernanceStep::recorded_by(r))
         .collect();
     c.governance_steps = governance_steps.len() as u64;
     c.governance_steps_without_record = governance_steps
         .iter()
-        .filter(|s| !recorded.contains(&(s.kind, s.number)))
+        .filter(|s| !recorded.contains(&(s.action, s.number)))
         .count() as u64;
     c
 }

@@ -300,15 +300,38 @@ mod tests {
     }
 }
 
+/// What an administrators' step was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum GovernanceAction {
+    /// A rule set proposed.
+    RuleSetProposed,
+    /// A rule set approved (four eyes or break-glass).
+    RuleSetApproved,
+    /// A rule set rejected.
+    RuleSetRejected,
+    /// A break-glass approval reviewed.
+    BreakGlassReviewed,
+    /// A directory change proposed.
+    DirectoryChangeProposed,
+    /// A directory change approved.
+    DirectoryChangeApproved,
+    /// A directory change rejected.
+    DirectoryChangeRejected,
+    /// A case erasure proposed.
+    CaseErasureProposed,
+    /// A case erasure approved (the case erased).
+    CaseErased,
+    /// A case erasure rejected.
+    CaseErasureRejected,
+}
+
 /// A step administrators took that the audit must record: a proposal (rule set, directory
 /// change, case erasure), its approval or rejection, a break-glass review. Counted by
 /// [`crate::completeness`] against the audit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct GovernanceStep {
-    /// `rule_set_proposed`, `rule_set_approved`, `rule_set_rejected`,
-    /// `break_glass_reviewed`, `directory_change_proposed`, …, `case_erasure_proposed`,
-    /// `case_erased`, `case_erasure_rejected`.
-    pub kind: &'static str,
+    /// What it was.
+    pub action: GovernanceAction,
     /// The proposal's (or erasure's) number.
     pub number: u64,
     /// When it was taken, unix seconds.
@@ -319,55 +342,56 @@ impl GovernanceStep {
     /// The steps the stored proposals record: each proposal, its decision, a break-glass
     /// review.
     pub fn of(proposals: &[Proposal], directory: &[DirectoryProposal], erasures: &[CaseErasure]) -> Vec<Self> {
-        let step = |kind, number, at| GovernanceStep { kind, number, at };
-        let mut out = Vec::new();
-        let decided = |d: &Option<ProposalDecision>, approved, rejected, n: u64| match d {
+        use GovernanceAction as A;
+        let step = |action, number, at| GovernanceStep { action, number, at };
+        let decided = |d: &Option<ProposalDecision>, (approved, rejected): (A, A), n: u64| match d {
             Some(ProposalDecision::Approved { at, .. }) => Some(step(approved, n, *at)),
             Some(ProposalDecision::Rejected { at, .. }) => Some(step(rejected, n, *at)),
             None => None,
         };
+        let mut out = Vec::new();
         for p in proposals {
-            out.push(step("rule_set_proposed", p.id, p.proposed_at));
-            out.extend(decided(&p.decision, "rule_set_approved", "rule_set_rejected", p.id));
+            out.push(step(A::RuleSetProposed, p.id, p.proposed_at));
+            out.extend(decided(&p.decision, (A::RuleSetApproved, A::RuleSetRejected), p.id));
             if let Some(ProposalDecision::Approved {
                 break_glass: Some(BreakGlass { review: Some(r), .. }),
                 ..
             }) = &p.decision
             {
-                out.push(step("break_glass_reviewed", p.id, r.at));
+                out.push(step(A::BreakGlassReviewed, p.id, r.at));
             }
         }
         for p in directory {
-            out.push(step("directory_change_proposed", p.id, p.proposed_at));
+            out.push(step(A::DirectoryChangeProposed, p.id, p.proposed_at));
             out.extend(decided(
                 &p.decision,
-                "directory_change_approved",
-                "directory_change_rejected",
+                (A::DirectoryChangeApproved, A::DirectoryChangeRejected),
                 p.id,
             ));
         }
         for e in erasures {
-            out.push(step("case_erasure_proposed", e.id, e.proposed_at));
-            out.extend(decided(&e.decision, "case_erased", "case_erasure_rejected", e.id));
+            out.push(step(A::CaseErasureProposed, e.id, e.proposed_at));
+            out.extend(decided(&e.decision, (A::CaseErased, A::CaseErasureRejected), e.id));
         }
         out
     }
 
-    /// The step an audit record records, if it records one (kind and number; its time is
-    /// not compared).
-    pub fn recorded_by(record: &crate::AuditRecord) -> Option<(&'static str, u64)> {
+    /// The step an audit record records, if it records one (action and number; its time
+    /// is not compared).
+    pub fn recorded_by(record: &crate::AuditRecord) -> Option<(GovernanceAction, u64)> {
         use crate::AuditRecord as R;
+        use GovernanceAction as A;
         Some(match record {
-            R::RuleSetProposed { proposal, .. } => ("rule_set_proposed", *proposal),
-            R::RuleSetApproved { proposal, .. } => ("rule_set_approved", *proposal),
-            R::RuleSetRejected { proposal, .. } => ("rule_set_rejected", *proposal),
-            R::BreakGlassReviewed { proposal, .. } => ("break_glass_reviewed", *proposal),
-            R::DirectoryChangeProposed { proposal, .. } => ("directory_change_proposed", *proposal),
-            R::DirectoryChangeApproved { proposal, .. } => ("directory_change_approved", *proposal),
-            R::DirectoryChangeRejected { proposal, .. } => ("directory_change_rejected", *proposal),
-            R::CaseErasureProposed { erasure, .. } => ("case_erasure_proposed", *erasure),
-            R::CaseErased { erasure, .. } => ("case_erased", *erasure),
-            R::CaseErasureRejected { erasure, .. } => ("case_erasure_rejected", *erasure),
+            R::RuleSetProposed { proposal, .. } => (A::RuleSetProposed, *proposal),
+            R::RuleSetApproved { proposal, .. } => (A::RuleSetApproved, *proposal),
+            R::RuleSetRejected { proposal, .. } => (A::RuleSetRejected, *proposal),
+            R::BreakGlassReviewed { proposal, .. } => (A::BreakGlassReviewed, *proposal),
+            R::DirectoryChangeProposed { proposal, .. } => (A::DirectoryChangeProposed, *proposal),
+            R::DirectoryChangeApproved { proposal, .. } => (A::DirectoryChangeApproved, *proposal),
+            R::DirectoryChangeRejected { proposal, .. } => (A::DirectoryChangeRejected, *proposal),
+            R::CaseErasureProposed { erasure, .. } => (A::CaseErasureProposed, *erasure),
+            R::CaseErased { erasure, .. } => (A::CaseErased, *erasure),
+            R::CaseErasureRejected { erasure, .. } => (A::CaseErasureRejected, *erasure),
             _ => return None,
         })
     }

@@ -42,6 +42,6 @@ pub use alert::{AlertRecord, AlertState, Urgency};
 
 mod governance;
 pub use governance::{
-    AppliedChanges, BreakGlass, CaseErasure, DirectoryAmendments, DirectoryProposal, GovernanceStep, Proposal,
-    ProposalDecision, ProposalState, Review, TestRun, live_of,
+    AppliedChanges, BreakGlass, CaseErasure, DirectoryAmendments, DirectoryProposal, GovernanceAction, GovernanceStep,
+    Proposal, ProposalDecision, ProposalState, Review, TestRun, live_of,
 };

@@ -437,15 +437,15 @@ impl Step {
 /// took in `a`'s history, under the step's one message id: written again by a retry, it is
 /// stored once.
 async fn audit_step(core: &Core, a: &AlertRecord, by: &PersonId, kind: Step) -> Result<(), ApiError> {
-    let Some((id, record)) = a.history.iter().rev().find_map(|entry| {
-        step_record(a, entry).filter(|(_, r)| {
-            AlertStep::recorded_by(r).is_some_and(|s| s.person == by.as_str() && s.action == kind.action())
-        })
-    }) else {
-        // the person took no such step here (a claim handed to them is the other's step)
-        return Ok(());
-    };
-    core.bus.audit(a.district.as_str(), &id, &record).await?;
+    let latest = a
+        .history
+        .iter()
+        .rev()
+        .find(|(what, person, _)| person == by.as_str() && AlertStep::of_entry(what) == Some(kind.action()));
+    // none: the person took no such step here (a claim handed to them is the other's step)
+    if let Some((id, record)) = latest.and_then(|entry| step_record(a, entry)) {
+        core.bus.audit(a.district.as_str(), &id, &record).await?;
+    }
     Ok(())
 }
 
@@ -473,18 +473,17 @@ fn step_record(a: &AlertRecord, (what, person, at): &(String, String, i64)) -> O
     Some((id, record))
 }
 
-/// Completes the audit of the steps in `a`'s history taken since `since` (unix seconds):
-/// each is written again under its one message id, which JetStream stores once within its
-/// de-duplication window. A police service stopped between an alert's change and its audit
+/// The audit records (with their one message id) of the steps in `a`'s history taken since
+/// `since` (unix seconds). A police service stopped between an alert's change and its audit
 /// record (the client not asking again) leaves the step unrecorded; the alert watch of any
-/// police service, this one on its restart included, sees the change and writes it.
-async fn complete_audit(core: &Core, a: &AlertRecord, since: i64) -> Result<(), ApiError> {
-    for entry in a.history.iter().filter(|(_, _, at)| *at >= since) {
-        if let Some((id, record)) = step_record(a, entry) {
-            core.bus.audit(a.district.as_str(), &id, &record).await?;
-        }
-    }
-    Ok(())
+/// police service, this one on its restart included, sees the change and writes these
+/// again, which JetStream stores once within its de-duplication window.
+fn records_since(a: &AlertRecord, since: i64) -> Vec<(String, AuditRecord)> {
+    a.history
+        .iter()
+        .filter(|(_, _, at)| *at >= since)
+        .filter_map(|entry| step_record(a, entry))
+        .collect()
 }
 
 /// The outcome's name in alert records, from the wire.
@@ -614,20 +613,22 @@ pub(crate) async fn escalate_loop(core: Arc<Core>, shutdown: impl std::future::F
     // task of its own so an audit that does not answer never holds up an escalation (a
     // change that finds the queue full is left to the step's own request, the alert's next
     // change or a restart)
-    let (steps, mut to_record) = tokio::sync::mpsc::channel::<AlertRecord>(1024);
+    let (steps, mut to_record) = tokio::sync::mpsc::channel::<(AgencyId, Vec<(String, AuditRecord)>)>(1024);
     // ended with this loop: a JoinSet aborts its tasks when dropped
     let mut recorder = tokio::task::JoinSet::new();
     recorder.spawn({
         let core = core.clone();
         async move {
-            while let Some(a) = to_record.recv().await {
-                let since = now() - i64::try_from(core.duplicate_window.as_secs() / 2).unwrap_or(i64::MAX);
-                if let Err(e) = complete_audit(&core, &a, since).await {
-                    tracing::warn!(alert_id = %a.alert_id, error = %e, "alert step not recorded in the audit; the next change or restart tries again");
+            while let Some((district, records)) = to_record.recv().await {
+                for (id, record) in records {
+                    if let Err(e) = core.bus.audit(district.as_str(), &id, &record).await {
+                        tracing::warn!(record_id = %id, error = %e, "alert step not recorded in the audit; the next change or restart tries again");
+                    }
                 }
             }
         }
     });
+    let window = i64::try_from(core.duplicate_window.as_secs() / 2).unwrap_or(i64::MAX);
     tokio::pin!(shutdown);
     'watch: loop {
         let watch = match core.bus.alert_bucket().await {
@@ -654,8 +655,13 @@ pub(crate) async fn escalate_loop(core: Arc<Core>, shutdown: impl std::future::F
                         continue 'watch;
                     };
                     index.update(&e.key, e.record.as_ref(), &core.alerts, &own);
-                    if let Some(a) = e.record.filter(|a| a.history.iter().any(|(what, ..)| AlertStep::of_entry(what).is_some())) {
-                        let _ = steps.try_send(a);
+                    // only what needs writing is queued (a restart's replay of every alert
+                    // queues the few with recent steps)
+                    if let Some(a) = &e.record {
+                        let records = records_since(a, now().saturating_sub(window));
+                        if !records.is_empty() {
+                            let _ = steps.try_send((a.district.clone(), records));
+                        }
                     }
                 }
                 _ = tick.tick() => {
