@@ -75,6 +75,70 @@ async fn lost_responses_and_retries_after_the_duplicate_window_store_each_referr
     assert!(retried_duplicates > 0, "no retry was answered from the record");
 }
 
+/// A sector service that stored an event and failed before writing its idempotency record
+/// leaves the record to the router, which writes it when it routes the event (one
+/// write-once request, however often it finds the sector service's record already there):
+/// a retry after the duplicate window is then answered with the stored event, and nothing
+/// is stored twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stored_without_its_idempotency_record_gets_it_from_the_router() {
+    let d = Deployment::start_with(Options {
+        duplicate_window_secs: 1,
+        in_process_router: false,
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let mut ngo = d.client(Sector::Ngo, "ngo-redbarnet").await.unwrap();
+    let request = |ngo: &henvis_tests::Client| {
+        ngo.req(SubmitRequest {
+            idempotency_key: "failed-before-its-record".into(),
+            event: Some(report("101")),
+            actor_id: "a".into(),
+            ..Default::default()
+        })
+    };
+    let started = Instant::now();
+    let first = ngo.inner.submit(request(&ngo)).await.unwrap().into_inner();
+    // what the sector service failing between IN and its record leaves: the event, no record
+    // (a purge of the stream's subjects, which leaves no marker behind)
+    let js = d.jetstream().await.unwrap();
+    let mut records = js.get_stream("KV_henvis_idempotency").await.unwrap();
+    records
+        .purge()
+        .filter("$KV.henvis_idempotency.ngo-redbarnet.>")
+        .await
+        .unwrap();
+    assert_eq!(records.info().await.unwrap().state.messages, 0);
+    let _router = RouterProcess::spawn(&d.nats.url(), 1, d.pki_dir()).unwrap();
+    wait_for(
+        "the router to write the idempotency record",
+        Duration::from_secs(30),
+        || {
+            let mut records = records.clone();
+            async move { (records.info().await.ok()?.state.messages == 1).then_some(()) }
+        },
+    )
+    .await
+    .unwrap();
+    // a retry once the JetStream de-duplication window is long gone
+    wait_for("the de-duplication window to pass", Duration::from_secs(10), || async {
+        (started.elapsed() > Duration::from_secs(3)).then_some(())
+    })
+    .await
+    .unwrap();
+    let retry = ngo.inner.submit(request(&ngo)).await.unwrap().into_inner();
+    let stored = d.stream_messages("IN").await.unwrap();
+    println!(
+        "a record the sector service never wrote: written by the router; the retry after the window answered duplicate={} with the stored event: {}, {stored} stored in IN",
+        retry.duplicate,
+        retry.event_id == first.event_id
+    );
+    assert!(retry.duplicate, "the retry was answered from the router's record");
+    assert_eq!(retry.event_id, first.event_id);
+    assert_eq!(stored, 1, "the referral is stored once");
+}
+
 /// A size of a fault test: `$name` when set (the soak variant), else `default`.
 pub(crate) fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)

@@ -121,6 +121,9 @@ pub struct Report {
     pub cpu: Vec<(String, f64)>,
     /// Everything the henvis phases checked: referrals submitted, deliveries acknowledged.
     pub delivered: usize,
+    /// With `HENVIS_TEST_NATS_TRACE` set: the end-to-end phase's messages by client and
+    /// subject (Markdown).
+    pub census: Option<String>,
 }
 
 impl Report {
@@ -168,6 +171,9 @@ impl Report {
                 .map(|(_, secs)| format!("{secs:.1} s"))
                 .unwrap_or_default();
             let _ = writeln!(s, "| {name} | {:.1} MiB | {cpu} |", *kib as f64 / 1024.0);
+        }
+        if let Some(census) = &self.census {
+            s += census;
         }
         s
     }
@@ -392,7 +398,20 @@ pub async fn run(config: &BenchConfig, sync_always: bool) -> anyhow::Result<Repo
     let readers = Readers::start(&d).await?;
     let stored_before = stored_records(&js).await?;
     let messages_before = server_messages(&d).await?;
+    let e2e_began = phase_mark("end to end begins");
     let e2e = end_to_end(&ngo, &readers, config, &event).await?;
+    let e2e_ended = phase_mark("end to end ends");
+    // HENVIS_TEST_NATS_TRACE=1: what the phase cost nats-server, message by message
+    let census = if crate::census::tracing() {
+        let log = std::env::temp_dir().join("nats-server-test.log");
+        Some(crate::census::markdown(
+            &crate::census::count(&log, e2e_began, e2e_ended)?,
+            config.referrals,
+            "referral (end to end)",
+        ))
+    } else {
+        None
+    };
     // what one referral costs the store: every record in every stream and bucket
     let per_referral = (stored_records(&js).await? - stored_before) as f64 / config.referrals as f64;
     // and nats-server: every message it received and sent (requests, replies, stored
@@ -485,6 +504,7 @@ pub async fn run(config: &BenchConfig, sync_always: bool) -> anyhow::Result<Repo
         memory,
         cpu,
         delivered,
+        census,
     })
 }
 
@@ -1205,6 +1225,17 @@ async fn read_inboxes(d: &Deployment, agencies: &[(Sector, &str)], n: usize) -> 
 
 /// Submits `referrals` at `in_flight` with the router and the readers running; returns
 /// referrals/s until every recipient's acknowledgement of the last one is confirmed.
+/// The time a phase begins or ends; with `HENVIS_TEST_NATS_TRACE` set also on stderr (UTC,
+/// to the microsecond), to cut the server's trace by phase.
+fn phase_mark(what: &str) -> std::time::SystemTime {
+    let now = std::time::SystemTime::now();
+    if crate::census::tracing() {
+        let since = now.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        eprintln!("phase: {what} at {}.{:06}", since.as_secs(), since.subsec_micros());
+    }
+    now
+}
+
 /// Every message nats-server has received and sent so far (`/varz` `in_msgs` + `out_msgs`).
 async fn server_messages(d: &Deployment) -> anyhow::Result<u64> {
     let varz = d.nats.varz().await?;

@@ -18,6 +18,7 @@ use tonic::{Request, transport::Channel};
 
 pub mod bench;
 pub mod browser;
+pub mod census;
 
 /// The nats-server binary: `$NATS_SERVER_BIN`, the project's pinned install, or `PATH`.
 pub fn nats_server_bin() -> PathBuf {
@@ -295,7 +296,7 @@ impl NatsServer {
             .collect();
         let n = &self.nodes[i];
         let mut text = format!(
-            "{}listen: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\nserver_name: node-{i}\njetstream {{\n  store_dir: \"{}\"\n{}{}}}\n",
+            "{}{}listen: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\nserver_name: node-{i}\njetstream {{\n  store_dir: \"{}\"\n{}{}}}\n",
             // HENVIS_TEST_NATS_PROF_PORT=<port>: each node serves Go's pprof on port + its
             // index (docs/PERFORMANCE.md, profiling nats-server)
             std::env::var("HENVIS_TEST_NATS_PROF_PORT")
@@ -303,6 +304,13 @@ impl NatsServer {
                 .and_then(|p| p.parse::<u16>().ok())
                 .map(|p| format!("prof_port: {}\n", usize::from(p) + i))
                 .unwrap_or_default(),
+            // HENVIS_TEST_NATS_TRACE=1: every protocol message in the server's log, for a
+            // census of the messages per referral (docs/PERFORMANCE.md; slow, small runs only)
+            if std::env::var_os("HENVIS_TEST_NATS_TRACE").is_some() {
+                "trace: true\nlogtime: true\nlogtime_utc: true\nmax_traced_msg_len: 1\n"
+            } else {
+                ""
+            },
             n.port,
             n.monitor_port,
             n.dir.path().join("js").display(),

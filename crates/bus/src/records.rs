@@ -157,6 +157,15 @@ impl JsonBucket {
         self.create_new(key, record).await.map(|_| ())
     }
 
+    /// Stores `record` under `key` unless the key holds any message (a record, or a delete
+    /// or purge marker): one round trip whatever the outcome, where
+    /// [`create_new`](Self::create_new) reads the key again after a refusal to tell a
+    /// record from a marker. For buckets whose keys are never deleted, only expired (no
+    /// marker stays), where the two mean the same; returns whether it stored `record`.
+    pub async fn create_unless_present<T: Serialize>(&self, key: &str, record: &T) -> Result<bool, BusError> {
+        Ok(self.update(key, record, 0).await?.is_some())
+    }
+
     /// Purges `key`: every revision of it is removed, a purge marker stays.
     pub async fn purge(&self, key: &str) -> Result<(), BusError> {
         self.store.purge(key).await.map_err(unavailable)

@@ -32,7 +32,9 @@ pub struct Submitted {
 
 impl Bus {
     /// Records that `agency`'s `key` stored `envelope` (sealed, as stored in IN) at
-    /// `in_sequence`, unless a record exists (which is kept).
+    /// `in_sequence`, unless a record exists (which is kept): one round trip either way
+    /// (the router's write after every routed event mostly finds the sector service's
+    /// record; idempotency records are never deleted, they expire).
     pub async fn remember_submitted(
         &self,
         agency: &str,
@@ -48,8 +50,9 @@ impl Bus {
         };
         self.idempotency_bucket()
             .await?
-            .create_if_absent(&idempotency_record_key(agency, key), &record)
+            .create_unless_present(&idempotency_record_key(agency, key), &record)
             .await
+            .map(drop)
     }
 
     /// The envelope `agency`'s `key` stored (opened with its case's key), if any. A direct
