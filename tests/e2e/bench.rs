@@ -23,6 +23,8 @@ async fn the_benchmark_harness_measures_every_figure_on_a_small_load() {
         "end to end p99",
         "records stored per referral (every stream and bucket)",
         "NATS messages per referral (nats-server's in + out)",
+        "records stored per follow-up (every stream and bucket)",
+        "NATS messages per follow-up (nats-server's in + out)",
     ] {
         let row = report.rows.iter().find(|r| r.figure == figure);
         let value = row.map(|r| r.value).unwrap_or(f64::NAN);
@@ -35,6 +37,14 @@ async fn the_benchmark_harness_measures_every_figure_on_a_small_load() {
     // the end-to-end phases: every referral acknowledged by each of its three recipients
     let paced = report.rows.iter().any(|r| r.figure.starts_with("end to end p50 at"));
     assert!(paced, "{table}");
+    let follow_ups = report
+        .rows
+        .iter()
+        .find(|r| r.figure.starts_with("end to end, follow-ups on"));
+    assert!(
+        follow_ups.is_some_and(|r| r.value > 0.0 && r.ratio.is_some()),
+        "{table}"
+    );
     assert!(
         report.delivered >= config.referrals * 3 + 30,
         "{} acknowledged\n{table}",

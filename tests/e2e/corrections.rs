@@ -357,6 +357,41 @@ async fn references_must_point_at_something_the_sender_may_name() {
     );
 }
 
+/// Only a report that opens a new case (it names none) records its sender as the case's
+/// opener: the opener's own retry writes nothing new, and a report naming a case that
+/// exists — the opener's second one, or one by the case's police district — records no
+/// opening (before, the district would have been recorded as having opened the case, and
+/// every such report cost a refused write and a read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_report_that_opens_a_case_records_its_sender_as_the_opener() {
+    let d = Deployment::start().await.unwrap();
+    let mut opener = d.client(Sector::Ngo, "ngo-redbarnet").await.unwrap();
+    let opened = submit(&mut opener, "open", "", report("101")).await.unwrap();
+    routed(&mut opener, &opened.event_id).await;
+    let retry = submit(&mut opener, "open", "", report("101")).await.unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.case_id, opened.case_id);
+    submit(&mut opener, "second", &opened.case_id, report("101"))
+        .await
+        .unwrap();
+    let mut police = d.client(Sector::Police, "politi-koebenhavn").await.unwrap();
+    submit(&mut police, "theirs", &opened.case_id, report("101"))
+        .await
+        .unwrap();
+    let openings = d
+        .subjects("KV_henvis_idempotency", "$KV.henvis_idempotency.*.opened.>")
+        .await
+        .unwrap();
+    println!("opening records after an opening, its retry and two reports on the case: {openings:?}");
+    assert_eq!(
+        openings.into_iter().collect::<Vec<_>>(),
+        vec![(
+            format!("$KV.henvis_idempotency.ngo-redbarnet.opened.{}", opened.case_id),
+            1
+        )]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agency_outside_a_case_cannot_add_to_it_or_learn_that_it_exists() {
     let d = Deployment::start().await.unwrap();

@@ -401,17 +401,6 @@ pub async fn run(config: &BenchConfig, sync_always: bool) -> anyhow::Result<Repo
     let e2e_began = phase_mark("end to end begins");
     let e2e = end_to_end(&ngo, &readers, config, &event).await?;
     let e2e_ended = phase_mark("end to end ends");
-    // HENVIS_TEST_NATS_TRACE=1: what the phase cost nats-server, message by message
-    let census = if crate::census::tracing() {
-        let log = std::env::temp_dir().join("nats-server-test.log");
-        Some(crate::census::markdown(
-            &crate::census::count(&log, e2e_began, e2e_ended)?,
-            config.referrals,
-            "referral (end to end)",
-        ))
-    } else {
-        None
-    };
     // what one referral costs the store: every record in every stream and bucket
     let per_referral = (stored_records(&js).await? - stored_before) as f64 / config.referrals as f64;
     // and nats-server: every message it received and sent (requests, replies, stored
@@ -464,6 +453,48 @@ pub async fn run(config: &BenchConfig, sync_always: bool) -> anyhow::Result<Repo
     ));
     rows.push(row("end to end p99", latency.p99, "ms", None, "≤ 20 ms"));
     rows.push(row("end to end p999", latency.p999, "ms", None, ""));
+    // the same referrals as follow-ups on cases already open, as most of an agency's
+    // traffic is: no case, key, order mark or opening record to create, keys cached
+    let follow = follow_ups(&d, &js, &ngo, &readers, config, &event).await?;
+    rows.push(row(
+        &format!(
+            "end to end, follow-ups on {} open cases, 3 recipients",
+            config.in_flight * FOLLOW_UP_CASES_PER_SUBMIT
+        ),
+        follow.rate,
+        "referrals/s",
+        Some(("raw relay", relay)),
+        "",
+    ));
+    rows.push(row(
+        "records stored per follow-up (every stream and bucket)",
+        follow.records,
+        "",
+        None,
+        "",
+    ));
+    rows.push(row(
+        "NATS messages per follow-up (nats-server's in + out)",
+        follow.messages,
+        "",
+        None,
+        "",
+    ));
+    // HENVIS_TEST_NATS_TRACE=1: what the two end-to-end phases cost nats-server, message
+    // by message
+    let census = if crate::census::tracing() {
+        let log = std::env::temp_dir().join("nats-server-test.log");
+        let mut text = String::new();
+        for ((from, to), unit) in [
+            ((e2e_began, e2e_ended), "referral (end to end, opening a case)"),
+            (follow.phase, "follow-up (end to end, on an open case)"),
+        ] {
+            text += &crate::census::markdown(&crate::census::count(&log, from, to)?, config.referrals, unit);
+        }
+        Some(text)
+    } else {
+        None
+    };
     let delivered = readers.total();
     rows.push(row(
         "deliveries offered again (lost acknowledgements)",
@@ -960,6 +991,84 @@ fn submit_request(event: &Event, key: String) -> SubmitRequest {
         actor_id: "bench".into(),
         ..Default::default()
     }
+}
+
+/// Open cases the follow-up phase spreads its referrals over, per Submit in flight (more
+/// cases than Submits, since a case's events are routed one after another).
+const FOLLOW_UP_CASES_PER_SUBMIT: usize = 4;
+
+/// What the follow-up phase measured.
+struct FollowUps {
+    /// When it began and ended.
+    phase: (std::time::SystemTime, std::time::SystemTime),
+    /// Referrals/s, Submit to every recipient's confirmed acknowledgement.
+    rate: f64,
+    /// Records stored per referral.
+    records: f64,
+    /// NATS messages per referral.
+    messages: f64,
+}
+
+/// Opens [`FOLLOW_UP_CASES_PER_SUBMIT`] cases per Submit in flight (their deliveries read
+/// before it measures), then
+/// submits `config.referrals` referrals spread over them, `in_flight` at a time, until
+/// every recipient confirmed its acknowledgement of each.
+async fn follow_ups(
+    d: &Deployment,
+    js: &jetstream::Context,
+    ngo: &ReferralServiceClient<Channel>,
+    readers: &Readers,
+    config: &BenchConfig,
+    event: &Event,
+) -> anyhow::Result<FollowUps> {
+    let opened = config.in_flight * FOLLOW_UP_CASES_PER_SUBMIT;
+    let base = readers.total() + opened * RECIPIENTS.len();
+    let cases: Vec<String> = futures::stream::iter(0..opened)
+        .map(|i| {
+            let mut c = ngo.clone();
+            let req = submit_request(event, format!("follow-open-{i}"));
+            async move { c.submit(req).await.map(|r| r.into_inner().case_id) }
+        })
+        .buffer_unordered(config.in_flight)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, Status>>()
+        .map_err(|s| anyhow::anyhow!("opening a case failed: {s}"))?;
+    readers
+        .until_total(base, Duration::from_secs(120))
+        .await
+        .context("the follow-up phase's cases")?;
+    let stored_before = stored_records(js).await?;
+    let messages_before = server_messages(d).await?;
+    let n = config.referrals;
+    let began = phase_mark("follow-ups begin");
+    let start = Instant::now();
+    let results: Vec<Result<tonic::Response<SubmitResponse>, Status>> = futures::stream::iter(0..n)
+        .map(|i| {
+            let mut c = ngo.clone();
+            let mut req = submit_request(event, format!("follow-{i}"));
+            req.case_id = cases[i % cases.len()].clone();
+            async move { c.submit(req).await }
+        })
+        .buffer_unordered(config.in_flight)
+        .collect()
+        .await;
+    for r in results {
+        r.map_err(|s| anyhow::anyhow!("a follow-up Submit failed: {s}"))?;
+    }
+    let done = readers
+        .until_total(base + n * RECIPIENTS.len(), Duration::from_secs(120 + n as u64 / 5))
+        .await
+        .context("follow-ups end to end")?;
+    let ended = phase_mark("follow-ups end");
+    let rate = n as f64 / (done - start).as_secs_f64();
+    Ok(FollowUps {
+        phase: (began, ended),
+        rate,
+        records: (stored_records(js).await? - stored_before) as f64 / n as f64,
+        messages: server_messages(d).await?.saturating_sub(messages_before) as f64 / n as f64,
+    })
 }
 
 /// `n` Submits, `in_flight` at a time; every one must be stored.

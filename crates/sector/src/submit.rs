@@ -127,7 +127,10 @@ impl Core {
         if let Some((stored, _)) = submitted? {
             let (envelope, change) = Self::decode_stored(&stored)?;
             same_request(req.event.as_ref(), &req.actor_id, &req.case_id, &envelope, &key)?;
-            return Ok(Checked::Answered(self.finish(caller, envelope, change, true).await?));
+            let opens_case = req.case_id.is_empty();
+            return Ok(Checked::Answered(
+                self.finish(caller, envelope, change, opens_case, true).await?,
+            ));
         }
         if let Some(s) = &req.sender {
             if !s.agency_id.is_empty() && s.agency_id != caller.agency.as_str() {
@@ -282,7 +285,7 @@ impl Core {
                 .map(|s| s.actor_id.as_str())
                 .unwrap_or_default();
             same_request(envelope.event.as_ref(), actor, requested_case, &original, key)?;
-            return self.finish(caller, original, change, true).await;
+            return self.finish(caller, original, change, opening, true).await;
         }
         // the idempotency record, and the sender's first status record (which is also how
         // GetStatus knows the event is the caller's before the router has routed it)
@@ -293,10 +296,10 @@ impl Core {
         };
         let status_id = format!("submitted:{}", envelope.event_id);
         // a case this event opens is remembered as the caller's alongside, so the caller
-        // can add to it at once
+        // can add to it at once (a report naming a case that exists opens nothing)
         let opened = async {
             match &change {
-                CaseChange::Opened { municipality_code } => {
+                CaseChange::Opened { municipality_code } if opening => {
                     self.remember_opening(caller, &envelope, municipality_code).await
                 }
                 _ => Ok(()),
@@ -320,7 +323,7 @@ impl Core {
         remembered?;
         status?;
         opened?;
-        self.finish(caller, envelope, change, false).await
+        self.finish(caller, envelope, change, opening, false).await
     }
 
     /// Waits a little for the idempotency record of a duplicate; if it does not come, the
@@ -349,11 +352,13 @@ impl Core {
     }
 
     /// Completes a Submit whose event is stored: applies and audits its case change.
+    /// `opens_case`: the request named no case, so its event opened a new one.
     async fn finish(
         &self,
         caller: &Caller,
         envelope: Envelope,
         change: CaseChange,
+        opens_case: bool,
         duplicate: bool,
     ) -> Result<SubmitResponse, ApiError> {
         if duplicate {
@@ -373,7 +378,7 @@ impl Core {
             // a first attempt remembered the opening alongside its idempotency record; a
             // retry writes it again (kept if stored)
             CaseChange::Opened { municipality_code } => {
-                if duplicate {
+                if duplicate && opens_case {
                     self.remember_opening(caller, &envelope, municipality_code).await?;
                 }
             }
