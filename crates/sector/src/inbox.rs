@@ -8,10 +8,17 @@
 //! Every offer counts as an attempt towards the dead-letter limit, so a stream holds at
 //! most `inbox_window` unacknowledged deliveries (and fetches no more than that ahead): a
 //! client that drops its stream does not use up attempts of deliveries it never saw.
+//!
+//! Deliveries are opened (a case's key read, the first time this service sees the case)
+//! several at once and offered in the order they were pulled: one delivery waiting for its
+//! key holds up none pulled before it, and the order of a case's deliveries stays.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use futures::{StreamExt, stream::FuturesUnordered};
+use futures::{
+    StreamExt,
+    stream::{FuturesOrdered, FuturesUnordered},
+};
 use henvis_bus::{InboxConsumer, Offered, status_subject};
 use henvis_domain::AgencyId;
 use henvis_proto::henvis::broker::v1::{
@@ -59,6 +66,8 @@ pub(crate) async fn open(
         // acknowledgements being recorded: many at once, each "received" status before its
         // acknowledgement to NATS; they still count against the window until confirmed
         let mut acking = FuturesUnordered::new();
+        // deliveries pulled and being opened, several at once, offered in pull order
+        let mut opening = FuturesOrdered::new();
         let mut heartbeat = tokio::time::interval(core.heartbeat);
         heartbeat.tick().await;
         // the pulls under way, each of at most what the stream could offer when it was
@@ -68,7 +77,8 @@ pub(crate) async fn open(
         let mut pulling: HashMap<u64, usize> = HashMap::new();
         let mut pull_id = 0u64;
         loop {
-            let free = window.saturating_sub(open.len() + acking.len() + pulling.values().sum::<usize>());
+            let free =
+                window.saturating_sub(open.len() + acking.len() + opening.len() + pulling.values().sum::<usize>());
             if free > 0 && (pulling.is_empty() || free >= window.div_ceil(2)) {
                 match puller.fetch(free).await {
                     Ok(b) => {
@@ -107,10 +117,17 @@ pub(crate) async fn open(
                             Err(e) => { tracing::warn!(agency = %caller.agency, error = %e, "inbox pull error"); continue; }
                         },
                     };
+                    let core = core.clone();
+                    opening.push_back(async move {
+                        let opened = core.bus.open(m.payload()).await;
+                        (m, opened)
+                    });
+                }
+                Some((m, opened)) = opening.next(), if !opening.is_empty() => {
                     let info = (m.sequence(), m.attempt());
                     // sealed with its case's key; an erased case's delivery is gone for
                     // good: it leaves the inbox unread
-                    let opened = match core.bus.open(m.payload()).await {
+                    let opened = match opened {
                         Ok(o) => o,
                         Err(henvis_bus::BusError::Erased(case)) => {
                             tracing::info!(agency = %caller.agency, seq = info.0, case_id = %case, "delivery of an erased case removed unread");
@@ -198,15 +215,21 @@ pub(crate) async fn open(
         // connection and so before the NAKs below): while it stood, the server would hand
         // what is given back, and what arrives meanwhile, to this stream's still-registered
         // pull request, into the void until the ack wait.
-        let mut unsent = Vec::new();
+        let mut pulled = Vec::new();
         while let Ok(Some(p)) = tokio::time::timeout(Duration::ZERO, pulls.next()).await {
             if let Pulled::Offer(_, m) = p
                 && let Ok(m) = *m
             {
-                unsent.push(m);
+                pulled.push(m);
             }
         }
         drop(pulls);
+        // those being opened were pulled before the rest: given back first
+        let mut unsent = Vec::new();
+        while let Some((m, _)) = opening.next().await {
+            unsent.push(m);
+        }
+        unsent.extend(pulled);
         for o in open.into_values() {
             o.message.offer_again().await;
         }
