@@ -396,17 +396,11 @@ pub async fn run(config: &BenchConfig, sync_always: bool) -> anyhow::Result<Repo
     // end to end: Submit → every recipient's acknowledgement confirmed
     let mut router = RouterProcess::spawn(&d.nats.url(), 600, d.pki_dir())?;
     let readers = Readers::start(&d).await?;
-    let stored_before = stored_records(&js).await?;
-    let messages_before = server_messages(&d).await?;
+    let cost_before = Cost::now(&d, &js).await?;
     let e2e_began = phase_mark("end to end begins");
     let e2e = end_to_end(&ngo, &readers, config, &event).await?;
     let e2e_ended = phase_mark("end to end ends");
-    // what one referral costs the store: every record in every stream and bucket
-    let per_referral = (stored_records(&js).await? - stored_before) as f64 / config.referrals as f64;
-    // and nats-server: every message it received and sent (requests, replies, stored
-    // records, deliveries to consumers and watches), the background work of the phase included
-    let messages_per_referral =
-        server_messages(&d).await?.saturating_sub(messages_before) as f64 / config.referrals as f64;
+    let (per_referral, messages_per_referral) = Cost::now(&d, &js).await?.since(&cost_before, config.referrals);
     rows.push(row(
         "end to end, 3 recipients",
         e2e,
@@ -483,7 +477,7 @@ pub async fn run(config: &BenchConfig, sync_always: bool) -> anyhow::Result<Repo
     // HENVIS_TEST_NATS_TRACE=1: what the two end-to-end phases cost nats-server, message
     // by message
     let census = if crate::census::tracing() {
-        let log = std::env::temp_dir().join("nats-server-test.log");
+        let log = crate::nats_server_log();
         let mut text = String::new();
         for ((from, to), unit) in [
             ((e2e_began, e2e_ended), "referral (end to end, opening a case)"),
@@ -1023,52 +1017,88 @@ async fn follow_ups(
 ) -> anyhow::Result<FollowUps> {
     let opened = config.in_flight * FOLLOW_UP_CASES_PER_SUBMIT;
     let base = readers.total() + opened * RECIPIENTS.len();
-    let cases: Vec<String> = futures::stream::iter(0..opened)
-        .map(|i| {
-            let mut c = ngo.clone();
-            let req = submit_request(event, format!("follow-open-{i}"));
-            async move { c.submit(req).await.map(|r| r.into_inner().case_id) }
-        })
-        .buffer_unordered(config.in_flight)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<_, Status>>()
-        .map_err(|s| anyhow::anyhow!("opening a case failed: {s}"))?;
+    let cases: Vec<String> = submit_each(ngo, opened, config.in_flight, |i| {
+        submit_request(event, format!("follow-open-{i}"))
+    })
+    .await
+    .context("opening the follow-up phase's cases")?
+    .into_iter()
+    .map(|r| r.case_id)
+    .collect();
     readers
         .until_total(base, Duration::from_secs(120))
         .await
         .context("the follow-up phase's cases")?;
-    let stored_before = stored_records(js).await?;
-    let messages_before = server_messages(d).await?;
+    let before = Cost::now(d, js).await?;
     let n = config.referrals;
     let began = phase_mark("follow-ups begin");
     let start = Instant::now();
-    let results: Vec<Result<tonic::Response<SubmitResponse>, Status>> = futures::stream::iter(0..n)
-        .map(|i| {
-            let mut c = ngo.clone();
-            let mut req = submit_request(event, format!("follow-{i}"));
-            req.case_id = cases[i % cases.len()].clone();
-            async move { c.submit(req).await }
-        })
-        .buffer_unordered(config.in_flight)
-        .collect()
-        .await;
-    for r in results {
-        r.map_err(|s| anyhow::anyhow!("a follow-up Submit failed: {s}"))?;
-    }
+    submit_each(ngo, n, config.in_flight, |i| SubmitRequest {
+        case_id: cases[i % cases.len()].clone(),
+        ..submit_request(event, format!("follow-{i}"))
+    })
+    .await
+    .context("the follow-ups")?;
     let done = readers
         .until_total(base + n * RECIPIENTS.len(), Duration::from_secs(120 + n as u64 / 5))
         .await
         .context("follow-ups end to end")?;
     let ended = phase_mark("follow-ups end");
-    let rate = n as f64 / (done - start).as_secs_f64();
+    let (records, messages) = Cost::now(d, js).await?.since(&before, n);
     Ok(FollowUps {
         phase: (began, ended),
-        rate,
-        records: (stored_records(js).await? - stored_before) as f64 / n as f64,
-        messages: server_messages(d).await?.saturating_sub(messages_before) as f64 / n as f64,
+        rate: n as f64 / (done - start).as_secs_f64(),
+        records,
+        messages,
     })
+}
+
+/// `n` Submits of `request(i)`, `in_flight` at a time; their answers, once every one was
+/// stored.
+async fn submit_each(
+    client: &ReferralServiceClient<Channel>,
+    n: usize,
+    in_flight: usize,
+    request: impl Fn(usize) -> SubmitRequest,
+) -> anyhow::Result<Vec<SubmitResponse>> {
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let mut c = client.clone();
+            let req = request(i);
+            async move { c.submit(req).await.map(tonic::Response::into_inner) }
+        })
+        .buffer_unordered(in_flight)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, Status>>()
+        .map_err(|s| anyhow::anyhow!("a Submit failed: {s}"))
+}
+
+/// What the store and nats-server have done so far: records stored in every stream and
+/// bucket, and messages nats-server received and sent (requests, replies, stored records,
+/// deliveries to consumers and watches, the background work included).
+struct Cost {
+    records: u64,
+    messages: u64,
+}
+
+impl Cost {
+    async fn now(d: &Deployment, js: &jetstream::Context) -> anyhow::Result<Self> {
+        Ok(Self {
+            records: stored_records(js).await?,
+            messages: server_messages(d).await?,
+        })
+    }
+
+    /// Records and messages per referral since `before`, over `n` referrals.
+    fn since(&self, before: &Self, n: usize) -> (f64, f64) {
+        let n = n.max(1) as f64;
+        (
+            self.records.saturating_sub(before.records) as f64 / n,
+            self.messages.saturating_sub(before.messages) as f64 / n,
+        )
+    }
 }
 
 /// `n` Submits, `in_flight` at a time; every one must be stored.

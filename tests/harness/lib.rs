@@ -20,6 +20,11 @@ pub mod bench;
 pub mod browser;
 pub mod census;
 
+/// Where every test nats-server appends its log (`$TMPDIR/nats-server-test.log`).
+pub fn nats_server_log() -> PathBuf {
+    std::env::temp_dir().join("nats-server-test.log")
+}
+
 /// The nats-server binary: `$NATS_SERVER_BIN`, the project's pinned install, or `PATH`.
 pub fn nats_server_bin() -> PathBuf {
     if let Ok(p) = std::env::var("NATS_SERVER_BIN") {
@@ -275,7 +280,7 @@ impl NatsServer {
                 std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
-                    .open(std::env::temp_dir().join("nats-server-test.log"))?,
+                    .open(nats_server_log())?,
             )
             .spawn()
             .with_context(|| {
@@ -306,7 +311,7 @@ impl NatsServer {
                 .unwrap_or_default(),
             // HENVIS_TEST_NATS_TRACE=1: every protocol message in the server's log, for a
             // census of the messages per referral (docs/PERFORMANCE.md; slow, small runs only)
-            if std::env::var_os("HENVIS_TEST_NATS_TRACE").is_some() {
+            if census::tracing() {
                 "trace: true\nlogtime: true\nlogtime_utc: true\nmax_traced_msg_len: 1\n"
             } else {
                 ""

@@ -423,12 +423,31 @@ enum Step {
 }
 
 impl Step {
+    const ALL: [Self; 4] = [Self::Claimed, Self::HandedOver, Self::Closed, Self::Reopened];
+
     fn action(self) -> &'static str {
         match self {
             Self::Claimed => "claimed",
             Self::HandedOver => "handed_over",
             Self::Closed => "closed",
             Self::Reopened => "reopened",
+        }
+    }
+
+    /// The step a history entry records, if one of these (not what henvis did itself, nor
+    /// a detail read).
+    fn of_entry(what: &str) -> Option<Self> {
+        let action = AlertStep::of_entry(what)?;
+        Self::ALL.into_iter().find(|s| s.action() == action)
+    }
+
+    /// Its audit record.
+    fn record(self, step: AlertStepRecord) -> AuditRecord {
+        match self {
+            Self::Claimed => AuditRecord::AlertClaimed(step),
+            Self::HandedOver => AuditRecord::AlertHandedOver(step),
+            Self::Closed => AuditRecord::AlertClosed(step),
+            Self::Reopened => AuditRecord::AlertReopened(step),
         }
     }
 }
@@ -441,7 +460,7 @@ async fn audit_step(core: &Core, a: &AlertRecord, by: &PersonId, kind: Step) -> 
         .history
         .iter()
         .rev()
-        .find(|(what, person, _)| person == by.as_str() && AlertStep::of_entry(what) == Some(kind.action()));
+        .find(|(what, person, _)| person == by.as_str() && Step::of_entry(what) == Some(kind));
     // none: the person took no such step here (a claim handed to them is the other's step)
     if let Some((id, record)) = latest.and_then(|entry| step_record(a, entry)) {
         core.bus.audit(a.district.as_str(), &id, &record).await?;
@@ -453,7 +472,8 @@ async fn audit_step(core: &Core, a: &AlertRecord, by: &PersonId, kind: Step) -> 
 /// `a`'s history; `None` for any other entry (what henvis did itself, and detail reads,
 /// whose receipt is stored before the read is).
 fn step_record(a: &AlertRecord, (what, person, at): &(String, String, i64)) -> Option<(String, AuditRecord)> {
-    let step = AlertStepRecord {
+    let kind = Step::of_entry(what)?;
+    let record = kind.record(AlertStepRecord {
         alert_id: a.alert_id.to_string(),
         case_id: a.case_id.clone(),
         district: a.district.to_string(),
@@ -461,14 +481,7 @@ fn step_record(a: &AlertRecord, (what, person, at): &(String, String, i64)) -> O
         to: what.strip_prefix(ALERT_HANDED_OVER_TO).map(str::to_owned),
         outcome: what.strip_prefix(ALERT_CLOSED_AS).map(str::to_owned),
         at: *at,
-    };
-    let record = match AlertStep::of_entry(what)? {
-        "claimed" => AuditRecord::AlertClaimed(step),
-        "handed_over" => AuditRecord::AlertHandedOver(step),
-        "closed" => AuditRecord::AlertClosed(step),
-        "reopened" => AuditRecord::AlertReopened(step),
-        _ => return None,
-    };
+    });
     let id = AlertStep::recorded_by(&record)?.record_id();
     Some((id, record))
 }
